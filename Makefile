@@ -1,0 +1,41 @@
+# The two commands a newcomer needs are `make app` and `make test` (see README.md).
+PYTHON ?= python3
+APP_VENV := .venv-app
+DEV_VENV := .venv
+
+.PHONY: app test test-quick lint bench venv-app venv-dev
+
+$(APP_VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(APP_VENV)
+	$(APP_VENV)/bin/pip install -q -U pip
+	$(APP_VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+$(DEV_VENV)/.installed: requirements.txt requirements-train.txt requirements-dev.txt
+	$(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_VENV)/bin/pip install -q -U pip
+	$(DEV_VENV)/bin/pip install -q -r requirements-dev.txt
+	$(DEV_VENV)/bin/pip install -q --no-deps resemblyzer==0.1.4
+	touch $@
+
+venv-app: $(APP_VENV)/.installed
+venv-dev: $(DEV_VENV)/.installed
+
+## Install what the app needs (no torch) and start it on the default model.
+app: venv-app
+	$(APP_VENV)/bin/python app.py $(ARGS)
+
+## Install test needs and run the whole test suite (lint included).
+test: venv-dev
+	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+## A quicker subset for local iteration.
+test-quick: venv-dev
+	$(DEV_VENV)/bin/python -m pytest -m "not slow and not browser" -x -q
+
+lint: venv-dev
+	$(DEV_VENV)/bin/ruff check .
+
+bench: venv-dev
+	for f in benchmarks/bench_*.py; do $(DEV_VENV)/bin/python $$f || exit 1; done
