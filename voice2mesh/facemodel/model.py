@@ -1,0 +1,296 @@
+"""The linear face model: mean + identity basis + expression basis, and its versioned file format.
+
+``vertices = scale * (mean + identity @ identity_basis[:K] + expression @ expression_basis[:E])``
+(docs/ARCHITECTURE.md). Orientation: y up, the face looks along +z, x to the face's left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MEASUREMENT_NAMES = ("OICD", "ER", "FR", "CR", "MR")
+REGION_NAMES = ("forehead", "nose", "left_cheek", "right_cheek", "mouth", "chin", "jaw")
+EXPRESSION_RANGES = ("unit_interval", "gaussian")
+# Paper (Wu et al., CVPR 2022, Sec. 3 / 3DDFA-V2 parameterisation): 40 identity + 10 expression weights.
+PAPER_N_IDENTITY = 40
+PAPER_N_EXPRESSION = 10
+
+_META_KEY = "__metadata_json__"
+_SHA_KEY = "__sha256__"
+_REGION_PREFIX = "region__"
+_ARRAY_FIELDS = ("mean", "identity_basis", "expression_basis", "triangles", "landmarks")
+
+
+class FaceModelFileError(ValueError):
+    """A face model file is unreadable, of an unknown version, or fails its sha256 check."""
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The sampling prior of the parameters (stored in the file's metadata under ``prior``).
+
+    - scale: log-normal around 1, ``exp(N(0, scale_log_std))``; 0.03 gives about +-3 % (1 sd) head size on
+      top of the size variation the identity modes already carry.
+    - identity: ``N(0, identity_std)`` per mode (the PCA modes are whitened, so 1.0 is the model's own prior).
+    - expression, ``unit_interval`` (ICT blendshapes): mostly neutral and sparse: each mode is active with
+      probability ``expression_active_p`` and then ``U(0, expression_max)``, else 0.
+    - expression, ``gaussian`` (BFM): ``N(0, expression_std)``.
+    """
+
+    scale_log_std: float = 0.03
+    identity_std: float = 1.0
+    expression_active_p: float = 0.15
+    expression_max: float = 0.6
+    expression_std: float = 0.5
+
+
+@dataclass
+class FaceModel:
+    """A linear 3D morphable face model (see docs/facemodel.md)."""
+
+    name: str
+    mean: np.ndarray
+    identity_basis: np.ndarray
+    expression_basis: np.ndarray
+    triangles: np.ndarray
+    landmarks: np.ndarray
+    measurement_pairs: dict[str, tuple[int, int]]
+    regions: dict[str, np.ndarray]
+    expression_range: str = "unit_interval"
+    n_identity: int = PAPER_N_IDENTITY
+    n_expression: int = PAPER_N_EXPRESSION
+    metadata: dict = field(default_factory=dict)
+    prior: Prior = field(default_factory=Prior)
+
+    def __post_init__(self) -> None:
+        self.mean = np.ascontiguousarray(self.mean, dtype=np.float32)
+        n = self.mean.shape[0]
+        if self.mean.ndim != 2 or self.mean.shape[1] != 3:
+            raise ValueError(f"mean must be (N, 3), got {self.mean.shape}")
+        self.identity_basis = _basis(self.identity_basis, n, "identity_basis")
+        self.expression_basis = _basis(self.expression_basis, n, "expression_basis")
+        self.triangles = np.ascontiguousarray(self.triangles, dtype=np.int32)
+        if self.triangles.ndim != 2 or self.triangles.shape[1] != 3:
+            raise ValueError(f"triangles must be (F, 3), got {self.triangles.shape}")
+        if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= n):
+            raise ValueError(f"triangles index outside 0..{n - 1}")
+        self.landmarks = np.asarray(self.landmarks, dtype=np.int64)
+        if self.landmarks.shape != (68,) or self.landmarks.min() < 0 or self.landmarks.max() >= n:
+            raise ValueError(f"landmarks must be 68 vertex indices in 0..{n - 1}, got {self.landmarks.shape}")
+        self.measurement_pairs = {k: (int(a), int(b)) for k, (a, b) in self.measurement_pairs.items()}
+        missing = [k for k in MEASUREMENT_NAMES if k not in self.measurement_pairs]
+        if missing:
+            raise ValueError(f"measurement_pairs lacks {missing}")
+        self.regions = {k: np.asarray(v, dtype=np.int64) for k, v in self.regions.items()}
+        if self.expression_range not in EXPRESSION_RANGES:
+            raise ValueError(f"expression_range must be one of {EXPRESSION_RANGES}, "
+                             f"got {self.expression_range!r}")
+        self.set_prediction_size(self.n_identity, self.n_expression)
+
+    # -- sizes -------------------------------------------------------------------------------------
+    @property
+    def n_vertices(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def n_params(self) -> int:
+        """Length of a parameter vector ``[scale, identity (n_identity), expression (n_expression)]``."""
+        return 1 + self.n_identity + self.n_expression
+
+    @property
+    def max_identity(self) -> int:
+        return int(self.identity_basis.shape[0])
+
+    @property
+    def max_expression(self) -> int:
+        return int(self.expression_basis.shape[0])
+
+    def set_prediction_size(self, n_identity: int, n_expression: int) -> FaceModel:
+        """Choose how many modes models predict (all modes stay in the file). Returns self."""
+        if not 0 <= n_identity <= self.max_identity:
+            raise ValueError(f"n_identity={n_identity} outside 0..{self.max_identity} for {self.name}")
+        if not 0 <= n_expression <= self.max_expression:
+            raise ValueError(f"n_expression={n_expression} outside 0..{self.max_expression} for {self.name}")
+        self.n_identity, self.n_expression = int(n_identity), int(n_expression)
+        return self
+
+    # -- geometry ----------------------------------------------------------------------------------
+    def vertices(self, identity=None, expression=None, scale=None) -> np.ndarray:
+        """Vertices for weights ``identity`` (B, K) and ``expression`` (B, E), K/E up to all modes.
+
+        One matmul per basis for the whole batch. 1-D weights give one face (N, 3); 2-D give (B, N, 3).
+        ``None`` means zeros (identity/expression) or 1 (scale); ``scale`` is a scalar or (B,).
+        """
+        given = [w for w in (identity, expression) if w is not None]
+        single = bool(given) and all(np.ndim(w) == 1 for w in given) and np.ndim(scale) == 0
+        ident = _weights(identity, self.max_identity, "identity")
+        expr = _weights(expression, self.max_expression, "expression")
+        batch = _batch_size(ident, expr, scale)
+        flat = np.broadcast_to(self.mean.reshape(1, -1), (batch, self.mean.size)).copy()
+        if ident is not None and ident.shape[1]:
+            flat += ident @ self.identity_basis[: ident.shape[1]].reshape(ident.shape[1], -1)
+        if expr is not None and expr.shape[1]:
+            flat += expr @ self.expression_basis[: expr.shape[1]].reshape(expr.shape[1], -1)
+        if scale is not None:
+            flat *= np.asarray(scale, dtype=np.float32).reshape(-1, 1)
+        out = flat.reshape(batch, self.n_vertices, 3)
+        return out[0] if single else out
+
+    def split_params(self, params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, 1+K+E) parameters -> scale (B,), identity (B, K), expression (B, E)."""
+        p = np.asarray(params, dtype=np.float32)
+        p = p[None] if p.ndim == 1 else p
+        if p.ndim != 2 or p.shape[1] != self.n_params:
+            raise ValueError(f"params must be (B, {self.n_params}) = [scale, {self.n_identity} identity, "
+                             f"{self.n_expression} expression] for {self.name}, got {np.shape(params)}")
+        k = self.n_identity
+        return p[:, 0], p[:, 1: 1 + k], p[:, 1 + k:]
+
+    def vertices_from_params(self, params) -> np.ndarray:
+        """(B, 1+K+E) parameter vectors -> (B, N, 3) vertices; a 1-D vector gives (N, 3)."""
+        scale, ident, expr = self.split_params(params)
+        out = self.vertices(ident, expr, scale)
+        return out[0] if np.ndim(params) == 1 else out
+
+    def neutral_params(self, n: int = 1) -> np.ndarray:
+        """(n, 1+K+E) parameters of the mean face (scale 1, all weights 0)."""
+        p = np.zeros((n, self.n_params), dtype=np.float32)
+        p[:, 0] = 1.0
+        return p
+
+    def sample_params(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """(n, 1+K+E) float32 parameters drawn from the prior (see ``Prior``)."""
+        rng = np.random.default_rng(rng)
+        pr = self.prior
+        scale = np.exp(rng.normal(0.0, pr.scale_log_std, size=(n, 1)))
+        ident = rng.normal(0.0, pr.identity_std, size=(n, self.n_identity))
+        if self.expression_range == "unit_interval":
+            active = rng.random((n, self.n_expression)) < pr.expression_active_p
+            expr = np.where(active, rng.uniform(0.0, pr.expression_max, (n, self.n_expression)), 0.0)
+        else:
+            expr = rng.normal(0.0, pr.expression_std, size=(n, self.n_expression))
+        return np.concatenate([scale, ident, expr], axis=1).astype(np.float32)
+
+    # -- file format -------------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        meta = dict(self.metadata)
+        meta.update({
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "expression_range": self.expression_range,
+            "n_identity": self.n_identity,
+            "n_expression": self.n_expression,
+            "measurement_pairs": {k: list(v) for k, v in self.measurement_pairs.items()},
+            "regions": sorted(self.regions),
+            "prior": asdict(self.prior),
+        })
+        meta.setdefault("orientation", "y up, face looks along +z, x to the face's left (right-handed)")
+        return meta
+
+    def save(self, path: str | Path) -> Path:
+        """Write one versioned ``.npz``: arrays + a JSON metadata entry + a sha256 over both."""
+        path = Path(path)
+        arrays = {k: getattr(self, k) for k in _ARRAY_FIELDS}
+        arrays.update({_REGION_PREFIX + k: v for k, v in self.regions.items()})
+        arrays[_META_KEY] = np.array(json.dumps(self._meta(), sort_keys=True))
+        arrays[_SHA_KEY] = np.array(content_sha256(arrays))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaceModel:
+        """Read a file written by ``save``; checks the format version and the sha256."""
+        path = Path(path)
+        if not path.is_file():
+            raise FaceModelFileError(f"face model file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except Exception as exc:  # zip/npy errors of many kinds
+            raise FaceModelFileError(f"{path}: not a readable face model .npz ({exc})") from exc
+        for key in (_META_KEY, _SHA_KEY, *_ARRAY_FIELDS):
+            if key not in arrays:
+                raise FaceModelFileError(f"{path}: not a voice2mesh face model file (no {key!r} entry)")
+        meta = json.loads(str(arrays[_META_KEY]))
+        version = meta.get("format_version")
+        if version not in SUPPORTED_VERSIONS:
+            raise FaceModelFileError(f"{path}: face model format version {version!r} is not supported "
+                                     f"(this voice2mesh reads versions {list(SUPPORTED_VERSIONS)})")
+        stored = str(arrays.pop(_SHA_KEY))
+        actual = content_sha256(arrays)
+        if stored != actual:
+            raise FaceModelFileError(f"{path}: sha256 mismatch (stored {stored[:12]}..., contents "
+                                     f"{actual[:12]}...): the file is corrupted or was modified")
+        regions = {k[len(_REGION_PREFIX):]: v for k, v in arrays.items() if k.startswith(_REGION_PREFIX)}
+        meta_core = {k: meta.pop(k) for k in ("name", "expression_range", "n_identity", "n_expression",
+                                              "measurement_pairs", "prior")}
+        meta.pop("regions", None)
+        return cls(name=meta_core["name"], mean=arrays["mean"], identity_basis=arrays["identity_basis"],
+                   expression_basis=arrays["expression_basis"], triangles=arrays["triangles"],
+                   landmarks=arrays["landmarks"],
+                   measurement_pairs={k: tuple(v) for k, v in meta_core["measurement_pairs"].items()},
+                   regions=regions, expression_range=meta_core["expression_range"],
+                   n_identity=meta_core["n_identity"], n_expression=meta_core["n_expression"],
+                   metadata=meta, prior=Prior(**meta_core["prior"]))
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of the model as ``save`` would write it."""
+        arrays = {k: getattr(self, k) for k in _ARRAY_FIELDS}
+        arrays.update({_REGION_PREFIX + k: v for k, v in self.regions.items()})
+        arrays[_META_KEY] = np.array(json.dumps(self._meta(), sort_keys=True))
+        return content_sha256(arrays)
+
+
+def content_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over every entry (sorted by name): name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        if key == _SHA_KEY:
+            continue
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _basis(basis, n: int, name: str) -> np.ndarray:
+    b = np.ascontiguousarray(basis, dtype=np.float32)
+    if b.size == 0:
+        return np.zeros((0, n, 3), dtype=np.float32)
+    if b.ndim != 3 or b.shape[1:] != (n, 3):
+        raise ValueError(f"{name} must be (K, {n}, 3), got {b.shape}")
+    return b
+
+
+def _weights(w, max_modes: int, name: str) -> np.ndarray | None:
+    if w is None:
+        return None
+    a = np.asarray(w, dtype=np.float32)
+    a = a[None] if a.ndim == 1 else a
+    if a.ndim != 2:
+        raise ValueError(f"{name} weights must be (K,) or (B, K), got {np.shape(w)}")
+    if a.shape[1] > max_modes:
+        raise ValueError(f"{a.shape[1]} {name} weights given but the model has {max_modes} {name} modes")
+    return a
+
+
+def _batch_size(ident, expr, scale) -> int:
+    sizes = {a.shape[0] for a in (ident, expr) if a is not None}
+    if scale is not None and np.ndim(scale) > 0:
+        sizes.add(int(np.asarray(scale).reshape(-1).shape[0]))
+    if len(sizes) > 1:
+        sizes.discard(1)  # a batch of one broadcasts
+    if len(sizes) > 1:
+        raise ValueError(f"batch sizes of identity, expression and scale disagree: {sorted(sizes)}")
+    return sizes.pop() if sizes else 1
