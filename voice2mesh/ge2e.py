@@ -1,0 +1,273 @@
+"""The GE2E speaker-encoder front end (the one the pretrained ``resemblyzer`` weights expect), in numpy.
+
+Pipeline (Wan et al., "Generalized End-to-End Loss for Speaker Verification", ICASSP 2018, as
+published in the Resemblyzer package, v0.1.4):
+
+1. volume normalisation: raise (never lower) the RMS level to -30 dBFS;
+2. silence trimming: WebRTC VAD (mode 3) on 30 ms windows, an 8-window moving-average vote,
+   then the voiced mask dilated by a 7-window structuring element (3 windows each side), so that
+   only silences longer than 6 windows (180 ms) are cut, down to those 6 windows;
+3. a 40-channel mel power spectrogram: 25 ms periodic-Hann window, 10 ms hop, centred frames
+   with zero padding, |STFT|^2, Slaney mel scale and Slaney area-normalised triangular filters
+   spanning 0 Hz to Nyquist (not log-compressed);
+4. slicing into partial utterances of 160 frames (1.6 s), 1.3 partials per second, the last one
+   kept (zero-padded) only if at least 75 % of it is covered by audio.
+
+Everything is vectorised; the one exception is the call into WebRTC VAD, which is a stateful C
+routine that has to be fed one 30 ms window after another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+INT16_MAX = 2**15 - 1
+
+
+@dataclass(frozen=True)
+class GE2EFrontEndConfig:
+    """Hyper-parameters of the GE2E front end.
+
+    The numbers are those documented in the ``hparams`` module of Resemblyzer 0.1.4 (the package
+    whose ``pretrained.pt`` the encoder loads) and its ``embed_utterance`` defaults; changing them
+    breaks parity with those weights.
+    """
+
+    sample_rate: int = 16000          # Hz
+    window_ms: int = 25               # mel analysis window, ms (400 samples)
+    hop_ms: int = 10                  # mel hop, ms (160 samples)
+    n_mels: int = 40                  # mel channels
+    fmin: float = 0.0                 # Hz, lowest filter edge
+    fmax: float | None = None         # Hz, highest filter edge (None: Nyquist)
+    partial_frames: int = 160         # frames per partial utterance (1.6 s)
+    partials_per_second: float = 1.3  # embed_utterance(rate=1.3)
+    min_coverage: float = 0.75        # embed_utterance(min_coverage=0.75)
+    target_dbfs: float = -30.0        # volume normalisation target, dBFS (increase only)
+    vad_window_ms: int = 30           # WebRTC VAD window, ms (10, 20 or 30)
+    vad_mode: int = 3                 # WebRTC VAD aggressiveness (0-3)
+    vad_moving_average_width: int = 8 # windows averaged in the voicing vote
+    vad_max_silence_windows: int = 6  # longest silence kept, windows (dilation by max + 1 windows)
+
+    @property
+    def n_fft(self) -> int:
+        """FFT size = window length in samples."""
+        return self.sample_rate * self.window_ms // 1000
+
+    @property
+    def hop_length(self) -> int:
+        """Hop in samples."""
+        return self.sample_rate * self.hop_ms // 1000
+
+    @property
+    def vad_window(self) -> int:
+        """VAD window in samples."""
+        return self.sample_rate * self.vad_window_ms // 1000
+
+
+DEFAULT_CONFIG = GE2EFrontEndConfig()
+
+
+def _check_samples(samples: np.ndarray, what: str = "samples") -> np.ndarray:
+    """Validate a mono float waveform and return it as float32."""
+    arr = np.asarray(samples)
+    if arr.ndim != 1:
+        raise ValueError(f"GE2E front end: {what} must be a 1-D mono waveform, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"GE2E front end: {what} is empty (0 samples)")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"GE2E front end: {what} must be float samples in [-1, 1] at 16 kHz, "
+                         f"got dtype {arr.dtype} (convert int16 with x / 32768)")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"GE2E front end: {what} contains NaN or infinite values")
+    return arr.astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+def normalize_volume(wav: np.ndarray, target_dbfs: float = DEFAULT_CONFIG.target_dbfs) -> np.ndarray:
+    """Scale ``wav`` up so that its RMS level is ``target_dbfs``; louder input is left unchanged."""
+    wav = _check_samples(wav, "wav")
+    rms = float(np.sqrt(np.mean((wav.astype(np.float64) * INT16_MAX) ** 2)))
+    if rms == 0.0:
+        raise ValueError("GE2E front end: the waveform is all zeros (digital silence); nothing to embed")
+    change_db = target_dbfs - 20.0 * np.log10(rms / INT16_MAX)
+    if change_db < 0:
+        return wav
+    return (wav * (10.0 ** (change_db / 20.0))).astype(np.float32)
+
+
+def _window_counts(mask: np.ndarray, before: int, after: int) -> np.ndarray:
+    """For each i, how many of ``mask[i-before : i+after+1]`` are set (outside counts as 0)."""
+    padded = np.concatenate([np.zeros(before + 1, np.int64), mask.astype(np.int64), np.zeros(after, np.int64)])
+    c = np.cumsum(padded)
+    width = before + after + 1
+    return c[width:] - c[:-width]
+
+
+def voiced_mask(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Per VAD window: keep it (True) or drop it as part of a long silence.
+
+    ``wav`` must be a whole number of VAD windows long.
+    """
+    win = config.vad_window
+    pcm = np.clip(np.round(wav.astype(np.float64) * INT16_MAX), -INT16_MAX - 1, INT16_MAX).astype("<i2")
+    raw = pcm.tobytes()
+    step = 2 * win
+    vad = webrtcvad.Vad(config.vad_mode)
+    # The only per-window loop: WebRTC VAD is a stateful C routine fed window by window.
+    flags = np.fromiter((vad.is_speech(raw[i:i + step], config.sample_rate) for i in range(0, len(raw), step)),
+                        dtype=bool, count=len(raw) // step)
+    w = config.vad_moving_average_width
+    # Moving average over windows i-(w-1)//2 .. i+w//2, rounded half-to-even: voiced iff > half voted.
+    votes = _window_counts(flags, (w - 1) // 2, w // 2)
+    smoothed = 2 * votes > w
+    size = config.vad_max_silence_windows + 1
+    # Dilation by a ``size``-wide structuring element centred at size // 2.
+    return _window_counts(smoothed, (size - 1) // 2, size // 2) > 0
+
+
+def trim_long_silences(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Drop the VAD windows that lie inside silences longer than the dilation allows.
+
+    The tail that does not fill a whole VAD window is dropped first.
+    """
+    wav = _check_samples(wav, "wav")
+    win = config.vad_window
+    wav = wav[: len(wav) - len(wav) % win]
+    if len(wav) == 0:
+        raise ValueError(f"GE2E front end: the waveform is shorter than one VAD window ({win} samples)")
+    keep = voiced_mask(wav, config)
+    return wav.reshape(-1, win)[keep].reshape(-1)
+
+
+def preprocess_wav(samples: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Volume normalisation then long-silence trimming of a float32 16 kHz mono waveform."""
+    wav = normalize_volume(samples, config.target_dbfs)
+    return trim_long_silences(wav, config)
+
+
+# ----------------------------------------------------------------------------- mel spectrogram
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Slaney's mel scale (Auditory Toolbox): linear below 1 kHz (200/3 Hz per mel), log above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    linear = hz / f_sp
+    log = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log, linear)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    linear = mel * f_sp
+    log = min_log_hz * np.exp(logstep * (np.maximum(mel, min_log_mel) - min_log_mel))
+    return np.where(mel >= min_log_mel, log, linear)
+
+
+def mel_filterbank(config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters, equally spaced on the Slaney mel scale,
+    each scaled by 2 / bandwidth (Slaney's equal-area normalisation)."""
+    fmax = config.sample_rate / 2.0 if config.fmax is None else config.fmax
+    bin_hz = np.fft.rfftfreq(config.n_fft, d=1.0 / config.sample_rate)
+    edges = mel_to_hz(np.linspace(hz_to_mel(config.fmin), hz_to_mel(fmax), config.n_mels + 2))
+    lo, centre, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bin_hz[None, :] - lo) / (centre - lo)
+    falling = (hi - bin_hz[None, :]) / (hi - centre)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= 2.0 / (hi - lo)
+    return weights.astype(np.float32)
+
+
+_FILTERBANK_CACHE: dict[GE2EFrontEndConfig, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _analysis_tables(config: GE2EFrontEndConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(window, filterbank) for ``config``, built once."""
+    if config not in _FILTERBANK_CACHE:
+        n = config.n_fft
+        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)  # periodic Hann
+        _FILTERBANK_CACHE[config] = (window, mel_filterbank(config).astype(np.float64))
+    return _FILTERBANK_CACHE[config]
+
+
+def mel_frames(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """(T, n_mels) float32 mel power spectrogram, T = 1 + len(wav) // hop (centred frames)."""
+    wav = _check_samples(wav, "wav")
+    n_fft, hop = config.n_fft, config.hop_length
+    window, fbank = _analysis_tables(config)
+    padded = np.pad(wav.astype(np.float64), (n_fft // 2, n_fft // 2))
+    n_frames = 1 + len(wav) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+    spectrum = np.fft.rfft(frames * window, n=n_fft, axis=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    return (power @ fbank.T).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- partial utterances
+
+def partial_starts(n_samples: int, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """First mel frame of each partial utterance of a ``n_samples``-long preprocessed waveform.
+
+    Partials start every ``round(sample_rate / rate / hop)`` frames and run while they may still
+    overlap the utterance; the last one is dropped when less than ``min_coverage`` of it holds
+    audio, unless it is the only one.
+    """
+    if n_samples <= 0:
+        raise ValueError(f"GE2E front end: cannot slice an utterance of {n_samples} samples")
+    if not 0 < config.min_coverage <= 1:
+        raise ValueError(f"GE2E front end: min_coverage must be in (0, 1], got {config.min_coverage}")
+    hop, length = config.hop_length, config.partial_frames
+    n_frames = int(np.ceil((n_samples + 1) / hop))
+    step = int(np.round(config.sample_rate / config.partials_per_second / hop))
+    if not 0 < step <= length:
+        raise ValueError(f"GE2E front end: partials_per_second={config.partials_per_second} gives a step of "
+                         f"{step} frames; it must be between 1 and {length}")
+    starts = np.arange(0, max(1, n_frames - length + step + 1), step, dtype=np.int64)
+    coverage = (n_samples - starts[-1] * hop) / (length * hop)
+    if coverage < config.min_coverage and len(starts) > 1:
+        starts = starts[:-1]
+    return starts
+
+
+def partial_slices(n_samples: int, config: GE2EFrontEndConfig = DEFAULT_CONFIG
+                   ) -> tuple[list[slice], list[slice]]:
+    """(waveform slices, mel-frame slices) of the partial utterances, like the package returns."""
+    starts = partial_starts(n_samples, config)
+    length, hop = config.partial_frames, config.hop_length
+    mel = [slice(int(s), int(s) + length) for s in starts]
+    wav = [slice(int(s) * hop, (int(s) + length) * hop) for s in starts]
+    return wav, mel
+
+
+def partials(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """(P, partial_frames, n_mels) float32 partial-utterance mels of a *preprocessed* waveform.
+
+    The waveform is zero-padded to the end of the last partial before the spectrogram is taken.
+    """
+    wav = _check_samples(wav, "wav")
+    starts = partial_starts(len(wav), config)
+    end = int(starts[-1] + config.partial_frames) * config.hop_length
+    if end >= len(wav):
+        wav = np.pad(wav, (0, end - len(wav)))
+    mels = mel_frames(wav, config)
+    index = starts[:, None] + np.arange(config.partial_frames)[None, :]
+    return np.ascontiguousarray(mels[index], dtype=np.float32)
+
+
+def ge2e_input(samples: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Raw float32 16 kHz samples -> (P, 160, 40) model input: :func:`preprocess_wav` then :func:`partials`."""
+    wav = preprocess_wav(samples, config)
+    if len(wav) == 0:
+        raise ValueError("GE2E front end: voice activity detection found no speech in the waveform")
+    return partials(wav, config)
