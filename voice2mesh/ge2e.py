@@ -101,7 +101,8 @@ def normalize_volume(wav: np.ndarray, target_dbfs: float = DEFAULT_CONFIG.target
 
 def _window_counts(mask: np.ndarray, before: int, after: int) -> np.ndarray:
     """For each i, how many of ``mask[i-before : i+after+1]`` are set (outside counts as 0)."""
-    padded = np.concatenate([np.zeros(before + 1, np.int64), mask.astype(np.int64), np.zeros(after, np.int64)])
+    zeros = np.zeros
+    padded = np.concatenate([zeros(before + 1, np.int64), mask.astype(np.int64), zeros(after, np.int64)])
     c = np.cumsum(padded)
     width = before + after + 1
     return c[width:] - c[:-width]
@@ -118,8 +119,8 @@ def voiced_mask(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) ->
     step = 2 * win
     vad = webrtcvad.Vad(config.vad_mode)
     # The only per-window loop: WebRTC VAD is a stateful C routine fed window by window.
-    flags = np.fromiter((vad.is_speech(raw[i:i + step], config.sample_rate) for i in range(0, len(raw), step)),
-                        dtype=bool, count=len(raw) // step)
+    flags = np.fromiter((vad.is_speech(raw[i:i + step], config.sample_rate)
+                         for i in range(0, len(raw), step)), dtype=bool, count=len(raw) // step)
     w = config.vad_moving_average_width
     # Moving average over windows i-(w-1)//2 .. i+w//2, rounded half-to-even: voiced iff > half voted.
     votes = _window_counts(flags, (w - 1) // 2, w // 2)
@@ -266,7 +267,7 @@ def partials(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np
 
 
 def ge2e_input(samples: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Raw float32 16 kHz samples -> (P, 160, 40) model input: :func:`preprocess_wav` then :func:`partials`."""
+    """Raw float32 16 kHz samples -> (P, 160, 40) model input (:func:`preprocess_wav`, :func:`partials`)."""
     wav = preprocess_wav(samples, config)
     if len(wav) == 0:
         raise ValueError("GE2E front end: voice activity detection found no speech in the waveform")
