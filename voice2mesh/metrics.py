@@ -1,0 +1,423 @@
+"""The paper's face-geometry metrics, vectorised over batches of meshes (B, N, 3).
+
+Definitions (Wu, Hsu, Neumann, "Cross-Modal Perceptionist", CVPR 2022; docs/metrics.md):
+- distances of named vertex pairs; OICD (outer inter-canthal distance) is the normaliser;
+- ratio error of a distance d in {ER, FR, CR, MR}: |d_pred/OICD_pred - d_target/OICD_target|
+  (after scaling the prediction so that OICD_pred = OICD_target; the ratios do not change);
+  ARE is the mean of the four;
+- keypoint error: after that scaling (about the model origin), the L2 norm of the 68 landmarks'
+  xyz differences divided by sqrt(y-range * x-range) of the whole target mesh;
+- holistic RMSE after a similarity (Umeyama) alignment, and the same RMSE per region;
+- dataset numbers: mean over a speaker's utterances, then mean over speakers.
+
+Everything takes (N, 3) or (B, N, 3) arrays (a single target broadcasts against a batch) and
+returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-model MODEL --json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice2mesh.facemodel.align import apply_similarity, umeyama
+from voice2mesh.paths import cache_dir
+
+__all__ = [
+    "aggregate_by_speaker", "aligned_rmse", "apply_similarity", "compare", "distances", "keypoint_error",
+    "decode_at", "percentile", "ratio_errors", "ratio_prior", "ratios", "readouts", "region_rmse", "umeyama",
+]
+
+NORMALISER = "OICD"
+RATIO_NAMES: tuple[str, ...] = ("ER", "FR", "CR", "MR")  # the paper's four ratios (Sec. 5, Tab. 2-3)
+PRIOR_SAMPLES = 10_000  # faces sampled from the model's prior for the readout percentiles
+PRIOR_VERSION = 1  # bump when the cached prior's content or format changes
+_CHUNK_BYTES = 256 * 2**20  # memory bound for one vectorised chunk of a batch (float64)
+
+_PRIOR_MEMORY: dict[str, dict[str, np.ndarray]] = {}
+
+
+# --------------------------------------------------------------------------- helpers
+def _batch(x: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"{what}: expected vertices of shape (N, 3) or (B, N, 3), got {np.shape(x)}")
+    return a
+
+
+def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p, t = _batch(pred, "pred"), _batch(target, "target")
+    if p.shape[1] != t.shape[1]:
+        raise ValueError(f"pred has {p.shape[1]} vertices but target has {t.shape[1]}: same topology needed")
+    if p.shape[0] != t.shape[0]:
+        if t.shape[0] == 1:
+            t = np.broadcast_to(t, p.shape)
+        elif p.shape[0] == 1:
+            p = np.broadcast_to(p, t.shape)
+        else:
+            raise ValueError(f"batch sizes differ: pred {p.shape[0]}, target {t.shape[0]}")
+    return p, t
+
+
+def _pairs_of(model_or_pairs: Any) -> dict[str, tuple[int, int]]:
+    pairs = getattr(model_or_pairs, "measurement_pairs", model_or_pairs)
+    if not isinstance(pairs, Mapping):
+        raise TypeError("expected a FaceModel or a mapping name -> (vertex i, vertex j)")
+    return {str(k): (int(v[0]), int(v[1])) for k, v in pairs.items()}
+
+
+def _chunks(n_batch: int, n_vertices: int) -> list[slice]:
+    step = max(1, _CHUNK_BYTES // max(1, n_vertices * 3 * 8 * 4))
+    return [slice(i, min(i + step, n_batch)) for i in range(0, n_batch, step)]
+
+
+# --------------------------------------------------------------------------- distances and ratios
+def distances(vertices: np.ndarray, model_or_pairs: Any) -> dict[str, np.ndarray]:
+    """Euclidean distance of each named vertex pair: ``{name: (...,)}`` in the mesh's units (mm)."""
+    pairs = _pairs_of(model_or_pairs)
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim < 2 or v.shape[-1] != 3:
+        raise ValueError(f"expected vertices (..., N, 3), got {v.shape}")
+    names = list(pairs)
+    i = np.array([pairs[k][0] for k in names])
+    j = np.array([pairs[k][1] for k in names])
+    if i.size and (max(i.max(), j.max()) >= v.shape[-2] or min(i.min(), j.min()) < 0):
+        raise ValueError(f"measurement vertex index out of range for a mesh of {v.shape[-2]} vertices")
+    d = np.linalg.norm(v[..., i, :] - v[..., j, :], axis=-1)  # (..., P)
+    return {k: d[..., n] for n, k in enumerate(names)}
+
+
+def ratios(vertices: np.ndarray, model_or_pairs: Any) -> dict[str, np.ndarray]:
+    """d / OICD for ER, FR, CR, MR (scale-free)."""
+    d = distances(vertices, model_or_pairs)
+    if NORMALISER not in d:
+        raise KeyError(f"the measurement pairs need {NORMALISER!r}")
+    return {k: d[k] / d[NORMALISER] for k in RATIO_NAMES}
+
+
+def scale_to_target(pred: np.ndarray, target: np.ndarray, oicd_pair: tuple[int, int]) -> np.ndarray:
+    """Scale each prediction about the origin so that its OICD equals the target's (B, N, 3)."""
+    p, t = _pair(pred, target)
+    pairs = {NORMALISER: oicd_pair}
+    s = distances(t, pairs)[NORMALISER] / distances(p, pairs)[NORMALISER]
+    return p * s[:, None, None]
+
+
+def ratio_errors(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, np.ndarray]:
+    """|d_pred/OICD_pred - d_target/OICD_target| for ER, FR, CR, MR and their mean ARE, each (B,).
+
+    The prediction is scaled to the target's OICD first (as the paper does); a ratio does not
+    depend on that scale, so it is implicit here.
+    """
+    p, t = _pair(pred, target)
+    rp, rt = ratios(p, face_model), ratios(t, face_model)
+    out = {k: np.abs(rp[k] - rt[k]) for k in RATIO_NAMES}
+    out["ARE"] = np.mean(np.stack([out[k] for k in RATIO_NAMES]), axis=0)
+    return out
+
+
+def keypoint_error(
+    pred: np.ndarray,
+    target: np.ndarray,
+    landmarks: Any,
+    *,
+    oicd_pair: tuple[int, int] | None = None,
+    align: bool = False,
+) -> np.ndarray:
+    """Landmark error (B,): ||pred_lm - target_lm||_2 over all 68x3 coordinates / sqrt(h * w) of the target.
+
+    ``landmarks``: a FaceModel (its landmarks and OICD pair are used) or a (68,) index array.
+    The prediction is first scaled about the origin so that its OICD equals the target's (when an
+    OICD pair is known). No rigid alignment by default: both meshes come out of the same face
+    model's canonical, pose-free frame, as in the paper. ``align=True`` similarity-aligns the
+    landmarks first, for meshes that come from elsewhere. h and w are the y- and x-extents of
+    the whole target mesh.
+    """
+    if hasattr(landmarks, "landmarks"):
+        if oicd_pair is None:
+            oicd_pair = _pairs_of(landmarks)[NORMALISER]
+        landmarks = landmarks.landmarks
+    lm = np.asarray(landmarks, dtype=np.int64).reshape(-1)
+    p, t = _pair(pred, target)
+    if oicd_pair is not None:
+        p = scale_to_target(p, t, oicd_pair)
+    pl, tl = p[:, lm], t[:, lm]
+    if align:
+        pl = apply_similarity(pl, *umeyama(pl, tl))
+    err = np.sqrt(np.sum((pl - tl) ** 2, axis=(1, 2)))
+    ext = t.max(axis=1) - t.min(axis=1)  # (B, 3)
+    return err / np.sqrt(ext[:, 1] * ext[:, 0])
+
+
+# --------------------------------------------------------------------------- alignment and RMSE
+# umeyama / apply_similarity: the one implementation in voice2mesh.facemodel.align (re-exported here).
+def _aligned_sq_errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-vertex squared distance (B, N) after aligning each prediction to its target."""
+    p, t = _pair(pred, target)
+    out = np.empty(p.shape[:2])
+    for sl in _chunks(p.shape[0], p.shape[1]):  # chunks bound memory; each chunk is vectorised
+        aligned = apply_similarity(p[sl], *umeyama(p[sl], t[sl]))
+        out[sl] = np.sum((aligned - t[sl]) ** 2, axis=2)
+    return out
+
+
+def aligned_rmse(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """RMSE over all vertices (B,) after similarity-aligning the prediction to the target."""
+    return np.sqrt(_aligned_sq_errors(pred, target).mean(axis=1))
+
+
+def _region_rmse_from(sq: np.ndarray, regions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, idx in regions.items():  # a handful of regions; each is a vectorised gather
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        out[name] = np.sqrt(sq[:, idx].mean(axis=1)) if idx.size else np.full(sq.shape[0], np.nan)
+    return out
+
+
+def region_rmse(pred: np.ndarray, target: np.ndarray, regions: Any) -> dict[str, np.ndarray]:
+    """RMSE per named region (B,) after the same holistic similarity alignment as :func:`aligned_rmse`."""
+    regions = getattr(regions, "regions", regions)
+    return _region_rmse_from(_aligned_sq_errors(pred, target), regions)
+
+
+def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, Any]:
+    """All the paper's errors between predictions and targets of one topology.
+
+    Returns ``{"ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse": (B,), "region_rmse": {name: (B,)}}``.
+    """
+    p, t = _pair(pred, target)
+    n = getattr(face_model, "n_vertices", p.shape[1])
+    if p.shape[1] != n:
+        raise ValueError(f"meshes have {p.shape[1]} vertices but face model "
+                         f"{getattr(face_model, 'name', '')!r} has {n}")
+    out: dict[str, Any] = dict(ratio_errors(p, t, face_model))
+    out["keypoint_error"] = keypoint_error(p, t, face_model)
+    sq = _aligned_sq_errors(p, t)
+    out["rmse"] = np.sqrt(sq.mean(axis=1))
+    out["region_rmse"] = _region_rmse_from(sq, face_model.regions)
+    return out
+
+
+# --------------------------------------------------------------------------- dataset aggregation
+def aggregate_by_speaker(values: Mapping[str, Any], speakers: Sequence | np.ndarray) -> dict[str, Any]:
+    """Mean over each speaker's utterances, then mean over speakers (the paper's protocol).
+
+    ``values``: name -> (B,) per-utterance values (nested dicts, like ``region_rmse``, allowed);
+    ``speakers``: (B,) speaker id of each utterance. Returns name -> float (nested alike).
+    """
+    spk = np.asarray(speakers).reshape(-1)
+    if spk.size == 0:
+        raise ValueError("no utterances to aggregate")
+    _, inverse = np.unique(spk, return_inverse=True)
+    counts = np.bincount(inverse)
+
+    def agg(v: Any, name: str) -> Any:
+        if isinstance(v, Mapping):
+            return {k: agg(x, f"{name}.{k}") for k, x in v.items()}
+        arr = np.asarray(v, dtype=np.float64).reshape(-1)
+        if arr.size != spk.size:
+            raise ValueError(f"{name}: {arr.size} values for {spk.size} utterances")
+        per_speaker = np.bincount(inverse, weights=arr) / counts
+        return float(per_speaker.mean())
+
+    return {k: agg(v, k) for k, v in values.items()}
+
+
+# --------------------------------------------------------------------------- prior and readouts
+def _model_digest(face_model: Any) -> str:
+    """The face model's sha256 (from the model, else hashed from its arrays)."""
+    for owner in (face_model, getattr(face_model, "metadata", None) or {}):
+        value = owner.get("sha256") if isinstance(owner, Mapping) else getattr(owner, "sha256", None)
+        if isinstance(value, str) and value:
+            return value
+    h = hashlib.sha256()
+    for name in ("mean", "identity_basis", "expression_basis"):
+        h.update(np.ascontiguousarray(getattr(face_model, name)).tobytes())
+    h.update(json.dumps(_pairs_of(face_model), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _prior_key(face_model: Any, n_samples: int, seed: int) -> str:
+    return (f"v{PRIOR_VERSION}-{_model_digest(face_model)[:20]}-i{face_model.n_identity}"
+            f"-e{face_model.n_expression}-n{n_samples}-s{seed}")
+
+
+def decode_at(face_model: Any, params: np.ndarray, vertex_ids: np.ndarray) -> np.ndarray:
+    """Vertices ``vertex_ids`` only of the faces ``params`` (B, 1+K+E) -> (B, len(vertex_ids), 3).
+
+    The contract's linear model (docs/ARCHITECTURE.md) evaluated at a few vertices, so that the
+    prior's 10,000 faces cost microseconds each; tests check it equals ``vertices_from_params``.
+    """
+    scale, ident, expr = face_model.split_params(params)
+    idx = np.asarray(vertex_ids, dtype=np.int64)
+    k, e = ident.shape[1], expr.shape[1]
+    out = np.broadcast_to(face_model.mean[idx].astype(np.float64), (len(scale), len(idx), 3)).copy()
+    if k:
+        out += np.einsum("bk,knc->bnc", ident, face_model.identity_basis[:k, idx].astype(np.float64))
+    if e:
+        out += np.einsum("be,enc->bnc", expr, face_model.expression_basis[:e, idx].astype(np.float64))
+    return out * np.asarray(scale, dtype=np.float64)[:, None, None]
+
+
+def compute_ratio_prior(
+    face_model: Any, n_samples: int = PRIOR_SAMPLES, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Ratios of ``n_samples`` faces drawn with ``face_model.sample_params``: name -> sorted (n,)."""
+    params = np.asarray(face_model.sample_params(n_samples, np.random.default_rng(seed)))
+    pairs = _pairs_of(face_model)
+    names = [NORMALISER, *RATIO_NAMES]
+    ids = np.array([pairs[k] for k in names]).reshape(-1)  # (2P,) = i0, j0, i1, j1, ...
+    pts = decode_at(face_model, params, ids)  # (n, 2P, 3)
+    local = {k: (2 * n, 2 * n + 1) for n, k in enumerate(names)}
+    r = ratios(pts, local)
+    return {k: np.sort(r[k]) for k in RATIO_NAMES}
+
+
+def ratio_prior(face_model: Any, n_samples: int = PRIOR_SAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
+    """The model's prior distribution of each ratio (sorted samples), computed once.
+
+    Cached in memory and on disk under ``cache_dir()/ratio-prior/`` keyed by the face model's
+    sha256, n_identity, n_expression, the sample count and the seed.
+    """
+    if n_samples < PRIOR_SAMPLES:
+        raise ValueError(f"the prior needs at least {PRIOR_SAMPLES} samples, got {n_samples}")
+    key = _prior_key(face_model, n_samples, seed)
+    if key in _PRIOR_MEMORY:
+        return _PRIOR_MEMORY[key]
+    path = cache_dir() / "ratio-prior" / f"{key}.npz"
+    prior = None
+    if path.is_file():
+        try:
+            with np.load(path) as data:
+                prior = {k: data[k] for k in RATIO_NAMES}
+            if any(v.shape != (n_samples,) for v in prior.values()):
+                prior = None
+        except Exception:  # noqa: BLE001 - a broken cache file is recomputed
+            prior = None
+    if prior is None:
+        prior = compute_ratio_prior(face_model, n_samples, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **prior)
+        os.replace(tmp, path)  # atomic: concurrent readers see the old or the new file
+    _PRIOR_MEMORY[key] = prior
+    return prior
+
+
+def percentile(sorted_samples: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Percentile (0-100) of each value in the sorted prior samples; monotonic non-decreasing.
+
+    Linear between the mid-ranks 100 * (k + 0.5) / n of the samples; 0 below the smallest
+    and 100 above the largest.
+    """
+    s = np.asarray(sorted_samples, dtype=np.float64)
+    ranks = 100.0 * (np.arange(s.size) + 0.5) / s.size
+    return np.interp(np.asarray(values, dtype=np.float64), s, ranks, left=0.0, right=100.0)
+
+
+def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
+    """Readouts of one face (N, 3) (or a batch): ratios, distances in mm, ratio percentiles vs the prior.
+
+    Returns ``{"ratios": {ER, FR, CR, MR}, "distances_mm": {OICD, ER, FR, CR, MR},
+    "percentiles": {ER, FR, CR, MR}}``: floats for one face, (B,) arrays for a batch.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    single = v.ndim == 2
+    d = distances(_batch(v, "vertices"), face_model)
+    r = {k: d[k] / d[NORMALISER] for k in RATIO_NAMES}
+    prior = ratio_prior(face_model)
+    pct = {k: percentile(prior[k], r[k]) for k in RATIO_NAMES}
+    names = [NORMALISER, *RATIO_NAMES]
+
+    def out(x: np.ndarray) -> Any:
+        return float(x[0]) if single else x
+
+    return {
+        "ratios": {k: out(r[k]) for k in RATIO_NAMES},
+        "distances_mm": {k: out(d[k]) for k in names},
+        "percentiles": {k: out(pct[k]) for k in RATIO_NAMES},
+    }
+
+
+# --------------------------------------------------------------------------- command line
+class MetricsInputError(ValueError):
+    """Bad command-line input (unreadable file, wrong vertex count, unknown face model)."""
+
+
+def _load_model(spec: str) -> Any:
+    from voice2mesh.facemodel import FaceModel
+
+    try:
+        if Path(spec).is_file():
+            return FaceModel.load(spec)
+        from voice2mesh.facemodel import load_face_model
+
+        return load_face_model(spec)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is reported as bad input
+        raise MetricsInputError(
+            f"could not load face model {spec!r}: {exc} (give a face model file or one of "
+            "bfm-53215, bfm-38365, ict)") from exc
+
+
+def _load_mesh(path: str, face_model: Any, role: str) -> np.ndarray:
+    from voice2mesh.meshio import MeshFileError, read_vertices
+
+    try:
+        v = read_vertices(path)
+    except MeshFileError as exc:
+        raise MetricsInputError(f"{role}: {exc}") from exc
+    if v.shape[0] != face_model.n_vertices:
+        raise MetricsInputError(
+            f"{role} {path}: {v.shape[0]} vertices, but face model {face_model.name!r} has "
+            f"{face_model.n_vertices} (the meshes must use the model's topology and vertex order)")
+    return v
+
+
+def compare_files(pred_path: str, target_path: str, face_model: Any) -> dict[str, Any]:
+    """:func:`compare` for two mesh files; plain floats, ready for JSON."""
+    pred = _load_mesh(pred_path, face_model, "PRED")
+    target = _load_mesh(target_path, face_model, "TARGET")
+    res = compare(pred, target, face_model)
+    return {k: ({r: float(x[0]) for r, x in v.items()} if isinstance(v, dict) else float(v[0]))
+            for k, v in res.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m voice2mesh.metrics",
+        description="The paper's errors between a predicted and a target face mesh of one topology.")
+    parser.add_argument("pred", help="predicted mesh: .obj, .ply, .xyz ('x y z' per line) or .npy (N, 3)")
+    parser.add_argument("target", help="target mesh, same formats and vertex order as PRED")
+    parser.add_argument("--face-model", required=True,
+                        help="face model file, or a built-in layout: bfm-53215, bfm-38365, ict")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        model = _load_model(args.face_model)
+        result = compare_files(args.pred, args.target, model)
+    except (MetricsInputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            if isinstance(v, dict):
+                for r, x in v.items():
+                    print(f"{k}.{r:<14s} {x:.6f}")
+            else:
+                print(f"{k:<25s} {v:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
