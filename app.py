@@ -1,0 +1,354 @@
+"""voice2mesh web app (Gradio): a voice in, a 3D face out. UI only; the work is voice2mesh.service.
+
+    python app.py [--bundle DIR | --hub-repo OWNER/NAME] [--host 0.0.0.0] [--port 7860] [--share]
+
+Environment (what the Hugging Face Space sets): VOICE2MESH_BUNDLE, VOICE2MESH_HUB_REPO,
+VOICE2MESH_HUB_REVISION, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, VOICE2MESH_CONCURRENCY,
+VOICE2MESH_QUEUE_SIZE, VOICE2MESH_MAX_SECONDS, VOICE2MESH_MAX_UPLOAD_MB. See docs/app.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from voice2mesh.service import (
+    BOTH,
+    AudioConfig,
+    AudioError,
+    InputError,
+    MiB,
+    RunResult,
+    ServiceConfig,
+    Voice2MeshService,
+    ensure_examples,
+)
+
+LOG = logging.getLogger("voice2mesh.app")
+PROJECT_URL = "https://github.com/voice2mesh/voice2mesh"
+PAPER_URL = "https://arxiv.org/abs/2104.10299"
+EXPECTED_ERRORS = (AudioError, InputError)
+CACHE_SWEEP = (900, 3600)  # Gradio's own cache (uploads): every 15 min delete files older than 1 h
+
+
+@dataclass
+class ServerOptions:
+    """How the server runs (flags, else environment, else these defaults)."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    concurrency: int = 2   # requests computed at once (the model is CPU/GPU bound; more only queues in ORT)
+    queue_size: int = 32   # requests waiting at most; more get "queue full"
+    examples: bool = True
+
+
+# --------------------------------------------------------------------------- text
+
+
+def about_markdown(service: Voice2MeshService) -> str:
+    """The "what this is / what it is not" text, from the loaded bundle."""
+    info = service.info
+    demo_note = ("**This is a demonstration model.** It was trained on synthetic voices paired with random "
+                 "faces, so its faces say nothing about any real speaker.\n\n" if info.synthetic else "")
+    card = (f"[model card]({info.model_card})" if info.model_card
+            else "model card (below, *Model card*)")
+    return (
+        f"{demo_note}"
+        "**What this is.** An open implementation of *Voice2Mesh / Cross-Modal Perceptionist* "
+        f"([Wu, Hsu, Neumann, CVPR 2022]({PAPER_URL})): a network predicts the coefficients of a 3D "
+        f"morphable face model ({html.escape(info.face_model)}, {info.n_vertices} vertices) from the sound "
+        "of a voice. The readouts are the paper's face-shape ratios.\n\n"
+        f"**Loaded model:** {html.escape(info.title)} from `{html.escape(info.source)}`. "
+        f"Trained on: {html.escape(info.trained_on)}. See the {card}.\n\n"
+        "**What it is not.** It does not recognise or identify anyone, and it makes no claim about a "
+        "speaker's identity, ethnicity, age or any other personal attribute. A predicted face is a "
+        "statistical guess of coarse geometry (proportions of the head), not a portrait. Audio and results "
+        "stay in a temporary folder of your session and are deleted when you close the page."
+    )
+
+
+def summary_markdown(result: RunResult) -> str:
+    """Short text under the viewers: audio, provider, agreement of two models, warnings."""
+    lines = [f"Audio: {result.audio_seconds:.1f} s. "
+             + "; ".join(f"**{f.label}** ran on `{f.provider}` in {f.timings_ms.get('total', 0.0):.0f} ms"
+                         for f in result.faces) + "."]
+    if result.agreement:
+        a = result.agreement
+        lines.append(f"Agreement of the two models: ARE = {a['ARE']:.4f} (mean ratio error between their "
+                     f"faces; ER {a['ER']:.4f}, FR {a['FR']:.4f}, CR {a['CR']:.4f}, MR {a['MR']:.4f}); "
+                     f"aligned RMSE {a['rmse_mm']:.2f} mm.")
+    lines += [f"⚠ {html.escape(w)}" for w in result.warnings]
+    return "\n\n".join(lines)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _as_gr_error(exc: Exception, what: str) -> gr.Error:
+    """A person-readable gr.Error (expected bad input) or a generic one (a bug, logged with traceback)."""
+    if isinstance(exc, EXPECTED_ERRORS):
+        return gr.Error(html.escape(str(exc)), title="Cannot use this input", print_exception=False)
+    LOG.exception("unexpected error while %s", what)
+    return gr.Error(f"Something went wrong on the server while {what} ({type(exc).__name__}). "
+                    "It was logged; please try another recording.", title="Server error")
+
+
+def _session(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def _download(path: Path | None, label: str) -> gr.DownloadButton:
+    return gr.DownloadButton(label=label, value=str(path) if path else None, interactive=path is not None)
+
+
+def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
+    """The functions the UI events call (plain functions: tests may call them too)."""
+
+    def check(audio: str | None) -> None:
+        """Quick input check before the queue: size, format, duration."""
+        try:
+            service.check_audio(audio)
+        except Exception as exc:  # noqa: BLE001 - becomes a message for the visitor
+            raise _as_gr_error(exc, "checking the audio") from exc
+
+    def predict(audio: str | None, model: str | None, heatmap: bool, request: gr.Request):
+        """Voice → face(s): viewers, downloads, readouts table, plot, summary, timings, JSON."""
+        try:
+            result = service.run(audio, model, _session(request))
+        except Exception as exc:  # noqa: BLE001
+            raise _as_gr_error(exc, "making the face") from exc
+        faces = result.faces + [None] * (2 - len(result.faces))
+        viewers, downloads = [], []
+        for face in faces:
+            if face is None:
+                viewers.append(gr.Model3D(value=None))
+                downloads += [_download(None, f"{ext.upper()}") for ext in ("glb", "obj", "ply")]
+                continue
+            viewers.append(gr.Model3D(value=str(face.viewer_file(bool(heatmap))), label=face.label))
+            downloads += [_download(face.files[ext], f"{ext.upper()} ({face.label})")
+                          for ext in ("glb", "obj", "ply")]
+        headers, rows = result.readouts_rows()
+        table = pd.DataFrame(rows, columns=headers)
+        plot = pd.DataFrame(result.plot_rows())
+        timings = pd.DataFrame(result.timings_rows(), columns=["model", "stage", "ms", "provider"])
+        return (*viewers, *downloads, summary_markdown(result), table, plot, timings, result.summary())
+
+    def view(heatmap: bool, request: gr.Request):
+        """Switch the viewers between plain and heatmap colours (no recomputation)."""
+        a, b = service.view(_session(request), bool(heatmap))
+        return (None if a is None else str(a)), (None if b is None else str(b))
+
+    def compare(scan: str | None, request: gr.Request) -> pd.DataFrame:
+        """The paper's metrics between an uploaded scan and the latest prediction(s)."""
+        try:
+            rows = service.compare_scan(scan, _session(request))
+        except Exception as exc:  # noqa: BLE001
+            raise _as_gr_error(exc, "comparing with the scan") from exc
+        out = []
+        for r in rows:
+            row = {"model": r["model"], "ARE": r["ARE"], **{k: r[k] for k in ("ER", "FR", "CR", "MR")},
+                   "keypoint error": r["keypoint_error"], "RMSE (mm)": r["rmse_mm"]}
+            row.update({f"{k} RMSE (mm)": v for k, v in r["region_rmse_mm"].items()})
+            out.append(row)
+        return pd.DataFrame(out).round(4)
+
+    def show_second(model: str | None):
+        both = model == BOTH
+        return gr.Column(visible=both)
+
+    def info() -> dict:
+        """What is loaded: bundle, models, face model, limits."""
+        i = service.info
+        return {"bundle": i.source, "title": i.title, "trained_on": i.trained_on, "synthetic": i.synthetic,
+                "model_card": i.model_card, "face_model": i.face_model, "n_vertices": i.n_vertices,
+                "models": [{"value": v, "label": lbl} for lbl, v in service.choices()],
+                "limits": {"max_seconds": service.config.audio.max_duration_s,
+                           "min_speech_seconds": service.config.audio.min_speech_s,
+                           "max_upload_mb": service.config.max_upload_bytes // MiB}}
+
+    def end(request: gr.Request) -> None:
+        service.end_session(_session(request))
+
+    return {"check": check, "predict": predict, "view": view, "compare": compare,
+            "show_second": show_second, "info": info, "end": end}
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -> gr.Blocks:
+    """The Blocks app for one loaded service (no server started)."""
+    h = make_handlers(service)
+    choices = service.choices()
+    with gr.Blocks(title="voice2mesh: a 3D face from a voice", delete_cache=CACHE_SWEEP) as demo:
+        gr.Markdown("# voice2mesh: a 3D face from a voice")
+        with gr.Accordion("What this is, and what it is not", open=service.info.synthetic):
+            gr.Markdown(about_markdown(service))
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None,
+                                 label="Your voice", elem_id="voice-input")
+                gr.Markdown(f"Accepted: {service.limits_text()}; wav, flac, ogg/opus, mp3, webm, m4a.",
+                            elem_id="limits")
+                model = gr.Radio(choices=choices, value=service.default_choice, label="Model",
+                                 visible=len(choices) > 1)
+                heatmap = gr.Checkbox(value=False, label="Colour by distance from the average face (heatmap)")
+                run = gr.Button("Make a face", variant="primary", elem_id="run")
+                if examples:
+                    gr.Examples(examples=[[str(p)] for p in examples], inputs=[audio],
+                                label="Synthetic example voices (espeak-ng, no real person)")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    with gr.Column():
+                        view_a = gr.Model3D(label="Face", height=420, clear_color=(0.93, 0.94, 0.96, 1.0),
+                                            elem_id="viewer-a")
+                        with gr.Row():
+                            dl_a = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
+                                    for ext in ("glb", "obj", "ply")]
+                    with gr.Column(visible=False) as col_b:
+                        view_b = gr.Model3D(label="Second model", height=420,
+                                            clear_color=(0.93, 0.94, 0.96, 1.0), elem_id="viewer-b")
+                        with gr.Row():
+                            dl_b = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
+                                    for ext in ("glb", "obj", "ply")]
+                summary = gr.Markdown(elem_id="summary")
+                readouts = gr.Dataframe(label="Readouts: ratios to the outer eye-corner distance (OICD), "
+                                              "distances and percentile in the model's population",
+                                        interactive=False, elem_id="readouts")
+                plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100],
+                                  title="Percentile of each ratio in the population", height=260)
+                with gr.Accordion("Timings and all numbers", open=False):
+                    timings = gr.Dataframe(label="Per-stage timings (ms) and execution provider",
+                                           interactive=False)
+                    details = gr.JSON(label="Result (JSON)")
+        with gr.Accordion("Compare with your own scan", open=False):
+            gr.Markdown("Upload a face mesh (OBJ or PLY) in the model's topology "
+                        f"({service.info.face_model}, {service.info.n_vertices} vertices, millimetres, "
+                        "vertex for vertex) to get the "
+                        "paper's point, line and region errors against the latest prediction.")
+            scan = gr.File(label="Your scan (.obj / .ply)", file_types=[".obj", ".ply"], type="filepath")
+            compare = gr.Button("Compare")
+            comparison = gr.Dataframe(label="Errors: ratio errors (unitless), keypoint error (normalised), "
+                                            "RMSE after similarity alignment (mm)", interactive=False)
+        if service.info.card_markdown:
+            with gr.Accordion("Model card", open=False):
+                gr.Markdown(service.info.card_markdown)
+
+        outputs = [view_a, view_b, *dl_a, *dl_b, summary, readouts, plot, timings, details]
+        run.click(h["check"], [audio], None, queue=False, api_visibility="private").success(
+            h["predict"], [audio, model, heatmap], outputs, api_name="predict")
+        heatmap.change(h["view"], [heatmap], [view_a, view_b], api_name="view", show_progress="hidden")
+        model.change(h["show_second"], [model], [col_b], api_visibility="private", queue=False)
+        compare.click(h["compare"], [scan], [comparison], api_name="compare")
+        gr.api(h["info"], api_name="info")
+        demo.unload(h["end"])
+    return demo
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"error: ${name}={value!r} is not a whole number") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SystemExit(f"error: ${name}={value!r} is not a number") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description="voice2mesh web app: a voice in, a 3D face out.")
+    p.add_argument("--bundle", default=env("VOICE2MESH_BUNDLE"),
+                   help="bundle folder (or Hub repo id); env VOICE2MESH_BUNDLE; default models/default")
+    p.add_argument("--hub-repo", default=env("VOICE2MESH_HUB_REPO"),
+                   help="Hugging Face Hub repo of the bundle, used when --bundle is not given; "
+                        "env VOICE2MESH_HUB_REPO")
+    p.add_argument("--revision", default=env("VOICE2MESH_HUB_REVISION"),
+                   help="Hub branch, tag or commit; env VOICE2MESH_HUB_REVISION")
+    p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="interface to listen on (0.0.0.0 for all); env GRADIO_SERVER_NAME")
+    p.add_argument("--port", type=int, default=_env_int("GRADIO_SERVER_PORT", 7860),
+                   help="port; env GRADIO_SERVER_PORT (default 7860)")
+    p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    p.add_argument("--concurrency", type=int, default=_env_int("VOICE2MESH_CONCURRENCY", 2),
+                   help="requests computed at once; env VOICE2MESH_CONCURRENCY (default 2)")
+    p.add_argument("--queue-size", type=int, default=_env_int("VOICE2MESH_QUEUE_SIZE", 32),
+                   help="requests waiting at most; env VOICE2MESH_QUEUE_SIZE (default 32)")
+    p.add_argument("--max-seconds", type=float, default=_env_float("VOICE2MESH_MAX_SECONDS", 60.0),
+                   help="longest accepted recording, enforced on the server; env VOICE2MESH_MAX_SECONDS")
+    p.add_argument("--max-upload-mb", type=int, default=_env_int("VOICE2MESH_MAX_UPLOAD_MB", 20),
+                   help="largest accepted upload; env VOICE2MESH_MAX_UPLOAD_MB (default 20)")
+    p.add_argument("--no-examples", action="store_true", help="do not make or show the example voices")
+    return p.parse_args(argv)
+
+
+def service_config(args: argparse.Namespace) -> ServiceConfig:
+    audio = replace(AudioConfig(), max_duration_s=float(args.max_seconds))
+    return ServiceConfig(audio=audio, max_upload_bytes=int(args.max_upload_mb) * MiB)
+
+
+def session_root() -> Path:
+    """Per-process folder for session files, inside Gradio's cache (the only place files are served from)."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()) / "voice2mesh-sessions" / str(os.getpid())
+
+
+def load_service(args: argparse.Namespace) -> Voice2MeshService:
+    """The service for the bundle the flags / environment name (a clear error when it cannot load)."""
+    from voice2mesh.bundle import BundleError
+
+    source = args.bundle or args.hub_repo  # None → the default bundle (models/default)
+    try:
+        return Voice2MeshService.from_bundle(source, args.revision if source == args.hub_repo else None,
+                                             work_dir=session_root(), config=service_config(args))
+    except BundleError as exc:
+        raise SystemExit(f"error: cannot load the model bundle: {exc}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    opts = ServerOptions(host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
+                         queue_size=args.queue_size, examples=not args.no_examples)
+    service = load_service(args)
+    examples: list[Path] = []
+    if opts.examples:
+        try:
+            examples = ensure_examples()
+        except Exception as exc:  # noqa: BLE001 - examples are optional
+            LOG.warning("no example voices: %s", exc)
+    demo = build_demo(service, examples)
+    demo.queue(default_concurrency_limit=opts.concurrency, max_size=opts.queue_size)
+    LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
+    max_bytes = max(service.config.max_upload_bytes, service.config.max_scan_bytes)
+    try:
+        demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share,
+                    max_file_size=max_bytes, allowed_paths=[], show_error=False,
+                    footer_links=["api", "gradio"])
+    finally:
+        service.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
