@@ -401,6 +401,29 @@ def test_prior_is_cached_on_disk_and_keyed_by_model(tmp_cache):
         metrics.ratio_prior(model, n_samples=100)
 
 
+def test_builtin_bfm_layouts_give_mm_readouts_and_no_percentiles(tmp_cache):
+    from voice2mesh.facemodel import load_face_model
+
+    model = load_face_model("bfm-53215")  # mean face in BFM's micrometres, no shape modes in the assets
+    assert metrics.mm_per_unit(model) == 1e-3
+    ro = metrics.readouts(model.mean, model)
+    for k, v in BFM_MEAN_RATIOS.items():
+        assert abs(ro["ratios"][k] - v) < 1e-4
+    assert 80.0 < ro["distances_mm"]["OICD"] < 110.0
+    assert all(np.isnan(ro["percentiles"][k]) for k in metrics.RATIO_NAMES)  # a prior without variation
+    # RMSEs are reported in mm whatever the model's units
+    rng = np.random.default_rng(0)
+    pred = model.mean + rng.normal(size=model.mean.shape) * 1000.0  # 1 mm noise per axis, in um
+    res = metrics.compare(pred, model.mean, model)
+    assert abs(float(res["rmse"][0]) - float(metrics.aligned_rmse(pred, model.mean)[0]) * 1e-3) < 1e-9
+    assert 1.5 < float(res["rmse"][0]) < 1.9  # sqrt(3) mm, less the bit the alignment absorbs
+
+
+def test_percentile_of_a_prior_without_variation_is_undefined():
+    assert np.isnan(metrics.percentile(np.full(metrics.PRIOR_SAMPLES, 1.4), 1.4))
+    assert metrics.mm_per_unit(_small_model(0)) == 1.0  # the contract's default: millimetres
+
+
 # ------------------------------------------------------------------ command line
 def _cli_files(tmp_path: Path, model: FaceModel):
     rng = np.random.default_rng(0)
@@ -454,3 +477,19 @@ def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, bfm_model):
                            "--face-model", str(tmp_path / "nope.npz")], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "face model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_with_a_builtin_layout_name(tmp_path, assets_dir, capsys):
+    mean = _bfm_mean(assets_dir) * 1000.0  # the built-in BFM layouts are in micrometres
+    np.save(tmp_path / "target.npy", mean)
+    np.save(tmp_path / "pred.npy", mean * np.array([1.05, 1.0, 1.0]))
+    rc = metrics.main([str(tmp_path / "pred.npy"), str(tmp_path / "target.npy"), "--face-model", "bfm-53215",
+                       "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ARE"] > 0 and out["rmse"] > 0
+    regions = {"forehead", "nose", "left_cheek", "right_cheek", "mouth", "chin", "jaw"}
+    assert set(out["region_rmse"]) >= regions
+    rc = metrics.main([str(tmp_path / "pred.npy"), str(tmp_path / "target.npy"), "--face-model", "bfm-38365"])
+    assert rc == 2
+    assert "38365" in capsys.readouterr().err

@@ -31,13 +31,15 @@ from voice2mesh.facemodel.align import apply_similarity, umeyama
 from voice2mesh.paths import cache_dir
 
 __all__ = [
-    "aggregate_by_speaker", "aligned_rmse", "apply_similarity", "compare", "distances", "keypoint_error",
-    "decode_at", "percentile", "ratio_errors", "ratio_prior", "ratios", "readouts", "region_rmse", "umeyama",
+    "aggregate_by_speaker", "aligned_rmse", "apply_similarity", "compare", "decode_at", "distances",
+    "keypoint_error", "mm_per_unit", "percentile", "ratio_errors", "ratio_prior", "ratios", "readouts",
+    "region_rmse", "umeyama",
 ]
 
 NORMALISER = "OICD"
-RATIO_NAMES: tuple[str, ...] = ("ER", "FR", "CR", "MR")  # the paper's four ratios (Sec. 5, Tab. 2-3)
+RATIO_NAMES: tuple[str, ...] = ("ER", "FR", "CR", "MR")  # the paper's four ARE ratios (assets README)
 PRIOR_SAMPLES = 10_000  # faces sampled from the model's prior for the readout percentiles
+PRIOR_MIN_SPREAD = 1e-6  # relative range below which a prior has no shape variation (percentile NaN)
 PRIOR_VERSION = 1  # bump when the cached prior's content or format changes
 _CHUNK_BYTES = 256 * 2**20  # memory bound for one vectorised chunk of a batch (float64)
 
@@ -78,6 +80,22 @@ def _pairs_of(model_or_pairs: Any) -> dict[str, tuple[int, int]]:
 def _chunks(n_batch: int, n_vertices: int) -> list[slice]:
     step = max(1, _CHUNK_BYTES // max(1, n_vertices * 3 * 8 * 4))
     return [slice(i, min(i + step, n_batch)) for i in range(0, n_batch, step)]
+
+
+_MM_PER_UNIT = {"mm": 1.0, "millimetres": 1.0, "millimeters": 1.0, "um": 1e-3, "µm": 1e-3,
+                "micrometres": 1e-3, "micrometers": 1e-3, "cm": 10.0, "m": 1000.0}
+
+
+def mm_per_unit(face_model: Any) -> float:
+    """Millimetres per unit of the face model's vertices, from ``metadata["units"]`` (default mm).
+
+    The contract stores models in mm; the BFM reference layouts keep BFM's micrometres ("um ...").
+    """
+    units = (getattr(face_model, "metadata", None) or {}).get("units", "mm")
+    key = str(units).strip().split(" ")[0].lower() if units else "mm"
+    if key not in _MM_PER_UNIT:
+        raise ValueError(f"face model units {units!r} not understood; known: {sorted(_MM_PER_UNIT)}")
+    return _MM_PER_UNIT[key]
 
 
 # --------------------------------------------------------------------------- distances and ratios
@@ -192,7 +210,8 @@ def region_rmse(pred: np.ndarray, target: np.ndarray, regions: Any) -> dict[str,
 def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, Any]:
     """All the paper's errors between predictions and targets of one topology.
 
-    Returns ``{"ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse": (B,), "region_rmse": {name: (B,)}}``.
+    Returns ``{"ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse": (B,), "region_rmse": {name: (B,)}}``;
+    the ratio and keypoint errors are unitless, the RMSEs in millimetres (see :func:`mm_per_unit`).
     """
     p, t = _pair(pred, target)
     n = getattr(face_model, "n_vertices", p.shape[1])
@@ -201,7 +220,7 @@ def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, 
                          f"{getattr(face_model, 'name', '')!r} has {n}")
     out: dict[str, Any] = dict(ratio_errors(p, t, face_model))
     out["keypoint_error"] = keypoint_error(p, t, face_model)
-    sq = _aligned_sq_errors(p, t)
+    sq = _aligned_sq_errors(p, t) * mm_per_unit(face_model) ** 2
     out["rmse"] = np.sqrt(sq.mean(axis=1))
     out["region_rmse"] = _region_rmse_from(sq, face_model.regions)
     return out
@@ -321,14 +340,19 @@ def percentile(sorted_samples: np.ndarray, values: np.ndarray) -> np.ndarray:
     """
     s = np.asarray(sorted_samples, dtype=np.float64)
     ranks = 100.0 * (np.arange(s.size) + 0.5) / s.size
-    return np.interp(np.asarray(values, dtype=np.float64), s, ranks, left=0.0, right=100.0)
+    out = np.interp(np.asarray(values, dtype=np.float64), s, ranks, left=0.0, right=100.0)
+    if s[-1] - s[0] <= PRIOR_MIN_SPREAD * max(abs(s[s.size // 2]), 1e-12):
+        return np.full(np.shape(out), np.nan)  # no shape variation in the prior: undefined
+    return out
 
 
 def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
     """Readouts of one face (N, 3) (or a batch): ratios, distances in mm, ratio percentiles vs the prior.
 
     Returns ``{"ratios": {ER, FR, CR, MR}, "distances_mm": {OICD, ER, FR, CR, MR},
-    "percentiles": {ER, FR, CR, MR}}``: floats for one face, (B,) arrays for a batch.
+    "percentiles": {ER, FR, CR, MR}}``: floats for one face, (B,) arrays for a batch. Distances are
+    converted to mm from the model's units; percentiles are NaN for a model without shape modes
+    (e.g. the BFM reference layouts, which have a mean face only).
     """
     v = np.asarray(vertices, dtype=np.float64)
     single = v.ndim == 2
@@ -343,7 +367,7 @@ def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
 
     return {
         "ratios": {k: out(r[k]) for k in RATIO_NAMES},
-        "distances_mm": {k: out(d[k]) for k in names},
+        "distances_mm": {k: out(d[k] * mm_per_unit(face_model)) for k in names},
         "percentiles": {k: out(pct[k]) for k in RATIO_NAMES},
     }
 
