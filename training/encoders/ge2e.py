@@ -79,7 +79,7 @@ class GE2EEncoder(nn.Module):
         ``partial_mask`` (B, P) bool marks real partials when utterances with different partial
         counts are padded into one batch; padded partials are left out of the mean.
         """
-        if mels.dim() != 4 or mels.shape[-1] != self.config.n_mels:
+        if not torch.jit.is_tracing() and (mels.dim() != 4 or mels.shape[-1] != self.config.n_mels):
             raise ValueError("GE2EEncoder expects mels of shape (batch, partials, frames, "
                              f"{self.config.n_mels}), got {tuple(mels.shape)}")
         b, p = mels.shape[0], mels.shape[1]
