@@ -194,9 +194,13 @@ def load_layout(path: str | Path = LAYOUT_JSON) -> dict:
     return json.loads(path.read_text())
 
 
-def from_raw(raw: ICTRaw, layout: dict | None = None, n_identity: int = 40, n_expression: int = 10,
+def from_raw(raw: ICTRaw, layout: dict | str | None = "default", n_identity: int = 40, n_expression: int = 10,
              keep_range: tuple[int, int] = ICT_KEEP_RANGE) -> FaceModel:
-    """Crop, triangulate, convert to mm, attach landmarks/measurements/regions."""
+    """Crop, triangulate, convert to mm, attach landmarks/measurements/regions.
+
+    ``layout``: "default" reads ``data/ict_layout.json``; a dict is used as is; ``None`` gives placeholder
+    pairs and no regions (only for the derivation script, which needs the bare mesh first).
+    """
     nv = raw.neutral.shape[0]
     if nv != ICT_N_VERTICES:
         raise ICTConversionError(f"ICT neutral has {nv} vertices; ICT FaceKit Light has {ICT_N_VERTICES}")
@@ -209,8 +213,8 @@ def from_raw(raw: ICTRaw, layout: dict | None = None, n_identity: int = 40, n_ex
     landmarks = remap[ICT_LANDMARKS]
     check_orientation(mean, landmarks)
     pairs, regions, layout_meta = {}, {}, {}
-    if layout is None:
-        layout = load_layout() if LAYOUT_JSON.is_file() else None
+    if isinstance(layout, str):
+        layout = load_layout()
     if layout is not None:
         pairs = {k: tuple(int(remap[i]) for i in v["vertices"])
                  for k, v in layout["measurement_pairs"].items()}

@@ -1,0 +1,141 @@
+"""Built-in face models by name (``ict``, ``bfm-53215``, ``bfm-38365``) and the ICT download.
+
+``ict`` is converted once from the shared assets' packed npz, or, when the assets are missing, from the
+upstream OBJ files downloaded from the public ICT-FaceKit repository; the result is cached under
+``voice2mesh.paths.cache_dir()``. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ..paths import cache_dir, shared_assets_dir
+from . import bfm, ict
+from .model import FORMAT_VERSION, FaceModel
+
+ICT_COMMIT = "da5f95a"
+ICT_BASE_URL = f"https://raw.githubusercontent.com/ICT-VGL/ICT-FaceKit/{ICT_COMMIT}/FaceXModel/"
+BASE_URL_ENV = "VOICE2MESH_ICT_BASE_URL"
+# sha256 and size of upstream files we have seen (../shared/assets/ict-facekit/raw_subset, same commit).
+ICT_KNOWN_FILES: dict[str, tuple[str, int]] = {
+    "generic_neutral_mesh.obj": ("eedbc2576d8e5ea57f55255b8f98263213a1efb5431d8bfceed1d7aef10271f9", 2555599),
+    "identity000.obj": ("918160cf82d541336b4c367cf93199c9827832bde02511b8fbdf9019d6f1a773", 2559425),
+    "identity001.obj": ("325115059deb6691cb2d55da07ae38bb08ce36e4ea146982f294a17513155b3b", 2558978),
+    "jawOpen.obj": ("8d84355e10f48b05550980cee385bcd426f4797090da76a20de0535bb2f99f4a", 2558596),
+}
+BUILTIN_NAMES = ("ict", "bfm-53215", "bfm-38365")
+
+
+class FaceModelDownloadError(RuntimeError):
+    """Downloading the upstream face model failed (network, HTTP status, size or checksum)."""
+
+
+def ict_file_names(expression_names: list[str] | None = None) -> list[str]:
+    """Every OBJ file of the upstream FaceXModel folder that the converter reads."""
+    if expression_names is None:
+        expression_names = _default_expression_names()
+    return [ict.ICT_NEUTRAL_FILE, *(f"identity{i:03d}.obj" for i in range(ict.ICT_N_IDENTITY)),
+            *(f"{n}.obj" for n in expression_names)]
+
+
+def _default_expression_names() -> list[str]:
+    return json.loads((Path(__file__).parent / "data" / "ict_expressions.json").read_text())
+
+
+def download_file(url: str, dest: Path, sha256: str | None = None, size: int | None = None,
+                  timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` (atomic rename), checking Content-Length, ``size`` and ``sha256``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:  # noqa: S310
+            expected = resp.headers.get("Content-Length")
+            n = 0
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                h.update(chunk)
+                n += len(chunk)
+    except (urllib.error.URLError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise FaceModelDownloadError(f"download of {url} failed: {exc}") from exc
+    problems = []
+    if expected is not None and int(expected) != n:
+        problems.append(f"got {n} bytes, server announced {expected}")
+    if size is not None and n != size:
+        problems.append(f"got {n} bytes, expected {size}")
+    if sha256 is not None and h.hexdigest() != sha256:
+        problems.append(f"sha256 {h.hexdigest()[:12]}... != expected {sha256[:12]}...")
+    if problems:
+        tmp.unlink(missing_ok=True)
+        raise FaceModelDownloadError(f"download of {url}: " + "; ".join(problems))
+    tmp.replace(dest)
+    return dest
+
+
+def download_ict_obj(dest: str | Path, base_url: str | None = None, names: list[str] | None = None,
+                     timeout: float = 60.0) -> Path:
+    """Fetch the upstream ICT OBJ files into ``dest`` (files already there are kept).
+
+    ``base_url`` defaults to ``$VOICE2MESH_ICT_BASE_URL`` or the GitHub raw URL of commit da5f95a.
+    """
+    base = base_url or os.environ.get(BASE_URL_ENV) or ICT_BASE_URL
+    base = base if base.endswith("/") else base + "/"
+    dest = Path(dest)
+    for name in names or ict_file_names():
+        target = dest / name
+        if target.is_file():
+            continue
+        sha, size = ICT_KNOWN_FILES.get(name, (None, None))
+        download_file(base + name, target, sha256=sha, size=size, timeout=timeout)
+    return dest
+
+
+def ict_cache_path() -> Path:
+    return cache_dir() / f"ict-facekit-light.v{FORMAT_VERSION}.npz"
+
+
+def build_ict(assets: Path | None = None, base_url: str | None = None, force: bool = False) -> Path:
+    """Build (once) the cached ICT model file; returns its path."""
+    out = ict_cache_path()
+    if out.is_file() and not force:
+        return out
+    assets = shared_assets_dir() if assets is None else assets
+    packed = assets / "ict-facekit" / "ict_facekit_light.npz" if assets is not None else None
+    if packed is not None and packed.is_file():
+        model = ict.convert_ict_npz(packed)
+    else:
+        folder = download_ict_obj(cache_dir() / f"ict-facekit-{ICT_COMMIT}", base_url=base_url)
+        model = ict.convert_ict_obj(folder)
+    model.save(out)
+    return out
+
+
+def load_face_model(name_or_path, bfm_reference: str | Path | None = None, **kwargs) -> FaceModel:
+    """A face model file (.npz written by ``FaceModel.save``), or a built-in name:
+    ``ict`` (cached), ``bfm-53215``/``bfm-38365`` (mean face from a bfm-reference folder: ``bfm_reference``
+    or the shared assets' ``bfm-reference``)."""
+    if isinstance(name_or_path, FaceModel):
+        return name_or_path
+    key = str(name_or_path)
+    if key == "ict":
+        return FaceModel.load(build_ict(**kwargs))
+    if key in ("bfm-53215", "bfm-38365"):
+        folder = Path(bfm_reference) if bfm_reference else None
+        if folder is None:
+            assets = shared_assets_dir()
+            folder = assets / "bfm-reference" if assets is not None else None
+        if folder is None or not folder.is_dir():
+            raise FileNotFoundError(f"{key} needs a bfm-reference folder (u_shp.npy, u_exp.npy, tri.mat, "
+                                    "keypoints_sim.npy, indices.npy, tri.pkl); none found in the shared "
+                                    "assets")
+        return bfm.reference_model(folder, int(key.split("-")[1]))
+    path = Path(key)
+    if not path.is_file():
+        raise FileNotFoundError(f"face model {key!r}: no such file, and not a built-in name {BUILTIN_NAMES}")
+    return FaceModel.load(path)
