@@ -1,0 +1,1 @@
+"""Export trained PyTorch models to ONNX model bundles (docs/runtime.md); training-side, may use torch."""

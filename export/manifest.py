@@ -1,0 +1,174 @@
+"""Building ``bundle.json`` and the model card of a bundle (shared by to_onnx and the test bundles)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib.metadata as _md
+from pathlib import Path
+from typing import Any
+
+from voice2mesh.bundle import BUNDLE_FORMAT_VERSION, MODEL_CARD_NAME, write_manifest
+
+LIBRARIES = ("voice2mesh", "numpy", "onnx", "onnxruntime-gpu", "onnxruntime", "torch", "huggingface_hub")
+SYNTHETIC_NOTICE = (
+    "Trained on synthvox: synthetic espeak-ng voices paired with random faces of the face "
+    "model. It is a demonstration of the pipeline, NOT a model of real people: its faces say "
+    "nothing about any real speaker."
+)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that produced a bundle."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            continue
+    return out
+
+
+def front_end_config() -> dict[str, Any]:
+    """The front-end configurations the runtime rebuilds (log-mel features and the GE2E front end)."""
+    out: dict[str, Any] = {}
+    try:
+        from voice2mesh.features import FrontEndConfig
+
+        out["features"] = _plain(dataclasses.asdict(FrontEndConfig()))
+    except ImportError:  # pragma: no cover - the features module is part of the package
+        out["features"] = {}
+    from voice2mesh.ge2e import GE2EFrontEndConfig
+
+    out["ge2e"] = _plain(dataclasses.asdict(GE2EFrontEndConfig()))
+    return out
+
+
+def face_model_entry(face_model: Any, model_id: str, file: str | None = None) -> dict[str, Any]:
+    """``face_model`` section: id (what load_face_model takes), name, content sha256, K/E, optional file."""
+    return {
+        "id": model_id,
+        "name": face_model.name,
+        "sha256": face_model.sha256,
+        "n_identity": face_model.n_identity,
+        "n_expression": face_model.n_expression,
+        "n_vertices": face_model.n_vertices,
+        "file": file,
+        "resolve": (
+            "bundled file"
+            if file
+            else f"voice2mesh.facemodel.load_face_model({model_id!r}): shared assets, cache or the "
+            "documented download (docs/facemodel.md); checked against sha256"
+        ),
+    }
+
+
+def finish_bundle(root: str | Path, manifest: dict[str, Any], card: str | None = None) -> Path:
+    """Write the model card (README.md) and ``bundle.json`` with the sha256 of every file."""
+    root = Path(root)
+    manifest = dict(manifest)
+    manifest.setdefault("format_version", BUNDLE_FORMAT_VERSION)
+    manifest.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    manifest.setdefault("library_versions", library_versions())
+    (root / MODEL_CARD_NAME).write_text(card if card is not None else model_card(manifest), encoding="utf-8")
+    return write_manifest(root, manifest)
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """A Markdown model card (Hub README) from the manifest."""
+    fm = manifest["face_model"]
+    lines = [
+        "---",
+        "license: mit",
+        "library_name: onnx",
+        "tags:",
+        "- voice2mesh",
+        "- onnx",
+        "- 3d-face",
+        "---",
+        "",
+        f"# {manifest.get('name', 'voice2mesh bundle')}",
+        "",
+        manifest.get("description", ""),
+        "",
+        "## Models",
+        "",
+        "| name | framework | encoder | input | file |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in manifest["models"].items():
+        lines.append(
+            f"| {name} | {m['framework']} | {m['encoder']} | `{m.get('input_name', '')}` "
+            f"{m.get('input_shape', '')} | {m['file']} |"
+        )
+    lines += [
+        "",
+        f"Default model: `{manifest['default_model']}`. Output `params` (batch, {1 + fm['n_identity']}"
+        f" + {fm['n_expression']}): scale, {fm['n_identity']} identity and {fm['n_expression']} "
+        "expression weights, un-whitened.",
+        "",
+        "## Face model",
+        "",
+        f"{fm['name']} ({fm['n_vertices']} vertices), id `{fm['id']}`, content sha256 `{fm['sha256']}`; "
+        f"resolved by: {fm['resolve']}.",
+        "",
+        "## Training data",
+        "",
+    ]
+    td = manifest.get("training_data", {})
+    lines += [f"- {k}: {v}" for k, v in td.items()] or ["- (not recorded)"]
+    lines += ["", "## Evaluation", ""]
+    ev = manifest.get("evaluation", {})
+    if ev:
+        for model, table in ev.items():
+            lines.append(
+                f"- **{model}**: "
+                + (
+                    ", ".join(f"{k} = {_fmt(v)}" for k, v in table.items())
+                    if isinstance(table, dict)
+                    else str(table)
+                )
+            )
+    else:
+        lines.append("- (no evaluation recorded)")
+    lines += [
+        "",
+        "## Intended use and limits",
+        "",
+        manifest.get(
+            "limitations",
+            "Research demonstration of the Voice2Mesh / Cross-Modal "
+            "Perceptionist pipeline. Do not use it to infer or judge anyone's appearance.",
+        ),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from voice2mesh.inference import Predictor",
+        "p = Predictor.from_bundle('path/or/owner-name')",
+        "pred = p.predict('voice.wav')",
+        "print(pred.readouts)",
+        "```",
+        "",
+        "```",
+        "python -m voice2mesh predict voice.wav -o out --format glb --json --bundle BUNDLE",
+        "```",
+        "",
+        "## Files",
+        "",
+        "Every file's sha256 is in `bundle.json`; voice2mesh refuses files that do not match.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return [_plain(v) for v in x]
+    return x

@@ -1,0 +1,498 @@
+"""Export trained checkpoints to an ONNX model bundle (docs/runtime.md).
+
+    python -m export.to_onnx --checkpoint runs/x/supervised.pt --out bundles/x
+    python -m export.to_onnx --all runs/sup runs/sup-ge2e runs/kd --out bundles/all
+    python -m export.to_onnx --random-init --encoder voiceembednet --out /tmp/random-bundle
+    python -m export.to_onnx ... --push-to-hub owner/name [--dry-run]
+
+One ONNX graph per model (the contract in docs/ARCHITECTURE.md): ``features`` (batch, time, 64) or
+``mels`` (batch, partials, 160, 40) → ``params`` (batch, 1+K+E), un-whitened, dynamic batch and time,
+opset 17, checked with ``onnx.checker`` (full check) and against PyTorch on the real clips of the
+shared assets (params max abs ≤ 1e-4, vertices ≤ 1e-3 relative) before the bundle is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from export.manifest import SYNTHETIC_NOTICE, face_model_entry, finish_bundle, front_end_config
+from voice2mesh.bundle import ENCODER_INPUTS
+
+OPSET = 17
+PARAMS_ATOL = 1e-4  # issue 6: params max abs difference ONNX vs PyTorch
+VERTICES_RTOL = 1e-3  # issue 6: vertices max difference relative to the face's extent
+CHECKPOINT_PREFERENCE = ("best.pt", "final.pt", "last.pt", "supervised.pt", "kd.pt", "student.pt")
+
+
+class ExportError(RuntimeError):
+    """A checkpoint cannot be exported, or the exported graph fails a check."""
+
+
+@dataclass
+class LoadedModel:
+    """A PyTorch model ready to export plus what the bundle records about it."""
+
+    name: str  # bundle model name: "supervised", "supervised-ge2e", "kd"
+    framework: str
+    encoder: str
+    module: torch.nn.Module
+    face_model_id: str
+    n_identity: int
+    n_expression: int
+    card: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = ""
+
+
+@dataclass
+class ParityReport:
+    clips: list[str]
+    params_max_abs: float
+    vertices_max_rel: float
+    batch_max_abs: float
+    short_max_abs: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clips": self.clips,
+            "params_max_abs": self.params_max_abs,
+            "vertices_max_rel": self.vertices_max_rel,
+            "batch_max_abs": self.batch_max_abs,
+            "short_input_max_abs": self.short_max_abs,
+            "limits": {"params_max_abs": PARAMS_ATOL, "vertices_max_rel": VERTICES_RTOL},
+        }
+
+
+# ---------------------------------------------------------------------- loading
+def load_checkpoint_model(path: str | Path) -> LoadedModel:
+    """A training checkpoint (.pt: config, state_dict, param_mean, param_std, face_model, model card)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ExportError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    for key in ("config", "state_dict"):
+        if key not in ckpt:
+            raise ExportError(
+                f"{path}: not a voice2mesh training checkpoint (no {key!r}); keys: {sorted(ckpt)}"
+            )
+    card = ckpt.get("model_card") or {}
+    framework = str(
+        ckpt.get("framework")
+        or card.get("framework")
+        or ("kd" if "kd" in str(card.get("stage", "")).lower() else "supervised")
+    )
+    if framework == "kd" or ckpt.get("stage") == "kd":
+        module, encoder, k, e = _build_kd(ckpt, path)
+        framework = "kd"
+    else:
+        module, encoder, k, e = _build_supervised(ckpt, path)
+    module.eval()
+    face = ckpt.get("face_model") or card.get("face_model") or "ict"
+    face_id = face.get("id", "ict") if isinstance(face, dict) else str(face)
+    name = (
+        "kd"
+        if framework == "kd"
+        else ("supervised" if encoder == "voiceembednet" else f"supervised-{encoder}")
+    )
+    return LoadedModel(
+        name=name,
+        framework=framework,
+        encoder=encoder,
+        module=module,
+        face_model_id=face_id,
+        n_identity=k,
+        n_expression=e,
+        card=card,
+        checkpoint=str(path),
+    )
+
+
+def _build_supervised(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
+    from training.config import config_from_dict
+    from training.models import build_voice_to_params
+
+    cfg = config_from_dict(ckpt["config"], f"{path}:config")
+    if "param_mean" not in ckpt or "param_std" not in ckpt:
+        raise ExportError(
+            f"{path}: supervised checkpoint lacks param_mean/param_std (the whitening statistics)"
+        )
+    model = build_voice_to_params(
+        cfg.model.encoder,
+        cfg.model.n_identity,
+        cfg.model.n_expression,
+        cfg.model.dropout,
+        torch.as_tensor(ckpt["param_mean"]),
+        torch.as_tensor(ckpt["param_std"]),
+    )
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ExportError(
+            f"{path}: state_dict does not fit VoiceToParams({cfg.model.encoder}): {exc}"
+        ) from exc
+    return model, cfg.model.encoder, cfg.model.n_identity, cfg.model.n_expression
+
+
+def _build_kd(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
+    try:
+        from training import kd
+    except ImportError as exc:
+        raise ExportError(
+            f"{path}: a KD checkpoint needs training.kd, which is not available ({exc})"
+        ) from exc
+    builder = getattr(kd, "model_from_checkpoint", None) or getattr(kd, "load_exportable", None)
+    if builder is None:
+        raise ExportError(f"{path}: training.kd offers no model_from_checkpoint(ckpt) to rebuild the graph")
+    module = builder(ckpt)
+    cfg = ckpt["config"]
+    model_cfg = cfg.get("model", {}) if isinstance(cfg, dict) else {}
+    return (
+        module,
+        "voiceembednet",
+        int(model_cfg.get("n_identity", 40)),
+        int(model_cfg.get("n_expression", 10)),
+    )
+
+
+def random_init_model(encoder: str = "voiceembednet", face_model: str = "ict", seed: int = 0) -> LoadedModel:
+    """The real architecture with random weights (tests, the app before training, benchmarks)."""
+    from training.models import build_voice_to_params
+    from voice2mesh.facemodel import load_face_model
+
+    torch.manual_seed(seed)
+    fm = load_face_model(face_model)
+    sample = fm.sample_params(4096, np.random.default_rng(seed))
+    model = build_voice_to_params(
+        encoder,
+        fm.n_identity,
+        fm.n_expression,
+        0.2,
+        torch.from_numpy(sample.mean(0)),
+        torch.from_numpy(sample.std(0) + 1e-3),
+    )
+    with torch.no_grad():  # keep random faces near the prior: whitened outputs of about unit size
+        for lin in (model.head.scale, model.head.identity, model.head.expression):
+            lin.weight.mul_(0.5)
+    model.eval()
+    name = "supervised" if encoder == "voiceembednet" else f"supervised-{encoder}"
+    card = {
+        "data": {"name": "none", "kind": "random-init", "summary": "Random weights: the faces mean nothing."}
+    }
+    return LoadedModel(
+        name=name,
+        framework="supervised",
+        encoder=encoder,
+        module=model,
+        face_model_id=face_model,
+        n_identity=fm.n_identity,
+        n_expression=fm.n_expression,
+        card=card,
+        checkpoint=f"random-init(seed={seed})",
+    )
+
+
+def find_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint of a run folder: best/final/last first, else the newest non-pretrain .pt."""
+    run = Path(run_dir)
+    if run.is_file():
+        return run
+    for name in CHECKPOINT_PREFERENCE:
+        hits = sorted(run.rglob(name), key=lambda p: p.stat().st_mtime)
+        hits = [h for h in hits if "pretrain" not in h.as_posix()]
+        if hits:
+            return hits[-1]
+    cands = [p for p in run.rglob("*.pt") if "pretrain" not in p.as_posix()]
+    if not cands:
+        raise ExportError(f"no checkpoint (*.pt other than pretraining) under {run}")
+    return max(cands, key=lambda p: p.stat().st_mtime)
+
+
+# ---------------------------------------------------------------------- export + checks
+def dummy_input(encoder: str, batch: int = 2, time: int = 1000, partials: int = 3) -> torch.Tensor:
+    if encoder == "ge2e":
+        return torch.randn(batch, partials, 160, 40).abs()
+    return torch.randn(batch, time, 64)
+
+
+def export_graph(model: LoadedModel, out_path: str | Path) -> Path:
+    """torch → ONNX (TorchScript exporter, opset 17, dynamic batch and time) + full checker."""
+    out_path = Path(out_path)
+    input_name = ENCODER_INPUTS[model.encoder]
+    dyn = {0: "batch", 1: "partials"} if model.encoder == "ge2e" else {0: "batch", 1: "time"}
+    with torch.no_grad():
+        torch.onnx.export(
+            model.module,
+            (dummy_input(model.encoder),),
+            str(out_path),
+            input_names=[input_name],
+            output_names=["params"],
+            dynamic_axes={input_name: dyn, "params": {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(out_path))
+    proto.producer_name = "voice2mesh.export"
+    proto.doc_string = (
+        f"voice2mesh {model.name}: {input_name} -> params (1+{model.n_identity}+{model.n_expression})"
+    )
+    onnx.save(proto, str(out_path))
+    onnx.checker.check_model(str(out_path), full_check=True)
+    return out_path
+
+
+def clip_inputs(encoder: str, assets: Path | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """Model inputs from the real clips in the shared assets (voices/*.wav), through the runtime front end."""
+    from voice2mesh.audio import load_audio
+
+    from voice2mesh.paths import shared_assets_dir
+
+    assets = assets or shared_assets_dir()
+    if assets is None:
+        raise ExportError("parity check needs the shared assets (../shared/assets/voices); none found")
+    wavs = sorted((assets / "voices").glob("*.wav"))
+    if not wavs:
+        raise ExportError(f"no clips in {assets / 'voices'}")
+    names, inputs = [], []
+    for wav in wavs:
+        audio = load_audio(wav)
+        if encoder == "ge2e":
+            from voice2mesh.ge2e import ge2e_input
+
+            inputs.append(ge2e_input(audio.samples))
+        else:
+            from voice2mesh.features import FrontEndConfig, features_from_audio
+
+            inputs.append(np.asarray(features_from_audio(audio, FrontEndConfig()).features, dtype=np.float32))
+        names.append(wav.stem)
+    return names, inputs
+
+
+def check_parity(
+    model: LoadedModel, onnx_path: str | Path, face_model: Any, assets: Path | None = None
+) -> ParityReport:
+    """ONNX Runtime (CPU) vs PyTorch on the real clips, one by one and batched, plus a short input."""
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = ENCODER_INPUTS[model.encoder]
+    names, inputs = clip_inputs(model.encoder, assets)
+    p_torch, p_onnx = [], []
+    with torch.no_grad():
+        for x in inputs:
+            p_torch.append(model.module(torch.from_numpy(x[None])).numpy()[0])
+            p_onnx.append(sess.run(None, {name: x[None]})[0][0])
+    p_torch, p_onnx = np.stack(p_torch), np.stack(p_onnx)
+    params_err = float(np.abs(p_torch - p_onnx).max())
+    v_t = face_model.vertices_from_params(p_torch)
+    v_o = face_model.vertices_from_params(p_onnx)
+    extent = np.abs(v_t).max(axis=(1, 2), keepdims=True)
+    vert_err = float((np.abs(v_t - v_o) / extent).max())
+    batch_err = 0.0
+    if model.encoder != "ge2e":  # GE2E clips have different partial counts; batch checked on dummies below
+        batch_err = float(np.abs(sess.run(None, {name: np.stack(inputs)})[0] - p_onnx).max())
+    short = dummy_input(model.encoder, batch=3, time=237, partials=2)
+    with torch.no_grad():
+        short_err = float(
+            np.abs(model.module(short).numpy() - sess.run(None, {name: short.numpy()})[0]).max()
+        )
+    report = ParityReport(names, params_err, vert_err, batch_err, short_err)
+    if params_err > PARAMS_ATOL or batch_err > PARAMS_ATOL or short_err > PARAMS_ATOL:
+        raise ExportError(
+            f"{model.name}: ONNX vs PyTorch params differ by {max(params_err, batch_err, short_err)}"
+            f" > {PARAMS_ATOL} ({report.as_dict()})"
+        )
+    if vert_err > VERTICES_RTOL:
+        raise ExportError(f"{model.name}: vertices differ by {vert_err} (relative) > {VERTICES_RTOL}")
+    return report
+
+
+# ---------------------------------------------------------------------- bundle
+def export_bundle(
+    models: Sequence[LoadedModel],
+    out_dir: str | Path,
+    *,
+    embed_face_model: bool = False,
+    check: bool = True,
+    assets: Path | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    default_model: str | None = None,
+) -> Path:
+    """Export every model into one bundle folder (replaced if present) and return it."""
+    import shutil
+
+    from voice2mesh.facemodel import FaceModel, load_face_model
+
+    if not models:
+        raise ExportError("nothing to export")
+    first = models[0]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ExportError(f"two models share a bundle name: {names}")
+    for m in models[1:]:
+        if (m.face_model_id, m.n_identity, m.n_expression) != (
+            first.face_model_id,
+            first.n_identity,
+            first.n_expression,
+        ):
+            raise ExportError(
+                f"{m.name} and {first.name} use different face models or K/E; export them "
+                "into separate bundles"
+            )
+    fm = load_face_model(first.face_model_id).set_prediction_size(first.n_identity, first.n_expression)
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        stage = Path(tmp) / "bundle"
+        stage.mkdir()
+        entries, parity = {}, {}
+        for m in models:
+            path = export_graph(m, stage / f"{m.name}.onnx")
+            if check:
+                parity[m.name] = check_parity(m, path, fm, assets).as_dict()
+            shape = "(batch, partials, 160, 40)" if m.encoder == "ge2e" else "(batch, time, 64)"
+            entries[m.name] = {
+                "file": path.name,
+                "framework": m.framework,
+                "encoder": m.encoder,
+                "input_name": ENCODER_INPUTS[m.encoder],
+                "input_shape": shape,
+                "output_name": "params",
+                "n_params": fm.n_params,
+                "opset": OPSET,
+                "checkpoint": Path(m.checkpoint).name,
+                "parity": parity.get(m.name, {}),
+            }
+        fm_file, fm_id = None, first.face_model_id
+        if embed_face_model:
+            small = FaceModel(
+                name=fm.name,
+                mean=fm.mean,
+                identity_basis=fm.identity_basis[: fm.n_identity],
+                expression_basis=fm.expression_basis[: fm.n_expression],
+                triangles=fm.triangles,
+                landmarks=fm.landmarks,
+                measurement_pairs=fm.measurement_pairs,
+                regions=fm.regions,
+                expression_range=fm.expression_range,
+                n_identity=fm.n_identity,
+                n_expression=fm.n_expression,
+                metadata=dict(fm.metadata),
+                prior=fm.prior,
+            )
+            fm_file = "face_model.npz"
+            small.save(stage / fm_file)
+            fm = small
+        cards = {m.name: m.card for m in models}
+        synthetic = any(bool(c.get("data", {}).get("synthetic")) for c in cards.values())
+        manifest = {
+            "name": name or f"voice2mesh {', '.join(names)}",
+            "description": description
+            or (SYNTHETIC_NOTICE if synthetic else "voice2mesh model bundle: voice -> 3D face geometry."),
+            "models": entries,
+            "default_model": default_model or ("supervised" if "supervised" in entries else names[0]),
+            "face_model": face_model_entry(fm, fm_id, fm_file),
+            "front_end": front_end_config(),
+            "training_data": {n: c.get("data", {}) for n, c in cards.items()},
+            "evaluation": {n: c.get("metrics", {}) for n, c in cards.items() if c.get("metrics")},
+            "limitations": " ".join(
+                x for x in ((SYNTHETIC_NOTICE if synthetic else ""), first.card.get("not_for", "")) if x
+            )
+            or None,
+        }
+        manifest = {k: v for k, v in manifest.items() if v is not None}
+        finish_bundle(stage, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(stage), str(out))
+    return out
+
+
+# ---------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", nargs="+", help="checkpoint file(s) (.pt) to export into one bundle")
+    src.add_argument("--all", nargs="+", metavar="RUN_DIR", help="run folders: export each one's checkpoint")
+    src.add_argument("--random-init", action="store_true", help="the real architecture with random weights")
+    src.add_argument("--bundle", help="an existing bundle folder (only with --push-to-hub)")
+    p.add_argument(
+        "--encoder", default="voiceembednet", choices=sorted(ENCODER_INPUTS), help="encoder for --random-init"
+    )
+    p.add_argument("--face-model", default="ict", help="face model id for --random-init")
+    p.add_argument("--out", help="bundle folder to write (replaced)")
+    p.add_argument(
+        "--embed-face-model",
+        action="store_true",
+        help="copy the face model (predicted modes only) into the bundle instead of referencing it",
+    )
+    p.add_argument("--no-check", action="store_true", help="skip the parity check on the real clips")
+    p.add_argument("--name", help="bundle name (model card title)")
+    p.add_argument("--default-model", help="which model the runtime uses when none is chosen")
+    p.add_argument("--push-to-hub", metavar="REPO", help="upload the bundle to this Hub repo")
+    p.add_argument(
+        "--dry-run", action="store_true", help="with --push-to-hub: list the files, upload nothing"
+    )
+    p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--private", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.bundle:
+            out = Path(args.bundle)
+            if not args.push_to_hub:
+                raise ExportError("--bundle is only for --push-to-hub")
+        else:
+            if not args.out:
+                raise ExportError("--out is required")
+            if args.random_init:
+                models = [random_init_model(args.encoder, args.face_model)]
+            else:
+                paths = args.checkpoint or [find_checkpoint(r) for r in args.all]
+                models = [load_checkpoint_model(p) for p in paths]
+            out = export_bundle(
+                models,
+                args.out,
+                embed_face_model=args.embed_face_model,
+                check=not args.no_check,
+                name=args.name,
+                default_model=args.default_model,
+            )
+            print(f"wrote bundle {out}")
+            for f in sorted(out.iterdir()):
+                print(f"  {f.name:32s} {f.stat().st_size / 1e6:8.3f} MB")
+        if args.push_to_hub:
+            from export.hub import push_to_hub
+
+            res = push_to_hub(
+                out, args.push_to_hub, dry_run=args.dry_run, endpoint=args.endpoint, private=args.private
+            )
+            verb = "would upload" if res.dry_run else "uploaded"
+            print(f"{verb} to {res.repo_id}:")
+            for item in res.items:
+                print(f"  {item.path:32s} {item.size:>12d} B  {item.sha256[:16]}")
+            if res.commit_url:
+                print(f"commit: {res.commit_url}")
+    except (ExportError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""Model bundles: a folder of ONNX graphs + ``bundle.json``, from a local path or the Hugging Face Hub.
+
+A bundle (docs/runtime.md) holds one ONNX graph per model (features → params, the contract in
+docs/ARCHITECTURE.md), a ``bundle.json`` manifest and a model card ``README.md``. The face model is
+either a file inside the bundle or a reference by id + content sha256 that the runtime resolves
+with ``voice2mesh.facemodel.load_face_model`` (shared assets, cache or its documented download).
+Every file listed in the manifest is checked against its sha256 before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voice2mesh.paths import REPO_ROOT
+
+BUNDLE_FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST_NAME = "bundle.json"
+MODEL_CARD_NAME = "README.md"
+DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "default"
+ENCODER_INPUTS = {"voiceembednet": "features", "ge2e": "mels"}  # ONNX input name per encoder
+_HUB_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)$")
+
+
+class BundleError(ValueError):
+    """A bundle is missing, malformed, of an unsupported version, or cannot be resolved."""
+
+
+class BundleIntegrityError(BundleError):
+    """A bundle file does not match the sha256 recorded in ``bundle.json`` (tampered or corrupted)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One ONNX graph of a bundle (``bundle.json`` → ``models.<name>``)."""
+
+    name: str
+    file: str
+    framework: str  # "supervised" | "kd"
+    encoder: str  # "voiceembednet" | "ge2e"
+    input_name: str  # "features" (B, T, 64) or "mels" (B, P, 160, 40)
+    output_name: str = "params"
+    n_params: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FaceModelRef:
+    """The face model a bundle's parameters decode with."""
+
+    id: str  # what ``load_face_model`` accepts, e.g. "ict"
+    name: str  # FaceModel.name, e.g. "ict-facekit-light"
+    sha256: str  # FaceModel.sha256 with n_identity/n_expression set to the bundle's K/E
+    n_identity: int
+    n_expression: int
+    file: str | None = None  # a face model .npz inside the bundle, or None to resolve by id
+
+
+@dataclass
+class Bundle:
+    """A validated, integrity-checked bundle on disk."""
+
+    root: Path
+    manifest: dict[str, Any]
+    models: dict[str, ModelEntry]
+    default_model: str
+    face_model: FaceModelRef
+    front_end: dict[str, Any]
+    source: str
+
+    def model(self, name: str | None = None) -> ModelEntry:
+        """The entry for ``name`` (the bundle's default when None)."""
+        key = name or self.default_model
+        if key not in self.models:
+            raise BundleError(f"bundle {self.source} has no model {key!r}; it has {sorted(self.models)}")
+        return self.models[key]
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def load_face_model(self):
+        """The bundle's FaceModel (file in the bundle, or resolved by id), checked against its sha256."""
+        from voice2mesh.facemodel import load_face_model
+
+        ref = self.face_model
+        where = self.path(ref.file) if ref.file else ref.id
+        try:
+            fm = load_face_model(str(where))
+        except Exception as exc:
+            raise BundleError(
+                f"bundle {self.source}: cannot obtain face model {ref.id!r} ({ref.name}): {exc}. "
+                "Put the shared assets beside the repository (../shared/assets), set VOICE2MESH_ASSETS, "
+                "or see docs/facemodel.md for the download."
+            ) from exc
+        fm.set_prediction_size(ref.n_identity, ref.n_expression)
+        actual = fm.sha256
+        if actual != ref.sha256:
+            raise BundleIntegrityError(
+                f"bundle {self.source}: face model {where} has content sha256 {actual[:16]}... "
+                f"but the bundle was exported against {ref.sha256[:16]}... ({ref.name}, K={ref.n_identity}, "
+                f"E={ref.n_expression}); the parameters would decode to the wrong faces"
+            )
+        return fm
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_hub_id(source: str) -> bool:
+    """True for ``owner/name`` or ``hf://owner/name`` that is not an existing local path."""
+    return bool(_HUB_ID.match(source)) and not Path(source).exists()
+
+
+def resolve_bundle_dir(
+    source: str | Path | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+) -> tuple[Path, str]:
+    """A local folder for ``source`` (a folder, a Hub repo id, or None for the default bundle).
+
+    Hub repos go through ``huggingface_hub.snapshot_download`` (its cache; ``revision`` pins a branch,
+    tag or commit; ``HF_HUB_OFFLINE=1`` or ``local_files_only`` uses the cache only). Returns
+    (folder, a description of the source for messages).
+    """
+    if source is None:
+        source = DEFAULT_BUNDLE_DIR
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if revision is not None:
+            raise BundleError(f"revision={revision!r} only applies to Hub repos, not the local folder {path}")
+        return path.resolve(), str(path)
+    if path.exists():
+        raise BundleError(f"{path} is a file; a bundle is a folder holding {MANIFEST_NAME}")
+    if not is_hub_id(text):
+        raise BundleError(
+            f"bundle {text!r} not found: expected a folder with {MANIFEST_NAME} "
+            "or a Hugging Face Hub repo id like 'owner/name'"
+        )
+    repo_id = _HUB_ID.match(text).group(1)
+    if local_files_only is None:
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(
+            repo_id=repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            endpoint=endpoint,
+            token=token,
+        )
+    except LocalEntryNotFoundError as exc:
+        mode = "offline mode (HF_HUB_OFFLINE=1)" if local_files_only else "the Hub could not be reached"
+        raise BundleError(
+            f"bundle {repo_id}@{revision or 'main'} is not in the Hugging Face cache and {mode}: {exc}"
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise BundleError(f"cannot download bundle {repo_id}@{revision or 'main'}: {exc}") from exc
+    return Path(folder), f"{repo_id}@{revision or 'main'}"
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """``bundle.json`` of a folder as a dict (BundleError when missing or not JSON)."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{Path(root)} is not a model bundle: {MANIFEST_NAME} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def parse_manifest(manifest: dict[str, Any], where: str) -> tuple[dict[str, ModelEntry], str, FaceModelRef]:
+    """Validate the manifest's structure; returns (models, default model, face model reference)."""
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise BundleError(
+            f"{where}: bundle format version {version!r} is not supported "
+            f"(this voice2mesh reads {list(SUPPORTED_FORMAT_VERSIONS)})"
+        )
+    for key in ("models", "default_model", "face_model", "files", "front_end"):
+        if key not in manifest:
+            raise BundleError(f"{where}: {MANIFEST_NAME} lacks the {key!r} entry")
+    fm = manifest["face_model"]
+    try:
+        ref = FaceModelRef(
+            id=str(fm["id"]),
+            name=str(fm["name"]),
+            sha256=str(fm["sha256"]),
+            n_identity=int(fm["n_identity"]),
+            n_expression=int(fm["n_expression"]),
+            file=fm.get("file"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(
+            f"{where}: face_model entry is incomplete ({exc!r}); needs id, name, sha256, "
+            "n_identity, n_expression"
+        ) from exc
+    models: dict[str, ModelEntry] = {}
+    for name, entry in manifest["models"].items():
+        try:
+            encoder = str(entry["encoder"])
+            models[name] = ModelEntry(
+                name=name,
+                file=str(entry["file"]),
+                framework=str(entry["framework"]),
+                encoder=encoder,
+                input_name=str(entry.get("input_name", ENCODER_INPUTS.get(encoder, "features"))),
+                output_name=str(entry.get("output_name", "params")),
+                n_params=int(entry["n_params"]),
+                extra={k: v for k, v in entry.items() if k not in ModelEntry.__dataclass_fields__},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(
+                f"{where}: model {name!r} entry is incomplete ({exc!r}); needs file, "
+                "framework, encoder, n_params"
+            ) from exc
+        if encoder not in ENCODER_INPUTS:
+            raise BundleError(
+                f"{where}: model {name!r} has unknown encoder {encoder!r} (known: {sorted(ENCODER_INPUTS)})"
+            )
+        expected = 1 + ref.n_identity + ref.n_expression
+        if models[name].n_params != expected:
+            raise BundleError(
+                f"{where}: model {name!r} predicts {models[name].n_params} parameters but the "
+                f"face model takes 1 + {ref.n_identity} + {ref.n_expression} = {expected}"
+            )
+        if models[name].file not in manifest["files"]:
+            raise BundleError(f"{where}: model file {models[name].file} has no sha256 in 'files'")
+    if not models:
+        raise BundleError(f"{where}: the bundle holds no models")
+    default = str(manifest["default_model"])
+    if default not in models:
+        raise BundleError(f"{where}: default_model {default!r} is not one of {sorted(models)}")
+    if ref.file and ref.file not in manifest["files"]:
+        raise BundleError(f"{where}: face model file {ref.file} has no sha256 in 'files'")
+    return models, default, ref
+
+
+def verify_files(root: Path, manifest: dict[str, Any], where: str) -> None:
+    """Check every file listed in ``files`` against its sha256; names the first bad file."""
+    for rel, expected in manifest["files"].items():
+        path = root / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BundleError(f"{where}: file entry {rel!r} points outside the bundle")
+        if not path.is_file():
+            raise BundleIntegrityError(f"{where}: file {rel} listed in {MANIFEST_NAME} is missing")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise BundleIntegrityError(
+                f"{where}: file {rel} fails its sha256 check (expected {expected[:16]}..., found "
+                f"{actual[:16]}...): it was modified or corrupted; refusing to load it. Re-download or "
+                "re-export the bundle."
+            )
+
+
+def load_bundle(
+    source: str | Path | None = None,
+    revision: str | None = None,
+    *,
+    verify: bool = True,
+    **resolve_kwargs: Any,
+) -> Bundle:
+    """Resolve (folder / Hub / default), validate ``bundle.json`` and verify every file's sha256."""
+    root, where = resolve_bundle_dir(source, revision, **resolve_kwargs)
+    manifest = read_manifest(root)
+    models, default, ref = parse_manifest(manifest, where)
+    if verify:
+        verify_files(root, manifest, where)
+    return Bundle(
+        root=root,
+        manifest=manifest,
+        models=models,
+        default_model=default,
+        face_model=ref,
+        front_end=dict(manifest["front_end"]),
+        source=where,
+    )
+
+
+def write_manifest(root: str | Path, manifest: dict[str, Any], exclude: tuple[str, ...] = ()) -> Path:
+    """Fill ``files`` with the sha256 of every file under ``root`` (except bundle.json) and write it."""
+    root = Path(root)
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == MANIFEST_NAME or rel in exclude or rel.startswith("."):
+            continue
+        files[rel] = file_sha256(path)
+    manifest = dict(manifest)
+    manifest.setdefault("format_version", BUNDLE_FORMAT_VERSION)
+    manifest["files"] = files
+    parse_manifest(manifest, str(root))
+    out = root / MANIFEST_NAME
+    out.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return out
