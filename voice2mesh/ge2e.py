@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 import webrtcvad
 
 INT16_MAX = 2**15 - 1
@@ -197,22 +198,26 @@ def _analysis_tables(config: GE2EFrontEndConfig) -> tuple[np.ndarray, np.ndarray
     """(window, filterbank) for ``config``, built once."""
     if config not in _FILTERBANK_CACHE:
         n = config.n_fft
-        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)  # periodic Hann
-        _FILTERBANK_CACHE[config] = (window, mel_filterbank(config).astype(np.float64))
+        window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)  # periodic Hann
+        _FILTERBANK_CACHE[config] = (window, np.ascontiguousarray(mel_filterbank(config).T))
     return _FILTERBANK_CACHE[config]
 
 
 def mel_frames(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """(T, n_mels) float32 mel power spectrogram, T = 1 + len(wav) // hop (centred frames)."""
+    """(T, n_mels) float32 mel power spectrogram, T = 1 + len(wav) // hop (centred frames).
+
+    Computed in float32 throughout (as the reference does), all frames in one batched FFT.
+    """
     wav = _check_samples(wav, "wav")
     n_fft, hop = config.n_fft, config.hop_length
-    window, fbank = _analysis_tables(config)
-    padded = np.pad(wav.astype(np.float64), (n_fft // 2, n_fft // 2))
+    window, fbank_t = _analysis_tables(config)
+    padded = np.pad(wav, (n_fft // 2, n_fft // 2))
     n_frames = 1 + len(wav) // hop
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
-    spectrum = np.fft.rfft(frames * window, n=n_fft, axis=1)
-    power = spectrum.real**2 + spectrum.imag**2
-    return (power @ fbank.T).astype(np.float32)
+    spectrum = scipy.fft.rfft(frames * window, n=n_fft, axis=1)  # complex64
+    parts = spectrum.view(np.float32).reshape(n_frames, -1, 2)  # (re, im) pairs
+    power = np.einsum("fbk,fbk->fb", parts, parts)
+    return np.ascontiguousarray(power @ fbank_t, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- partial utterances
