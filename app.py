@@ -22,7 +22,6 @@ import gradio as gr
 import pandas as pd
 
 from voice2mesh.service import (
-    BOTH,
     AudioConfig,
     AudioError,
     InputError,
@@ -38,6 +37,7 @@ PROJECT_URL = "https://github.com/voice2mesh/voice2mesh"
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 CACHE_SWEEP = (900, 3600)  # Gradio's own cache (uploads): every 15 min delete files older than 1 h
+VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
 
 
 @dataclass
@@ -122,26 +122,24 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
             raise _as_gr_error(exc, "checking the audio") from exc
 
     def predict(audio: str | None, model: str | None, heatmap: bool, request: gr.Request):
-        """Voice → face(s): viewers, downloads, readouts table, plot, summary, timings, JSON."""
+        """Voice → face(s): 2 viewer GLBs, 6 downloads (GLB/OBJ/PLY per model), summary, readouts table,
+        plot frame, timings table, JSON (plain values, so API clients get files and numbers)."""
         try:
             result = service.run(audio, model, _session(request))
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "making the face") from exc
         faces = result.faces + [None] * (2 - len(result.faces))
-        viewers, downloads = [], []
-        for face in faces:
-            if face is None:
-                viewers.append(gr.Model3D(value=None))
-                downloads += [_download(None, f"{ext.upper()}") for ext in ("glb", "obj", "ply")]
-                continue
-            viewers.append(gr.Model3D(value=str(face.viewer_file(bool(heatmap))), label=face.label))
-            downloads += [_download(face.files[ext], f"{ext.upper()} ({face.label})")
-                          for ext in ("glb", "obj", "ply")]
+        viewers = [None if f is None else str(f.viewer_file(bool(heatmap))) for f in faces]
+        downloads = [None if f is None else str(f.files[ext]) for f in faces for ext in ("glb", "obj", "ply")]
         headers, rows = result.readouts_rows()
         table = pd.DataFrame(rows, columns=headers)
         plot = pd.DataFrame(result.plot_rows())
         timings = pd.DataFrame(result.timings_rows(), columns=["model", "stage", "ms", "provider"])
         return (*viewers, *downloads, summary_markdown(result), table, plot, timings, result.summary())
+
+    def enable_downloads(*files: str | None):
+        """Download buttons are enabled only when they hold a file."""
+        return [gr.DownloadButton(interactive=bool(f)) for f in files]
 
     def view(heatmap: bool, request: gr.Request):
         """Switch the viewers between plain and heatmap colours (no recomputation)."""
@@ -163,8 +161,14 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
         return pd.DataFrame(out).round(4)
 
     def show_second(model: str | None):
-        both = model == BOTH
-        return gr.Column(visible=both)
+        """Second viewer only for "both"; viewer titles name the model they show."""
+        try:
+            shown = service.resolve_choice(model)
+        except InputError:
+            shown = service.resolve_choice(None)
+        second = shown[1].label if len(shown) > 1 else "Second model"
+        return (gr.Model3D(label=shown[0].label), gr.Model3D(label=second),
+                gr.Column(visible=len(shown) > 1))
 
     def info() -> dict:
         """What is loaded: bundle, models, face model, limits."""
@@ -174,13 +178,13 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
                 "models": [{"value": v, "label": lbl} for lbl, v in service.choices()],
                 "limits": {"max_seconds": service.config.audio.max_duration_s,
                            "min_speech_seconds": service.config.audio.min_speech_s,
-                           "max_upload_mb": service.config.max_upload_bytes // MiB}}
+                           "max_upload_mb": service.config.audio.max_bytes / MiB}}
 
     def end(request: gr.Request) -> None:
         service.end_session(_session(request))
 
     return {"check": check, "predict": predict, "view": view, "compare": compare,
-            "show_second": show_second, "info": info, "end": end}
+            "show_second": show_second, "info": info, "end": end, "enable_downloads": enable_downloads}
 
 
 # --------------------------------------------------------------------------- layout
@@ -210,27 +214,29 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
             with gr.Column(scale=2):
                 with gr.Row():
                     with gr.Column():
-                        view_a = gr.Model3D(label="Face", height=420, clear_color=(0.93, 0.94, 0.96, 1.0),
-                                            elem_id="viewer-a")
+                        view_a = gr.Model3D(label=service.resolve_choice(None)[0].label, height=420,
+                                            clear_color=VIEWER_BACKGROUND, elem_id="viewer-a")
                         with gr.Row():
                             dl_a = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
                                     for ext in ("glb", "obj", "ply")]
                     with gr.Column(visible=False) as col_b:
                         view_b = gr.Model3D(label="Second model", height=420,
-                                            clear_color=(0.93, 0.94, 0.96, 1.0), elem_id="viewer-b")
+                                            clear_color=VIEWER_BACKGROUND, elem_id="viewer-b")
                         with gr.Row():
                             dl_b = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
                                     for ext in ("glb", "obj", "ply")]
-                summary = gr.Markdown(elem_id="summary")
-                readouts = gr.Dataframe(label="Readouts: ratios to the outer eye-corner distance (OICD), "
-                                              "distances and percentile in the model's population",
-                                        interactive=False, elem_id="readouts")
+                summary = gr.Markdown(label="summary", elem_id="summary")
+                gr.Markdown("**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), "
+                            "in millimetres, and where the ratio lies among faces drawn from the model's "
+                            "prior (percentile; 50 = typical).")
+                readouts = gr.Dataframe(label="readouts", show_label=False, interactive=False,
+                                        elem_id="readouts")
                 plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100],
-                                  title="Percentile of each ratio in the population", height=260)
+                                  label="percentiles", title="Percentile of each ratio in the population",
+                                  height=260)
                 with gr.Accordion("Timings and all numbers", open=False):
-                    timings = gr.Dataframe(label="Per-stage timings (ms) and execution provider",
-                                           interactive=False)
-                    details = gr.JSON(label="Result (JSON)")
+                    timings = gr.Dataframe(label="timings", interactive=False)
+                    details = gr.JSON(label="result")
         with gr.Accordion("Compare with your own scan", open=False):
             gr.Markdown("Upload a face mesh (OBJ or PLY) in the model's topology "
                         f"({service.info.face_model}, {service.info.n_vertices} vertices, millimetres, "
@@ -238,17 +244,21 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                         "paper's point, line and region errors against the latest prediction.")
             scan = gr.File(label="Your scan (.obj / .ply)", file_types=[".obj", ".ply"], type="filepath")
             compare = gr.Button("Compare")
-            comparison = gr.Dataframe(label="Errors: ratio errors (unitless), keypoint error (normalised), "
-                                            "RMSE after similarity alignment (mm)", interactive=False)
+            gr.Markdown("Ratio errors and ARE are unitless, the keypoint error is normalised by the scan's "
+                        "size (as in the paper), RMSE is in millimetres after a similarity alignment.")
+            comparison = gr.Dataframe(label="errors", interactive=False)
         if service.info.card_markdown:
             with gr.Accordion("Model card", open=False):
                 gr.Markdown(service.info.card_markdown)
 
-        outputs = [view_a, view_b, *dl_a, *dl_b, summary, readouts, plot, timings, details]
+        downloads = [*dl_a, *dl_b]
+        outputs = [view_a, view_b, *downloads, summary, readouts, plot, timings, details]
         run.click(h["check"], [audio], None, queue=False, api_visibility="private").success(
-            h["predict"], [audio, model, heatmap], outputs, api_name="predict")
+            h["predict"], [audio, model, heatmap], outputs, api_name="predict").success(
+            h["enable_downloads"], downloads, downloads, queue=False, api_visibility="private")
         heatmap.change(h["view"], [heatmap], [view_a, view_b], api_name="view", show_progress="hidden")
-        model.change(h["show_second"], [model], [col_b], api_visibility="private", queue=False)
+        model.change(h["show_second"], [model], [view_a, view_b, col_b], api_visibility="private",
+                     queue=False)
         compare.click(h["compare"], [scan], [comparison], api_name="compare")
         gr.api(h["info"], api_name="info")
         demo.unload(h["end"])
@@ -302,8 +312,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
-    audio = replace(AudioConfig(), max_duration_s=float(args.max_seconds))
-    return ServiceConfig(audio=audio, max_upload_bytes=int(args.max_upload_mb) * MiB)
+    audio = replace(AudioConfig(), max_duration_s=float(args.max_seconds),
+                    max_bytes=int(args.max_upload_mb) * MiB)
+    return ServiceConfig(audio=audio)
 
 
 def session_root() -> Path:
@@ -340,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(service, examples)
     demo.queue(default_concurrency_limit=opts.concurrency, max_size=opts.queue_size)
     LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
-    max_bytes = max(service.config.max_upload_bytes, service.config.max_scan_bytes)
+    max_bytes = max(service.config.audio.max_bytes, service.config.max_scan_bytes)
     try:
         demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share,
                     max_file_size=max_bytes, allowed_paths=[], show_error=False,

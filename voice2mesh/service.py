@@ -51,8 +51,7 @@ BOTH = "both"
 class ServiceConfig:
     """Server-side limits and housekeeping (the app passes the same numbers to Gradio)."""
 
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    max_upload_bytes: int = 20 * MiB      # audio uploads (the duration limit is checked separately)
+    audio: AudioConfig = field(default_factory=lambda: AudioConfig(max_bytes=20 * MiB))  # limits of a voice
     max_scan_bytes: int = 50 * MiB        # "compare with your own scan" uploads
     runs_kept_per_session: int = 2        # older result folders of a session are deleted
     session_ttl_s: float = 2 * 3600.0     # a session idle this long is removed (API clients never "unload")
@@ -315,7 +314,20 @@ class Voice2MeshService:
         info = describe_bundle(bundle.manifest, bundle.source, face_model)
         info.card_markdown = read_model_card(bundle.root)
         work = Path(work_dir) if work_dir is not None else cache_dir() / "app-sessions"
-        return cls(models, face_model, info, work, config)
+        service = cls(models, face_model, info, work, config)
+        service.warmup()
+        return service
+
+    def warmup(self) -> None:
+        """Write every format once (imports, first-call costs) so the first visitor does not pay them."""
+        scratch = self.sessions.root / "_warmup"
+        try:
+            mean = self._reference
+            for ext in MESH_FORMATS:
+                meshio.write_mesh(scratch / f"mean.{ext}", mean, self._triangles,
+                                  colors=meshio.heatmap_colors(mean, mean) if ext == "glb" else None)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     # ----------------------------------------------------------------- choices shown in the UI
     def choices(self) -> list[tuple[str, str]]:
@@ -347,23 +359,18 @@ class Voice2MeshService:
     def limits_text(self) -> str:
         a = self.config.audio
         return (f"{a.min_speech_s:g} s of speech or more, at most {a.max_duration_s:g} s in total, "
-                f"files up to {self.config.max_upload_bytes // MiB} MB")
+                f"files up to {a.max_bytes / MiB:g} MB")
 
     # ----------------------------------------------------------------- input checks
     def check_audio(self, path: str | Path | None) -> Audio:
-        """Size on disk first (cheap), then decode and check (AudioError with a message for people)."""
+        """Size on disk, duration, then decode and check (AudioError with a message for people)."""
         if path is None or str(path) == "":
             raise InputError("no audio: upload a recording or record one with the microphone")
         p = Path(path)
         if not p.is_file():
             raise InputError(f"the audio file {p.name!r} did not arrive on the server; "
                              "please upload it again")
-        size = p.stat().st_size
-        if size > self.config.max_upload_bytes:
-            raise InputError(f"{p.name}: {size / MiB:.1f} MB is too large; accepted: up to "
-                             f"{self.config.max_upload_bytes // MiB} MB and "
-                             f"{self.config.audio.max_duration_s:g} s")
-        return load_audio(p, self.config.audio)
+        return load_audio(p, self.config.audio)  # size, then duration from the header, then decode
 
     # ----------------------------------------------------------------- prediction
     def run(self, audio_path: str | Path | None, choice: str | None = None, session_id: str | None = None
