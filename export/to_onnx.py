@@ -32,7 +32,7 @@ from voice2mesh.bundle import ENCODER_INPUTS
 OPSET = 17
 PARAMS_ATOL = 1e-4  # issue 6: params max abs difference ONNX vs PyTorch
 VERTICES_RTOL = 1e-3  # issue 6: vertices max difference relative to the face's extent
-CHECKPOINT_PREFERENCE = ("best.pt", "final.pt", "last.pt", "supervised.pt", "kd.pt", "student.pt")
+CHECKPOINT_PREFERENCE = ("model.pt", "kd.pt", "student.pt", "final.pt")  # final models of training runs
 
 
 class ExportError(RuntimeError):
@@ -121,29 +121,14 @@ def load_checkpoint_model(path: str | Path) -> LoadedModel:
 
 
 def _build_supervised(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
-    from training.config import config_from_dict
-    from training.models import build_voice_to_params
+    """VoiceToParams from a ``training.train supervised`` model.pt (training's own loader)."""
+    from training.train import load_voice_to_params
 
-    cfg = config_from_dict(ckpt["config"], f"{path}:config")
-    if "param_mean" not in ckpt or "param_std" not in ckpt:
-        raise ExportError(
-            f"{path}: supervised checkpoint lacks param_mean/param_std (the whitening statistics)"
-        )
-    model = build_voice_to_params(
-        cfg.model.encoder,
-        cfg.model.n_identity,
-        cfg.model.n_expression,
-        cfg.model.dropout,
-        torch.as_tensor(ckpt["param_mean"]),
-        torch.as_tensor(ckpt["param_std"]),
-    )
     try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise ExportError(
-            f"{path}: state_dict does not fit VoiceToParams({cfg.model.encoder}): {exc}"
-        ) from exc
-    return model, cfg.model.encoder, cfg.model.n_identity, cfg.model.n_expression
+        model, ck = load_voice_to_params(path)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise ExportError(f"{path}: cannot rebuild the supervised model: {exc}") from exc
+    return model, str(ck["encoder"]), int(ck["n_identity"]), int(ck["n_expression"])
 
 
 def _build_kd(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
@@ -257,7 +242,6 @@ def export_graph(model: LoadedModel, out_path: str | Path) -> Path:
 def clip_inputs(encoder: str, assets: Path | None = None) -> tuple[list[str], list[np.ndarray]]:
     """Model inputs from the real clips in the shared assets (voices/*.wav), through the runtime front end."""
     from voice2mesh.audio import load_audio
-
     from voice2mesh.paths import shared_assets_dir
 
     assets = assets or shared_assets_dir()

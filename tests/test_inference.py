@@ -1,0 +1,123 @@
+"""Predictor: real ONNX Runtime sessions on a small bundle, real clips, provider choice, batch == single."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from export.testing import make_test_bundle
+from tests.conftest import assert_close
+from voice2mesh import providers
+from voice2mesh.audio import AudioError, load_audio
+from voice2mesh.bundle import BundleError
+from voice2mesh.features import FrontEndConfig, features_from_audio
+from voice2mesh.inference import STAGES, Predictor
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, assets_dir) -> Path:
+    return make_test_bundle(tmp_path_factory.mktemp("bundle") / "b", encoders=("voiceembednet", "ge2e"))
+
+
+@pytest.fixture(scope="module")
+def predictor(bundle_dir) -> Predictor:
+    return Predictor.from_bundle(bundle_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def clips(assets_dir) -> list[Path]:
+    return sorted((assets_dir / "voices").glob("*.wav"))
+
+
+def _graph_weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    return init["W"], init["b"]
+
+
+def test_cpu_provider_is_reported_without_a_gpu(predictor):
+    if providers.cuda_device_count() > 0:
+        pytest.skip("this machine has a CUDA GPU")
+    # onnxruntime-gpu advertises CUDA even here; the driver check must not believe it
+    assert "CUDAExecutionProvider" in providers.ort.get_available_providers()
+    assert providers.requested_providers("auto") == ["CPUExecutionProvider"]
+    assert predictor.provider == "CPUExecutionProvider"
+    assert predictor.session.get_providers()[0] == predictor.provider
+    with pytest.raises(providers.DeviceError, match="no usable CUDA GPU"):
+        providers.requested_providers("cuda")
+
+
+def test_thread_setting_reaches_the_session(predictor):
+    assert predictor.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_predict_matches_an_independent_computation(predictor, bundle_dir, clips):
+    pred = predictor.predict(clips[0])
+    fm = predictor.face_model
+    feats = features_from_audio(load_audio(clips[0]), FrontEndConfig()).features
+    w, b = _graph_weights(bundle_dir / "supervised.onnx")
+    expected = np.asarray(feats, np.float64).mean(axis=0) @ w + b  # the test graph: mean over time, linear
+    assert_close(pred.params, expected.astype(np.float32), atol=1e-4)
+    k = fm.n_identity
+    shape = (
+        fm.mean
+        + np.einsum("k,knc->nc", expected[1 : 1 + k], fm.identity_basis[:k])
+        + np.einsum("e,enc->nc", expected[1 + k :], fm.expression_basis[: fm.n_expression])
+    )
+    assert_close(pred.vertices, (expected[0] * shape).astype(np.float32), rtol=1e-4, atol=1e-3)
+    assert pred.vertices.shape == (fm.n_vertices, 3)
+    assert set(pred.readouts) >= {"ratios", "distances_mm", "percentiles"}
+    assert all(isinstance(v, float) and np.isfinite(v) for v in pred.readouts["ratios"].values())
+    assert set(pred.timings) == {*STAGES, "total"}
+    assert all(v >= 0 for v in pred.timings.values())
+    assert pred.timings["total"] == pytest.approx(sum(pred.timings[s] for s in STAGES))
+    assert pred.provider == "CPUExecutionProvider" and pred.model == "supervised"
+    assert 0 < pred.speech_s <= pred.duration_s
+
+
+def test_batch_equals_single(predictor, clips):
+    batch = predictor.predict_batch(clips[:4], batch_size=3)
+    assert len(batch) == 4
+    for clip, b in zip(clips[:4], batch, strict=True):
+        single = predictor.predict(clip)
+        assert_close(b.params, single.params, atol=1e-5)
+        assert_close(b.vertices, single.vertices, atol=1e-3)
+        assert b.readouts["ratios"] == pytest.approx(single.readouts["ratios"], abs=1e-6)
+        assert b.source == str(clip)
+    # different voices give different faces
+    assert np.abs(batch[0].params - batch[1].params).max() > 1e-3
+
+
+def test_choosing_a_model_of_a_multi_model_bundle(bundle_dir, clips, predictor):
+    ge2e = Predictor.from_bundle(bundle_dir, model="supervised-ge2e", threads=1)
+    assert ge2e.entry.encoder == "ge2e" and ge2e.models == ["supervised", "supervised-ge2e"]
+    a = ge2e.predict(clips[1])
+    b = predictor.predict(clips[1])
+    assert a.model == "supervised-ge2e" and a.params.shape == b.params.shape
+    assert np.abs(a.params - b.params).max() > 1e-4
+    with pytest.raises(BundleError, match="no model 'kd'"):
+        Predictor.from_bundle(bundle_dir, model="kd")
+
+
+def test_audio_errors_surface_as_audio_errors(predictor, tmp_path):
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"RIFF this is not a wav file at all")
+    with pytest.raises(AudioError):
+        predictor.predict(bad)
+    silent = tmp_path / "silent.wav"
+    import soundfile as sf
+
+    sf.write(silent, np.zeros(16000 * 3, dtype=np.float32), 16000)
+    with pytest.raises(AudioError):
+        predictor.predict(silent)
+
+
+def test_prediction_json_summary(predictor, clips):
+    d = predictor.predict(clips[2]).to_dict()
+    assert len(d["params"]) == predictor.face_model.n_params
+    assert d["provider"] == "CPUExecutionProvider"
+    assert set(d["timings_ms"]) == {*STAGES, "total"}
+    assert "vertices" not in d

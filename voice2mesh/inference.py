@@ -1,0 +1,345 @@
+"""Runtime inference: audio → features → ONNX Runtime → parameters → vertices → readouts.
+
+``Predictor.from_bundle(dir_or_hub_repo)`` loads a model bundle (voice2mesh.bundle), creates one ONNX
+Runtime session for the chosen model (CUDA only when a GPU is really usable, see voice2mesh.providers),
+warms it up, and then ``predict`` runs the whole path with per-stage timings in milliseconds.
+The face decoder (params → vertices) is one numpy matmul per basis (``FaceModel.vertices_from_params``);
+``benchmarks/bench_predict.py`` compares it with an ONNX graph of the same decoder (docs/runtime.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice2mesh import metrics
+from voice2mesh.audio import Audio, AudioConfig, load_audio
+from voice2mesh.bundle import Bundle, ModelEntry, load_bundle
+from voice2mesh.providers import SessionConfig, create_session
+
+STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
+AudioSource = str | Path | bytes | Audio
+
+
+@dataclass
+class Prediction:
+    """One face predicted from one recording."""
+
+    params: np.ndarray  # (1 + K + E,) float32, un-whitened [scale, identity, expression]
+    vertices: np.ndarray  # (N, 3) float32, mm
+    readouts: dict[str, Any]  # voice2mesh.metrics.readouts of the face
+    timings: dict[str, float]  # ms per stage (STAGES) and "total"
+    provider: str  # the ONNX Runtime provider that ran the model
+    model: str  # bundle model name ("supervised", "kd", ...)
+    source: str = ""  # where the audio came from
+    duration_s: float = 0.0  # length of the decoded recording
+    speech_s: float = 0.0  # speech kept by the VAD
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self, include_vertices: bool = False) -> dict[str, Any]:
+        """JSON-ready summary (parameters split into scale/identity/expression, readouts, timings)."""
+        out: dict[str, Any] = {
+            "source": self.source,
+            "model": self.model,
+            "provider": self.provider,
+            "duration_s": round(self.duration_s, 3),
+            "speech_s": round(self.speech_s, 3),
+            "params": self.params.astype(float).tolist(),
+            "readouts": _jsonable(self.readouts),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
+            "n_vertices": int(self.vertices.shape[0]),
+            "warnings": list(self.warnings),
+        }
+        if include_vertices:
+            out["vertices"] = self.vertices.astype(float).tolist()
+        return out
+
+
+@dataclass
+class _Prepared:
+    """Model input of one recording plus what was measured on the way."""
+
+    inputs: np.ndarray
+    source: str
+    duration_s: float
+    speech_s: float
+    warnings: list[str]
+    timings: dict[str, float]
+
+
+class Predictor:
+    """A loaded bundle model: ``predict(audio)`` / ``predict_batch([...])``."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        model: str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        warmup: bool = True,
+        audio_config: AudioConfig | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.entry: ModelEntry = bundle.model(model)
+        self.face_model = bundle.load_face_model()
+        self.audio_config = audio_config or AudioConfig()
+        self.session, self.provider = create_session(
+            str(bundle.path(self.entry.file)), device, SessionConfig(intra_op_threads=threads)
+        )
+        self._input = self.entry.input_name
+        names = [i.name for i in self.session.get_inputs()]
+        if self._input not in names:
+            raise ValueError(
+                f"{bundle.source}: {self.entry.file} has inputs {names}, expected "
+                f"{self._input!r} for encoder {self.entry.encoder}"
+            )
+        self._front_end = _front_end(self.entry.encoder, bundle.front_end)
+        self.load_timings_ms: dict[str, float] = {}
+        if warmup:
+            self.warmup()
+
+    @classmethod
+    def from_bundle(
+        cls,
+        source: str | Path | None = None,
+        revision: str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        model: str | None = None,
+        warmup: bool = True,
+        **kwargs: Any,
+    ) -> Predictor:
+        """Load a bundle from a folder, a Hub repo id (``owner/name``, optional ``revision``) or
+        the default bundle (``None``), verify its files, and open the model on ``device``."""
+        resolve = {
+            k: kwargs.pop(k) for k in ("cache_dir", "local_files_only", "endpoint", "token") if k in kwargs
+        }
+        bundle = load_bundle(source, revision, **resolve)
+        return cls(bundle, model=model, device=device, threads=threads, warmup=warmup, **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def model_name(self) -> str:
+        return self.entry.name
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.bundle.models)
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded: bundle, model, provider, face model, training data, evaluation."""
+        m = self.bundle.manifest
+        return {
+            "bundle": self.bundle.source,
+            "model": self.entry.name,
+            "framework": self.entry.framework,
+            "encoder": self.entry.encoder,
+            "provider": self.provider,
+            "models": self.models,
+            "face_model": self.face_model.name,
+            "n_vertices": self.face_model.n_vertices,
+            "training_data": m.get("training_data", {}),
+            "evaluation": m.get("evaluation", {}),
+            "description": m.get("description", ""),
+        }
+
+    # ------------------------------------------------------------------ stages
+    def warmup(self, runs: int = 2) -> None:
+        """Run the graph on dummy input and compute the readout prior once (first-call costs)."""
+        t0 = time.perf_counter()
+        dummy = self._dummy_input()
+        for _ in range(runs):
+            self.session.run(None, {self._input: dummy})
+        metrics.readouts(self.face_model.mean, self.face_model)
+        self.load_timings_ms["warmup"] = (time.perf_counter() - t0) * 1e3
+
+    def _dummy_input(self) -> np.ndarray:
+        if self.entry.encoder == "ge2e":
+            return np.zeros((1, 2, 160, 40), dtype=np.float32)
+        return np.zeros((1, 1000, 64), dtype=np.float32)
+
+    def prepare(self, source: AudioSource) -> _Prepared:
+        """Decode + VAD + front end of one recording (raises voice2mesh.audio.AudioError on bad input)."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        audio = source if isinstance(source, Audio) else load_audio(source, self.audio_config)
+        timings["decode"] = (time.perf_counter() - t0) * 1e3
+        inputs, speech_s, fe_times = self._front_end(audio)
+        timings.update(fe_times)
+        label = (
+            audio.source
+            if isinstance(source, Audio)
+            else (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
+        )
+        return _Prepared(
+            inputs=inputs,
+            source=label,
+            duration_s=float(audio.duration_s),
+            speech_s=float(speech_s),
+            warnings=list(audio.warnings),
+            timings=timings,
+        )
+
+    def run_model(self, inputs: np.ndarray) -> np.ndarray:
+        """ONNX Runtime on a batch of model inputs → (B, 1+K+E) parameters."""
+        x = np.ascontiguousarray(inputs, dtype=np.float32)
+        return self.session.run([self.entry.output_name], {self._input: x})[0]
+
+    def decode_mesh(self, params: np.ndarray) -> np.ndarray:
+        """(B, 1+K+E) parameters → (B, N, 3) vertices (numpy, one matmul per basis)."""
+        return self.face_model.vertices_from_params(np.atleast_2d(params))
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, source: AudioSource) -> Prediction:
+        """One recording (path, bytes, or a decoded voice2mesh.audio.Audio) → Prediction."""
+        return self._finish([self.prepare(source)])[0]
+
+    def predict_batch(self, sources: Sequence[AudioSource], batch_size: int = 16) -> list[Prediction]:
+        """Many recordings: front end one by one, the model and the mesh decoder in batches.
+
+        Raises on the first bad recording; use ``prepare`` + ``predict_prepared`` to handle errors
+        per input (as the CLI does).
+        """
+        prepared = [self.prepare(s) for s in sources]
+        return self.predict_prepared(prepared, batch_size)
+
+    def predict_prepared(self, prepared: Sequence[_Prepared], batch_size: int = 16) -> list[Prediction]:
+        out: list[Prediction] = []
+        for i in range(0, len(prepared), batch_size):
+            out.extend(self._finish(list(prepared[i : i + batch_size])))
+        return out
+
+    def _finish(self, prepared: list[_Prepared]) -> list[Prediction]:
+        if not prepared:
+            return []
+        n = len(prepared)
+        t0 = time.perf_counter()
+        if self.entry.encoder == "ge2e":  # the number of partials differs between recordings
+            params = np.concatenate([self.run_model(p.inputs[None]) for p in prepared])
+        else:
+            params = self.run_model(np.stack([p.inputs for p in prepared]))
+        t1 = time.perf_counter()
+        vertices = self.decode_mesh(params)
+        t2 = time.perf_counter()
+        reads = metrics.readouts(vertices, self.face_model)
+        t3 = time.perf_counter()
+        shared = {
+            "onnx": (t1 - t0) * 1e3 / n,
+            "decode_mesh": (t2 - t1) * 1e3 / n,
+            "readouts": (t3 - t2) * 1e3 / n,
+        }
+        results = []
+        for i, p in enumerate(prepared):
+            timings = {k: p.timings.get(k, 0.0) for k in ("decode", "vad", "features")} | shared
+            timings["total"] = sum(timings.values())
+            results.append(
+                Prediction(
+                    params=params[i].astype(np.float32),
+                    vertices=vertices[i],
+                    readouts=_index(reads, i, n),
+                    timings=timings,
+                    provider=self.provider,
+                    model=self.entry.name,
+                    source=p.source,
+                    duration_s=p.duration_s,
+                    speech_s=p.speech_s,
+                    warnings=p.warnings,
+                )
+            )
+        return results
+
+
+# ---------------------------------------------------------------------- front ends
+def _front_end(encoder: str, config: dict[str, Any]):
+    """A function Audio → (model input, speech seconds, timings) for the encoder of a model."""
+    if encoder == "ge2e":
+        from voice2mesh import ge2e
+
+        cfg = _dataclass_from(ge2e.GE2EFrontEndConfig, config.get("ge2e", {}))
+
+        def run_ge2e(audio: Audio) -> tuple[np.ndarray, float, dict[str, float]]:
+            t0 = time.perf_counter()
+            wav = ge2e.preprocess_wav(audio.samples, cfg)
+            t1 = time.perf_counter()
+            if len(wav) == 0:
+                from voice2mesh.audio import TooLittleSpeechError
+
+                raise TooLittleSpeechError(f"{audio.source}: voice activity detection found no speech")
+            mels = ge2e.partials(wav, cfg)
+            t2 = time.perf_counter()
+            return mels, len(wav) / cfg.sample_rate, {"vad": (t1 - t0) * 1e3, "features": (t2 - t1) * 1e3}
+
+        return run_ge2e
+
+    from voice2mesh import features
+
+    cfg = _dataclass_from(features.FrontEndConfig, config.get("features", {}))
+
+    def run_features(audio: Audio) -> tuple[np.ndarray, float, dict[str, float]]:
+        t0 = time.perf_counter()
+        result = features.features_from_audio(audio, cfg)
+        total = (time.perf_counter() - t0) * 1e3
+        times = dict(getattr(result, "timings", {}) or {})
+        vad_ms = _ms(times, "vad")
+        fe_ms = max(total - vad_ms, 0.0) if vad_ms else total
+        speech = float(getattr(result, "speech_s", 0.0) or len(result.vad) / audio.sample_rate)
+        return np.asarray(result.features, dtype=np.float32), speech, {"vad": vad_ms, "features": fe_ms}
+
+    return run_features
+
+
+def _ms(times: dict[str, Any], key: str) -> float:
+    """A stage time from a timings dict that may be in ms (``vad_ms``/``vad``) or s (``vad_s``)."""
+    for name, factor in ((f"{key}_ms", 1.0), (key, 1.0), (f"{key}_s", 1e3)):
+        if name in times:
+            return float(times[name]) * factor
+    return 0.0
+
+
+def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
+    """``cls(**values)`` keeping only known fields; nested dataclasses from dicts, lists become tuples."""
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        v, default = values[f.name], getattr(defaults, f.name)
+        if dataclasses.is_dataclass(default) and isinstance(v, dict):
+            v = _dataclass_from(type(default), v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+def _index(reads: Any, i: int, n: int) -> Any:
+    """Item ``i`` of a batched readouts dict (arrays of length n → floats)."""
+    if isinstance(reads, dict):
+        return {k: _index(v, i, n) for k, v in reads.items()}
+    arr = np.asarray(reads)
+    if arr.ndim >= 1 and arr.shape[0] == n:
+        return float(arr[i]) if arr.ndim == 1 else arr[i]
+    return reads
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def predict_files(predictor: Predictor, sources: Iterable[AudioSource]) -> list[Prediction]:
+    """Convenience: ``predict`` for each source in order."""
+    return [predictor.predict(s) for s in sources]
