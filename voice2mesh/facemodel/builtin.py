@@ -8,7 +8,6 @@ upstream OBJ files downloaded from the public ICT-FaceKit repository; the result
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import urllib.error
 import urllib.request
@@ -44,7 +43,7 @@ def ict_file_names(expression_names: list[str] | None = None) -> list[str]:
 
 
 def _default_expression_names() -> list[str]:
-    return json.loads((Path(__file__).parent / "data" / "ict_expressions.json").read_text())
+    return ict.upstream_expression_names()
 
 
 def download_file(url: str, dest: Path, sha256: str | None = None, size: int | None = None,
@@ -97,20 +96,24 @@ def download_ict_obj(dest: str | Path, base_url: str | None = None, names: list[
 
 
 def ict_cache_path() -> Path:
-    return cache_dir() / f"ict-facekit-light.v{FORMAT_VERSION}.npz"
+    """Cache file name: format version + a hash of the layout json, so a new layout rebuilds the cache."""
+    layout_hash = hashlib.sha256(ict.LAYOUT_JSON.read_bytes()).hexdigest()[:10]
+    return cache_dir() / f"ict-facekit-light.v{FORMAT_VERSION}.{layout_hash}.npz"
 
 
-def build_ict(assets: Path | None = None, base_url: str | None = None, force: bool = False) -> Path:
-    """Build (once) the cached ICT model file; returns its path."""
+def build_ict(assets: Path | None = None, base_url: str | None = None, force: bool = False,
+              names: list[str] | None = None) -> Path:
+    """Build (once) the cached ICT model file from the shared assets' packed npz, else from the upstream
+    OBJ files (downloaded into the cache; ``names`` limits which, for tests); returns its path."""
     out = ict_cache_path()
     if out.is_file() and not force:
         return out
-    assets = shared_assets_dir() if assets is None else assets
+    assets = shared_assets_dir() if assets is None else Path(assets)
     packed = assets / "ict-facekit" / "ict_facekit_light.npz" if assets is not None else None
     if packed is not None and packed.is_file():
         model = ict.convert_ict_npz(packed)
     else:
-        folder = download_ict_obj(cache_dir() / f"ict-facekit-{ICT_COMMIT}", base_url=base_url)
+        folder = download_ict_obj(cache_dir() / f"ict-facekit-{ICT_COMMIT}", base_url=base_url, names=names)
         model = ict.convert_ict_obj(folder)
     model.save(out)
     return out

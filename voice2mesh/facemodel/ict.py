@@ -51,6 +51,11 @@ class ICTRaw:
     source: str
 
 
+def upstream_expression_names() -> list[str]:
+    """The 53 upstream expression names in upstream order (from vertex_indices.json, MIT)."""
+    return json.loads((Path(__file__).resolve().parent / "data" / "ict_expressions.json").read_text())
+
+
 # -- reading -------------------------------------------------------------------------------------
 def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and polygons (P, 4) int32 (0-based, -1 pads triangles) of an OBJ file."""
@@ -86,7 +91,7 @@ def read_obj_folder(folder: str | Path, expression_names: list[str] | None = Non
 
     Needs ``generic_neutral_mesh.obj``; takes every ``identityNNN.obj`` present and every expression OBJ
     whose name is in ``expression_names`` (default: the folder's ``vertex_indices.json`` if present, else
-    any other ``*.obj``). What was found is recorded in ``ICTRaw.source``.
+    the 53 upstream names in upstream order). What was found is recorded in ``ICTRaw.source``.
     """
     folder = Path(folder)
     neutral_path = folder / ICT_NEUTRAL_FILE
@@ -97,14 +102,11 @@ def read_obj_folder(folder: str | Path, expression_names: list[str] | None = Non
     identity_files = sorted(folder.glob("identity[0-9][0-9][0-9].obj"))
     if expression_names is None:
         vi = folder / "vertex_indices.json"
-        if vi.is_file():
-            expression_names = list(json.loads(vi.read_text())["expressions"])
+        expression_names = (list(json.loads(vi.read_text())["expressions"]) if vi.is_file()
+                            else upstream_expression_names())
     others = sorted(p for p in folder.glob("*.obj") if p != neutral_path and p not in identity_files)
-    if expression_names is not None:
-        by_stem = {p.stem: p for p in others}
-        expression_files = [by_stem[n] for n in expression_names if n in by_stem]
-    else:
-        expression_files = others
+    by_stem = {p.stem: p for p in others}
+    expression_files = [by_stem[n] for n in expression_names if n in by_stem]
 
     def deltas(files: list[Path]) -> np.ndarray:
         out = np.empty((len(files), *neutral.shape), dtype=np.float32)
