@@ -1,0 +1,212 @@
+"""Generate a synthvox dataset: faces from the prior, linked voices from espeak-ng, optional face renders.
+
+Layout (docs/synthvox.md): meta.json, speakers.csv, faces.npz, utterances.csv, wav/<spk>/<utt>.wav,
+images/<spk>/<k>.png. Deterministic from the seed: the same config gives byte-identical files
+(apart from generation_log.json, which holds timings).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from voice2mesh.facemodel import load_face_model
+
+from . import espeak, link
+from .config import FORMAT_VERSION, SynthVoxConfig
+from .sentences import SENTENCES
+
+PEAK = 0.9  # output peak level (linear, of full scale)
+
+
+@dataclass(frozen=True)
+class UtteranceJob:
+    """Everything a worker needs to make one speaker's utterances."""
+
+    speaker_id: str
+    variant: str
+    espeak_pitch: int
+    espeak_speed: int
+    vtl_factor: float
+    texts: tuple[str, ...]
+    out_dir: str
+    sample_rate: int
+
+
+def vocal_tract_scale(samples: np.ndarray, sr_in: int, factor: float, sr_out: int) -> np.ndarray:
+    """Scale every frequency by 1/factor and every duration by factor (float32 out, at ``sr_out``).
+
+    Reading the samples as if recorded at ``sr_in / factor`` and resampling (soxr, VHQ) to ``sr_out``
+    is playback at speed 1/factor: formants (and F0) divide by ``factor`` and the duration multiplies
+    by it. The caller pre-compensates F0 and rate at synthesis time (espeak-ng ``-p``/``-s`` times
+    ``factor``), so only the formant envelope is left scaled: a longer (factor > 1) or shorter vocal
+    tract, without the artefacts of a time-stretch.
+    """
+    x = np.asarray(samples, dtype=np.float32) / 32768.0
+    return soxr.resample(x, sr_in / factor, sr_out, quality="VHQ").astype(np.float32)
+
+
+def synthesize_speaker(job: UtteranceJob) -> list[tuple[str, str, float]]:
+    """Write one speaker's WAVs; return (utt_id, relative path, duration_s) per utterance."""
+    rows = []
+    spk_dir = Path(job.out_dir) / "wav" / job.speaker_id
+    spk_dir.mkdir(parents=True, exist_ok=True)
+    for u, text in enumerate(job.texts):
+        raw, sr = espeak.synthesize(text, job.variant, job.espeak_pitch, job.espeak_speed)
+        y = vocal_tract_scale(raw, sr, job.vtl_factor, job.sample_rate)
+        y *= PEAK / max(float(np.abs(y).max()), 1e-6)
+        pcm = np.round(y * 32767.0).astype(np.int16)
+        utt_id = f"{job.speaker_id}_u{u:02d}"
+        rel = f"wav/{job.speaker_id}/{utt_id}.wav"
+        sf.write(Path(job.out_dir) / rel, pcm, job.sample_rate, subtype="PCM_16", format="WAV")
+        rows.append((utt_id, rel, pcm.size / job.sample_rate))
+    return rows
+
+
+def _splits(config: SynthVoxConfig) -> list[str]:
+    n_train, n_val, n_test = config.split_sizes()
+    return ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+
+
+def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = False,
+             progress: bool = False) -> Path:
+    """Build the dataset in ``out_dir`` (created; must be empty unless ``overwrite``). Returns the path."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (choose another folder or pass overwrite)")
+    variants = espeak.validate_variants(config.variants)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(config.seed).spawn(4)  # faces, link noise, sentences, images
+    rng_faces, rng_link, rng_text = (np.random.default_rng(s) for s in seeds[:3])
+
+    fm = load_face_model(config.face_model).set_prediction_size(config.n_identity, config.n_expression)
+    params = fm.sample_params(config.speakers, rng_faces)
+    measurements = link.face_measurements(fm.vertices_from_params(params), fm)
+    prior_mean, prior_std, whitening = link.prior_statistics(fm)
+    z = link.standardise(measurements, prior_mean, prior_std, whitening)
+    h = link.latents(z, config.link_strength, rng_link)
+    controls = link.controls_from_latents(h, len(variants))
+    t_faces = time.perf_counter()
+
+    # Synthesis controls: F0 and rate pre-compensated for the vocal-tract resampling (see vocal_tract_scale).
+    names = [variants[i] for i in controls.variant_index]
+    pitches, realised_f0 = [], []
+    for v, f0, vtl in zip(names, controls.f0_hz, controls.vtl_factor, strict=True):
+        grid_p, grid_f0 = espeak.pitch_calibration(v)
+        target = float(np.clip(f0 * vtl, grid_f0[0], grid_f0[-1]))
+        pitches.append(int(round(np.interp(np.log(target), np.log(grid_f0), grid_p))))
+        realised_f0.append(target / vtl)
+    controls.f0_hz = np.asarray(realised_f0)
+    speeds = np.clip(np.round(controls.rate_wpm * controls.vtl_factor), *espeak.SPEED_RANGE).astype(int)
+    hidden = controls.hidden()
+    t_calib = time.perf_counter()
+
+    speaker_ids = [f"spk{i:04d}" for i in range(config.speakers)]
+    n_sent = len(SENTENCES)
+    jobs = []
+    for i, spk in enumerate(speaker_ids):
+        idx = rng_text.choice(n_sent, size=config.utterances, replace=config.utterances > n_sent)
+        jobs.append(UtteranceJob(spk, names[i], pitches[i], int(speeds[i]), float(controls.vtl_factor[i]),
+                                 tuple(SENTENCES[j] for j in idx), str(out), config.sample_rate))
+    if config.workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold a GL context later
+        with ProcessPoolExecutor(config.workers, mp_context=ctx) as pool:
+            chunk = max(1, len(jobs) // (8 * config.workers))
+            results = list(pool.map(synthesize_speaker, jobs, chunksize=chunk))
+    else:
+        results = [synthesize_speaker(j) for j in jobs]
+    t_audio = time.perf_counter()
+
+    if config.images:
+        from .images import write_speaker_images
+
+        write_speaker_images(out, fm, params, speaker_ids, config.images, config.image_size,
+                             np.random.default_rng(seeds[3]))
+    t_images = time.perf_counter()
+
+    splits = _splits(config)
+    _write_tables(out, config, fm, speaker_ids, splits, params, hidden, h, measurements, controls, names,
+                  pitches, speeds, jobs, results)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "link_strength": config.link_strength,
+        "face_model": {"name": fm.name, "sha256": fm.sha256, "n_identity": fm.n_identity,
+                       "n_expression": fm.n_expression, "spec": config.face_model},
+        "link": link.link_definition(config.link_strength),
+        "measurement_prior": {"names": list(link.MEASUREMENT_NAMES), "mean": prior_mean.tolist(),
+                              "std": prior_std.tolist(), "whitening": whitening.tolist(),
+                              "samples": link.PRIOR_SAMPLES, "seed": link.PRIOR_SEED},
+        "espeak": {"base_voice": espeak.BASE_VOICE, "variants": list(variants),
+                   "pitch_calibration": {v: [espeak.pitch_calibration(v)[0].tolist(),
+                                             np.round(espeak.pitch_calibration(v)[1], 3).tolist()]
+                                         for v in variants}},
+        "audio": {"sample_rate": config.sample_rate, "format": "WAV PCM_16 mono", "peak": PEAK},
+        "images": {"per_speaker": config.images, "size": config.image_size, "format": "PNG RGB"},
+        "splits": dict(zip(("train", "val", "test"), config.split_sizes(), strict=True)),
+        "n_utterances": int(sum(len(r) for r in results)),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    timings = {"faces_s": t_faces - t0, "calibration_s": t_calib - t_faces, "audio_s": t_audio - t_calib,
+               "images_s": t_images - t_audio, "total_s": time.perf_counter() - t0}
+    (out / "generation_log.json").write_text(json.dumps({"timings": timings}, indent=2) + "\n")
+    if progress:
+        extra = f" + {config.images} images" if config.images else ""
+        print(f"synthvox: {config.speakers} speakers x {config.utterances} utterances{extra} "
+              f"in {timings['total_s']:.1f} s -> {out}")
+        print("  " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    return out
+
+
+def _write_tables(out: Path, config, fm, speaker_ids, splits, params, hidden, h, measurements, controls,
+                  names, pitches, speeds, jobs, results) -> None:
+    meas_cols = [m.replace("/", "_") for m in link.MEASUREMENT_NAMES]
+    with open(out / "speakers.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["speaker_id", "split", *link.HIDDEN_NAMES, "variant", "espeak_voice", "f0_hz",
+                    "vtl_factor", "rate_wpm", "espeak_pitch", "espeak_speed", *meas_cols])
+        for i, spk in enumerate(speaker_ids):
+            w.writerow([spk, splits[i], *(f"{x:.6f}" for x in hidden[i]), names[i],
+                        f"{espeak.BASE_VOICE}+{names[i]}", f"{controls.f0_hz[i]:.3f}",
+                        f"{controls.vtl_factor[i]:.6f}", f"{controls.rate_wpm[i]:.3f}", pitches[i], speeds[i],
+                        *(f"{x:.6f}" for x in measurements[i])])
+    with open(out / "utterances.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["utt_id", "speaker_id", "split", "path", "text", "duration_s"])
+        for i, (job, rows) in enumerate(zip(jobs, results, strict=True)):
+            for (utt_id, rel, dur), text in zip(rows, job.texts, strict=True):
+                w.writerow([utt_id, job.speaker_id, splits[i], rel, text, f"{dur:.4f}"])
+    np.savez(out / "faces.npz", speaker_ids=np.array(speaker_ids), splits=np.array(splits),
+             params=params.astype(np.float32), hidden=hidden.astype(np.float32),
+             hidden_names=np.array(link.HIDDEN_NAMES), latents=h.astype(np.float32),
+             measurements=measurements.astype(np.float32),
+             measurement_names=np.array(link.MEASUREMENT_NAMES))
+
+
+def load_faces(dataset_dir: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of ``faces.npz`` (clear error if the folder is not a synthvox dataset)."""
+    path = Path(dataset_dir) / "faces.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{dataset_dir}: no faces.npz (not a synthvox dataset; make one with "
+                                "`python -m training.synthvox generate OUT`)")
+    with np.load(path, allow_pickle=False) as d:
+        return {k: d[k] for k in d.files}
+
+
+def explained_variance(dataset_dir: str | Path, folds: int = 5) -> dict[str, float]:
+    """Cross-validated R^2 of a linear regression of each linked face measurement on all hidden voice
+    parameters of the dataset's speakers: ``{"ER/OICD": r2, ...}``."""
+    faces = load_faces(dataset_dir)
+    r2 = link.cv_r2(faces["hidden"].astype(np.float64), faces["measurements"].astype(np.float64), folds)
+    return {str(n): float(v) for n, v in zip(faces["measurement_names"], r2, strict=True)}

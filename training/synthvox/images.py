@@ -1,0 +1,77 @@
+"""Face images of synthvox speakers: renders of each speaker's face with random expression, pose, light,
+skin tone and background (training.render), written as ``images/<speaker>/<k>.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.path import Path as Polygon
+from PIL import Image
+
+from training.render import FaceRenderer, RenderConfig, sample_views
+
+LIP_ALBEDO = np.array([0.95, 0.62, 0.62], dtype=np.float32)  # multiplies the skin tone
+BROW_ALBEDO = np.array([0.30, 0.26, 0.24], dtype=np.float32)
+BROW_HALF_WIDTH_MM = 3.5
+CHUNK = 256  # faces decoded at a time (memory: CHUNK x N x 3 float32)
+
+
+def albedo_pattern(face_model) -> np.ndarray:
+    """(N, 3) per-vertex multipliers of the skin tone: 1 for skin, redder lips, dark brows.
+
+    Lips: front-facing vertices inside the outer lip contour (Multi-PIE landmarks 48-59) of the mean face
+    seen from the front; brows: within ``BROW_HALF_WIDTH_MM`` of the brow polylines (17-21, 22-26).
+    """
+    mean = face_model.mean
+    lm = mean[face_model.landmarks]
+    front = mean[:, 2] > lm[[0, 16], 2].mean()  # in front of the jaw ends: not the back of the head
+    xy = mean[:, :2]
+    out = np.ones((face_model.n_vertices, 3), dtype=np.float32)
+    lips = front & Polygon(lm[48:60, :2]).contains_points(xy)
+    out[lips] = LIP_ALBEDO
+    dist = np.full(face_model.n_vertices, np.inf)
+    for a_idx, b_idx in [(i, i + 1) for i in (*range(17, 21), *range(22, 26))]:
+        a, b = lm[a_idx, :2], lm[b_idx, :2]
+        t = np.clip(((xy - a) @ (b - a)) / ((b - a) @ (b - a)), 0.0, 1.0)
+        dist = np.minimum(dist, np.linalg.norm(xy - (a + t[:, None] * (b - a)), axis=1))
+    brows = front & (dist < BROW_HALF_WIDTH_MM) & (mean[:, 2] > lm[17:27, 2].min() - 10.0)
+    out[brows] = BROW_ALBEDO
+    return out
+
+
+def image_params(speaker_params: np.ndarray, face_model, per_speaker: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """(S*K, 1+K+E) parameters of the renders: each speaker's scale and identity, a fresh expression
+    from the prior for every image (speaker-major order)."""
+    p = np.repeat(np.asarray(speaker_params, dtype=np.float32), per_speaker, axis=0)
+    fresh = face_model.sample_params(p.shape[0], rng)
+    k = face_model.n_identity
+    p[:, 1 + k:] = fresh[:, 1 + k:]
+    return p
+
+
+def render_speaker_images(face_model, speaker_params: np.ndarray, per_speaker: int, size: int,
+                          rng: np.random.Generator, renderer: FaceRenderer | None = None) -> np.ndarray:
+    """(S, K, size, size, 3) uint8 renders of each speaker's face with random variations."""
+    s = speaker_params.shape[0]
+    params = image_params(speaker_params, face_model, per_speaker, rng)
+    views = sample_views(params.shape[0], rng)
+    renderer = renderer or FaceRenderer.for_face_model(face_model, RenderConfig(size=size))
+    albedo = albedo_pattern(face_model)
+    out = np.empty((params.shape[0], size, size, 3), dtype=np.uint8)
+    for start in range(0, params.shape[0], CHUNK):
+        sl = slice(start, start + CHUNK)
+        out[sl] = renderer.render(face_model.vertices_from_params(params[sl]), albedo, views.take(sl))
+    return out.reshape(s, per_speaker, size, size, 3)
+
+
+def write_speaker_images(out_dir: Path, face_model, speaker_params: np.ndarray, speaker_ids: list[str],
+                         per_speaker: int, size: int, rng: np.random.Generator) -> None:
+    """Render and write ``images/<speaker>/<k>.png`` for every speaker."""
+    images = render_speaker_images(face_model, speaker_params, per_speaker, size, rng)
+    for spk, imgs in zip(speaker_ids, images, strict=True):
+        folder = Path(out_dir) / "images" / spk
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, img in enumerate(imgs):
+            Image.fromarray(img).save(folder / f"{k}.png", optimize=False)
