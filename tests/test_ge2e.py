@@ -200,15 +200,14 @@ def test_encoder_matches_the_package(clips, encoder):
 def test_batched_with_mask_equals_one_by_one(clips, encoder):
     import torch
 
+    from training.encoders.ge2e import pad_partials
+
     mels = [ge2e.ge2e_input(clips[n]) for n in ("Alan_Tudyk", "Alicja_Bachleda", "Eoin_Macken")]
-    p = max(len(m) for m in mels)
-    batch = np.zeros((len(mels), p, 160, 40), np.float32)
-    mask = np.zeros((len(mels), p), bool)
-    for i, m in enumerate(mels):
-        batch[i, : len(m)] = m
-        mask[i, : len(m)] = True
+    batch, mask = pad_partials(mels)
+    assert batch.shape == (3, max(len(m) for m in mels), 160, 40)
+    assert mask.sum(dim=1).tolist() == [len(m) for m in mels]
     with torch.no_grad():
-        batched = encoder(torch.from_numpy(batch), torch.from_numpy(mask)).numpy()
+        batched = encoder(batch, mask).numpy()
         single = np.stack([encoder(torch.from_numpy(m)[None])[0].numpy() for m in mels])
     assert_close(batched, single, atol=1e-5)
     assert_close(np.linalg.norm(batched, axis=1), np.ones(3), atol=1e-5)

@@ -111,6 +111,25 @@ class GE2EEncoder(nn.Module):
         return self(mels.to(device))[0].cpu().numpy()
 
 
+def pad_partials(items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch utterances with different partial counts: ``(B, P_max, 160, 40)`` mels and ``(B, P_max)`` mask.
+
+    Feed both to :meth:`GE2EEncoder.forward`; padded partials are zeros and left out of the mean.
+    """
+    if not items:
+        raise ValueError("pad_partials: no utterances given")
+    shapes = {tuple(m.shape[1:]) for m in items}
+    if len(shapes) != 1 or any(m.ndim != 3 for m in items):
+        raise ValueError(f"pad_partials: expected (P, frames, mels) arrays of one shape, got {shapes}")
+    p_max = max(len(m) for m in items)
+    mels = np.zeros((len(items), p_max, *items[0].shape[1:]), np.float32)
+    mask = np.zeros((len(items), p_max), bool)
+    for i, m in enumerate(items):  # per utterance, not per frame
+        mels[i, : len(m)] = m
+        mask[i, : len(m)] = True
+    return torch.from_numpy(mels), torch.from_numpy(mask)
+
+
 def load_pretrained(path: str | Path | None = None, frozen: bool = True) -> GE2EEncoder:
     """The GE2E encoder with the weights shipped in ``resemblyzer`` (or from ``path``); frozen by default."""
     path = Path(path) if path is not None else pretrained_weights_path()
