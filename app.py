@@ -97,7 +97,8 @@ def summary_markdown(result: RunResult) -> str:
 def _as_gr_error(exc: Exception, what: str) -> gr.Error:
     """A person-readable gr.Error (expected bad input) or a generic one (a bug, logged with traceback)."""
     if isinstance(exc, EXPECTED_ERRORS):
-        return gr.Error(html.escape(str(exc)), title="Cannot use this input", print_exception=False)
+        return gr.Error(html.escape(str(exc), quote=False), title="Cannot use this input",
+                        print_exception=False)
     LOG.exception("unexpected error while %s", what)
     return gr.Error(f"Something went wrong on the server while {what} ({type(exc).__name__}). "
                     "It was logged; please try another recording.", title="Server error")

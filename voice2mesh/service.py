@@ -43,7 +43,8 @@ MiB = 2**20
 MESH_FORMATS = ("glb", "obj", "ply")
 SCAN_FORMATS = (".obj", ".ply")
 # Model names shown to people; bundles name their models freely, ``framework`` decides the label.
-FRAMEWORK_LABELS = {"supervised": "Supervised", "kd": "Knowledge distillation (KD)"}
+FRAMEWORK_LABELS = {"supervised": "Supervised", "kd": "KD (knowledge distillation)"}
+ENCODER_LABELS = {"voiceembednet": "log-mel", "ge2e": "GE2E"}
 BOTH = "both"
 
 
@@ -154,7 +155,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
     if isinstance(value, (np.floating, float)):
-        return round(float(value), 6)
+        return float(value)
     if isinstance(value, np.integer):
         return int(value)
     return value
@@ -304,10 +305,7 @@ class Voice2MeshService:
             predictor = Predictor(bundle, model=name, audio_config=config.audio)
             models.append(LoadedModel(name=name, framework=entry.framework, predictor=predictor,
                                       label=FRAMEWORK_LABELS.get(entry.framework, name)))
-        labels = [m.label for m in models]
-        if len(set(labels)) < len(labels):  # two models of one framework: tell them apart by name
-            for m in models:
-                m.label = f"{m.label} ({m.name})"
+        _disambiguate(models, {n: ENCODER_LABELS.get(e.encoder, e.encoder) for n, e in bundle.models.items()})
         default = bundle.default_model
         models.sort(key=lambda m: (m.name != default, m.name))
         face_model = getattr(models[0].predictor, "face_model", None) or bundle.load_face_model()
@@ -475,6 +473,17 @@ class Voice2MeshService:
 
     def close(self) -> None:
         self.sessions.clear()
+
+
+def _disambiguate(models: list[LoadedModel], encoders: dict[str, str]) -> None:
+    """Two models of one framework are told apart by encoder, then by bundle name."""
+    for extra in (encoders, {m.name: m.name for m in models}):
+        labels = [m.label for m in models]
+        if len(set(labels)) == len(labels):
+            return
+        for m in models:
+            if labels.count(m.label) > 1:
+                m.label = f"{m.label} ({extra[m.name]})"
 
 
 def _safe_name(name: str) -> str:
