@@ -291,6 +291,20 @@ def test_vectorised_metrics_match_a_plain_loop_on_random_inputs():
         assert np.allclose(t[b], t_ref, atol=1e-8)
 
 
+def test_fast_alignment_path_agrees_with_facemodel_align(bfm_model):
+    from voice2mesh.facemodel.align import apply_similarity, umeyama
+
+    rng = np.random.default_rng(12)
+    target = bfm_model.vertices_from_params(bfm_model.sample_params(3, 4))
+    R = np.stack([_random_rotation(rng) for _ in range(3)])
+    pred = np.einsum("bij,bnj->bni", R, target * 0.9) + rng.normal(size=(3, 1, 3)) * 50
+    pred = pred + rng.normal(size=pred.shape)  # 1 mm noise
+    aligned = apply_similarity(pred, *umeyama(pred, target))
+    expected = np.sqrt(np.mean(np.sum((aligned - target) ** 2, axis=2), axis=1))
+    assert_close(metrics.aligned_rmse(pred, target), expected, rtol=1e-9)
+    assert np.all(np.abs(expected - np.sqrt(3) / 0.9) < 0.02)  # the noise, scaled up by 1 / 0.9, is left
+
+
 def test_a_single_target_broadcasts_against_a_batch():
     model = _small_model(2)
     rng = np.random.default_rng(1)
@@ -455,28 +469,30 @@ def test_cli_round_trip_with_meshio_files(tmp_path, bfm_model, capsys):
     assert out2["ARE"] == pytest.approx(float(direct["ARE"][0]), rel=1e-6)
 
 
-def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, bfm_model):
+def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, bfm_model, capsys):
     model_path, pred_path, target_path, *_ = _cli_files(tmp_path, bfm_model)
     np.save(tmp_path / "short.npy", np.zeros((100, 3)))
     (tmp_path / "garbage.ply").write_bytes(b"not a ply file at all")
     cases = [
-        ([str(tmp_path / "short.npy"), str(target_path)], "100 vertices"),
-        ([str(tmp_path / "garbage.ply"), str(target_path)], "garbage.ply"),
-        ([str(tmp_path / "missing.obj"), str(target_path)], "not found"),
-        ([str(pred_path), str(tmp_path / "target.stl")], "unsupported"),
+        ([str(tmp_path / "short.npy"), str(target_path)], str(model_path), "100 vertices"),
+        ([str(tmp_path / "garbage.ply"), str(target_path)], str(model_path), "garbage.ply"),
+        ([str(tmp_path / "missing.obj"), str(target_path)], str(model_path), "not found"),
+        ([str(pred_path), str(tmp_path / "target.stl")], str(model_path), "unsupported"),
+        ([str(pred_path), str(target_path)], str(tmp_path / "nope.npz"), "face model"),
+        ([str(pred_path), str(target_path)], str(tmp_path / "garbage.ply"), "face model"),
     ]
-    for args, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "voice2mesh.metrics", *args, "--face-model",
-                               str(model_path), "--json"], cwd=REPO, capture_output=True, text=True,
-                              timeout=60)
-        assert proc.returncode == 2, (args, proc.stderr)
-        assert message in proc.stderr, (message, proc.stderr)
-        assert "Traceback" not in proc.stderr
-        assert proc.stdout == ""
-    proc = subprocess.run([sys.executable, "-m", "voice2mesh.metrics", str(pred_path), str(target_path),
-                           "--face-model", str(tmp_path / "nope.npz")], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 2 and "face model" in proc.stderr and "Traceback" not in proc.stderr
+    for args, model, message in cases:
+        assert metrics.main([*args, "--face-model", model, "--json"]) == 2, args
+        captured = capsys.readouterr()
+        assert message in captured.err, (message, captured.err)
+        assert captured.out == ""
+    # the real entry point: exit status 2 and one clear line, no traceback
+    proc = subprocess.run([sys.executable, "-m", "voice2mesh.metrics", str(tmp_path / "short.npy"),
+                           str(target_path), "--face-model", str(model_path), "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: PRED") and "100 vertices" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_cli_with_a_builtin_layout_name(tmp_path, assets_dir, capsys):
