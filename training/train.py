@@ -302,7 +302,7 @@ def run_pretrain(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, res
             if oc.grad_clip > 0:
                 nn.utils.clip_grad_norm_(net.parameters(), oc.grad_clip)
             opt.step()
-            total += float(loss) * len(items)
+            total += float(loss.detach()) * len(items)
             n_seen += len(items)
         sched.step()
         acc = pretrain_accuracy(model, bank, held_idx, labels, cfg.data.eval_frames, device)
@@ -531,7 +531,7 @@ def run_supervised(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, r
             if oc.grad_clip > 0:
                 nn.utils.clip_grad_norm_(net.parameters(), oc.grad_clip)
             opt.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
             n_seen += len(batch)
         sched.step()
         head.eval()
