@@ -45,6 +45,21 @@ def _glb_json(path: Path) -> dict:
     return json.loads(data[20:20 + length])
 
 
+def _glb_attribute(path: Path, name: str) -> np.ndarray:
+    """A float32 VEC3 vertex attribute of the first primitive, read from the GLB bytes directly."""
+    data = path.read_bytes()
+    gltf = _glb_json(path)
+    json_len = struct.unpack_from("<I", data, 12)[0]
+    bin_start = 20 + json_len + 8  # after the JSON chunk and the BIN chunk header
+    acc = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"][name]]
+    view = gltf["bufferViews"][acc["bufferView"]]
+    assert acc["componentType"] == 5126 and acc["type"] == "VEC3"  # float32 xyz
+    offset = bin_start + view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    stride = view.get("byteStride", 12)
+    assert stride == 12
+    return np.frombuffer(data, dtype="<f4", count=3 * acc["count"], offset=offset).reshape(-1, 3)
+
+
 # ------------------------------------------------------------------ round trips
 @pytest.mark.parametrize("ext", FORMATS)
 def test_round_trip_keeps_counts_positions_order_and_colours(tmp_path, ext):
@@ -112,6 +127,7 @@ def test_glb_is_y_up_with_no_node_transform_and_vertex_colours(tmp_path, bfm_fac
     assert_close(np.array(pos["min"]), v.min(axis=0), atol=1e-3)
     assert_close(np.array(pos["max"]), v.max(axis=0), atol=1e-3)
     assert "COLOR_0" in prim["attributes"] and "NORMAL" in prim["attributes"]
+    assert_close(_glb_attribute(path, "POSITION"), v, atol=1e-4)  # exactly our coordinates, no transform
 
 
 # ------------------------------------------------------------------ readers
@@ -200,3 +216,30 @@ def test_heatmap_matches_a_plain_loop_and_is_ordered():
         assert np.all(np.abs(got[i, :3].astype(int) - np.round(rgb)) <= 1), i
     with pytest.raises(ValueError, match="must both be"):
         meshio.heatmap_colors(verts[:10], ref)
+
+
+# ------------------------------------------------------------------ normals
+def test_vertex_normals_are_radial_on_a_sphere_and_kept_in_the_glb(tmp_path):
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=50.0)
+    v, f = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    n = meshio.vertex_normals(v, f)
+    radial = v / np.linalg.norm(v, axis=1, keepdims=True)
+    assert np.min(np.sum(n * radial, axis=1)) > 0.995  # outward for counter-clockwise triangles
+    assert_close(np.linalg.norm(n, axis=1), np.ones(len(v)), atol=1e-12)
+    path = meshio.write_mesh(tmp_path / "sphere.glb", v, f)
+    assert_close(_glb_attribute(path, "NORMAL"), n, atol=1e-6)  # float32 in the file
+    assert_close(_glb_attribute(path, "POSITION"), v, atol=1e-5)
+
+
+def test_vertex_normals_match_a_plain_loop():
+    v, tri, _ = _random_mesh(6, n=40, f=60)
+    acc = np.zeros_like(v)
+    for a, b, c in tri:
+        fn = np.cross(v[b] - v[a], v[c] - v[a])
+        for k in (a, b, c):
+            acc[k] += fn
+    norm = np.linalg.norm(acc, axis=1, keepdims=True)
+    expected = np.where(norm > 0, acc / np.where(norm > 0, norm, 1), 0.0)
+    assert_close(meshio.vertex_normals(v, tri), expected, atol=1e-12)
