@@ -54,7 +54,7 @@ class ServiceConfig:
 
     audio: AudioConfig = field(default_factory=lambda: AudioConfig(max_bytes=20 * MiB))  # limits of a voice
     max_scan_bytes: int = 50 * MiB        # "compare with your own scan" uploads
-    runs_kept_per_session: int = 2        # older result folders of a session are deleted
+    runs_kept_per_session: int = 4        # a session's older result folders are deleted (bounded disk use)
     session_ttl_s: float = 2 * 3600.0     # a session idle this long is removed (API clients never "unload")
 
 
