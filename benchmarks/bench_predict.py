@@ -1,0 +1,325 @@
+"""Benchmark: end-to-end ``Predictor.predict`` on a 10 s clip against the original pipeline's equivalent work.
+
+Ours (voice2mesh): decode the file → WebRTC VAD → vectorised log-mel + CMVN + tiling → ONNX Runtime
+(VoiceEmbedNet + supervised head, the real architecture with random weights) → numpy mesh decode →
+readouts. Baseline ("original", written from the paper's description, random weights): decode the file →
+WebRTC VAD collector frame by frame in Python → per-frame Python log-mel features + CMVN + tiling →
+VoiceEmbedNet + heads + mesh decode in PyTorch on CPU → the same ratio distances in PyTorch.
+Both run interleaved in the same process; medians of repeated runs and the baseline/ours ratio.
+
+Also: the face decoder (params → vertices) in numpy vs as its own ONNX graph (the decision recorded in
+docs/runtime.md), and mesh file writing (GLB/OBJ/PLY), reported separately.
+
+    .venv/bin/python benchmarks/bench_predict.py [--repeats 30] [--seconds 10] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from voice2mesh.paths import shared_assets_dir  # noqa: E402
+
+TARGET_MS = 10.0  # issue 6: end-to-end median on a 10 s clip
+TARGET_RATIO = 4.0  # issue 6: at least 4x faster than the original pipeline's equivalent work
+
+
+def speech_clip(seconds: float) -> np.ndarray:
+    """``seconds`` of real VoxCeleb speech from the shared assets (clips concatenated as needed)."""
+    assets = shared_assets_dir()
+    if assets is None:
+        raise SystemExit("bench_predict: shared assets not found (../shared/assets or $VOICE2MESH_ASSETS)")
+    wav = np.concatenate([sf.read(p, dtype="float32")[0] for p in sorted((assets / "voices").glob("*.wav"))])
+    need = int(seconds * 16000)
+    return np.tile(wav, need // len(wav) + 1)[:need]
+
+
+# ------------------------------------------------------------------------------ the original pipeline
+def original_frontend() -> Callable[[np.ndarray], np.ndarray]:
+    """int16 samples → (1000, 64) features, the original way (per-frame Python loops).
+
+    Uses ``benchmarks/original_frontend.py`` (the audio helper's reimplementation) when present, else
+    the loop below: WebRTC VAD collector over 20 ms frames with a 50 ms ring buffer (90 % triggers), then
+    per frame: pre-emphasis, Hamming window, 1024-point FFT, 64 mel filters (20-7200 Hz), log; CMVN; tiling.
+    """
+    try:
+        import original_frontend as of  # benchmarks/ is on sys.path when run as a script
+
+        for name in ("features", "original_features", "extract", "run"):
+            fn = getattr(of, name, None)
+            if callable(fn):
+                return fn
+    except ImportError:
+        pass
+    import webrtcvad
+
+    n_fft, n_mels, win, hop = 1024, 64, 400, 160
+    mel = _mel_matrix(n_fft, n_mels, 20.0, 7200.0)
+    window = np.hamming(win)
+
+    def run(samples: np.ndarray) -> np.ndarray:
+        vad = webrtcvad.Vad(2)
+        frame = 320
+        ring: list[tuple[bytes, bool]] = []
+        triggered, voiced = False, []
+        out: list[bytes] = []
+        pcm = samples.tobytes()
+        for i in range(0, len(pcm) - 2 * frame + 1, 2 * frame):  # 20 ms frames, one C call each
+            chunk = pcm[i : i + 2 * frame]
+            speech = vad.is_speech(chunk, 16000)
+            if not triggered:
+                ring.append((chunk, speech))
+                ring = ring[-2:]
+                if sum(s for _, s in ring) > 0.9 * len(ring):
+                    triggered, voiced = True, [c for c, _ in ring]
+                    ring = []
+            else:
+                voiced.append(chunk)
+                ring.append((chunk, speech))
+                ring = ring[-2:]
+                if sum(not s for _, s in ring) > 0.9 * len(ring):
+                    triggered = False
+                    out.append(b"".join(voiced))
+                    ring, voiced = [], []
+        if voiced:
+            out.append(b"".join(voiced))
+        x = np.frombuffer(b"".join(out), dtype=np.int16).astype(np.float64)
+        x = np.append(x[0], x[1:] - 0.97 * x[:-1])
+        n = 1 + max(0, (len(x) - win) // hop)
+        feats = []
+        for t in range(n):  # per-frame features, as the original code loops
+            seg = x[t * hop : t * hop + win] * window
+            power = np.abs(np.fft.rfft(seg, n_fft)) ** 2 / n_fft
+            feats.append(np.log(np.maximum(mel @ power, 1e-5)))
+        f = np.array(feats, dtype=np.float32)
+        f = (f - f.mean(0)) / (f.std(0) + 1e-5)
+        return np.tile(f, (1000 // len(f) + 1, 1))[:1000]
+
+    return run
+
+
+def _mel_matrix(n_fft: int, n_mels: int, fmin: float, fmax: float, sr: int = 16000) -> np.ndarray:
+    def hz2mel(h):
+        return 2595 * np.log10(1 + h / 700.0)
+
+    pts = 700 * (10 ** (np.linspace(hz2mel(fmin), hz2mel(fmax), n_mels + 2) / 2595) - 1)
+    bins = np.floor((n_fft + 1) * pts / sr).astype(int)
+    m = np.zeros((n_mels, n_fft // 2 + 1))
+    for j in range(n_mels):
+        a, b, c = bins[j], bins[j + 1], bins[j + 2]
+        m[j, a:b] = (np.arange(a, b) - a) / max(b - a, 1)
+        m[j, b:c] = (c - np.arange(b, c)) / max(c - b, 1)
+    return m
+
+
+def original_pipeline(face_model, path: Path) -> Callable[[], object]:
+    """The baseline: decode, per-frame front end, PyTorch model + mesh decode + ratio distances on CPU."""
+    import torch
+
+    from training.models import SupervisedHead, VoiceEmbedNet, vertices_torch
+
+    torch.manual_seed(0)
+    enc, head = (
+        VoiceEmbedNet().eval(),
+        SupervisedHead(64, face_model.n_identity, face_model.n_expression).eval(),
+    )
+    k, e = face_model.n_identity, face_model.n_expression
+    mean = torch.from_numpy(face_model.mean.reshape(-1))
+    ib = torch.from_numpy(face_model.identity_basis[:k].reshape(k, -1))
+    eb = torch.from_numpy(face_model.expression_basis[:e].reshape(e, -1))
+    pairs = face_model.measurement_pairs
+    front = original_frontend()
+
+    def run() -> object:
+        samples, _ = sf.read(path, dtype="int16")
+        feats = front(samples)
+        with torch.no_grad():
+            params = head(enc(torch.from_numpy(np.asarray(feats, np.float32))[None]))
+            params[:, 0] += 1.0
+            v = vertices_torch(params, mean, ib, eb).reshape(1, -1, 3)
+            d = {n: torch.linalg.norm(v[:, a] - v[:, b], dim=-1) for n, (a, b) in pairs.items()}
+            return {n: float(x / d["OICD"]) for n, x in d.items()}
+
+    return run
+
+
+# ------------------------------------------------------------------------------ decoder: numpy vs ONNX
+def decoder_graph(face_model, path: Path) -> Path:
+    """params (B, 1+K+E) → vertices (B, N, 3) as an ONNX graph (MatMul + Add + Mul)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, e = face_model.n_identity, face_model.n_expression
+    basis = np.concatenate([face_model.identity_basis[:k], face_model.expression_basis[:e]]).reshape(
+        k + e, -1
+    )
+    nodes = [
+        helper.make_node("Slice", ["params", "s0", "s1", "ax"], ["scale"]),
+        helper.make_node("Slice", ["params", "s1", "s2", "ax"], ["weights"]),
+        helper.make_node("MatMul", ["weights", "basis"], ["offsets"]),
+        helper.make_node("Add", ["offsets", "mean"], ["shape"]),
+        helper.make_node("Mul", ["shape", "scale"], ["flat"]),
+        helper.make_node("Reshape", ["flat", "vshape"], ["vertices"]),
+    ]
+    init = [
+        numpy_helper.from_array(np.array(v, np.int64), n)
+        for n, v in (
+            ("s0", [0]),
+            ("s1", [1]),
+            ("s2", [1 + k + e]),
+            ("ax", [1]),
+            ("vshape", [-1, face_model.n_vertices, 3]),
+        )
+    ]
+    init += [
+        numpy_helper.from_array(basis.astype(np.float32), "basis"),
+        numpy_helper.from_array(face_model.mean.reshape(1, -1), "mean"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "decoder",
+        [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", 1 + k + e])],
+        [helper.make_tensor_value_info("vertices", TensorProto.FLOAT, ["batch", face_model.n_vertices, 3])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+# ------------------------------------------------------------------------------ timing
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3
+) -> dict[str, list[float]]:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument(
+        "--bundle", help="bundle to time (default: a random-init export of the real architecture)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)"
+    )
+    args = ap.parse_args(argv)
+
+    import onnxruntime as ort
+    import torch
+
+    from voice2mesh.inference import Predictor
+    from voice2mesh.meshio import write_mesh
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clip = tmp / "clip.wav"
+        sf.write(clip, speech_clip(args.seconds), 16000, subtype="PCM_16")
+        if args.bundle:
+            bundle = Path(args.bundle)
+        else:
+            from export.to_onnx import export_bundle, random_init_model
+
+            bundle = export_bundle([random_init_model("voiceembednet")], tmp / "bundle", check=False)
+        pred = Predictor.from_bundle(bundle, threads=args.threads)
+        fm = pred.face_model
+        baseline = original_pipeline(fm, clip)
+        stages: dict[str, list[float]] = {}
+
+        def ours() -> object:
+            p = pred.predict(clip)
+            for k, v in p.timings.items():
+                stages.setdefault(k, []).append(v)
+            return p
+
+        e2e = interleaved({"voice2mesh": ours, "original": baseline}, args.repeats)
+
+        params = pred.predict(clip).params[None]
+        dec = ort.InferenceSession(
+            str(decoder_graph(fm, tmp / "decoder.onnx")), providers=["CPUExecutionProvider"]
+        )
+        assert np.allclose(dec.run(None, {"params": params})[0], fm.vertices_from_params(params), atol=1e-3)
+        decoders = interleaved(
+            {
+                "numpy_einsum (Predictor.decode_mesh)": lambda: pred.decode_mesh(params),
+                "numpy_blas (FaceModel.vertices_from_params)": lambda: fm.vertices_from_params(params),
+                "onnx_graph": lambda: dec.run(None, {"params": params}),
+            },
+            args.repeats * 3,
+        )
+
+        v = pred.predict(clip).vertices
+        writers = interleaved(
+            {
+                ext: (lambda ext=ext: write_mesh(tmp / f"m.{ext}", v, fm.triangles))
+                for ext in ("glb", "obj", "ply")
+            },
+            max(5, args.repeats // 3),
+            warmup=1,
+        )
+
+    med = {k: statistics.median(v) for k, v in e2e.items()}
+    ratio = med["original"] / med["voice2mesh"]
+    result = {
+        "clip_seconds": args.seconds,
+        "repeats": args.repeats,
+        "provider": pred.provider,
+        "threads": {
+            "onnxruntime_intra_op": pred.session.get_session_options().intra_op_num_threads,
+            "torch": torch.get_num_threads(),
+        },
+        "n_vertices": fm.n_vertices,
+        "face_model": fm.name,
+        "end_to_end_ms": {k: {"median": round(med[k], 3), "min": round(min(v), 3)} for k, v in e2e.items()},
+        "ratio_original_over_ours": round(ratio, 2),
+        "stages_ms_median": {k: round(statistics.median(v), 3) for k, v in stages.items()},
+        "decoder_ms_median": {k: round(statistics.median(v), 4) for k, v in decoders.items()},
+        "mesh_write_ms_median": {k: round(statistics.median(v), 3) for k, v in writers.items()},
+        "targets": {"median_ms": TARGET_MS, "ratio": TARGET_RATIO},
+        "meets_targets": {"median": med["voice2mesh"] <= TARGET_MS, "ratio": ratio >= TARGET_RATIO},
+        "machine": {"onnxruntime": ort.__version__, "torch": torch.__version__},
+    }
+    print(f"end-to-end predict, {args.seconds:g} s clip, {args.repeats} interleaved runs ({pred.provider})")
+    print("| pipeline | median ms | min ms |\n|---|---|---|")
+    for k in ("voice2mesh", "original"):
+        print(f"| {k} | {med[k]:.2f} | {min(e2e[k]):.2f} |")
+    print(
+        f"ratio original/ours: {ratio:.1f}x (target >= {TARGET_RATIO:g}x); "
+        f"ours median {med['voice2mesh']:.2f} ms (target <= {TARGET_MS:g} ms)"
+    )
+    print("stages (median ms): " + ", ".join(f"{k} {v}" for k, v in result["stages_ms_median"].items()))
+    print("decoder (median ms): " + ", ".join(f"{k} {v}" for k, v in result["decoder_ms_median"].items()))
+    print(
+        "mesh writing (median ms): "
+        + ", ".join(f"{k} {v}" for k, v in result["mesh_write_ms_median"].items())
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
