@@ -415,6 +415,37 @@ def test_prior_is_cached_on_disk_and_keyed_by_model(tmp_cache):
         metrics.ratio_prior(model, n_samples=100)
 
 
+@pytest.fixture(scope="module")
+def ict_model(assets_dir):
+    from voice2mesh.facemodel import load_face_model
+
+    return load_face_model("ict")  # built once into the user's cache from the shared assets
+
+
+def test_ict_percentiles_are_monotonic_and_match_fresh_samples(tmp_cache, ict_model):
+    model = ict_model
+    faces = model.vertices_from_params(model.sample_params(300, 99))
+    ro = metrics.readouts(faces, model)
+    # 3000 fresh faces, decoded at the measurement vertices only (decode_at is tested against the model)
+    names = list(model.measurement_pairs)
+    ids = np.array([model.measurement_pairs[k] for k in names]).ravel()
+    local = {k: (2 * n, 2 * n + 1) for n, k in enumerate(names)}
+    fresh = metrics.ratios(metrics.decode_at(model, model.sample_params(3000, 2024), ids), local)
+    for k in metrics.RATIO_NAMES:
+        r, pct = ro["ratios"][k], ro["percentiles"][k]
+        assert np.all((pct >= 0) & (pct <= 100))
+        order = np.argsort(r)
+        assert np.all(np.diff(pct[order]) >= 0), k
+        # the percentile of a ratio is the share of faces of the prior below it (independent samples)
+        for q in (10, 50, 90):
+            value = np.percentile(r, q)
+            share = 100.0 * np.mean(fresh[k] <= value)
+            assert abs(float(metrics.percentile(metrics.ratio_prior(model)[k], value)) - share) < 3.0
+    one = metrics.readouts(model.mean, model)
+    assert all(isinstance(one["percentiles"][k], float) for k in metrics.RATIO_NAMES)
+    assert 80.0 < one["distances_mm"]["OICD"] < 115.0  # ICT is stored in mm
+
+
 def test_builtin_bfm_layouts_give_mm_readouts_and_no_percentiles(tmp_cache):
     from voice2mesh.facemodel import load_face_model
 

@@ -17,10 +17,12 @@ returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-mode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ PRIOR_VERSION = 1  # bump when the cached prior's content or format changes
 _CHUNK_BYTES = 2 * 2**20
 
 _PRIOR_MEMORY: dict[str, dict[str, np.ndarray]] = {}
+_DIGESTS: dict[tuple, tuple[weakref.ref, str]] = {}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -312,7 +315,23 @@ def aggregate_by_speaker(values: Mapping[str, Any], speakers: Sequence | np.ndar
 
 # --------------------------------------------------------------------------- prior and readouts
 def _model_digest(face_model: Any) -> str:
-    """The face model's sha256 (from the model, else hashed from its arrays)."""
+    """The face model's sha256 (from the model, else hashed from its arrays), memoised per object.
+
+    Hashing a model's arrays takes tens of milliseconds, so it is done once per model object
+    (a model's arrays are not expected to change in place after loading).
+    """
+    key = (id(face_model), getattr(face_model, "n_identity", None), getattr(face_model, "n_expression", None),
+           repr(getattr(face_model, "prior", None)))
+    memo = _DIGESTS.get(key)
+    if memo is not None and memo[0]() is face_model:
+        return memo[1]
+    digest = _compute_digest(face_model)
+    with contextlib.suppress(TypeError):  # objects without weak references are not memoised
+        _DIGESTS[key] = (weakref.ref(face_model), digest)
+    return digest
+
+
+def _compute_digest(face_model: Any) -> str:
     for owner in (face_model, getattr(face_model, "metadata", None) or {}):
         value = owner.get("sha256") if isinstance(owner, Mapping) else getattr(owner, "sha256", None)
         if isinstance(value, str) and value:
