@@ -69,7 +69,7 @@ class RenderConfig:
 
     size: int = 64              # output px (square)
     supersample: int = 2        # render at size * supersample, box-filter down (anti-aliasing)
-    field_mm: float = 240.0     # height of the field of view at the face centre, mm
+    field_mm: float = 220.0     # height of the field of view at the face centre, mm
     distance_mm: float = 700.0  # camera distance from the face centre, mm (perspective)
     batch: int = 256            # images per framebuffer read-back
 

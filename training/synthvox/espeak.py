@@ -8,13 +8,18 @@ it (checked by hand with espeak-ng 1.51: byte-identical output to ``-v en-gb``),
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import json
+import os
 import re
 import shutil
 import subprocess
 
 import numpy as np
 import soundfile as sf
+
+from voice2mesh.paths import cache_dir
 
 ESPEAK = "espeak-ng"
 BASE_VOICE = "en"  # "en+VARIANT" is a syntax that applies the variant (see the module docstring)
@@ -108,14 +113,39 @@ CALIBRATION_TEXT = "The quick brown fox jumps over the lazy dog while seven brig
 CALIBRATION_PITCHES = tuple(range(0, 100, 11))  # 0, 11, ..., 99
 
 
+@functools.lru_cache(maxsize=1)
+def espeak_version() -> str:
+    """First line of ``espeak-ng --version``."""
+    out = subprocess.run([espeak_binary(), "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
+
+
 @functools.lru_cache(maxsize=64)
 def pitch_calibration(variant: str, speed: int = 165) -> tuple[np.ndarray, np.ndarray]:
-    """Measured median F0 (Hz) of ``en+variant`` at espeak-ng ``-p`` values: (pitches, f0s), increasing."""
+    """Measured median F0 (Hz) of ``en+variant`` at espeak-ng ``-p`` values: (pitches, f0s), increasing.
+
+    Measured once per espeak-ng version and kept under ``cache_dir()/synthvox-pitch/`` (a JSON file).
+    """
+    key = hashlib.sha256(f"{espeak_version()}|{variant}|{speed}|{CALIBRATION_TEXT}|{CALIBRATION_PITCHES}"
+                         .encode()).hexdigest()[:20]
+    path = cache_dir() / "synthvox-pitch" / f"{variant}-{key}.json"
+    pitches = np.asarray(CALIBRATION_PITCHES, dtype=np.float64)
+    try:
+        f0 = np.asarray(json.loads(path.read_text())["f0"], dtype=np.float64)
+        if f0.shape == pitches.shape:
+            return pitches, f0
+    except (OSError, ValueError, KeyError):
+        pass  # not cached yet (or unreadable): measure
     f0 = [f0_median(*synthesize(CALIBRATION_TEXT, variant, p, speed)) for p in CALIBRATION_PITCHES]
     f0 = np.maximum.accumulate(np.nan_to_num(np.asarray(f0), nan=0.0))  # monotone for interpolation
     if f0[0] <= 0:
         raise EspeakError(f"could not measure F0 of espeak-ng variant {variant!r} at -p 0")
-    return np.asarray(CALIBRATION_PITCHES, dtype=np.float64), f0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"variant": variant, "espeak": espeak_version(), "pitches": pitches.tolist(),
+                               "f0": f0.tolist()}))
+    os.replace(tmp, path)
+    return pitches, f0
 
 
 def pitch_for_f0(variant: str, f0_hz: float) -> int:

@@ -72,6 +72,52 @@ def synthesize_speaker(job: UtteranceJob) -> list[tuple[str, str, float]]:
     return rows
 
 
+@dataclass
+class World:
+    """The speakers of a synthvox dataset before any audio: faces, measurements, latents, voice controls."""
+
+    face_model: object
+    params: np.ndarray          # (S, 1+K+E) float32
+    measurements: np.ndarray    # (S, M) linked ratios
+    latents: np.ndarray         # (S, M) standardised latents h
+    controls: link.VoiceControls
+    hidden: np.ndarray          # (S, H) float32, link.HIDDEN_NAMES
+    variant_names: list[str]
+    espeak_pitch: list[int]
+    espeak_speed: list[int]
+    prior_mean: np.ndarray
+    prior_std: np.ndarray
+    whitening: np.ndarray
+    seeds: list                 # SeedSequences: faces, link noise, sentences, images
+
+
+def sample_world(config: SynthVoxConfig) -> World:
+    """Faces from the prior, their linked measurements, the latents and the espeak-ng controls."""
+    variants = espeak.validate_variants(config.variants)
+    seeds = np.random.SeedSequence(config.seed).spawn(4)
+    rng_faces, rng_link = np.random.default_rng(seeds[0]), np.random.default_rng(seeds[1])
+    fm = load_face_model(config.face_model).set_prediction_size(config.n_identity, config.n_expression)
+    params = fm.sample_params(config.speakers, rng_faces)
+    measurements = link.measurements_from_params(params, fm)
+    prior_mean, prior_std, whitening = link.prior_statistics(fm)
+    h = link.latents(link.standardise(measurements, prior_mean, prior_std, whitening), config.link_strength,
+                     rng_link)
+    controls = link.controls_from_latents(h, len(variants))
+    # Synthesis controls: F0 and rate pre-compensated for the vocal-tract resampling (vocal_tract_scale);
+    # F0 is clipped to what the variant can produce and the realised value is what ``hidden`` records.
+    names = [variants[i] for i in controls.variant_index]
+    pitches, realised_f0 = [], []
+    for v, f0, vtl in zip(names, controls.f0_hz, controls.vtl_factor, strict=True):
+        grid_p, grid_f0 = espeak.pitch_calibration(v)
+        target = float(np.clip(f0 * vtl, grid_f0[0], grid_f0[-1]))
+        pitches.append(int(round(np.interp(np.log(target), np.log(grid_f0), grid_p))))
+        realised_f0.append(target / vtl)
+    controls.f0_hz = np.asarray(realised_f0)
+    speeds = np.clip(np.round(controls.rate_wpm * controls.vtl_factor), *espeak.SPEED_RANGE).astype(int)
+    return World(fm, params, measurements, h, controls, controls.hidden(), names, pitches,
+                 [int(x) for x in speeds], prior_mean, prior_std, whitening, seeds)
+
+
 def _splits(config: SynthVoxConfig) -> list[str]:
     n_train, n_val, n_test = config.split_sizes()
     return ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
@@ -84,39 +130,20 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (choose another folder or pass overwrite)")
-    variants = espeak.validate_variants(config.variants)
+    espeak.validate_variants(config.variants)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    seeds = np.random.SeedSequence(config.seed).spawn(4)  # faces, link noise, sentences, images
-    rng_faces, rng_link, rng_text = (np.random.default_rng(s) for s in seeds[:3])
-
-    fm = load_face_model(config.face_model).set_prediction_size(config.n_identity, config.n_expression)
-    params = fm.sample_params(config.speakers, rng_faces)
-    measurements = link.face_measurements(fm.vertices_from_params(params), fm)
-    prior_mean, prior_std, whitening = link.prior_statistics(fm)
-    z = link.standardise(measurements, prior_mean, prior_std, whitening)
-    h = link.latents(z, config.link_strength, rng_link)
-    controls = link.controls_from_latents(h, len(variants))
-    t_faces = time.perf_counter()
-
-    # Synthesis controls: F0 and rate pre-compensated for the vocal-tract resampling (see vocal_tract_scale).
-    names = [variants[i] for i in controls.variant_index]
-    pitches, realised_f0 = [], []
-    for v, f0, vtl in zip(names, controls.f0_hz, controls.vtl_factor, strict=True):
-        grid_p, grid_f0 = espeak.pitch_calibration(v)
-        target = float(np.clip(f0 * vtl, grid_f0[0], grid_f0[-1]))
-        pitches.append(int(round(np.interp(np.log(target), np.log(grid_f0), grid_p))))
-        realised_f0.append(target / vtl)
-    controls.f0_hz = np.asarray(realised_f0)
-    speeds = np.clip(np.round(controls.rate_wpm * controls.vtl_factor), *espeak.SPEED_RANGE).astype(int)
-    hidden = controls.hidden()
-    t_calib = time.perf_counter()
+    world = sample_world(config)
+    fm, controls = world.face_model, world.controls
+    t_world = time.perf_counter()
+    rng_text = np.random.default_rng(world.seeds[2])
 
     speaker_ids = [f"spk{i:04d}" for i in range(config.speakers)]
     n_sent = len(SENTENCES)
     jobs = []
     for i, spk in enumerate(speaker_ids):
         idx = rng_text.choice(n_sent, size=config.utterances, replace=config.utterances > n_sent)
-        jobs.append(UtteranceJob(spk, names[i], pitches[i], int(speeds[i]), float(controls.vtl_factor[i]),
+        jobs.append(UtteranceJob(spk, world.variant_names[i], world.espeak_pitch[i], world.espeak_speed[i],
+                                 float(controls.vtl_factor[i]),
                                  tuple(SENTENCES[j] for j in idx), str(out), config.sample_rate))
     if config.workers > 1 and len(jobs) > 1:
         ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold a GL context later
@@ -130,13 +157,12 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
     if config.images:
         from .images import write_speaker_images
 
-        write_speaker_images(out, fm, params, speaker_ids, config.images, config.image_size,
-                             np.random.default_rng(seeds[3]))
+        write_speaker_images(out, fm, world.params, speaker_ids, config.images, config.image_size,
+                             np.random.default_rng(world.seeds[3]))
     t_images = time.perf_counter()
 
     splits = _splits(config)
-    _write_tables(out, config, fm, speaker_ids, splits, params, hidden, h, measurements, controls, names,
-                  pitches, speeds, jobs, results)
+    _write_tables(out, speaker_ids, splits, world, jobs, results)
     meta = {
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
@@ -145,20 +171,20 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
         "face_model": {"name": fm.name, "sha256": fm.sha256, "n_identity": fm.n_identity,
                        "n_expression": fm.n_expression, "spec": config.face_model},
         "link": link.link_definition(config.link_strength),
-        "measurement_prior": {"names": list(link.MEASUREMENT_NAMES), "mean": prior_mean.tolist(),
-                              "std": prior_std.tolist(), "whitening": whitening.tolist(),
+        "measurement_prior": {"names": list(link.MEASUREMENT_NAMES), "mean": world.prior_mean.tolist(),
+                              "std": world.prior_std.tolist(), "whitening": world.whitening.tolist(),
                               "samples": link.PRIOR_SAMPLES, "seed": link.PRIOR_SEED},
-        "espeak": {"base_voice": espeak.BASE_VOICE, "variants": list(variants),
+        "espeak": {"base_voice": espeak.BASE_VOICE, "variants": list(config.variants),
                    "pitch_calibration": {v: [espeak.pitch_calibration(v)[0].tolist(),
                                              np.round(espeak.pitch_calibration(v)[1], 3).tolist()]
-                                         for v in variants}},
+                                         for v in config.variants}},
         "audio": {"sample_rate": config.sample_rate, "format": "WAV PCM_16 mono", "peak": PEAK},
         "images": {"per_speaker": config.images, "size": config.image_size, "format": "PNG RGB"},
         "splits": dict(zip(("train", "val", "test"), config.split_sizes(), strict=True)),
         "n_utterances": int(sum(len(r) for r in results)),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    timings = {"faces_s": t_faces - t0, "calibration_s": t_calib - t_faces, "audio_s": t_audio - t_calib,
+    timings = {"world_s": t_world - t0, "audio_s": t_audio - t_world,
                "images_s": t_images - t_audio, "total_s": time.perf_counter() - t0}
     (out / "generation_log.json").write_text(json.dumps({"timings": timings}, indent=2) + "\n")
     if progress:
@@ -169,8 +195,10 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
     return out
 
 
-def _write_tables(out: Path, config, fm, speaker_ids, splits, params, hidden, h, measurements, controls,
-                  names, pitches, speeds, jobs, results) -> None:
+def _write_tables(out: Path, speaker_ids, splits, world: World, jobs, results) -> None:
+    hidden, controls, names = world.hidden, world.controls, world.variant_names
+    measurements = world.measurements
+    pitches, speeds = world.espeak_pitch, world.espeak_speed
     meas_cols = [m.replace("/", "_") for m in link.MEASUREMENT_NAMES]
     with open(out / "speakers.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -188,8 +216,8 @@ def _write_tables(out: Path, config, fm, speaker_ids, splits, params, hidden, h,
             for (utt_id, rel, dur), text in zip(rows, job.texts, strict=True):
                 w.writerow([utt_id, job.speaker_id, splits[i], rel, text, f"{dur:.4f}"])
     np.savez(out / "faces.npz", speaker_ids=np.array(speaker_ids), splits=np.array(splits),
-             params=params.astype(np.float32), hidden=hidden.astype(np.float32),
-             hidden_names=np.array(link.HIDDEN_NAMES), latents=h.astype(np.float32),
+             params=world.params.astype(np.float32), hidden=hidden.astype(np.float32),
+             hidden_names=np.array(link.HIDDEN_NAMES), latents=world.latents.astype(np.float32),
              measurements=measurements.astype(np.float32),
              measurement_names=np.array(link.MEASUREMENT_NAMES))
 

@@ -67,20 +67,26 @@ PRIOR_SAMPLES = 10_000
 PRIOR_SEED = 0
 
 
-def prior_statistics(face_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean (M,), sd (M,) and ZCA whitening matrix (M, M) of the linked measurements under the prior.
-
-    ``PRIOR_SAMPLES`` faces from ``face_model.sample_params`` (seed ``PRIOR_SEED``), decoded only at the
-    measurement vertices (voice2mesh.metrics.decode_at / ratios). The whitening matrix W = C^(-1/2) of the
-    correlation matrix C makes the linked coordinates uncorrelated (closest to the originals, ZCA).
-    """
-    params = face_model.sample_params(PRIOR_SAMPLES, np.random.default_rng(PRIOR_SEED))
+def measurements_from_params(params: np.ndarray, face_model) -> np.ndarray:
+    """(S, 1+K+E) parameters -> (S, M) linked measurements, decoding only the measurement vertices
+    (voice2mesh.metrics.decode_at + ratios; equal to ``face_measurements`` of the full meshes)."""
     pairs = face_model.measurement_pairs
     names = ["OICD", *(m.split("/")[0] for m in MEASUREMENT_NAMES)]
     ids = np.array([pairs[k] for k in names]).reshape(-1)
     local = {k: (2 * n, 2 * n + 1) for n, k in enumerate(names)}
     r = metrics.ratios(metrics.decode_at(face_model, params, ids), local)
-    samples = np.stack([r[m.split("/")[0]] for m in MEASUREMENT_NAMES], axis=1)
+    return np.stack([r[m.split("/")[0]] for m in MEASUREMENT_NAMES], axis=1)
+
+
+def prior_statistics(face_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean (M,), sd (M,) and ZCA whitening matrix (M, M) of the linked measurements under the prior.
+
+    ``PRIOR_SAMPLES`` faces from ``face_model.sample_params`` (seed ``PRIOR_SEED``). The whitening matrix
+    W = C^(-1/2) of the correlation matrix C makes the linked coordinates uncorrelated (ZCA: each stays
+    closest to its original).
+    """
+    prior_params = face_model.sample_params(PRIOR_SAMPLES, np.random.default_rng(PRIOR_SEED))
+    samples = measurements_from_params(prior_params, face_model)
     mean, std = samples.mean(axis=0), samples.std(axis=0)
     if not (std > 0).all():
         raise ValueError(f"face model {face_model.name}: a linked measurement has zero spread under the prior"

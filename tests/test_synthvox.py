@@ -1,0 +1,153 @@
+"""synthvox: dataset format, determinism, the face -> voice link, espeak-ng variant handling, audio."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from training.synthvox import SynthVoxConfig, espeak, explained_variance, generate, link, load_faces
+from training.synthvox.__main__ import main
+from training.synthvox.generate import sample_world, vocal_tract_scale
+from voice2mesh import metrics
+from voice2mesh.facemodel import load_face_model
+
+TINY = dict(speakers=10, utterances=2, seed=3, images=2, image_size=32, workers=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, assets_dir) -> Path:
+    return generate(tmp_path_factory.mktemp("synthvox") / "a", SynthVoxConfig(**TINY))
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_format(tiny: Path) -> None:
+    meta = json.loads((tiny / "meta.json").read_text())
+    assert meta["format_version"] == 1 and meta["seed"] == 3
+    assert meta["face_model"]["name"] == "ict-facekit-light" and len(meta["face_model"]["sha256"]) == 64
+    assert meta["link"]["hidden_names"] == list(link.HIDDEN_NAMES)
+    speakers = _csv(tiny / "speakers.csv")
+    assert [s["speaker_id"] for s in speakers] == [f"spk{i:04d}" for i in range(10)]
+    n_train, n_val, n_test = SynthVoxConfig(**TINY).split_sizes()
+    assert [s["split"] for s in speakers] == ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    assert all(s["espeak_voice"] == f"en+{s['variant']}" for s in speakers)
+    utts = _csv(tiny / "utterances.csv")
+    assert len(utts) == 20 and len({u["text"] for u in utts if u["speaker_id"] == "spk0000"}) == 2
+    split_of = {s["speaker_id"]: s["split"] for s in speakers}
+    for u in utts:
+        assert u["split"] == split_of[u["speaker_id"]]
+        info = sf.info(tiny / u["path"])
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+        assert info.duration == pytest.approx(float(u["duration_s"]), abs=1e-3)
+        assert 1.0 < info.duration < 10.0
+    faces = load_faces(tiny)
+    fm = load_face_model("ict")
+    assert faces["params"].shape == (10, fm.n_params) and faces["params"].dtype == np.float32
+    assert faces["hidden"].shape == (10, 4) and list(faces["hidden_names"]) == list(link.HIDDEN_NAMES)
+    # the stored measurements are the paper's ratios of the stored faces (recomputed independently)
+    r = metrics.ratios(fm.vertices_from_params(faces["params"]), fm)
+    for j, name in enumerate(faces["measurement_names"]):
+        np.testing.assert_allclose(faces["measurements"][:, j], r[str(name).split("/")[0]], rtol=1e-5)
+    # speakers.csv agrees with faces.npz
+    np.testing.assert_allclose([float(s["f0_semitones"]) for s in speakers], faces["hidden"][:, 0], atol=1e-5)
+    for spk in ("spk0000", "spk0009"):
+        pngs = sorted((tiny / "images" / spk).glob("*.png"))
+        assert [p.name for p in pngs] == ["0.png", "1.png"]
+        img = np.asarray(Image.open(pngs[0]))
+        assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and img.std() > 5
+
+
+def test_realised_voice_matches_the_controls(tiny: Path) -> None:
+    """F0 measured in the WAVs follows the speakers' F0 (within 1.5 semitones) - the controls are audible."""
+    speakers = {s["speaker_id"]: s for s in _csv(tiny / "speakers.csv")}
+    errors = []
+    for u in _csv(tiny / "utterances.csv"):
+        x, sr = sf.read(tiny / u["path"], dtype="int16")
+        f0 = espeak.f0_median(x, sr)
+        errors.append(12 * np.log2(f0 / float(speakers[u["speaker_id"]]["f0_hz"])))
+    assert np.median(np.abs(errors)) < 1.5, errors
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny: Path, tmp_path: Path) -> None:
+    again = generate(tmp_path / "b", SynthVoxConfig(**TINY))
+    files = sorted(p.relative_to(tiny) for p in tiny.rglob("*")
+                   if p.is_file() and p.name != "generation_log.json")
+    assert len(files) > 30
+    for rel in files:
+        assert (tiny / rel).read_bytes() == (again / rel).read_bytes(), rel
+    other = generate(tmp_path / "c", SynthVoxConfig(**{**TINY, "seed": 4, "images": 0}))
+    first = "wav/spk0000/spk0000_u00.wav"
+    assert (tiny / first).read_bytes() != (other / first).read_bytes()
+
+
+def test_link_strength_sets_the_explained_variance(assets_dir) -> None:
+    """Population check (2,000 speakers, no audio): R^2 ~ s^2 <= 0.5 at the default, ~0 at s = 0."""
+    default = SynthVoxConfig().link_strength
+    results = {}
+    for s in (0.0, default):
+        world = sample_world(SynthVoxConfig(speakers=2000, link_strength=s, seed=11))
+        results[s] = link.cv_r2(world.hidden.astype(np.float64), world.measurements)
+        corr = [np.corrcoef(world.latents[:, j], world.measurements[:, j])[0, 1] for j in range(4)]
+        if s == 0.0:
+            assert np.all(np.abs(corr) < 0.1), corr
+    assert np.all(results[0.0] < 0.02), results[0.0]
+    assert np.all(results[default] <= 0.5), results[default]
+    assert np.all(results[default] >= 0.2), results[default]
+    # the link's signs: F0 falls with ER/OICD, the vocal-tract factor grows with CR/OICD
+    world = sample_world(SynthVoxConfig(speakers=500, link_strength=0.9, seed=12))
+    assert np.corrcoef(world.hidden[:, 0], world.measurements[:, 0])[0, 1] < -0.5
+    assert np.corrcoef(world.hidden[:, 1], world.measurements[:, 1])[0, 1] > 0.5
+
+
+def test_explained_variance_function(tiny: Path, tmp_path: Path) -> None:
+    ev = explained_variance(tiny)
+    assert set(ev) == set(link.MEASUREMENT_NAMES) and all(np.isfinite(v) for v in ev.values())
+    with pytest.raises(FileNotFoundError, match="not a synthvox dataset"):
+        explained_variance(tmp_path)
+
+
+def test_variant_validation() -> None:
+    known = espeak.available_variants()
+    assert {"m3", "f3"} <= set(known)
+    assert espeak.validate_variants(["m3", "f3"]) == ("m3", "f3")
+    with pytest.raises(ValueError, match="no-such-voice"):
+        espeak.validate_variants(["m3", "no-such-voice"])
+    with pytest.raises(ValueError, match="unknown espeak-ng voice variant"):
+        sample_world(SynthVoxConfig(speakers=4, variants=("bogus",)))
+
+
+def test_variant_syntax_changes_the_voice() -> None:
+    """``en+VARIANT`` must really change the voice (``en-gb+VARIANT`` would not)."""
+    text = "Bright yellow kites drifted above the green."
+    a, _ = espeak.synthesize(text, "m3", 50, 165)
+    b, _ = espeak.synthesize(text, "m7", 50, 165)
+    assert a.shape != b.shape or not np.array_equal(a, b)
+
+
+def test_vocal_tract_scale_moves_frequencies_and_duration() -> None:
+    """Physics of playback at speed 1/factor: 1000 Hz -> 800 Hz and 1 s -> 1.25 s for factor 1.25."""
+    sr = 22050
+    t = np.arange(sr) / sr
+    x = (0.5 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    y = vocal_tract_scale(x, sr, 1.25, 16000)
+    assert y.size == pytest.approx(1.25 * 16000, rel=0.01)
+    spec = np.abs(np.fft.rfft(y * np.hanning(y.size)))
+    assert np.fft.rfftfreq(y.size, 1 / 16000)[spec.argmax()] == pytest.approx(800, abs=2)
+
+
+def test_cli_rejects_bad_input(tmp_path: Path, capsys) -> None:
+    assert main(["generate", str(tmp_path / "x"), "--link-strength", "1.5"]) == 2
+    assert "link_strength must be in [0, 1]" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "y"), "--variants", "m3,zzz"]) == 2
+    assert "zzz" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+    assert main(["explained-variance", str(tmp_path)]) == 2
