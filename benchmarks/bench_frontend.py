@@ -1,0 +1,94 @@
+"""Front-end speed: vectorised voice2mesh.features vs the per-frame original, and load → VAD → features.
+
+    .venv/bin/python benchmarks/bench_frontend.py [--repeats 50] [--clip Alicja_Bachleda]
+
+A 10 s int16 signal is made from a reference clip's VAD output (real speech, repeated to 10 s);
+both front ends run on it interleaved in the same process (median of ``--repeats`` runs each, and
+the ratio). The whole path is timed on a 10 s 16-bit WAV written to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from original_frontend import OriginalLogSpec, original_features, original_vad  # noqa: E402
+
+from voice2mesh import features as vf  # noqa: E402
+from voice2mesh.audio import load_audio, to_int16  # noqa: E402
+from voice2mesh.paths import shared_assets_dir  # noqa: E402
+from voice2mesh.vad import VadConfig  # noqa: E402
+
+
+def _median_ms(fn, repeats: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3), float(np.min(times) * 1e3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--clip", default="Alicja_Bachleda")
+    args = parser.parse_args(argv)
+    assets = shared_assets_dir()
+    if assets is None:
+        print("shared assets not found (../shared/assets or $VOICE2MESH_ASSETS)", file=sys.stderr)
+        return 1
+    voices = assets / "voices"
+    ref = np.load(voices / f"{args.clip}.reference.npz")["vad_int16"]
+    x10 = np.tile(ref, int(np.ceil(160000 / len(ref))))[:160000]  # 10 s of voiced speech
+
+    spec = OriginalLogSpec()
+    fast = lambda: vf.tile(vf.normalise(vf.log_mel(x10)), crop_long=False)  # noqa: E731 (as the original)
+    slow = lambda: original_features(x10, spec)  # noqa: E731
+    assert np.abs(fast() - slow()).max() < 1e-4
+    rows = []
+    # interleave so both see the same machine load
+    fast_t, slow_t = [], []
+    for _ in range(args.repeats):
+        fast_t.append(_median_ms(fast, 1)[0])
+        if len(slow_t) < max(5, args.repeats // 5):
+            slow_t.append(_median_ms(slow, 1)[0])
+    f_med, s_med = float(np.median(fast_t)), float(np.median(slow_t))
+    rows.append(("features, 10 s (log mel + CMVN + tile)", "voice2mesh (vectorised)", f_med, min(fast_t)))
+    rows.append(("features, 10 s (log mel + CMVN + tile)", "original (per-frame loop)", s_med, min(slow_t)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "ten_seconds.wav"
+        sf.write(wav, x10, 16000, subtype="PCM_16")
+        whole = lambda: vf.extract_features(wav)  # noqa: E731
+        rows.append(("load -> VAD -> features, 10 s WAV", "voice2mesh", *_median_ms(whole, args.repeats)))
+        audio = load_audio(wav)
+        pcm = to_int16(audio.samples)
+        rows.append(("  load_audio", "voice2mesh", *_median_ms(lambda: load_audio(wav), args.repeats)))
+        rows.append(("  VAD (recount, as the original)", "voice2mesh",
+                     *_median_ms(lambda: vf.vad(pcm), args.repeats)))
+        rows.append(("  VAD (one call per frame)", "voice2mesh",
+                     *_median_ms(lambda: vf.vad(pcm, config=VadConfig(recount=False)), args.repeats)))
+        import webrtcvad
+
+        rows.append(("  VAD (one call per frame)", "original deque loop",
+                     *_median_ms(lambda: original_vad(pcm, webrtcvad.Vad(2)), args.repeats)))
+
+    print(f"{'what':44s} {'implementation':28s} {'median ms':>10s} {'min ms':>8s}")
+    for what, impl, med, mn in rows:
+        print(f"{what:44s} {impl:28s} {med:10.2f} {mn:8.2f}")
+    print(f"\nspeed-up of the features (median): {s_med / f_med:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,296 @@
+"""Load any accepted recording as float32 mono 16 kHz samples, with checks people can act on.
+
+Decoding: soundfile (libsndfile) for WAV, FLAC, OGG/Vorbis, Opus and MP3; ffmpeg (a subprocess
+with list arguments, no shell, and a timeout) for WebM (what browsers record), M4A/MP4 and
+anything else it can read. The duration is read from the container header before anything is
+decoded, and a recording longer than :attr:`AudioConfig.max_duration_s` is rejected without
+decoding it. Then: NaN/inf check, clipping warning, downmix to mono, resampling to 16 kHz, and a
+digital-silence check. Bad input raises an :class:`AudioError` subclass whose message says which
+file, what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+MiB = 1 << 20
+ACCEPTED = "WAV, FLAC, OGG/Vorbis, Opus, MP3, WebM, M4A/MP4 (anything ffmpeg decodes)"
+# Containers libsndfile does not read: go straight to ffmpeg.
+FFMPEG_SUFFIXES = frozenset({".webm", ".weba", ".m4a", ".mp4", ".m4v", ".aac", ".mkv", ".mka", ".mov",
+                             ".3gp", ".amr", ".wma", ".wmv", ".avi", ".ac3", ".caf"})
+
+
+class AudioError(ValueError):
+    """Bad audio input; the message says which input, what was wrong and what is accepted."""
+
+
+class EmptyAudioError(AudioError):
+    """The file or buffer holds no bytes or no samples."""
+
+
+class UnreadableAudioError(AudioError):
+    """Not audio, a damaged file, or a format no decoder here reads."""
+
+
+class AudioTooLongError(AudioError):
+    """Longer than :attr:`AudioConfig.max_duration_s` (rejected before decoding)."""
+
+
+class AudioTooLargeError(AudioError):
+    """More bytes than :attr:`AudioConfig.max_bytes` (rejected before reading)."""
+
+
+class SilentAudioError(AudioError):
+    """Digital silence: the peak level is below :attr:`AudioConfig.silence_peak`."""
+
+
+class NonFiniteAudioError(AudioError):
+    """NaN or infinite samples (a broken float recording)."""
+
+
+class TooLittleSpeechError(AudioError):
+    """Voice activity detection kept less speech than :attr:`AudioConfig.min_speech_s`."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Limits and target format of decoded audio."""
+
+    max_duration_s: float = 60.0     # longer recordings are rejected before decoding
+    min_speech_s: float = 1.0        # less speech after VAD -> TooLittleSpeechError (voice2mesh.features)
+    sample_rate: int = 16000         # the paper's front end runs at 16 kHz
+    max_bytes: int = 100 * MiB       # files/buffers above this are rejected before reading
+    silence_peak: float = 1e-4       # peak below this (-80 dBFS, ~3 LSB of 16 bit) is digital silence
+    clip_level: float = 0.999        # |sample| at or above this counts as clipped
+    clip_fraction: float = 1e-3      # warn when more than this fraction of samples is clipped
+    ffmpeg_timeout_s: float = 30.0   # per ffprobe/ffmpeg call
+
+
+@dataclass
+class Audio:
+    """Decoded audio: float32 mono samples in [-1, 1] at ``sample_rate`` (16 kHz)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    duration_s: float
+    original_sample_rate: int
+    original_channels: int
+    warnings: list[str] = field(default_factory=list)
+    source: str = "<array>"
+    config: AudioConfig = field(default_factory=AudioConfig)
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] → int16 PCM as the paper's VAD reads it from a 16-bit WAV.
+
+    Scale by 32768 (the inverse of how 16-bit PCM is read as float), round, clip to the int16
+    range: a 16-bit recording read as float comes back bit-exact.
+    """
+    x = np.rint(np.asarray(samples, dtype=np.float32) * np.float32(32768.0))
+    return np.clip(x, -32768, 32767).astype(np.int16)
+
+
+def load_audio(source: str | os.PathLike | bytes | bytearray | memoryview,
+               config: AudioConfig | None = None) -> Audio:
+    """Decode, check and convert a recording (path or bytes) to float32 mono 16 kHz."""
+    cfg = config or AudioConfig()
+    data, path, label = _resolve(source, cfg)
+    suffix = (path.suffix.lower() if path is not None else _sniff_suffix(data))
+    if suffix in FFMPEG_SUFFIXES:
+        raw, rate = _decode_ffmpeg(data, path, label, suffix, cfg)
+    else:
+        try:
+            raw, rate = _decode_soundfile(data, path, label, cfg)
+        except _NotForSoundfileError as e:
+            try:
+                raw, rate = _decode_ffmpeg(data, path, label, suffix, cfg)
+            except _FfmpegFailedError as e2:
+                raise UnreadableAudioError(f"{label}: not a readable audio file ({e}; {e2.detail}); "
+                                           f"accepted: {ACCEPTED}") from None
+    return _finish(raw, rate, label, cfg)
+
+
+# ----------------------------------------------------------------------------- input
+def _resolve(source, cfg: AudioConfig) -> tuple[bytes | None, Path | None, str]:
+    """(bytes or None, path or None, label) after the size checks, which need no decoding."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = f"<{len(data)} bytes>"
+        size = len(data)
+        path = None
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = str(path.name) or str(path)
+        if not path.is_file():
+            raise UnreadableAudioError(f"{path}: no such file; accepted: a path to an audio file "
+                                       f"({ACCEPTED}) or its bytes")
+        size = path.stat().st_size
+        data = None
+    else:
+        raise TypeError(f"load_audio takes a path or bytes, not {type(source).__name__}")
+    if size == 0:
+        raise EmptyAudioError(f"{label}: the file is empty (0 bytes); accepted: a recording of "
+                              f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
+    if size > cfg.max_bytes:
+        raise AudioTooLargeError(f"{label}: {size / MiB:.1f} MB is too large; accepted: up to "
+                                 f"{cfg.max_bytes / MiB:g} MB and {cfg.max_duration_s:g} s")
+    return data, path, label
+
+
+def _sniff_suffix(data: bytes | None) -> str:
+    """A suffix for bytes whose container libsndfile cannot read (WebM/Matroska, MP4)."""
+    if data is None:
+        return ""
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return ".webm"
+    if data[4:8] == b"ftyp":
+        return ".m4a"
+    return ""
+
+
+def _too_long(label: str, duration: float, cfg: AudioConfig) -> AudioTooLongError:
+    return AudioTooLongError(f"{label}: {duration:.1f} s is too long; accepted: at most "
+                             f"{cfg.max_duration_s:g} s (trim the recording)")
+
+
+# ---------------------------------------------------------------------------- soundfile
+class _NotForSoundfileError(Exception):
+    """libsndfile cannot open this input (try ffmpeg)."""
+
+
+def _decode_soundfile(data: bytes | None, path: Path | None, label: str,
+                      cfg: AudioConfig) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 and the rate; the header's length is checked before decoding."""
+    try:
+        f = sf.SoundFile(io.BytesIO(data) if data is not None else str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise _NotForSoundfileError(str(e).split("\n")[0]) from None
+    with f:
+        rate, frames = int(f.samplerate), int(f.frames)
+        if rate <= 0:
+            raise UnreadableAudioError(f"{label}: the header gives no sample rate; accepted: {ACCEPTED}")
+        if frames <= 0:
+            raise EmptyAudioError(f"{label}: the file holds no audio samples; accepted: a recording "
+                                  f"of {cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
+        if frames / rate > cfg.max_duration_s:
+            raise _too_long(label, frames / rate, cfg)
+        try:
+            raw = f.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise UnreadableAudioError(f"{label}: damaged audio data ({e}); accepted: {ACCEPTED}") from None
+    return raw, rate
+
+
+# ------------------------------------------------------------------------------- ffmpeg
+class _FfmpegFailedError(UnreadableAudioError):
+    def __init__(self, label: str, detail: str):
+        self.detail = detail
+        super().__init__(f"{label}: not a readable audio file ({detail}); accepted: {ACCEPTED}")
+
+
+def _run(cmd: list[str], cfg: AudioConfig, label: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=cfg.ffmpeg_timeout_s, check=False,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise _FfmpegFailedError(label, f"{cmd[0]} took longer than {cfg.ffmpeg_timeout_s:g} s") from None
+
+
+def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: str,
+                   cfg: AudioConfig) -> tuple[np.ndarray, int]:
+    """ffprobe (stream, rate, channels, duration) then ffmpeg to raw float32, at most max+1 s."""
+    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if ffmpeg is None or ffprobe is None:
+        raise _FfmpegFailedError(label, "this format needs ffmpeg, which is not installed")
+    with tempfile.TemporaryDirectory(prefix="voice2mesh-audio-") as tmp:
+        if data is not None:
+            src = Path(tmp) / f"input{suffix or '.bin'}"
+            src.write_bytes(data)
+        else:
+            src = path.resolve()
+        url = f"file:{src}"  # never read as an option or another protocol
+        probe = _run([ffprobe, "-v", "error", "-print_format", "json", "-show_streams",
+                      "-show_format", "-select_streams", "a:0", url], cfg, label)
+        try:
+            info = json.loads(probe.stdout or b"{}")
+        except json.JSONDecodeError:
+            info = {}
+        streams = info.get("streams") or []
+        if probe.returncode != 0 or not streams:
+            err = probe.stderr.decode(errors="replace").strip().splitlines()
+            raise _FfmpegFailedError(label, err[-1] if err and probe.returncode else "no audio stream")
+        stream = streams[0]
+        rate, channels = int(stream.get("sample_rate") or 0), int(stream.get("channels") or 0)
+        if rate <= 0 or channels <= 0:
+            raise _FfmpegFailedError(label, "the audio stream has no sample rate or channels")
+        duration = _float(stream.get("duration")) or _float((info.get("format") or {}).get("duration"))
+        if duration is not None and duration > cfg.max_duration_s:
+            raise _too_long(label, duration, cfg)
+        # Browser recordings (WebM) often carry no duration: decode at most max + 1 s and check.
+        limit = f"{cfg.max_duration_s + 1.0:.3f}"
+        dec = _run([ffmpeg, "-nostdin", "-v", "error", "-i", url, "-map", "0:a:0", "-vn", "-sn", "-dn",
+                    "-t", limit, "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels),
+                    "-ar", str(rate), "pipe:1"], cfg, label)
+    if dec.returncode != 0:
+        err = dec.stderr.decode(errors="replace").strip().splitlines()
+        raise _FfmpegFailedError(label, err[-1] if err else f"ffmpeg exit status {dec.returncode}")
+    raw = np.frombuffer(dec.stdout, dtype="<f4")
+    raw = raw[: raw.size // channels * channels].reshape(-1, channels)
+    if raw.shape[0] == 0:
+        raise EmptyAudioError(f"{label}: the file holds no audio samples; accepted: a recording of "
+                              f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
+    if raw.shape[0] / rate > cfg.max_duration_s:
+        raise _too_long(label, raw.shape[0] / rate, cfg)
+    return raw.astype(np.float32, copy=False), rate
+
+
+def _float(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
+# ------------------------------------------------------------------------------ checks
+def _finish(raw: np.ndarray, rate: int, label: str, cfg: AudioConfig) -> Audio:
+    """Non-finite check, clipping warning, downmix, resample, silence check."""
+    if raw.size == 0:
+        raise EmptyAudioError(f"{label}: the file holds no audio samples")
+    if not np.isfinite(raw).all():
+        bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+        raise NonFiniteAudioError(f"{label}: {bad} sample(s) are NaN or infinite (a broken float "
+                                  "recording); accepted: finite samples, e.g. 16-bit PCM")
+    warnings: list[str] = []
+    clipped = float(np.count_nonzero(np.abs(raw) >= cfg.clip_level)) / raw.size
+    if clipped > cfg.clip_fraction:
+        warnings.append(f"{label}: {100 * clipped:.1f} % of the samples are clipped (recording level "
+                        "too high); the face may be less reliable - record a little further from the mic")
+    mono = raw.mean(axis=1, dtype=np.float32) if raw.shape[1] > 1 else raw[:, 0]
+    if rate != cfg.sample_rate:
+        # soxr: a band-limited (linear-phase, anti-aliasing) resampler in C for any ratio
+        # (44.1k -> 16k included), faster than scipy's polyphase filter and librosa's default.
+        mono = soxr.resample(mono, rate, cfg.sample_rate, quality="HQ").astype(np.float32, copy=False)
+    mono = np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
+    if peak < cfg.silence_peak:
+        raise SilentAudioError(f"{label}: the recording is silent (peak level {_dbfs(peak)}); accepted: "
+                               "a recording with audible speech - check the microphone")
+    return Audio(samples=np.ascontiguousarray(mono), sample_rate=cfg.sample_rate,
+                 duration_s=mono.size / cfg.sample_rate, original_sample_rate=int(rate),
+                 original_channels=int(raw.shape[1]), warnings=warnings, source=label, config=cfg)
+
+
+def _dbfs(peak: float) -> str:
+    return "-inf dBFS" if peak <= 0 else f"{20 * np.log10(peak):.0f} dBFS"

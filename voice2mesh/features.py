@@ -1,0 +1,266 @@
+"""The paper's front end: WebRTC VAD → 64-bin Sphinx-style log mel → CMVN → tiling to 1000 frames.
+
+Numbers (one place): Wu, Hsu, Neumann, "Cross-Modal Perceptionist" (CVPR 2022), which takes the
+voice preprocessing of Wen et al., "Reconstructing faces from voices" (NeurIPS 2019): 16 kHz,
+WebRTC VAD, 64 mel filters 20-7200 Hz, 25 ms (400-sample) Hamming window, 10 ms (160-sample) hop,
+1024-point FFT, pre-emphasis 0.97, natural log with a 1e-5 floor, per-utterance mean/variance
+normalisation, recordings shorter than 1000 frames repeated to 1000 frames. The filterbank is the
+Sphinx-style one of the assets README (``../shared/assets/README.md``).
+
+Quirks of the original reproduced here (checked against the reference outputs in
+``../shared/assets/voices/*.reference.npz``; see docs/frontend.md):
+
+1. **Frame count** ``int(len / hop + 1)``: frames start every 160 samples up to and including
+   ``len`` itself, so the last frames run past the end of the signal.
+2. **Short last frames are filled by repeating them** (``numpy.resize`` semantics: the frame's
+   samples cyclically), not with zeros; a frame starting exactly at the end is all zeros.
+3. **Pre-emphasis is per frame, carrying the previous frame's last sample**: sample 0 of frame k
+   is ``x[0] - 0.97 * prev`` where ``prev`` is the *last sample of frame k-1* (160 + 239 samples
+   later in the signal than the true predecessor, because frames overlap), 0 for the first frame.
+4. **Filter edges**: equally spaced on the mel scale ``2595 log10(1 + f / 700)`` between 20 and
+   7200 Hz (66 edges), converted to Hz and *rounded to FFT bins*; triangles are drawn between the
+   rounded bins, each with height ``2 / ((right - left) * fs / nfft)`` (area-normalised in Hz).
+5. **Floor** before the log: ``max(energy, 1e-5)`` on the filterbank energies of the int16-scale
+   signal (no scaling to [-1, 1]).
+6. **CMVN in float32**: ``(x - mean) / (std + float32 eps)`` per mel bin, ``std`` with ddof = 0.
+7. **Tiling**: whole copies of the normalised utterance appended until there are at least 1000
+   frames, then cut to 1000 (normalisation before tiling). The original leaves longer recordings
+   uncut; here they are cut to 1000 frames unless ``FrontEndConfig.crop_long`` is False.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+
+from voice2mesh.audio import Audio, AudioConfig, AudioError, TooLittleSpeechError, load_audio, to_int16
+from voice2mesh.vad import VadConfig
+from voice2mesh.vad import vad as _vad
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """The paper's front-end numbers (Wen et al. 2019 preprocessing, used by Wu et al. 2022)."""
+
+    sample_rate: int = 16000      # Hz
+    n_mels: int = 64              # mel filters
+    low_hz: float = 20.0          # lowest filter edge, Hz
+    high_hz: float = 7200.0       # highest filter edge, Hz
+    win_length: int = 400         # samples (25 ms Hamming window)
+    hop_length: int = 160         # samples (10 ms; the original's frate = 100 frames/s)
+    n_fft: int = 1024             # FFT points
+    preemphasis: float = 0.97     # y[n] = x[n] - 0.97 x[n-1]
+    log_floor: float = 1e-5       # energies are clipped to this before the natural log
+    n_frames: int = 1000          # frames after tiling (10 s)
+    crop_long: bool = True        # cut recordings longer than n_frames (the original does not)
+    vad: VadConfig = field(default_factory=VadConfig)
+
+
+@dataclass
+class FeatureResult:
+    """Everything the front end produced for one recording."""
+
+    vad: np.ndarray          # int16 samples kept by the VAD
+    logmel: np.ndarray       # (T, n_mels) float32
+    features: np.ndarray     # (n_frames, n_mels) float32, normalised and tiled
+    timings: dict[str, float]  # milliseconds per stage: vad_ms, logmel_ms, features_ms, total_ms
+    speech_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def vad(int16_samples: np.ndarray, sample_rate: int = 16000, config: VadConfig | None = None,
+        detector=None) -> np.ndarray:
+    """Voiced samples (int16) - :func:`voice2mesh.vad.vad` (paper settings by default)."""
+    return _vad(int16_samples, sample_rate, config or VadConfig(), detector)
+
+
+def _mel(hz):
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _mel_inv(mel):
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
+    """(n_fft // 2 + 1, n_mels) Sphinx-style triangular filters (quirk 4), float64."""
+    return _mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.low_hz, config.high_hz)
+
+
+@lru_cache(maxsize=8)
+def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, low_hz: float, high_hz: float) -> np.ndarray:
+    if high_hz > sample_rate / 2:
+        raise ValueError(f"upper filter edge {high_hz} Hz is above Nyquist ({sample_rate / 2} Hz)")
+    dfreq = sample_rate / n_fft
+    mels = _mel(low_hz) + (_mel(high_hz) - _mel(low_hz)) / (n_mels + 1) * np.arange(n_mels + 2)
+    edges = np.round(_mel_inv(mels) / dfreq).astype(np.int64)  # filter edges in FFT bins
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    height = 2.0 / ((right - left) * dfreq)
+    b = np.arange(n_fft // 2 + 1)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rise = np.where(center > left, (b - left) * height / (center - left), 0.0)
+        fall = np.where(right > center, (b - right) * height / (center - right), 0.0)
+    fb = np.where((b > left) & (b < center), rise, 0.0)
+    fb = np.where(b == center, height, fb)
+    fb = np.where((b > center) & (b < right), fall, fb)
+    fb.setflags(write=False)
+    return fb.T
+
+
+@lru_cache(maxsize=8)
+def _tables(config: FrontEndConfig) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Hamming window (float64); filter rows of the used bins, each repeated for (re, im) (float32)."""
+    fb = mel_filterbank(config)
+    used = np.flatnonzero(fb.any(axis=1))
+    lo, hi = int(used[0]), int(used[-1]) + 1
+    fb2 = np.repeat(fb[lo:hi], 2, axis=0).astype(np.float32)  # energy = sum(re^2 w) + sum(im^2 w)
+    window = np.hamming(config.win_length)
+    return window, fb2, lo, hi
+
+
+def frame_count(n_samples: int, config: FrontEndConfig = FrontEndConfig()) -> int:
+    """Frames of the original framing (quirk 1): ``int(len / hop + 1)``."""
+    return int(n_samples / config.hop_length + 1)
+
+
+def windowed_frames(samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
+    """(T, n_fft) float64: pre-emphasised (quirk 3), Hamming-windowed frames, zero-padded to n_fft.
+
+    No per-frame loop: pre-emphasis runs once over the signal and a strided view of it gives the
+    whole frames; only sample 0 of each frame (the carried ``prior``) and the short last frames
+    (quirk 2, at most ``ceil(win / hop)`` of them, one gather) are handled apart.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    hop, win, a = config.hop_length, config.win_length, config.preemphasis
+    window = _tables(config)[0]
+    n = len(x)
+    n_out = frame_count(n, config)
+    n_full = 0 if n < win else min(n_out, (n - win) // hop + 1)
+    out = np.zeros((n_out, max(config.n_fft, win)), dtype=np.float64)
+    starts = np.arange(n_out) * hop
+    if n_full:
+        emph = np.empty(n)
+        emph[0] = x[0]
+        np.multiply(x[:-1], -a, out=emph[1:])
+        emph[1:] += x[1:]                      # emph[j] = x[j] - a x[j-1]
+        view = np.lib.stride_tricks.sliding_window_view(emph, win)[::hop][:n_full]
+        np.multiply(view, window, out=out[:n_full, :win])
+        first = x[starts[:n_full]]
+        prior = np.zeros(n_full)
+        prior[1:] = x[starts[: n_full - 1] + win - 1]  # last sample of the previous frame
+        out[:n_full, 0] = (first - a * prior) * window[0]
+    if n_full < n_out:
+        tail_len = n - starts[n_full:]
+        idx = starts[n_full:, None] + np.arange(win)[None, :] % np.maximum(tail_len, 1)[:, None]
+        tail = x[np.minimum(idx, n - 1)] if n else np.zeros(idx.shape)
+        tail[tail_len <= 0] = 0.0               # a frame starting at the very end: numpy.resize([]) = 0
+        prior = np.empty(len(tail))
+        prior[0] = x[starts[n_full - 1] + win - 1] if n_full else 0.0
+        prior[1:] = tail[:-1, -1]
+        emph = np.empty_like(tail)
+        emph[:, 1:] = tail[:, 1:] - a * tail[:, :-1]
+        emph[:, 0] = tail[:, 0] - a * prior
+        out[n_full:, :win] = emph * window
+    return out
+
+
+def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
+    """(T, n_mels) float32 log mel filterbank of int16-scale samples: strided frames, one rfft, one matmul.
+
+    The FFT runs in float64 (a float32 FFT loses ~1e-4 in the log of bins 60 dB under a frame's
+    peak); the power and the filter matmul run in float32 (sums of positive terms).
+    """
+    frames = windowed_frames(int16_samples, config)
+    _, fb2, lo, hi = _tables(config)
+    spec = scipy.fft.rfft(frames, n=config.n_fft, axis=1, overwrite_x=True)
+    pairs = spec[:, lo:hi].view(np.float64).astype(np.float32)  # (T, 2 * bins): re, im
+    energy = np.square(pairs, out=pairs) @ fb2
+    return np.log(np.maximum(energy, np.float32(config.log_floor)))
+
+
+def normalise(logmel: np.ndarray) -> np.ndarray:
+    """Per-utterance mean/variance normalisation per mel bin, float32 (quirk 6)."""
+    x = np.asarray(logmel, dtype=np.float32)
+    x = x - x.mean(axis=0)
+    return x / (x.std(axis=0) + np.finfo(np.float32).eps)
+
+
+def tile(features: np.ndarray, n_frames: int = 1000, crop_long: bool = True) -> np.ndarray:
+    """Repeat whole copies until ``n_frames`` frames, then cut (quirk 7)."""
+    have = features.shape[0]
+    if have == 0:
+        raise ValueError("cannot tile zero frames")
+    if have >= n_frames:
+        return features[:n_frames] if crop_long else features
+    return features[np.arange(n_frames) % have]
+
+
+def features_from_audio(audio: Audio, config: FrontEndConfig = FrontEndConfig()) -> FeatureResult:
+    """VAD → log mel → CMVN → tiling for decoded audio; TooLittleSpeechError under ``min_speech_s``."""
+    t0 = time.perf_counter()
+    pcm = to_int16(audio.samples)
+    voiced = vad(pcm, audio.sample_rate, config.vad)
+    t1 = time.perf_counter()
+    speech_s = len(voiced) / audio.sample_rate
+    min_speech = audio.config.min_speech_s
+    if speech_s < min_speech:
+        raise TooLittleSpeechError(
+            f"{audio.source}: only {speech_s:.2f} s of speech found in {audio.duration_s:.2f} s of audio "
+            f"(voice activity detection); accepted: at least {min_speech:g} s of clear speech")
+    lm = log_mel(voiced, config)
+    t2 = time.perf_counter()
+    feats = tile(normalise(lm), config.n_frames, config.crop_long)
+    t3 = time.perf_counter()
+    ms = {"vad_ms": (t1 - t0) * 1e3, "logmel_ms": (t2 - t1) * 1e3, "features_ms": (t3 - t2) * 1e3,
+          "total_ms": (t3 - t0) * 1e3}
+    return FeatureResult(vad=voiced, logmel=lm, features=feats, timings=ms, speech_s=speech_s,
+                         warnings=list(audio.warnings))
+
+
+def extract_features(source, config: FrontEndConfig = FrontEndConfig(),
+                     audio_config: AudioConfig | None = None) -> FeatureResult:
+    """Load (path or bytes) + VAD + features; raises :class:`voice2mesh.audio.AudioError` on bad input."""
+    t0 = time.perf_counter()
+    audio = load_audio(source, audio_config)
+    t1 = time.perf_counter()
+    result = features_from_audio(audio, config)
+    result.timings = {"load_ms": (t1 - t0) * 1e3, **result.timings,
+                      "total_ms": (time.perf_counter() - t0) * 1e3}
+    return result
+
+
+STAGES = ("vad", "logmel", "features")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m voice2mesh.features AUDIO -o OUT.npy --stage vad|logmel|features``."""
+    parser = argparse.ArgumentParser(prog="python -m voice2mesh.features",
+                                     description="The paper's front end for one recording.")
+    parser.add_argument("audio", type=Path, help="audio file (wav, flac, ogg, opus, mp3, webm, m4a, ...)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output .npy")
+    parser.add_argument("--stage", choices=STAGES, default="features",
+                        help="vad: int16 voiced samples; logmel: (T, 64); features: (1000, 64) (default)")
+    args = parser.parse_args(argv)
+    try:
+        result = extract_features(args.audio)
+    except AudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = {"vad": result.vad, "logmel": result.logmel, "features": result.features}[args.stage]
+    np.save(args.output, out)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{args.output}: {args.stage} {out.shape} {out.dtype} ({result.speech_s:.2f} s of speech, "
+          f"{result.timings['total_ms']:.1f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
