@@ -68,6 +68,8 @@ class FaceModel:
     n_expression: int = PAPER_N_EXPRESSION
     metadata: dict = field(default_factory=dict)
     prior: Prior = field(default_factory=Prior)
+    # (K, E) -> the first K identity and E expression modes as one (K+E, 3N) matrix (bases are immutable)
+    _stacked_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.mean = np.ascontiguousarray(self.mean, dtype=np.float32)
@@ -114,6 +116,7 @@ class FaceModel:
 
     def set_prediction_size(self, n_identity: int, n_expression: int) -> FaceModel:
         """Choose how many modes models predict (all modes stay in the file). Returns self."""
+        self._stacked_cache.clear()
         if not 0 <= n_identity <= self.max_identity:
             raise ValueError(f"n_identity={n_identity} outside 0..{self.max_identity} for {self.name}")
         if not 0 <= n_expression <= self.max_expression:
@@ -125,7 +128,8 @@ class FaceModel:
     def vertices(self, identity=None, expression=None, scale=None) -> np.ndarray:
         """Vertices for weights ``identity`` (B, K) and ``expression`` (B, E), K/E up to all modes.
 
-        One matmul per basis for the whole batch. 1-D weights give one face (N, 3); 2-D give (B, N, 3).
+        One (B, K+E) x (K+E, 3N) matmul for the whole batch (the first K identity and E expression modes
+        are stacked once and cached). 1-D weights give one face (N, 3); 2-D give (B, N, 3).
         ``None`` means zeros (identity/expression) or 1 (scale); ``scale`` is a scalar or (B,).
         """
         given = [w for w in (identity, expression) if w is not None]
@@ -133,15 +137,31 @@ class FaceModel:
         ident = _weights(identity, self.max_identity, "identity")
         expr = _weights(expression, self.max_expression, "expression")
         batch = _batch_size(ident, expr, scale)
-        flat = np.broadcast_to(self.mean.reshape(1, -1), (batch, self.mean.size)).copy()
-        if ident is not None and ident.shape[1]:
-            flat += ident @ self.identity_basis[: ident.shape[1]].reshape(ident.shape[1], -1)
-        if expr is not None and expr.shape[1]:
-            flat += expr @ self.expression_basis[: expr.shape[1]].reshape(expr.shape[1], -1)
+        k = 0 if ident is None else ident.shape[1]
+        e = 0 if expr is None else expr.shape[1]
+        if k + e:
+            parts = [np.broadcast_to(w, (batch, w.shape[1])) for w in (ident, expr) if w is not None]
+            weights = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+            flat = weights @ self._stacked_basis(k, e)
+            flat += self.mean.reshape(1, -1)
+        else:
+            flat = np.broadcast_to(self.mean.reshape(1, -1), (batch, self.mean.size)).copy()
         if scale is not None:
             flat *= np.asarray(scale, dtype=np.float32).reshape(-1, 1)
         out = flat.reshape(batch, self.n_vertices, 3)
         return out[0] if single else out
+
+    def _stacked_basis(self, k: int, e: int) -> np.ndarray:
+        """(K+E, 3N) float32: a view when only one basis is used, else a cached concatenation."""
+        if e == 0:
+            return self.identity_basis[:k].reshape(k, -1)
+        if k == 0:
+            return self.expression_basis[:e].reshape(e, -1)
+        if (k, e) not in self._stacked_cache:
+            self._stacked_cache.clear()  # keep one stacked matrix (the current configuration)
+            self._stacked_cache[(k, e)] = np.concatenate(
+                [self.identity_basis[:k].reshape(k, -1), self.expression_basis[:e].reshape(e, -1)])
+        return self._stacked_cache[(k, e)]
 
     def split_params(self, params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(B, 1+K+E) parameters -> scale (B,), identity (B, K), expression (B, E)."""
