@@ -368,7 +368,10 @@ class Voice2MeshService:
         if not p.is_file():
             raise InputError(f"the audio file {p.name!r} did not arrive on the server; "
                              "please upload it again")
-        return load_audio(p, self.config.audio)  # size, then duration from the header, then decode
+        try:
+            return load_audio(p, self.config.audio)  # size, then duration from the header, then decode
+        except AudioError as exc:
+            raise _without_server_paths(exc, p) from None
 
     # ----------------------------------------------------------------- prediction
     def run(self, audio_path: str | Path | None, choice: str | None = None, session_id: str | None = None
@@ -378,7 +381,10 @@ class Voice2MeshService:
         chosen = self.resolve_choice(choice)
         audio = self.check_audio(audio_path)
         run_dir = self.sessions.new_run_dir(session_id)
-        faces = [self._predict_one(m, audio, run_dir) for m in chosen]
+        try:
+            faces = [self._predict_one(m, audio, run_dir) for m in chosen]
+        except AudioError as exc:  # too little speech is found by the front end
+            raise _without_server_paths(exc, Path(audio_path)) from None
         agreement = None
         if len(faces) == 2:
             agreement = self.agreement(faces[0].vertices, faces[1].vertices)
@@ -473,6 +479,19 @@ class Voice2MeshService:
 
     def close(self) -> None:
         self.sessions.clear()
+
+
+def _without_server_paths(exc: AudioError, path: Path) -> AudioError:
+    """The same error with the server's folders cut from the message (visitors see the file name only)."""
+    text = str(exc)
+    for full in {str(path), str(path.resolve())}:
+        text = text.replace(full, path.name)
+    for folder in {str(path.parent), str(path.resolve().parent)}:
+        text = text.replace(folder + os.sep, "")
+    try:
+        return type(exc)(text)
+    except TypeError:  # a subclass with another constructor: keep its type's meaning, plain AudioError
+        return AudioError(text)
 
 
 def _disambiguate(models: list[LoadedModel], encoders: dict[str, str]) -> None:
