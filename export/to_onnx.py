@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,19 +191,24 @@ def random_init_model(encoder: str = "voiceembednet", face_model: str = "ict", s
 
 
 def find_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint of a run folder: best/final/last first, else the newest non-pretrain .pt."""
+    """The final model of a run folder (``model.pt`` of ``training.train supervised``, or a KD model).
+
+    Intermediate files (last.pt, best_head.pt, pretrain.pt) are never exported.
+    """
     run = Path(run_dir)
     if run.is_file():
         return run
+    if not run.is_dir():
+        raise ExportError(f"run folder not found: {run}")
     for name in CHECKPOINT_PREFERENCE:
-        hits = sorted(run.rglob(name), key=lambda p: p.stat().st_mtime)
-        hits = [h for h in hits if "pretrain" not in h.as_posix()]
+        hits = [h for h in run.rglob(name) if "pretrain" not in h.name]
         if hits:
-            return hits[-1]
-    cands = [p for p in run.rglob("*.pt") if "pretrain" not in p.as_posix()]
-    if not cands:
-        raise ExportError(f"no checkpoint (*.pt other than pretraining) under {run}")
-    return max(cands, key=lambda p: p.stat().st_mtime)
+            return max(hits, key=lambda p: p.stat().st_mtime)
+    present = sorted(p.name for p in run.rglob("*.pt"))
+    raise ExportError(
+        f"no finished model ({', '.join(CHECKPOINT_PREFERENCE)}) under {run}; "
+        f"found {present or 'no .pt files'} (is training still running?)"
+    )
 
 
 # ---------------------------------------------------------------------- export + checks
@@ -217,7 +223,8 @@ def export_graph(model: LoadedModel, out_path: str | Path) -> Path:
     out_path = Path(out_path)
     input_name = ENCODER_INPUTS[model.encoder]
     dyn = {0: "batch", 1: "partials"} if model.encoder == "ge2e" else {0: "batch", 1: "time"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes
         torch.onnx.export(
             model.module,
             (dummy_input(model.encoder),),

@@ -1,0 +1,193 @@
+"""ONNX export: checker, parity with PyTorch on the real clips, dynamic batch/time, checkpoints, Hub push."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytestmark = pytest.mark.torch
+
+import onnxruntime as ort  # noqa: E402
+
+from export import to_onnx  # noqa: E402
+from export.hub_standin import HubStandIn  # noqa: E402
+from voice2mesh.bundle import file_sha256, load_bundle  # noqa: E402
+from voice2mesh.inference import Predictor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def random_model(assets_dir):
+    return to_onnx.random_init_model("voiceembednet", seed=1)
+
+
+@pytest.fixture(scope="module")
+def exported(random_model, tmp_path_factory) -> Path:
+    return to_onnx.export_bundle([random_model], tmp_path_factory.mktemp("exp") / "bundle", check=True)
+
+
+def test_graph_passes_the_full_checker_with_dynamic_axes(exported):
+    path = exported / "supervised.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    proto = onnx.load(str(path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert inp.name == "features" and out.name == "params"
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", "time", 64]
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", 51]
+
+
+def test_parity_on_the_real_clips_is_recorded_within_limits(exported, assets_dir):
+    parity = json.loads((exported / "bundle.json").read_text())["models"]["supervised"]["parity"]
+    assert sorted(parity["clips"]) == sorted(p.stem for p in (assets_dir / "voices").glob("*.wav"))
+    assert parity["params_max_abs"] <= 1e-4
+    assert parity["vertices_max_rel"] <= 1e-3
+
+
+@pytest.mark.parametrize(("batch", "time"), [(1, 1000), (4, 1000), (3, 333), (2, 1500)])
+def test_dynamic_batch_and_time_match_pytorch(exported, random_model, batch, time):
+    sess = ort.InferenceSession(str(exported / "supervised.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(batch * time).standard_normal((batch, time, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = random_model.module(torch.from_numpy(x)).numpy()
+    got = sess.run(None, {"features": x})[0]
+    assert got.shape == (batch, 51)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_parity_check_catches_a_wrong_graph(exported, assets_dir):
+    other = to_onnx.random_init_model("voiceembednet", seed=2)
+    from voice2mesh.facemodel import load_face_model
+
+    with pytest.raises(to_onnx.ExportError, match="ONNX vs PyTorch params differ"):
+        to_onnx.check_parity(other, exported / "supervised.onnx", load_face_model("ict"), assets_dir)
+
+
+def test_exported_bundle_runs_in_the_predictor(exported, assets_dir, random_model):
+    pred = Predictor.from_bundle(exported, threads=1)
+    clip = sorted((assets_dir / "voices").glob("*.wav"))[0]
+    out = pred.predict(clip)
+    from voice2mesh.audio import load_audio
+    from voice2mesh.features import FrontEndConfig, features_from_audio
+
+    feats = features_from_audio(load_audio(clip), FrontEndConfig()).features
+    with torch.no_grad():
+        expected = random_model.module(torch.from_numpy(np.asarray(feats, np.float32))[None]).numpy()[0]
+    np.testing.assert_allclose(out.params, expected, atol=1e-4)
+    manifest = json.loads((exported / "bundle.json").read_text())
+    assert manifest["face_model"]["file"] is None and manifest["face_model"]["id"] == "ict"
+    assert set(manifest["library_versions"]) >= {"numpy", "onnx", "torch"}
+    assert manifest["front_end"]["features"]["n_mels"] == 64
+
+
+def _fake_training_run(run: Path, seed: int) -> torch.nn.Module:
+    """A run folder as ``training.train supervised`` leaves it (model.pt + last.pt), random weights."""
+    from training.config import TrainConfig, config_to_dict
+    from training.models import build_voice_to_params
+
+    torch.manual_seed(seed)
+    mean, std = np.zeros(51, np.float32), np.ones(51, np.float32)
+    mean[0] = 1.0
+    model = build_voice_to_params("voiceembednet", 40, 10, 0.2, torch.from_numpy(mean), torch.from_numpy(std))
+    model.eval()
+    run.mkdir(parents=True)
+    card = {
+        "name": "fake",
+        "data": {"name": "synthvox-test", "kind": "synthvox", "synthetic": True},
+        "metrics": {"val_ARE": 0.05},
+        "not_for": "Not for identifying people.",
+    }
+    torch.save(
+        {
+            "stage": "supervised",
+            "config": config_to_dict(TrainConfig()),
+            "state_dict": model.state_dict(),
+            "param_mean": mean,
+            "param_std": std,
+            "face_model": "ict",
+            "encoder": "voiceembednet",
+            "n_identity": 40,
+            "n_expression": 10,
+            "model_card": card,
+        },
+        run / "model.pt",
+    )
+    torch.save({"stage": "supervised", "head_state_dict": {}}, run / "last.pt")
+    return model
+
+
+def test_cli_exports_a_training_run_and_pushes_it(tmp_path, assets_dir, capsys, monkeypatch):
+    model = _fake_training_run(tmp_path / "run", seed=3)
+    out = tmp_path / "bundle"
+    assert to_onnx.main(["--all", str(tmp_path / "run"), "--out", str(out), "--no-check"]) == 0
+    b = load_bundle(out)
+    assert b.models["supervised"].extra["checkpoint"] == "model.pt"
+    assert "synthetic" in b.manifest["description"].lower()
+    assert "not a model of real people" in (out / "README.md").read_text().lower()
+    assert b.manifest["evaluation"]["supervised"]["val_ARE"] == 0.05
+    x = np.random.default_rng(0).standard_normal((2, 800, 64)).astype(np.float32)
+    sess = ort.InferenceSession(str(out / "supervised.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            sess.run(None, {"features": x})[0], model(torch.from_numpy(x)).numpy(), atol=1e-4
+        )
+    capsys.readouterr()
+    # dry run: lists files, no network
+    assert (
+        to_onnx.main(
+            [
+                "--bundle",
+                str(out),
+                "--push-to-hub",
+                "user/demo",
+                "--dry-run",
+                "--endpoint",
+                "http://127.0.0.1:9",
+            ]
+        )
+        == 0
+    )
+    listed = capsys.readouterr().out
+    assert "would upload to user/demo" in listed and "supervised.onnx" in listed and "bundle.json" in listed
+    # real upload call against the loopback stand-in
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    with HubStandIn() as hub:
+        assert to_onnx.main(["--bundle", str(out), "--push-to-hub", "user/demo", "--endpoint", hub.url]) == 0
+        sha, files = hub.repos["user/demo"].resolve("main")
+        assert sorted(files) == ["README.md", "bundle.json", "supervised.onnx"]
+        import hashlib
+
+        assert hashlib.sha256(files["supervised.onnx"]).hexdigest() == file_sha256(out / "supervised.onnx")
+        assert hub.validated and hub.validated[0].startswith("---")
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
+    assert to_onnx.main(["--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    (tmp_path / "empty-run").mkdir()
+    assert to_onnx.main(["--all", str(tmp_path / "empty-run"), "--out", str(tmp_path / "o")]) == 2
+    assert "no finished model" in capsys.readouterr().err
+    junk = tmp_path / "junk.pt"
+    torch.save({"hello": 1}, junk)
+    assert to_onnx.main(["--checkpoint", str(junk), "--out", str(tmp_path / "o")]) == 2
+    assert "not a voice2mesh training checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ge2e_export_parity(tmp_path, assets_dir):
+    model = to_onnx.random_init_model("ge2e", seed=0)
+    out = to_onnx.export_bundle([model], tmp_path / "g", check=True)
+    parity = json.loads((out / "bundle.json").read_text())["models"]["supervised-ge2e"]["parity"]
+    assert parity["params_max_abs"] <= 1e-4 and parity["vertices_max_rel"] <= 1e-3
+    sess = ort.InferenceSession(str(out / "supervised-ge2e.onnx"), providers=["CPUExecutionProvider"])
+    for b, p in ((1, 1), (2, 4)):
+        x = np.abs(np.random.default_rng(b).standard_normal((b, p, 160, 40))).astype(np.float32)
+        with torch.no_grad():
+            np.testing.assert_allclose(
+                sess.run(None, {"mels": x})[0], model.module(torch.from_numpy(x)).numpy(), atol=1e-4
+            )
