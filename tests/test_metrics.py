@@ -498,6 +498,12 @@ def test_cli_round_trip_with_meshio_files(tmp_path, bfm_model, capsys):
     assert rc == 0
     out2 = json.loads(capsys.readouterr().out)
     assert out2["ARE"] == pytest.approx(float(direct["ARE"][0]), rel=1e-6)
+    # the readable table: one line per number, lengths marked as mm
+    assert metrics.main([str(pred_path), str(target_path), "--face-model", str(model_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7 + len(bfm_model.regions)
+    assert lines[4].split()[0] == "ARE" and float(lines[4].split()[1]) == pytest.approx(out["ARE"], abs=1e-6)
+    assert lines[6].startswith("rmse") and lines[6].endswith(" mm")
 
 
 def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, bfm_model, capsys):

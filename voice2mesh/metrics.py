@@ -512,12 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        for k, v in result.items():
-            if isinstance(v, dict):
-                for r, x in v.items():
-                    print(f"{k}.{r:<14s} {x:.6f}")
-            else:
-                print(f"{k:<25s} {v:.6f}")
+        rows = [(f"{k}.{r}", x) for k, v in result.items() if isinstance(v, dict) for r, x in v.items()]
+        rows = [(k, v) for k, v in result.items() if not isinstance(v, dict)] + rows
+        for name, value in rows:
+            unit = " mm" if name.startswith(("rmse", "region_rmse")) else ""
+            print(f"{name:<25s} {value:.6f}{unit}")
     return 0
 
 
