@@ -85,6 +85,7 @@ class Views:
     ambient: np.ndarray     # (B,) in [0, 1]
     skin: np.ndarray        # (B, 3) linear RGB albedo
     background: np.ndarray  # (B, 3) RGB in [0, 1]
+    specular: np.ndarray    # (B,) strength of a white Blinn-Phong highlight
 
     def __len__(self) -> int:
         return int(self.yaw.shape[0])
@@ -108,15 +109,16 @@ def sample_views(n: int, rng: np.random.Generator, max_yaw_deg: float = 30.0, ma
     skin = SKIN_TONES[lo] + (t - lo)[:, None] * (SKIN_TONES[hi] - SKIN_TONES[lo])
     background = np.repeat(rng.uniform(0.15, 0.85, (n, 1)), 3, axis=1) * rng.uniform(0.85, 1.15, (n, 3))
     return Views(yaw, pitch, roll, light.astype(np.float32), rng.uniform(0.25, 0.45, n),
-                 skin.astype(np.float32), np.clip(background, 0, 1).astype(np.float32))
+                 skin.astype(np.float32), np.clip(background, 0, 1).astype(np.float32),
+                 rng.uniform(0.02, 0.1, n))
 
 
 def frontal_views(n: int, skin_index: int = 1) -> Views:
     """n frontal views, light from the camera side, a fixed skin tone, grey background."""
-    z = np.zeros(n)
     light = np.tile(np.array([0.3, 0.4, 1.0], dtype=np.float32) / np.linalg.norm([0.3, 0.4, 1.0]), (n, 1))
-    return Views(z, z, z, light, np.full(n, 0.35), np.tile(SKIN_TONES[skin_index], (n, 1)),
-                 np.full((n, 3), 0.5, dtype=np.float32))
+    return Views(np.zeros(n), np.zeros(n), np.zeros(n), light, np.full(n, 0.35),
+                 np.tile(SKIN_TONES[skin_index], (n, 1)), np.full((n, 3), 0.5, dtype=np.float32),
+                 np.full(n, 0.06))
 
 
 def rotation_matrices(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
@@ -213,17 +215,16 @@ class FaceRenderer:
         self.fbo.use()
         self.ctx.enable(self.ctx.DEPTH_TEST)
         self.ctx.disable(self.ctx.CULL_FACE)
-        mvp = self._vp.T.astype(np.float32).tobytes()  # column-major for GLSL
-        self.prog["mvp"].write(mvp)
+        self.prog["mvp"].value = tuple(float(t) for t in self._vp.T.reshape(-1))  # column-major
         for i in range(b):
             x, y = (i % self._per_row) * tile, (i // self._per_row) * tile
             self.fbo.viewport = (x, y, tile, tile)
             bg = tuple(float(t) for t in views.background[i])
             self.fbo.clear(*bg, 1.0, depth=1.0, viewport=(x, y, tile, tile))
-            self.prog["rot"].write(np.ascontiguousarray(rots[i].T).tobytes())
+            self.prog["rot"].value = tuple(float(t) for t in rots[i].T.reshape(-1))  # column-major
             self.prog["light_dir"].value = tuple(float(t) for t in views.light_dir[i])
             self.prog["ambient"].value = float(views.ambient[i])
-            self.prog["specular"].value = 0.06
+            self.prog["specular"].value = float(views.specular[i])
             self.vbo.write(np.ascontiguousarray(data[i]).tobytes())
             self.vao.render()
         side = self._per_row * tile

@@ -16,7 +16,7 @@ class SynthVoxConfig:
     """What ``generate`` builds. Defaults: 300 speakers -> 180 train / 45 val / 75 test."""
 
     speakers: int = 300
-    utterances: int = 4              # per speaker, distinct sentences
+    utterances: int = 6              # per speaker, distinct sentences
     link_strength: float = 0.6       # s in h = s * z + sqrt(1 - s^2) * noise (docs/synthvox.md)
     seed: int = 0
     images: int = 0                  # face renders per speaker (0: none)
