@@ -102,8 +102,8 @@ def render(ict_model, bfm_model, out: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
-    colours = {"forehead": "#e6b422", "nose": "#d9534f", "left_cheek": "#5cb85c", "right_cheek": "#3a7bd5",
-               "mouth": "#c71585", "chin": "#5bc0de", "jaw": "#8a6dd1"}
+    colours = {"forehead": "#e6b422", "nose": "#8c564b", "left_cheek": "#5cb85c", "right_cheek": "#3a7bd5",
+               "mouth": "#e377c2", "chin": "#5bc0de", "jaw": "#8a6dd1"}
     seg_colours = {"OICD": "black", "ER": "#ff7f0e", "FR": "#1f77b4", "CR": "#d62728", "MR": "#2ca02c"}
     fig, axes = plt.subplots(2, 2, figsize=(13, 13))
     for row, model in enumerate((ict_model, bfm_model)):
@@ -145,6 +145,9 @@ def render(ict_model, bfm_model, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     plt.close(fig)
+    from PIL import Image  # matplotlib's own dependency; a 256-colour palette keeps the file small
+
+    Image.open(out).convert("RGB").quantize(256).save(out, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,10 @@ def test_vertex_formula_against_float64_reference(ict):
     e[3] = 1.0
     assert_close(ict.vertices(e), ict.mean + ict.identity_basis[3], atol=1e-4)
     assert_close(ict.vertices(scale=2.0)[0], 2 * ict.mean, atol=1e-4)
+    # a batch of one broadcasts against a batch of three
+    broadcast = ict.vertices(ident[:1], expr, scale)
+    assert_close(broadcast[2], ict.vertices(ident[0], expr[2], scale[2]), atol=2e-3)
+    assert ict.vertices(expression=expr[0]).shape == (11248, 3)
 
 
 def test_batched_equals_single(ict):

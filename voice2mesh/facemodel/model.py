@@ -157,11 +157,13 @@ class FaceModel:
             return self.identity_basis[:k].reshape(k, -1)
         if k == 0:
             return self.expression_basis[:e].reshape(e, -1)
-        if (k, e) not in self._stacked_cache:
-            self._stacked_cache.clear()  # keep one stacked matrix (the current configuration)
-            self._stacked_cache[(k, e)] = np.concatenate(
-                [self.identity_basis[:k].reshape(k, -1), self.expression_basis[:e].reshape(e, -1)])
-        return self._stacked_cache[(k, e)]
+        stacked = self._stacked_cache.get((k, e))
+        if stacked is None:  # keep one stacked matrix (the current configuration); safe across threads
+            stacked = np.concatenate([self.identity_basis[:k].reshape(k, -1),
+                                      self.expression_basis[:e].reshape(e, -1)])
+            self._stacked_cache.clear()
+            self._stacked_cache[(k, e)] = stacked
+        return stacked
 
     def split_params(self, params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(B, 1+K+E) parameters -> scale (B,), identity (B, K), expression (B, E)."""
