@@ -123,7 +123,7 @@ def make_test_bundle(
         "default_model": next(iter(models)),
         "face_model": face_model_entry(fm, model_id if fm_file is None else fm.name, fm_file),
         "front_end": front_end_config(),
-        "training_data": {"kind": "none", "note": TEST_NOTICE},
+        "training_data": {"summary": TEST_NOTICE, "random_weights": True, "synthetic": False},
         "evaluation": {},
         "limitations": TEST_NOTICE,
     }

@@ -395,7 +395,12 @@ def export_bundle(
             "default_model": default_model or ("supervised" if "supervised" in entries else names[0]),
             "face_model": face_model_entry(fm, fm_id, fm_file),
             "front_end": front_end_config(),
-            "training_data": {n: c.get("data", {}) for n, c in cards.items()},
+            "training_data": training_data_summary(cards),
+            "training_runs": {
+                m.name: {"checkpoint": m.checkpoint, "stage": m.card.get("stage", ""),
+                         "training": m.card.get("training", {}), "data": m.card.get("data", {})}
+                for m in models
+            },
             "evaluation": {n: c.get("metrics", {}) for n, c in cards.items() if c.get("metrics")},
             "limitations": " ".join(
                 x for x in ((SYNTHETIC_NOTICE if synthetic else ""), first.card.get("not_for", "")) if x
@@ -408,6 +413,24 @@ def export_bundle(
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(stage), str(out))
+    return out
+
+
+def training_data_summary(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A flat ``training_data`` entry (what the app shows): summary line, synthetic flag, sizes."""
+    data = next((c.get("data", {}) for c in cards.values() if c.get("data")), {})
+    synthetic = any(bool(c.get("data", {}).get("synthetic")) for c in cards.values())
+    random = any(c.get("data", {}).get("kind") == "random-init" for c in cards.values())
+    out: dict[str, Any] = {
+        "summary": (SYNTHETIC_NOTICE if synthetic else data.get("summary", "")) or "not recorded",
+        "synthetic": synthetic,
+    }
+    if random:
+        out["random_weights"] = True
+    for key, name in (("name", "dataset"), ("kind", "kind"), ("n_train_speakers", "train_speakers"),
+                      ("n_val_speakers", "val_speakers"), ("n_train_utterances", "train_utterances")):
+        if data.get(key) not in (None, ""):
+            out[name] = data[key]
     return out
 
 
