@@ -64,6 +64,11 @@ def test_format(tiny: Path) -> None:
         assert [p.name for p in pngs] == ["0.png", "1.png"]
         img = np.asarray(Image.open(pngs[0]))
         assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and img.std() > 5
+    with np.load(tiny / "images" / "images.npz") as d:
+        assert d["params"].shape == (10, 2, fm.n_params) and d["yaw"].shape == (10, 2)
+        # renders keep the speaker's scale and identity
+        np.testing.assert_array_equal(d["params"][:, 0, : 1 + fm.n_identity],
+                                      faces["params"][:, : 1 + fm.n_identity])
 
 
 def test_realised_voice_matches_the_controls(tiny: Path) -> None:

@@ -54,6 +54,10 @@ def image_params(speaker_params: np.ndarray, face_model, per_speaker: int,
 def render_speaker_images(face_model, speaker_params: np.ndarray, per_speaker: int, size: int,
                           rng: np.random.Generator, renderer: FaceRenderer | None = None) -> np.ndarray:
     """(S, K, size, size, 3) uint8 renders of each speaker's face with random variations."""
+    return _render(face_model, speaker_params, per_speaker, size, rng, renderer)[0]
+
+
+def _render(face_model, speaker_params, per_speaker, size, rng, renderer=None):
     s = speaker_params.shape[0]
     params = image_params(speaker_params, face_model, per_speaker, rng)
     views = sample_views(params.shape[0], rng)
@@ -63,13 +67,24 @@ def render_speaker_images(face_model, speaker_params: np.ndarray, per_speaker: i
     for start in range(0, params.shape[0], CHUNK):
         sl = slice(start, start + CHUNK)
         out[sl] = renderer.render(face_model.vertices_from_params(params[sl]), albedo, views.take(sl))
-    return out.reshape(s, per_speaker, size, size, 3)
+    return out.reshape(s, per_speaker, size, size, 3), params, views
 
 
 def write_speaker_images(out_dir: Path, face_model, speaker_params: np.ndarray, speaker_ids: list[str],
                          per_speaker: int, size: int, rng: np.random.Generator) -> None:
-    """Render and write ``images/<speaker>/<k>.png`` for every speaker."""
-    images = render_speaker_images(face_model, speaker_params, per_speaker, size, rng)
+    """Render and write ``images/<speaker>/<k>.png`` for every speaker, and ``images/images.npz`` with what
+    varies per image: ``params`` (S, K, 1+K+E) (the speaker's scale and identity, the image's expression),
+    ``yaw``/``pitch``/``roll`` (S, K) radians, ``light_dir`` (S, K, 3), ``skin`` (S, K, 3), speaker_ids."""
+    images, params, views = _render(face_model, speaker_params, per_speaker, size, rng)
+    s = len(speaker_ids)
+    (Path(out_dir) / "images").mkdir(parents=True, exist_ok=True)
+    np.savez(Path(out_dir) / "images" / "images.npz", speaker_ids=np.array(speaker_ids),
+             params=params.reshape(s, per_speaker, -1).astype(np.float32),
+             yaw=views.yaw.reshape(s, per_speaker).astype(np.float32),
+             pitch=views.pitch.reshape(s, per_speaker).astype(np.float32),
+             roll=views.roll.reshape(s, per_speaker).astype(np.float32),
+             light_dir=views.light_dir.reshape(s, per_speaker, 3).astype(np.float32),
+             skin=views.skin.reshape(s, per_speaker, 3).astype(np.float32))
     for spk, imgs in zip(speaker_ids, images, strict=True):
         folder = Path(out_dir) / "images" / spk
         folder.mkdir(parents=True, exist_ok=True)
