@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--bundle", help="bundle to time (default: a random-init export of the real architecture)"
     )
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Predictor device")
     ap.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)"
     )
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             from export.to_onnx import export_bundle, random_init_model
 
             bundle = export_bundle([random_init_model("voiceembednet")], tmp / "bundle", check=False)
-        pred = Predictor.from_bundle(bundle, threads=args.threads)
+        pred = Predictor.from_bundle(bundle, device=args.device, threads=args.threads)
         fm = pred.face_model
         baseline = original_pipeline(fm, clip)
         stages: dict[str, list[float]] = {}

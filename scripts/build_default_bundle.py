@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/build_default_bundle.py                 # everything (CPU: about an hour)
     .venv/bin/python scripts/build_default_bundle.py --dry-run       # print the commands only
-    .venv/bin/python scripts/build_default_bundle.py --skip-data --skip-train --runs /work/runs/synthvox-default
+    .venv/bin/python scripts/build_default_bundle.py --skip-data --skip-train --runs RUNS_DIR
 
 Steps (each one a CLI of this repository, run in order; a failing step stops the build):
 1. ``python -m training.synthvox generate DATA`` - the synthetic world: espeak-ng voices whose settings
