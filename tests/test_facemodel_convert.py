@@ -74,6 +74,14 @@ def test_triangulation_keeps_winding():
     assert (n[:, 2] > 0).all()
 
 
+def test_obj_reader_mixed_faces(tmp_path):
+    (tmp_path / "m.obj").write_text("# c\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\n"
+                                    "f 1/1/1 2/1/1 3/1/1\nf  1//1 2//1 3//1   4//1 \nf 4 3 2\n")
+    verts, polys = ict.read_obj(tmp_path / "m.obj")
+    assert verts.shape == (4, 3)
+    assert polys.tolist() == [[0, 1, 2, -1], [0, 1, 2, 3], [3, 2, 1, -1]]
+
+
 def test_ict_bad_inputs(tmp_path):
     with pytest.raises(ict.ICTConversionError, match="generic_neutral_mesh.obj"):
         ict.convert_ict_obj(tmp_path)

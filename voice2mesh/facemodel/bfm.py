@@ -213,6 +213,8 @@ def convert_bfm_pkl(path: str | Path, reference: str | Path | None = None,
                     param_stats: str | Path | None = None, **kwargs) -> FaceModel:
     """A ``bfm_noneck_v3.pkl``-style dict (``u``, ``w_shp``, ``w_exp``, ``keypoints``, optional ``tri``)."""
     path = Path(path)
+    if not path.is_file():
+        raise BFMConversionError(f"BFM pickle not found: {path}")
     try:
         with open(path, "rb") as f:
             d = pickle.load(f)  # noqa: S301 - a user-supplied model file, as 3DDFA distributes it

@@ -10,6 +10,7 @@ y up, looking along +z (checked by ``check_orientation``).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,16 +75,31 @@ def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         verts = np.array(" ".join(vlines).split(), dtype=np.float64).reshape(-1, 3)
     except ValueError as exc:
         raise ICTConversionError(f"{path}: malformed 'v' lines (need 3 numbers each): {exc}") from exc
-    polys = np.full((len(flines), 4), -1, dtype=np.int32)
-    for i, fl in enumerate(flines):  # one pass over ~26k face lines; vertex data is vectorised above
-        idx = [int(tok.split("/", 1)[0]) - 1 for tok in fl.split()]
-        if not 3 <= len(idx) <= 4:
-            raise ICTConversionError(f"{path}: face line {i} has {len(idx)} corners; "
-                                     "only triangles and quads are accepted")
-        polys[i, : len(idx)] = idx
     if verts.shape[0] == 0:
         raise ICTConversionError(f"{path}: no vertices ('v x y z' lines) found")
-    return verts, polys
+    return verts, _parse_faces(flines, path)
+
+
+def _parse_faces(flines: list[str], path: Path) -> np.ndarray:
+    """OBJ face lines ('a/t/n b/t/n c/t/n [d/t/n]') -> (P, 4) 0-based, -1 padding; vectorised."""
+    if not flines:
+        return np.zeros((0, 4), dtype=np.int32)
+    text = re.sub(r"/\S*", "", "\n".join(" ".join(fl.split()) for fl in flines))
+    ids = np.array(text.split(), dtype=np.int64) - 1
+    raw = np.frombuffer(text.encode(), dtype=np.uint8)
+    ends = np.flatnonzero(raw == ord("\n"))
+    spaces = np.concatenate([[0], np.cumsum(raw == ord(" "))])
+    bounds = np.concatenate([[0], ends, [raw.size]])
+    counts = np.diff(spaces[bounds]) + 1  # corners per line = spaces per line + 1
+    bad = np.flatnonzero((counts < 3) | (counts > 4))
+    if bad.size:
+        raise ICTConversionError(f"{path}: face line {bad[0]} has {counts[bad[0]]} corners; "
+                                 "only triangles and quads are accepted")
+    polys = np.full((len(flines), 4), -1, dtype=np.int32)
+    rows = np.repeat(np.arange(len(flines)), counts)
+    cols = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    polys[rows, cols] = ids
+    return polys
 
 
 def read_obj_folder(folder: str | Path, expression_names: list[str] | None = None) -> ICTRaw:
@@ -129,6 +145,8 @@ def read_obj_folder(folder: str | Path, expression_names: list[str] | None = Non
 def read_packed_npz(path: str | Path) -> ICTRaw:
     """Read the packed npz (``neutral``, ``polygons``, ``identity_deltas``, ``expression_deltas``, names)."""
     path = Path(path)
+    if not path.is_file():
+        raise ICTConversionError(f"packed ICT npz not found: {path}")
     needed = ("neutral", "polygons", "identity_deltas", "expression_deltas")
     try:
         with np.load(path, allow_pickle=False) as d:
