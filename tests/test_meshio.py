@@ -149,6 +149,13 @@ def test_obj_with_quads_and_slashes_is_read_in_order(tmp_path):
     assert colors is None
 
 
+def test_obj_vertex_colours_in_0_255_are_understood(tmp_path):
+    path = tmp_path / "c.obj"
+    path.write_text("v 0 0 0 255 0 128\nv 1 0 0 0 255 0\nv 0 1 0 10 20 30\nf 1 2 3\n")
+    _, _, colors = meshio.read_mesh(path)
+    np.testing.assert_array_equal(colors, [[255, 0, 128, 255], [0, 255, 0, 255], [10, 20, 30, 255]])
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

@@ -143,7 +143,10 @@ def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     arr = np.array(rows, dtype=np.float64)
     colors = None
     if arr.shape[1] in (6, 7):
-        colors = _check_colors(np.clip(arr[:, 3:], 0.0, 1.0), len(arr), str(path))
+        rgb = arr[:, 3:]
+        if rgb.max() > 1.0:  # some tools write 0-255 instead of 0-1
+            rgb = rgb / 255.0
+        colors = _check_colors(np.clip(rgb, 0.0, 1.0), len(arr), str(path))
     tri = np.array(faces, dtype=np.int64).reshape(-1, 3)
     return arr[:, :3], tri, colors
 
