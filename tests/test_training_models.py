@@ -48,7 +48,7 @@ def test_speaker_classifier_and_head_shapes():
     pre = models.PretrainNet(n_speakers=7)
     logits = pre(torch.randn(4, 200, 64))
     assert logits.shape == (4, 7)
-    assert float(logits.detach().abs().max()) <= pre.classifier.scale + 1e-4  # cosine logits are bounded by the scale
+    assert float(logits.detach().abs().max()) <= pre.classifier.scale + 1e-4  # cosine logits: bounded
     head = models.SupervisedHead(64, 40, 10)
     assert head.dropout.p == 0.2
     assert head(torch.randn(5, 64)).shape == (5, 51)

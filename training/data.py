@@ -162,7 +162,8 @@ def read_synthvox(root: str | Path) -> VoiceFaceData:
     utt_csv = root / "utterances.csv"
     rows = _read_csv(utt_csv)
     _need_columns(utt_csv, rows, ("utt_id", "speaker_id", "split", "path"))
-    face_model = str(meta.get("face_model", meta.get("face_model_id", "ict")))
+    fm = meta.get("face_model", "ict")
+    face_model = str(fm.get("spec") or fm.get("name") or "ict") if isinstance(fm, dict) else str(fm)
     return VoiceFaceData(
         name=str(meta.get("name", root.name)), kind="synthvox", root=root, synthetic=True,
         face_model=face_model,
@@ -394,10 +395,10 @@ class FeatureBank:
 
 
 def tile_frames(features: np.ndarray, n_frames: int) -> np.ndarray:
-    """Repeat (T, C) along time to exactly ``n_frames`` (the paper's tiling; vectorised)."""
-    t = features.shape[0]
-    reps = -(-n_frames // max(t, 1))
-    return np.tile(features, (reps, 1))[:n_frames]
+    """Repeat (T, C) along time to exactly ``n_frames`` (voice2mesh.features.tile, the paper's tiling)."""
+    from voice2mesh.features import tile
+
+    return tile(features, n_frames, crop_long=True)
 
 
 def random_crop(features: np.ndarray, n_frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -427,9 +428,8 @@ def load_waveform(path: Path) -> np.ndarray:
 
 def front_end(samples: np.ndarray) -> np.ndarray:
     """The paper's front end on 16 kHz float samples: VAD -> log-mel -> CMVN, untiled (T, 64)."""
-    from voice2mesh.audio import to_int16
-
     from voice2mesh import features as vf
+    from voice2mesh.audio import to_int16
 
     cfg = vf.FrontEndConfig()
     voiced = vf.vad(to_int16(samples), 16000)

@@ -252,7 +252,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 # ---------------------------------------------------------------------------------------------------
 # pretraining
-def run_pretrain(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, resume: bool = False) -> Path:
+def run_pretrain(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, resume: bool = False,
+                 stop_after: int = 0) -> Path:
     """Speaker-classifier pretraining of VoiceEmbedNet; returns the path of the final checkpoint."""
     data = prepare_data(cfg)
     speakers = data.speakers_of("train")
@@ -314,10 +315,14 @@ def run_pretrain(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, res
                        "encoder": "voiceembednet", "speakers": list(speakers), "optimizer": opt.state_dict(),
                        "scheduler": sched.state_dict(), "epoch": epoch, "best": max(best, acc),
                        "rng": rng_state(), "face_model": data.face_model}
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == oc.epochs:
+            stopping = bool(stop_after) and epoch + 1 - start_epoch >= stop_after
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == oc.epochs or stopping:
                 save_checkpoint(last_path, payload)
             best = max(best, acc)
         barrier(d)
+        if stop_after and epoch + 1 - start_epoch >= stop_after and epoch + 1 < oc.epochs:
+            logger.close()
+            return last_path
     logger.close()
     final = out / "pretrain.pt"
     if d.main:
@@ -469,7 +474,8 @@ def supervised_loss(head_out: torch.Tensor, target_w: torch.Tensor, mean: torch.
     return loss
 
 
-def run_supervised(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, resume: bool = False) -> Path:
+def run_supervised(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, resume: bool = False,
+                   stop_after: int = 0) -> Path:
     """Supervised head on the frozen encoder; returns the path of the final checkpoint (``model.pt``)."""
     from voice2mesh.facemodel import load_face_model
 
@@ -545,7 +551,8 @@ def run_supervised(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, r
             if val < best:
                 best, best_epoch = val, epoch + 1
                 save_checkpoint(best_path, {"head_state_dict": head.state_dict(), "epoch": epoch})
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == oc.epochs:
+            stopping = bool(stop_after) and epoch + 1 - start_epoch >= stop_after
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == oc.epochs or stopping:
                 save_checkpoint(last_path, {
                     "stage": "supervised", "config": config_to_dict(cfg),
                     "head_state_dict": head.state_dict(),
@@ -553,6 +560,9 @@ def run_supervised(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, r
                     "best": best, "best_epoch": best_epoch, "rng": rng_state(),
                     "param_mean": mean_np, "param_std": std_np})
         barrier(d)
+        if stop_after and epoch + 1 - start_epoch >= stop_after and epoch + 1 < oc.epochs:
+            logger.close()
+            return last_path
     logger.close()
     final = out / "model.pt"
     if d.main:
@@ -561,7 +571,10 @@ def run_supervised(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, r
                               torch.from_numpy(std_np))
         metrics = {"best_val_loss": best, "best_epoch": best_epoch}
         if val_x is not None and len(val_emb):
-            metrics.update(quick_val_metrics(model, val_x.cpu(), data, val_mask, face_model, k, e))
+            try:
+                metrics.update(quick_val_metrics(model, val_x.cpu(), data, val_mask, face_model, k, e))
+            except (ValueError, FileNotFoundError) as exc:  # e.g. a face model without shape bases here
+                metrics["val_metrics_unavailable"] = str(exc)
         card = build_card(name=cfg.name, stage="supervised", encoder=cfg.model.encoder,
                           face_model=data.face_model, data=data_summary(data), config=config_to_dict(cfg),
                           metrics=metrics,
@@ -611,8 +624,13 @@ def load_voice_to_params(path: str | Path) -> tuple[VoiceToParams, dict[str, Any
 
 # ---------------------------------------------------------------------------------------------------
 # CLI
-def run(stage: str, cfg: TrainConfig, out: str | Path, device: str = "auto", resume: bool = False) -> Path:
-    """One stage of training (what the CLI calls); returns the final checkpoint path."""
+def run(stage: str, cfg: TrainConfig, out: str | Path, device: str = "auto", resume: bool = False,
+        stop_after: int = 0) -> Path:
+    """One stage of training (what the CLI calls); returns the final checkpoint path.
+
+    ``stop_after`` > 0 ends the process after that many epochs of this call (a time-boxed job; continue
+    with ``resume``); the final checkpoint is then not written and ``last.pt`` is returned.
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; accepted: {', '.join(STAGES)}")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -636,7 +654,7 @@ def run(stage: str, cfg: TrainConfig, out: str | Path, device: str = "auto", res
         (out / f"{stage}_config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     barrier(d)
     fn = run_pretrain if stage == "pretrain" else run_supervised
-    return fn(cfg, out, dev, d, resume)
+    return fn(cfg, out, dev, d, resume, stop_after)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -646,13 +664,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="run folder (default runs/<config name>-<stage>)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--stop-after", type=int, default=0, metavar="N",
+                        help="stop after N epochs of this call (time-boxed jobs; continue with --resume)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set data.path=/work/data/x (repeatable)")
     args = parser.parse_args(argv)
     try:
         cfg = apply_overrides(load_config(args.config), args.overrides)
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{args.stage}"
-        path = run(args.stage, cfg, out, args.device, args.resume)
+        path = run(args.stage, cfg, out, args.device, args.resume, args.stop_after)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
