@@ -1,5 +1,5 @@
 """CLI: ``python -m training.synthvox generate OUT [--speakers N] [--utterances U] [--link-strength S]
-[--seed N] [--images K]`` and ``python -m training.synthvox explained-variance DATASET``."""
+[--seed N] [--images K]``, ``... explained-variance DATASET`` and ``... contact-sheet OUT.png``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
     e = sub.add_parser("explained-variance", help="cross-validated R^2 of each linked face measurement")
     e.add_argument("dataset")
+    s = sub.add_parser("contact-sheet", help="PNG of prior faces: a frontal render, then random variations")
+    s.add_argument("out")
+    s.add_argument("--speakers", type=int, default=8)
+    s.add_argument("--per-speaker", type=int, default=8)
+    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -47,6 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 val_fraction=args.val_fraction, test_fraction=args.test_fraction, workers=args.workers)
             out = generate(args.out, config, overwrite=args.overwrite, progress=True)
             print(json.dumps({"explained_variance": explained_variance(out)}, indent=2))
+        elif args.command == "contact-sheet":
+            from PIL import Image
+
+            from voice2mesh.facemodel import load_face_model
+
+            from .images import contact_sheet
+
+            fm = load_face_model("ict")
+            sheet = contact_sheet(fm, args.speakers, args.per_speaker, args.size, args.seed)
+            Image.fromarray(sheet).save(args.out)
+            print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]})")
         else:
             print(json.dumps(explained_variance(args.dataset), indent=2))
     except (ValueError, FileExistsError, FileNotFoundError, EspeakError) as exc:

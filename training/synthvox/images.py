@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.path import Path as Polygon
 from PIL import Image
 
-from training.render import FaceRenderer, RenderConfig, sample_views
+from training.render import FaceRenderer, RenderConfig, frontal_views, sample_views
 
 LIP_ALBEDO = np.array([0.95, 0.62, 0.62], dtype=np.float32)  # multiplies the skin tone
 BROW_ALBEDO = np.array([0.30, 0.26, 0.24], dtype=np.float32)
@@ -90,3 +90,19 @@ def write_speaker_images(out_dir: Path, face_model, speaker_params: np.ndarray, 
         folder.mkdir(parents=True, exist_ok=True)
         for k, img in enumerate(imgs):
             Image.fromarray(img).save(folder / f"{k}.png", optimize=False)
+
+
+def contact_sheet(face_model, speakers: int = 8, per_speaker: int = 8, size: int = 64,
+                  seed: int = 0) -> np.ndarray:
+    """(speakers*size, (per_speaker+1)*size, 3) uint8: one row per prior face, a frontal neutral render
+    first, then random variations (what ``--images`` writes)."""
+    rng = np.random.default_rng(seed)
+    params = face_model.sample_params(speakers, rng)
+    renderer = FaceRenderer.for_face_model(face_model, RenderConfig(size=size))
+    neutral = params.copy()
+    neutral[:, 1 + face_model.n_identity:] = 0.0
+    front = renderer.render(face_model.vertices_from_params(neutral), albedo_pattern(face_model),
+                            frontal_views(speakers))
+    varied = render_speaker_images(face_model, params, per_speaker, size, rng, renderer)
+    rows = np.concatenate([front[:, None], varied], axis=1)  # (S, 1+K, size, size, 3)
+    return rows.transpose(0, 2, 1, 3, 4).reshape(speakers * size, (per_speaker + 1) * size, 3)
