@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # original_frontend.py
 
 from voice2mesh.paths import shared_assets_dir  # noqa: E402
 
@@ -47,80 +48,18 @@ def speech_clip(seconds: float) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ the original pipeline
 def original_frontend() -> Callable[[np.ndarray], np.ndarray]:
-    """int16 samples → (1000, 64) features, the original way (per-frame Python loops).
-
-    Uses ``benchmarks/original_frontend.py`` (the audio helper's reimplementation) when present, else
-    the loop below: WebRTC VAD collector over 20 ms frames with a 50 ms ring buffer (90 % triggers), then
-    per frame: pre-emphasis, Hamming window, 1024-point FFT, 64 mel filters (20-7200 Hz), log; CMVN; tiling.
-    """
-    try:
-        import original_frontend as of  # benchmarks/ is on sys.path when run as a script
-
-        for name in ("features", "original_features", "extract", "run"):
-            fn = getattr(of, name, None)
-            if callable(fn):
-                return fn
-    except ImportError:
-        pass
+    """int16 samples → (1000, 64) features the original way: ``benchmarks/original_frontend.py`` (the audio
+    helper's faithful per-frame reimplementation: deque VAD collector, Sphinx-style per-frame log-mel, CMVN,
+    repeat-append tiling), with the filter object built once as the original does."""
     import webrtcvad
+    from original_frontend import OriginalLogSpec, original_features, original_vad
 
-    n_fft, n_mels, win, hop = 1024, 64, 400, 160
-    mel = _mel_matrix(n_fft, n_mels, 20.0, 7200.0)
-    window = np.hamming(win)
+    spec = OriginalLogSpec()
 
     def run(samples: np.ndarray) -> np.ndarray:
-        vad = webrtcvad.Vad(2)
-        frame = 320
-        ring: list[tuple[bytes, bool]] = []
-        triggered, voiced = False, []
-        out: list[bytes] = []
-        pcm = samples.tobytes()
-        for i in range(0, len(pcm) - 2 * frame + 1, 2 * frame):  # 20 ms frames, one C call each
-            chunk = pcm[i : i + 2 * frame]
-            speech = vad.is_speech(chunk, 16000)
-            if not triggered:
-                ring.append((chunk, speech))
-                ring = ring[-2:]
-                if sum(s for _, s in ring) > 0.9 * len(ring):
-                    triggered, voiced = True, [c for c, _ in ring]
-                    ring = []
-            else:
-                voiced.append(chunk)
-                ring.append((chunk, speech))
-                ring = ring[-2:]
-                if sum(not s for _, s in ring) > 0.9 * len(ring):
-                    triggered = False
-                    out.append(b"".join(voiced))
-                    ring, voiced = [], []
-        if voiced:
-            out.append(b"".join(voiced))
-        x = np.frombuffer(b"".join(out), dtype=np.int16).astype(np.float64)
-        x = np.append(x[0], x[1:] - 0.97 * x[:-1])
-        n = 1 + max(0, (len(x) - win) // hop)
-        feats = []
-        for t in range(n):  # per-frame features, as the original code loops
-            seg = x[t * hop : t * hop + win] * window
-            power = np.abs(np.fft.rfft(seg, n_fft)) ** 2 / n_fft
-            feats.append(np.log(np.maximum(mel @ power, 1e-5)))
-        f = np.array(feats, dtype=np.float32)
-        f = (f - f.mean(0)) / (f.std(0) + 1e-5)
-        return np.tile(f, (1000 // len(f) + 1, 1))[:1000]
+        return original_features(original_vad(samples, webrtcvad.Vad(2)), spec)
 
     return run
-
-
-def _mel_matrix(n_fft: int, n_mels: int, fmin: float, fmax: float, sr: int = 16000) -> np.ndarray:
-    def hz2mel(h):
-        return 2595 * np.log10(1 + h / 700.0)
-
-    pts = 700 * (10 ** (np.linspace(hz2mel(fmin), hz2mel(fmax), n_mels + 2) / 2595) - 1)
-    bins = np.floor((n_fft + 1) * pts / sr).astype(int)
-    m = np.zeros((n_mels, n_fft // 2 + 1))
-    for j in range(n_mels):
-        a, b, c = bins[j], bins[j + 1], bins[j + 2]
-        m[j, a:b] = (np.arange(a, b) - a) / max(b - a, 1)
-        m[j, b:c] = (c - np.arange(b, c)) / max(c - b, 1)
-    return m
 
 
 def original_pipeline(face_model, path: Path) -> Callable[[], object]:

@@ -103,7 +103,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Default model: `{manifest['default_model']}`. Output `params` (batch, {1 + fm['n_identity']}"
+        f"Default model: `{manifest['default_model']}`. Output `params` (batch, 1 + {fm['n_identity']}"
         f" + {fm['n_expression']}): scale, {fm['n_identity']} identity and {fm['n_expression']} "
         "expression weights, un-whitened.",
         "",
@@ -119,17 +119,22 @@ def model_card(manifest: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in td.items()] or ["- (not recorded)"]
     lines += ["", "## Evaluation", ""]
     ev = manifest.get("evaluation", {})
-    if ev:
-        for model, table in ev.items():
-            lines.append(
-                f"- **{model}**: "
-                + (
-                    ", ".join(f"{k} = {_fmt(v)}" for k, v in table.items())
-                    if isinstance(table, dict)
-                    else str(table)
-                )
-            )
-    else:
+    validation = ev.get("validation", {})
+    if validation:
+        models = list(validation)
+        metrics = list(dict.fromkeys(k for t in validation.values() if isinstance(t, dict) for k in t))
+        lines += [
+            "Validation metrics recorded at the end of training (held-out training speakers):",
+            "",
+            "| metric | " + " | ".join(models) + " |",
+            "|---|" + "---|" * len(models),
+        ]
+        for k in metrics:
+            lines.append(f"| {k} | " + " | ".join(_fmt(validation[m].get(k, "")) for m in models) + " |")
+    held = ev.get("held_out") or {}
+    if held.get("markdown"):
+        lines += ["", "Held-out evaluation (`python -m training.evaluate`):", "", held["markdown"].strip()]
+    if not validation and not held:
         lines.append("- (no evaluation recorded)")
     lines += [
         "",

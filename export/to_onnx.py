@@ -320,6 +320,7 @@ def export_bundle(
     name: str | None = None,
     description: str | None = None,
     default_model: str | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> Path:
     """Export every model into one bundle folder (replaced if present) and return it."""
     import shutil
@@ -397,11 +398,15 @@ def export_bundle(
             "front_end": front_end_config(),
             "training_data": training_data_summary(cards),
             "training_runs": {
-                m.name: {"checkpoint": m.checkpoint, "stage": m.card.get("stage", ""),
-                         "training": m.card.get("training", {}), "data": m.card.get("data", {})}
+                m.name: {
+                    "checkpoint": m.checkpoint,
+                    "stage": m.card.get("stage", ""),
+                    "training": m.card.get("training", {}),
+                    "data": m.card.get("data", {}),
+                }
                 for m in models
             },
-            "evaluation": {n: c.get("metrics", {}) for n, c in cards.items() if c.get("metrics")},
+            "evaluation": evaluation_entry(cards, evaluation),
             "limitations": " ".join(
                 x for x in ((SYNTHETIC_NOTICE if synthetic else ""), first.card.get("not_for", "")) if x
             )
@@ -416,6 +421,38 @@ def export_bundle(
     return out
 
 
+def evaluation_entry(cards: dict[str, dict[str, Any]], held_out: dict[str, Any] | None) -> dict[str, Any]:
+    """``evaluation``: each model card's validation metrics, plus a ``training.evaluate`` table when given."""
+    out: dict[str, Any] = {}
+    validation = {n: c.get("metrics", {}) for n, c in cards.items() if c.get("metrics")}
+    if validation:
+        out["validation"] = validation
+    if held_out:
+        out["held_out"] = held_out
+    return out
+
+
+def read_evaluation(path: str | Path) -> dict[str, Any]:
+    """A ``training.evaluate`` result (its folder or evaluation.json); the Markdown table comes along."""
+    import json
+
+    p = Path(path)
+    jpath = p / "evaluation.json" if p.is_dir() else p
+    if not jpath.is_file():
+        raise ExportError(
+            f"evaluation file not found: {jpath} (run python -m training.evaluate ... --out DIR)"
+        )
+    data = json.loads(jpath.read_text())
+    md = jpath.with_suffix(".md")
+    if md.is_file():
+        data = (
+            {**data, "markdown": md.read_text()}
+            if isinstance(data, dict)
+            else {"results": data, "markdown": md.read_text()}
+        )
+    return data
+
+
 def training_data_summary(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A flat ``training_data`` entry (what the app shows): summary line, synthetic flag, sizes."""
     data = next((c.get("data", {}) for c in cards.values() if c.get("data")), {})
@@ -427,8 +464,13 @@ def training_data_summary(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
     if random:
         out["random_weights"] = True
-    for key, name in (("name", "dataset"), ("kind", "kind"), ("n_train_speakers", "train_speakers"),
-                      ("n_val_speakers", "val_speakers"), ("n_train_utterances", "train_utterances")):
+    for key, name in (
+        ("name", "dataset"),
+        ("kind", "kind"),
+        ("n_train_speakers", "train_speakers"),
+        ("n_val_speakers", "val_speakers"),
+        ("n_train_utterances", "train_utterances"),
+    ):
         if data.get(key) not in (None, ""):
             out[name] = data[key]
     return out
@@ -455,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip the parity check on the real clips")
     p.add_argument("--name", help="bundle name (model card title)")
     p.add_argument("--default-model", help="which model the runtime uses when none is chosen")
+    p.add_argument(
+        "--evaluation", help="training.evaluate output (folder or evaluation.json) for the model card"
+    )
     p.add_argument("--push-to-hub", metavar="REPO", help="upload the bundle to this Hub repo")
     p.add_argument(
         "--dry-run", action="store_true", help="with --push-to-hub: list the files, upload nothing"
@@ -486,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check=not args.no_check,
                 name=args.name,
                 default_model=args.default_model,
+                evaluation=read_evaluation(args.evaluation) if args.evaluation else None,
             )
             print(f"wrote bundle {out}")
             for f in sorted(out.iterdir()):

@@ -9,7 +9,8 @@ Steps (each one a CLI of this repository, run in order; a failing step stops the
    depend on random ICT faces (300 speakers x 4 utterances, link strength 0.6, seed 0);
 2. ``python -m training.train pretrain`` then ``supervised`` with ``training/configs/synthvox.yaml``
    (VoiceEmbedNet, the paper's encoder) and ``supervised`` with ``synthvox-ge2e.yaml`` (pretrained GE2E);
-3. ``python -m export.to_onnx --all RUNS/voiceembednet RUNS/ge2e --out models/default`` - ONNX graphs,
+3. ``python -m training.evaluate`` on the held-out test speakers (the model card's evaluation table);
+4. ``python -m export.to_onnx --all RUNS/voiceembednet RUNS/ge2e --out models/default`` - ONNX graphs,
    parity check on the real clips, bundle.json and the model card. The face model is referenced by
    id + content sha256 (not copied): the runtime builds it from ../shared/assets or downloads it.
 
@@ -51,8 +52,11 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
             steps.append([py, "-m", "training.train", "supervised", "--config", "synthvox-ge2e", "--out", ge,
                           *dev, "--set", f"data.path={data}"])
     runs_to_export = [sv] if args.no_ge2e else [sv, ge]
+    evaluation = str(Path(args.runs) / "evaluation")
+    steps.append([py, "-m", "training.evaluate", "--data", data, "--checkpoints",
+                  *(f"{r}/model.pt" for r in runs_to_export), "--out", evaluation])
     steps.append([py, "-m", "export.to_onnx", "--all", *runs_to_export, "--out", str(args.out),
-                  "--name", BUNDLE_NAME, "--default-model", "supervised"])
+                  "--name", BUNDLE_NAME, "--default-model", "supervised", "--evaluation", evaluation])
     return steps
 
 

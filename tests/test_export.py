@@ -129,7 +129,8 @@ def test_cli_exports_a_training_run_and_pushes_it(tmp_path, assets_dir, capsys, 
     assert b.models["supervised"].extra["checkpoint"] == "model.pt"
     assert "synthetic" in b.manifest["description"].lower()
     assert "not a model of real people" in (out / "README.md").read_text().lower()
-    assert b.manifest["evaluation"]["supervised"]["val_ARE"] == 0.05
+    assert b.manifest["evaluation"]["validation"]["supervised"]["val_ARE"] == 0.05
+    assert "| val_ARE | 0.05 |" in (out / "README.md").read_text()
     x = np.random.default_rng(0).standard_normal((2, 800, 64)).astype(np.float32)
     sess = ort.InferenceSession(str(out / "supervised.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
