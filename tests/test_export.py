@@ -60,6 +60,7 @@ def test_dynamic_batch_and_time_match_pytorch(exported, random_model, batch, tim
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_parity_check_catches_a_wrong_graph(exported, assets_dir):
     other = to_onnx.random_init_model("voiceembednet", seed=2)
     from voice2mesh.facemodel import load_face_model
