@@ -279,3 +279,35 @@ def test_expected_file_list():
     names = builtin.ict_file_names()
     assert len(names) == 1 + 100 + 53 and names[0] == "generic_neutral_mesh.obj"
     assert "identity099.obj" in names and "jawOpen.obj" in names
+
+
+@pytest.mark.slow
+def test_full_upstream_download_equals_packed(packed, raw_dir, tmp_path, monkeypatch):
+    """All 154 upstream file names served over loopback (OBJs written from the packed arrays with the
+    upstream face lines) -> the built-in download + conversion equals the packed-npz conversion."""
+    served = tmp_path / "served"
+    served.mkdir()
+    faces = "".join(line for line in (raw_dir / "generic_neutral_mesh.obj").read_text().splitlines(True)
+                    if line.startswith("f "))
+    with np.load(packed) as d:
+        neutral = d["neutral"]
+        shapes = {"generic_neutral_mesh": neutral}
+        shapes.update({f"identity{i:03d}": neutral + d["identity_deltas"][i] for i in range(100)})
+        names = [str(n) for n in d["expression_names"]]
+        shapes.update({n: neutral + d["expression_deltas"][i] for i, n in enumerate(names)})
+    for name, v in shapes.items():
+        text = "\n".join(f"v {x:.7g} {y:.7g} {z:.7g}" for x, y, z in v.tolist())
+        (served / f"{name}.obj").write_text(text + "\n" + faces)
+    assert sorted(p.name for p in served.iterdir()) == sorted(builtin.ict_file_names())
+    monkeypatch.setenv("VOICE2MESH_CACHE", str(tmp_path / "cache"))
+    with _serve(served) as url:
+        for n in list(builtin.ICT_KNOWN_FILES):  # our re-written OBJs are not the upstream bytes
+            monkeypatch.delitem(builtin.ICT_KNOWN_FILES, n)
+        got = FaceModel.load(builtin.build_ict(assets=tmp_path / "no-assets", base_url=url))
+    want = ict.convert_ict_npz(packed)
+    assert (got.max_identity, got.max_expression) == (100, 53)
+    assert got.metadata["expression_names"] == want.metadata["expression_names"]
+    assert_close(got.mean, want.mean, atol=1e-3)
+    assert_close(got.identity_basis, want.identity_basis, atol=2e-3)
+    assert_close(got.expression_basis, want.expression_basis, atol=2e-3)
+    assert_close(got.triangles, want.triangles)

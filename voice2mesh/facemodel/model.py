@@ -90,7 +90,13 @@ class FaceModel:
         missing = [k for k in MEASUREMENT_NAMES if k not in self.measurement_pairs]
         if missing:
             raise ValueError(f"measurement_pairs lacks {missing}")
-        self.regions = {k: np.asarray(v, dtype=np.int64) for k, v in self.regions.items()}
+        bad = [k for k, ab in self.measurement_pairs.items() if not all(0 <= i < n for i in ab)]
+        if bad:
+            raise ValueError(f"measurement_pairs {bad} index outside 0..{n - 1}")
+        self.regions = {k: np.asarray(v, dtype=np.int64).reshape(-1) for k, v in self.regions.items()}
+        bad = [k for k, v in self.regions.items() if v.size and (v.min() < 0 or v.max() >= n)]
+        if bad:
+            raise ValueError(f"regions {bad} index outside 0..{n - 1}")
         if self.expression_range not in EXPRESSION_RANGES:
             raise ValueError(f"expression_range must be one of {EXPRESSION_RANGES}, "
                              f"got {self.expression_range!r}")
