@@ -142,15 +142,11 @@ def _build_kd(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, i
     builder = getattr(kd, "model_from_checkpoint", None) or getattr(kd, "load_exportable", None)
     if builder is None:
         raise ExportError(f"{path}: training.kd offers no model_from_checkpoint(ckpt) to rebuild the graph")
-    module = builder(ckpt)
-    cfg = ckpt["config"]
-    model_cfg = cfg.get("model", {}) if isinstance(cfg, dict) else {}
-    return (
-        module,
-        "voiceembednet",
-        int(model_cfg.get("n_identity", 40)),
-        int(model_cfg.get("n_expression", 10)),
-    )
+    try:
+        module = builder(ckpt)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ExportError(f"{path}: cannot rebuild the KD graph: {exc}") from exc
+    return module, "voiceembednet", int(ckpt.get("n_identity", 40)), int(ckpt.get("n_expression", 10))
 
 
 def random_init_model(encoder: str = "voiceembednet", face_model: str = "ict", seed: int = 0) -> LoadedModel:

@@ -193,3 +193,55 @@ def test_ge2e_export_parity(tmp_path, assets_dir):
             np.testing.assert_allclose(
                 sess.run(None, {"mels": x})[0], model.module(torch.from_numpy(x)).numpy(), atol=1e-4
             )
+
+
+@pytest.mark.slow
+def test_kd_checkpoint_exports_as_one_features_to_params_graph(tmp_path, assets_dir):
+    kd = pytest.importorskip("training.kd")
+    from training.kd.nets import Generator, ImageRegressor, KDInference
+    from training.models import VoiceEmbedNet
+
+    torch.manual_seed(0)
+    gen, student = (
+        {"embed_dim": 64, "channels": [64, 32, 16], "noise_std": 0.05},
+        {"n_params": 51, "input_size": 16, "width": 8},
+    )
+    module = KDInference(
+        VoiceEmbedNet(), Generator(64, tuple(gen["channels"]), gen["noise_std"]), ImageRegressor(51, 16, 8)
+    ).eval()
+    run = tmp_path / "kd-run"
+    run.mkdir()
+    torch.save(
+        {
+            "framework": "kd",
+            "stage": "kd",
+            "config": {},
+            "state_dict": module.state_dict(),
+            "generator_arch": gen,
+            "student_arch": student,
+            "face_model": "ict",
+            "n_identity": 40,
+            "n_expression": 10,
+            "model_card": {"framework": "kd", "data": {"name": "t", "synthetic": True}},
+        },
+        run / "model.pt",
+    )
+    assert kd.is_kd_checkpoint(torch.load(run / "model.pt", weights_only=False))
+    out = to_onnx.export_bundle([to_onnx.load_checkpoint_model(to_onnx.find_checkpoint(run))], tmp_path / "b")
+    b = load_bundle(out)
+    assert (
+        list(b.models) == ["kd"]
+        and b.models["kd"].framework == "kd"
+        and b.models["kd"].input_name == "features"
+    )
+    assert b.manifest["models"]["kd"]["parity"]["params_max_abs"] <= 1e-4
+    x = np.random.default_rng(1).standard_normal((3, 400, 64)).astype(np.float32)
+    sess = ort.InferenceSession(str(out / "kd.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            sess.run(None, {"features": x})[0], module(torch.from_numpy(x)).numpy(), atol=1e-4
+        )
+    pred = Predictor.from_bundle(out, model="kd", threads=1).predict(
+        sorted((assets_dir / "voices").glob("*.wav"))[0]
+    )
+    assert pred.model == "kd" and np.isfinite(pred.vertices).all()
