@@ -13,7 +13,7 @@ from PIL import Image
 
 from training.synthvox import SynthVoxConfig, espeak, explained_variance, generate, link, load_faces
 from training.synthvox.__main__ import main
-from training.synthvox.generate import sample_world, vocal_tract_scale
+from training.synthvox.generate import UtteranceJob, sample_world, synthesize_speaker, vocal_tract_scale
 from voice2mesh import metrics
 from voice2mesh.facemodel import load_face_model
 
@@ -156,3 +156,31 @@ def test_cli_rejects_bad_input(tmp_path: Path, capsys) -> None:
     assert "zzz" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
     assert main(["explained-variance", str(tmp_path)]) == 2
+
+
+def _log_spectrum(x: np.ndarray, sr: int, log_f: np.ndarray) -> np.ndarray:
+    frames = np.lib.stride_tricks.sliding_window_view(x, 512)[::256] * np.hanning(512)
+    power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(axis=0)
+    spec = np.log(np.interp(np.exp(log_f), np.fft.rfftfreq(512, 1 / sr), power) + 1e-9)
+    return spec - spec.mean()
+
+
+def test_vocal_tract_factor_shifts_the_spectrum_not_the_duration(tmp_path: Path) -> None:
+    """Two speakers differing only in the vocal-tract factor (0.9 vs 1.1, F0 and rate compensated as
+    ``sample_world`` does): the long-term spectrum of the longer tract sits ~log(1.1/0.9) lower in
+    log-frequency, and durations stay within 5 %."""
+    texts = ("The old lighthouse keeper counted seven ships before the morning fog rolled in.",)
+    log_f = np.linspace(np.log(300), np.log(5000), 400)
+    spectra, durations = {}, {}
+    for lam in (0.9, 1.1):
+        pitch = espeak.pitch_for_f0("m3", 115 * lam)
+        job = UtteranceJob(f"s{lam}", "m3", pitch, round(165 * lam), lam, texts, str(tmp_path), 16000)
+        (_, rel, dur), = synthesize_speaker(job)
+        x, sr = sf.read(tmp_path / rel)
+        spectra[lam], durations[lam] = _log_spectrum(x, sr, log_f), dur
+    shifts = np.arange(-40, 41)
+    inner = slice(40, -40)
+    score = [np.sum(spectra[0.9][inner] * np.roll(spectra[1.1], s)[inner]) for s in shifts]
+    shift = shifts[int(np.argmax(score))] * (log_f[1] - log_f[0])
+    assert 0.1 < shift < 0.3, shift  # expected log(1.1 / 0.9) = 0.20
+    assert durations[1.1] == pytest.approx(durations[0.9], rel=0.05)
