@@ -105,8 +105,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         r = pred.readouts.get("ratios", {})
         line = ", ".join(f"{k}/OICD {v:.3f}" for k, v in r.items() if isinstance(v, float))
+        exts = args.format[0] if len(args.format) == 1 else "{" + ",".join(args.format) + "}"
         tqdm.write(
-            f"{path} -> {out_dir / stem}.{{{','.join(args.format)}}}  {line}  "
+            f"{path} -> {out_dir / stem}.{exts}  {line}  "
             f"({pred.timings['total']:.1f} ms)",
             file=sys.stdout,
         )
