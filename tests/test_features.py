@@ -210,3 +210,15 @@ def test_cli_as_module(voices, tmp_path):
                           cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0, proc.stderr
     assert np.load(out).shape == (1000, 64)
+
+
+def test_config_round_trips_through_plain_dicts():
+    """Bundles store asdict(FrontEndConfig()) as JSON; the runtime rebuilds it from the dict."""
+    import dataclasses
+    import json
+
+    cfg = FrontEndConfig()
+    again = FrontEndConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg and isinstance(again.vad, vadmod.VadConfig)
+    with pytest.raises(ValueError, match="win_length"):
+        FrontEndConfig(win_length=2048)

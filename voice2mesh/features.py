@@ -61,6 +61,13 @@ class FrontEndConfig:
     crop_long: bool = True        # cut recordings longer than n_frames (the original does not)
     vad: VadConfig = field(default_factory=VadConfig)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.vad, dict):  # rebuilt from JSON/YAML (e.g. a bundle's manifest)
+            object.__setattr__(self, "vad", VadConfig(**self.vad))
+        if not (self.hop_length > 0 and 0 < self.win_length <= self.n_fft):
+            raise ValueError(f"need 0 < hop_length and 0 < win_length <= n_fft, got {self.hop_length}, "
+                             f"{self.win_length}, {self.n_fft}")
+
 
 @dataclass
 class FeatureResult:
