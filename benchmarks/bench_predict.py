@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from voice2mesh.inference import Predictor
     from voice2mesh.meshio import write_mesh
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clip = tmp / "clip.wav"
@@ -240,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         "mesh_write_ms_median": {k: round(statistics.median(v), 3) for k, v in writers.items()},
         "targets": {"median_ms": TARGET_MS, "ratio": TARGET_RATIO},
         "meets_targets": {"median": med["voice2mesh"] <= TARGET_MS, "ratio": ratio >= TARGET_RATIO},
-        "machine": {"onnxruntime": ort.__version__, "torch": torch.__version__},
+        "machine": {"onnxruntime": ort.__version__, "torch": torch.__version__, "cpus": os.cpu_count(),
+                    "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
     }
-    print(f"end-to-end predict, {args.seconds:g} s clip, {args.repeats} interleaved runs ({pred.provider})")
+    print(f"end-to-end predict, {args.seconds:g} s clip, {args.repeats} interleaved runs ({pred.provider}, "
+          f"{os.cpu_count()} CPUs, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f})")
     print("| pipeline | median ms | min ms |\n|---|---|---|")
     for k in ("voice2mesh", "original"):
         print(f"| {k} | {med[k]:.2f} | {min(e2e[k]):.2f} |")
