@@ -82,3 +82,16 @@ def test_vertices_torch_matches_the_face_model(assets_dir):
                               torch.from_numpy(fm.identity_basis[:k].reshape(k, -1)),
                               torch.from_numpy(fm.expression_basis[:e].reshape(e, -1)))
     assert_close(v.numpy().reshape(3, -1, 3), fm.vertices_from_params(params), atol=1e-3)
+
+
+def test_vertex_loss_through_the_gram_matrix_equals_decoded_vertices(assets_dir):
+    from training.train import VertexLoss
+    from voice2mesh.facemodel import load_face_model
+
+    fm = load_face_model("ict")
+    rng = np.random.default_rng(1)
+    p, q = fm.sample_params(4, rng), fm.sample_params(4, rng)
+    loss = VertexLoss(fm, fm.n_identity, fm.n_expression, fm.sample_params(50, rng))
+    direct = np.mean((fm.vertices_from_params(p).astype(np.float64) - fm.vertices_from_params(q)) ** 2)
+    got = float(loss(torch.from_numpy(p), torch.from_numpy(q))) * loss.norm
+    assert got == pytest.approx(direct, rel=1e-3)
