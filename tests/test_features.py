@@ -222,3 +222,8 @@ def test_config_round_trips_through_plain_dicts():
     assert again == cfg and isinstance(again.vad, vadmod.VadConfig)
     with pytest.raises(ValueError, match="win_length"):
         FrontEndConfig(win_length=2048)
+
+
+def test_vad_rejects_float_samples():
+    with pytest.raises(TypeError, match="int16"):
+        vadmod.vad(np.zeros(16000, dtype=np.float32))

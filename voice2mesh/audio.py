@@ -72,7 +72,7 @@ class AudioConfig:
     sample_rate: int = 16000         # the paper's front end runs at 16 kHz
     max_bytes: int = 100 * MiB       # files/buffers above this are rejected before reading
     silence_peak: float = 1e-4       # peak below this (-80 dBFS, ~3 LSB of 16 bit) is digital silence
-    clip_level: float = 0.999        # |sample| at or above this counts as clipped
+    clip_level: float = 0.99         # |sample| at or above this counts as clipped (8-bit tops at 0.992)
     clip_fraction: float = 1e-3      # warn when more than this fraction of samples is clipped
     ffmpeg_timeout_s: float = 30.0   # per ffprobe/ffmpeg call
 

@@ -61,7 +61,11 @@ def frame_length(sample_rate: int, config: VadConfig = VadConfig()) -> int:
 def frames_of(samples: np.ndarray, sample_rate: int, config: VadConfig = VadConfig()) -> np.ndarray:
     """(F, n) view of the whole frames the original classifies (``offset + n < len``, strictly)."""
     n = frame_length(sample_rate, config)
-    x = np.ascontiguousarray(samples, dtype=np.int16)
+    x = np.asarray(samples)
+    if x.dtype != np.int16 or x.ndim != 1:
+        raise TypeError(f"the VAD takes one channel of int16 samples, not {x.dtype} {x.shape} "
+                        "(float audio: voice2mesh.audio.to_int16)")
+    x = np.ascontiguousarray(x)
     count = max(0, (len(x) - 1) // n)  # k-th frame is used when (k + 1) * n < len(x)
     return x[: count * n].reshape(count, n)
 
