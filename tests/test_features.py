@@ -227,3 +227,9 @@ def test_config_round_trips_through_plain_dicts():
 def test_vad_rejects_float_samples():
     with pytest.raises(TypeError, match="int16"):
         vadmod.vad(np.zeros(16000, dtype=np.float32))
+
+
+def test_cli_unwritable_output(voices, tmp_path, capsys):
+    out = tmp_path / "missing_dir" / "f.npy"
+    assert main([str(voices / "Eoin_Macken.wav"), "-o", str(out)]) == 1
+    assert "cannot write" in capsys.readouterr().err

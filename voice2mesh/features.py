@@ -313,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = {"vad": result.vad, "logmel": result.logmel, "features": result.features}[args.stage]
-    np.save(args.output, out)
+    try:
+        np.save(args.output, out)
+    except OSError as e:
+        print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 1
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"{args.output}: {args.stage} {out.shape} {out.dtype} ({result.speech_s:.2f} s of speech, "
