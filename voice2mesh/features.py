@@ -15,8 +15,8 @@ Quirks of the original reproduced here (checked against the reference outputs in
 2. **Short last frames are filled by repeating them** (``numpy.resize`` semantics: the frame's
    samples cyclically), not with zeros; a frame starting exactly at the end is all zeros.
 3. **Pre-emphasis is per frame, carrying the previous frame's last sample**: sample 0 of frame k
-   is ``x[0] - 0.97 * prev`` where ``prev`` is the *last sample of frame k-1* (160 + 239 samples
-   later in the signal than the true predecessor, because frames overlap), 0 for the first frame.
+   is ``x[start] - 0.97 * prev`` where ``prev`` is the *last sample of frame k-1*,
+   ``x[start + 239]`` (frames overlap), not ``x[start - 1]``; 0 for the first frame.
 4. **Filter edges**: equally spaced on the mel scale ``2595 log10(1 + f / 700)`` between 20 and
    7200 Hz (66 edges), converted to Hz and *rounded to FFT bins*; triangles are drawn between the
    rounded bins, each with height ``2 / ((right - left) * fs / nfft)`` (area-normalised in Hz).
@@ -201,13 +201,15 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
     """(T, n_mels) float32 log mel filterbank of int16-scale samples: strided frames, rfft, matmul.
 
     Vectorised over frames in blocks of 64 (each block one rfft and a few banded matmuls; no
-    per-frame Python loop). The FFT runs in float64 (a float32 FFT is off by up to ~2e-4 in the log of bins
-    60 dB under a frame's peak); squares and the filter matmul run in float32 (sums of positive
-    terms, ~1e-6 relative).
+    per-frame Python loop). The FFT runs in float64 (a float32 FFT is off by up to ~2e-4 in the
+    log of bins 60 dB under a frame's peak); squares and the filter matmul run in float32 (sums
+    of positive terms, ~1e-6 relative).
     """
     x = np.asarray(int16_samples)
     if x.ndim != 1:
         raise ValueError(f"log_mel takes one channel of samples, got shape {x.shape}")
+    if x.dtype.kind not in "iu":
+        x = x.astype(np.float64)  # integer PCM stays as is (exact); anything else in float64
     window, bands, lo, hi = _tables(config)
     view, col0, tail = _frame_parts(x, config)
     n_full, n_out = len(col0), len(col0) + len(tail)
