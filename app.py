@@ -58,8 +58,14 @@ class ServerOptions:
 def about_markdown(service: Voice2MeshService) -> str:
     """The "what this is / what it is not" text, from the loaded bundle."""
     info = service.info
-    demo_note = ("**This is a demonstration model.** It was trained on synthetic voices paired with random "
-                 "faces, so its faces say nothing about any real speaker.\n\n" if info.synthetic else "")
+    if info.random_weights:
+        demo_note = ("**This is an untrained test model (random weights).** Its faces change with the voice "
+                     "but mean nothing.\n\n")
+    elif info.synthetic:
+        demo_note = ("**This is a demonstration model.** It was trained on synthetic voices paired with "
+                     "random faces, so its faces say nothing about any real speaker.\n\n")
+    else:
+        demo_note = ""
     card = (f"[model card]({info.model_card})" if info.model_card
             else "model card (below, *Model card*)")
     return (
@@ -230,7 +236,9 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 gr.Markdown("**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), "
                             "in millimetres, and where the ratio lies among faces drawn from the model's "
                             "prior (percentile; 50 = typical).")
-                readouts = gr.Dataframe(label="readouts", show_label=False, interactive=False,
+                readouts = gr.Dataframe(value=pd.DataFrame(columns=["measurement", "ratio to OICD",
+                                                                    "distance (mm)", "percentile"]),
+                                        label="readouts", show_label=False, interactive=False,
                                         elem_id="readouts")
                 plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100],
                                   label="percentiles", title="Percentile of each ratio in the population",
@@ -254,7 +262,8 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
 
         downloads = [*dl_a, *dl_b]
         outputs = [view_a, view_b, *downloads, summary, readouts, plot, timings, details]
-        run.click(h["check"], [audio], None, queue=False, api_visibility="private").success(
+        # The check is queued too: Gradio 6 shows no error toast for a failed queue=False event.
+        run.click(h["check"], [audio], None, api_visibility="private", show_progress="minimal").success(
             h["predict"], [audio, model, heatmap], outputs, api_name="predict").success(
             h["enable_downloads"], downloads, downloads, queue=False, api_visibility="private")
         heatmap.change(h["view"], [heatmap], [view_a, view_b], api_name="view", show_progress="hidden")

@@ -265,11 +265,12 @@ class BundleInfo:
     source: str
     title: str
     trained_on: str
-    synthetic: bool
+    synthetic: bool            # trained on synthetic data (or random weights): a demonstration only
     model_card: str            # URL of the model card ("" when the bundle is a local folder)
     face_model: str
     n_vertices: int
     description: str = ""
+    random_weights: bool = False  # an untrained test bundle
     card_markdown: str = ""    # the bundle's README.md without its YAML header
 
 
@@ -522,11 +523,14 @@ def describe_bundle(manifest: dict[str, Any], source: str, face_model: Any) -> B
     td = manifest.get("training_data") or {}
     if not isinstance(td, dict):
         td = {"data": str(td)}
-    parts = [f"{v}" if k in ("notice", "description", "summary") else f"{k}: {v}"
-             for k, v in td.items() if v not in (None, "", [], {})]
-    text = "; ".join(str(p) for p in parts)
+    shown = {k: v for k, v in td.items()  # flags (booleans) are read below, not shown as text
+             if v not in (None, "", [], {}, "none") and not isinstance(v, bool)}
+    parts = [f"{v}" if k in ("notice", "note", "description", "summary") else f"{k}: {v}"
+             for k, v in shown.items()]
+    text = "; ".join(str(p).rstrip(". ") for p in parts)
     blob = " ".join([text, str(manifest.get("description", "")), str(manifest.get("name", ""))]).lower()
     random_weights = bool(td.get("random_weights") or manifest.get("random_weights")
+                          or str(td.get("kind", "")).lower() in ("none", "random")
                           or "random weights" in blob or "random-weights" in blob)
     synthetic = bool(td.get("synthetic") or random_weights or "synth" in blob)
     if not text:
@@ -540,7 +544,7 @@ def describe_bundle(manifest: dict[str, Any], source: str, face_model: Any) -> B
     return BundleInfo(source=source, title=title, trained_on=text, synthetic=synthetic,
                       model_card=card, face_model=str(getattr(face_model, "name", "?")),
                       n_vertices=int(getattr(face_model, "n_vertices", 0)),
-                      description=str(manifest.get("description", "")))
+                      description=str(manifest.get("description", "")), random_weights=random_weights)
 
 
 def read_model_card(root: str | Path, max_chars: int = 20000) -> str:
