@@ -165,8 +165,11 @@ class FaceRenderer:
         ctx = _context()
         self.ctx = ctx
         self.prog = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-        self.vbo = ctx.buffer(reserve=self.n_vertices * 6 * 4)
+        # one buffer for a whole batch (written once per batch; each draw points the attributes at its
+        # own mesh, so no draw waits for the previous one to release the buffer)
+        self.vbo = ctx.buffer(reserve=self.config.batch * self.n_vertices * 6 * 4)
         self.ibo = ctx.buffer(self.triangles.tobytes())
+        self._loc_pos, self._loc_col = self.prog["in_pos"].location, self.prog["in_color"].location
         self.vao = ctx.vertex_array(self.prog, [(self.vbo, "3f 3f", "in_pos", "in_color")],
                                     index_buffer=self.ibo, index_element_size=4)
         c = self.config
@@ -212,6 +215,7 @@ class FaceRenderer:
         rots = rotation_matrices(views.yaw, views.pitch, views.roll).astype(np.float32)
         albedo = np.broadcast_to(col, (b, self.n_vertices, 3)) * views.skin[:, None, :]
         data = np.concatenate([v, albedo.astype(np.float32)], axis=2)  # (B, N, 6)
+        self.vbo.write(np.ascontiguousarray(data, dtype=np.float32).tobytes())
         self.fbo.use()
         self.ctx.enable(self.ctx.DEPTH_TEST)
         self.ctx.disable(self.ctx.CULL_FACE)
@@ -225,7 +229,9 @@ class FaceRenderer:
             self.prog["light_dir"].value = tuple(float(t) for t in views.light_dir[i])
             self.prog["ambient"].value = float(views.ambient[i])
             self.prog["specular"].value = float(views.specular[i])
-            self.vbo.write(np.ascontiguousarray(data[i]).tobytes())
+            offset = i * self.n_vertices * 24
+            self.vao.bind(self._loc_pos, "f", self.vbo, "3f", offset=offset, stride=24)
+            self.vao.bind(self._loc_col, "f", self.vbo, "3f", offset=offset + 12, stride=24)
             self.vao.render()
         side = self._per_row * tile
         raw = np.frombuffer(self.fbo.read(components=3), dtype=np.uint8).reshape(side, side, 3)[::-1]
