@@ -244,3 +244,24 @@ def test_audio_fields(speech):
     assert audio.source == speech.name
     assert audio.duration_s == pytest.approx(len(audio.samples) / 16000)
     assert np.abs(audio.samples).max() <= 1.0
+
+
+def test_messages_carry_no_paths(corpus):
+    """What was wrong, in words: no temporary file names or library object reprs."""
+    for name in ("truncated_header", "text_named_wav"):
+        path = corpus[name][0]
+        for source in (path, path.read_bytes()):
+            with pytest.raises(UnreadableAudioError) as info:
+                load_audio(source)
+            message = str(info.value)
+            assert str(path.parent) not in message and "voice2mesh-audio-" not in message, message
+            assert "object at 0x" not in message and "file:" not in message, message
+
+
+def test_cut_short_browser_recording_keeps_what_decodes(corpus):
+    data = corpus["webm_opus"][0].read_bytes()
+    full = load_audio(data)
+    half = load_audio(data[: len(data) // 2])
+    assert 0.3 * full.duration_s < half.duration_s < 0.7 * full.duration_s
+    with pytest.raises(UnreadableAudioError):
+        load_audio(data[:300])  # the header alone: nothing decodes

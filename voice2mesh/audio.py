@@ -107,18 +107,22 @@ def load_audio(source: str | os.PathLike | bytes | bytearray | memoryview,
     cfg = config or AudioConfig()
     data, path, label = _resolve(source, cfg)
     suffix = (path.suffix.lower() if path is not None else _sniff_suffix(data))
-    if suffix in FFMPEG_SUFFIXES:
-        raw, rate = _decode_ffmpeg(data, path, label, suffix, cfg)
-    else:
-        try:
-            raw, rate = _decode_soundfile(data, path, label, cfg)
-        except _NotForSoundfileError as e:
+    reasons: list[str] = []
+    warnings: list[str] = []
+    try:
+        if suffix in FFMPEG_SUFFIXES:
+            raw, rate = _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
+        else:
             try:
-                raw, rate = _decode_ffmpeg(data, path, label, suffix, cfg)
-            except _FfmpegFailedError as e2:
-                raise UnreadableAudioError(f"{label}: not a readable audio file ({e}; {e2.detail}); "
-                                           f"accepted: {ACCEPTED}") from None
-    return _finish(raw, rate, label, cfg)
+                raw, rate = _decode_soundfile(data, path, label, cfg)
+            except _NotForSoundfileError as e:
+                reasons.append(str(e))
+                raw, rate = _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
+    except _FfmpegFailedError as e:
+        reasons.append(e.detail)
+        raise UnreadableAudioError(f"{label}: not a readable audio file ({'; '.join(reasons)}); "
+                                   f"accepted: {ACCEPTED}") from None
+    return _finish(raw, rate, label, cfg, warnings)
 
 
 # ----------------------------------------------------------------------------- input
@@ -175,7 +179,8 @@ def _decode_soundfile(data: bytes | None, path: Path | None, label: str,
     try:
         f = sf.SoundFile(io.BytesIO(data) if data is not None else str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise _NotForSoundfileError(str(e).split("\n")[0]) from None
+        reason = (getattr(e, "error_string", None) or str(e).split("\n")[0].split(": ", 1)[-1]).strip()
+        raise _NotForSoundfileError(reason[:1].lower() + reason[1:].rstrip(".")) from None
     with f:
         rate, frames = int(f.samplerate), int(f.frames)
         if rate <= 0:
@@ -193,10 +198,20 @@ def _decode_soundfile(data: bytes | None, path: Path | None, label: str,
 
 
 # ------------------------------------------------------------------------------- ffmpeg
-class _FfmpegFailedError(UnreadableAudioError):
+class _FfmpegFailedError(Exception):
+    """ffprobe/ffmpeg could not read the input (``detail``: why, without paths)."""
+
     def __init__(self, label: str, detail: str):
         self.detail = detail
-        super().__init__(f"{label}: not a readable audio file ({detail}); accepted: {ACCEPTED}")
+        super().__init__(f"{label}: {detail}")
+
+
+def _ffmpeg_reason(stderr: bytes, url: str) -> str:
+    """The last line of ffmpeg's stderr, without the (temporary) file name."""
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    line = lines[-1] if lines else ""
+    line = line.replace(f"{url}: ", "").replace(url, "the file")
+    return f"ffmpeg: {line[:1].lower()}{line[1:]}" if line else "ffmpeg could not decode it"
 
 
 def _run(cmd: list[str], cfg: AudioConfig, label: str) -> subprocess.CompletedProcess:
@@ -208,8 +223,11 @@ def _run(cmd: list[str], cfg: AudioConfig, label: str) -> subprocess.CompletedPr
 
 
 def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: str,
-                   cfg: AudioConfig) -> tuple[np.ndarray, int]:
-    """ffprobe (stream, rate, channels, duration) then ffmpeg to raw float32, at most max+1 s."""
+                   cfg: AudioConfig, warnings: list[str]) -> tuple[np.ndarray, int]:
+    """ffprobe (stream, rate, channels, duration) then ffmpeg to raw float32, at most max+1 s.
+
+    A file that breaks off (a recording cut short) keeps what decoded, with a warning.
+    """
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if ffmpeg is None or ffprobe is None:
         raise _FfmpegFailedError(label, "this format needs ffmpeg, which is not installed")
@@ -227,9 +245,10 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
         except json.JSONDecodeError:
             info = {}
         streams = info.get("streams") or []
-        if probe.returncode != 0 or not streams:
-            err = probe.stderr.decode(errors="replace").strip().splitlines()
-            raise _FfmpegFailedError(label, err[-1] if err and probe.returncode else "no audio stream")
+        if probe.returncode != 0:
+            raise _FfmpegFailedError(label, _ffmpeg_reason(probe.stderr, url))
+        if not streams:
+            raise _FfmpegFailedError(label, "ffmpeg: no audio stream in the file")
         stream = streams[0]
         rate, channels = int(stream.get("sample_rate") or 0), int(stream.get("channels") or 0)
         if rate <= 0 or channels <= 0:
@@ -242,11 +261,13 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
         dec = _run([ffmpeg, "-nostdin", "-v", "error", "-i", url, "-map", "0:a:0", "-vn", "-sn", "-dn",
                     "-t", limit, "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels),
                     "-ar", str(rate), "pipe:1"], cfg, label)
-    if dec.returncode != 0:
-        err = dec.stderr.decode(errors="replace").strip().splitlines()
-        raise _FfmpegFailedError(label, err[-1] if err else f"ffmpeg exit status {dec.returncode}")
     raw = np.frombuffer(dec.stdout, dtype="<f4")
     raw = raw[: raw.size // channels * channels].reshape(-1, channels)
+    if dec.returncode != 0:
+        if raw.shape[0] == 0:
+            raise _FfmpegFailedError(label, _ffmpeg_reason(dec.stderr, url))
+        warnings.append(f"{label}: the file is damaged or cut short; using the {raw.shape[0] / rate:.1f} s "
+                        "that decoded")
     if raw.shape[0] == 0:
         raise EmptyAudioError(f"{label}: the file holds no audio samples; accepted: a recording of "
                               f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
@@ -264,7 +285,8 @@ def _float(value) -> float | None:
 
 
 # ------------------------------------------------------------------------------ checks
-def _finish(raw: np.ndarray, rate: int, label: str, cfg: AudioConfig) -> Audio:
+def _finish(raw: np.ndarray, rate: int, label: str, cfg: AudioConfig,
+            warnings: list[str] | None = None) -> Audio:
     """Non-finite check, clipping warning, downmix, resample, silence check."""
     if raw.size == 0:
         raise EmptyAudioError(f"{label}: the file holds no audio samples")
@@ -272,7 +294,7 @@ def _finish(raw: np.ndarray, rate: int, label: str, cfg: AudioConfig) -> Audio:
         bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
         raise NonFiniteAudioError(f"{label}: {bad} sample(s) are NaN or infinite (a broken float "
                                   "recording); accepted: finite samples, e.g. 16-bit PCM")
-    warnings: list[str] = []
+    warnings = list(warnings or [])
     clipped = float(np.count_nonzero(np.abs(raw) >= cfg.clip_level)) / raw.size
     if clipped > cfg.clip_fraction:
         warnings.append(f"{label}: {100 * clipped:.1f} % of the samples are clipped (recording level "
