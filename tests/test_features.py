@@ -233,3 +233,11 @@ def test_cli_unwritable_output(voices, tmp_path, capsys):
     out = tmp_path / "missing_dir" / "f.npy"
     assert main([str(voices / "Eoin_Macken.wav"), "-o", str(out)]) == 1
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_features_need_the_configured_rate(voices):
+    import dataclasses
+
+    audio = load_audio(voices / "Eoin_Macken.wav")
+    with pytest.raises(ValueError, match="16000 Hz"):
+        features_from_audio(dataclasses.replace(audio, sample_rate=8000))

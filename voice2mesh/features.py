@@ -265,6 +265,9 @@ def tile(features: np.ndarray, n_frames: int = 1000, crop_long: bool = True) -> 
 
 def features_from_audio(audio: Audio, config: FrontEndConfig = FrontEndConfig()) -> FeatureResult:
     """VAD → log mel → CMVN → tiling for decoded audio; TooLittleSpeechError under ``min_speech_s``."""
+    if audio.sample_rate != config.sample_rate:
+        raise ValueError(f"{audio.source}: the front end runs at {config.sample_rate} Hz, the audio is at "
+                         f"{audio.sample_rate} Hz (load it with voice2mesh.audio.load_audio)")
     t0 = time.perf_counter()
     pcm = to_int16(audio.samples)
     voiced = vad(pcm, audio.sample_rate, config.vad)
