@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.render import FaceRenderer, RenderConfig, Views, frontal_views, rotation_matrices, sample_views
-from training.synthvox.images import albedo_pattern, render_speaker_images
+from training.render import (
+    FaceRenderer,
+    RenderConfig,
+    Views,
+    albedo_pattern,
+    frontal_views,
+    render_faces,
+    rotation_matrices,
+    sample_views,
+)
+from training.synthvox.images import render_speaker_images
 from voice2mesh.facemodel import load_face_model
 
 
@@ -118,3 +127,15 @@ def test_contact_sheet(face_model, artifacts_dir) -> None:
     assert all(imgs[i, j].std() > 10 for i in range(6) for j in range(6))
     sheet = imgs.transpose(0, 2, 1, 3, 4).reshape(6 * 64, 6 * 64, 3)
     Image.fromarray(sheet).save(artifacts_dir / "synthvox_faces.png")
+
+
+def test_render_faces_batches_match_single_renders(face_model) -> None:
+    """render_faces in chunks gives the same pixels as one render call per face."""
+    params = face_model.sample_params(5, np.random.default_rng(3))
+    views = sample_views(5, np.random.default_rng(4))
+    renderer = FaceRenderer.for_face_model(face_model, RenderConfig(size=32))
+    batched = render_faces(face_model, params, views, renderer=renderer, chunk=2)
+    single = np.stack([render_faces(face_model, params[i:i + 1], views.take(slice(i, i + 1)),
+                                    renderer=renderer)[0] for i in range(5)])
+    assert batched.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(batched, single)

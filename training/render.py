@@ -14,6 +14,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.path import Path as Polygon
 
 _VERTEX_SHADER = """
 #version 330
@@ -61,6 +62,34 @@ SKIN_TONES = np.array([
     [0.80, 0.60, 0.50], [0.72, 0.50, 0.39], [0.62, 0.41, 0.30], [0.48, 0.30, 0.20],
     [0.34, 0.20, 0.13], [0.22, 0.13, 0.08],
 ], dtype=np.float32)
+
+
+LIP_ALBEDO = np.array([0.95, 0.62, 0.62], dtype=np.float32)  # multiplies the skin tone
+BROW_ALBEDO = np.array([0.30, 0.26, 0.24], dtype=np.float32)
+BROW_HALF_WIDTH_MM = 3.5
+
+
+def albedo_pattern(face_model) -> np.ndarray:
+    """(N, 3) per-vertex multipliers of the skin tone: 1 for skin, redder lips, dark brows.
+
+    Lips: front-facing vertices inside the outer lip contour (Multi-PIE landmarks 48-59) of the mean face
+    seen from the front; brows: within ``BROW_HALF_WIDTH_MM`` of the brow polylines (17-21, 22-26).
+    """
+    mean = face_model.mean
+    lm = mean[face_model.landmarks]
+    front = mean[:, 2] > lm[[0, 16], 2].mean()  # in front of the jaw ends: not the back of the head
+    xy = mean[:, :2]
+    out = np.ones((face_model.n_vertices, 3), dtype=np.float32)
+    lips = front & Polygon(lm[48:60, :2]).contains_points(xy)
+    out[lips] = LIP_ALBEDO
+    dist = np.full(face_model.n_vertices, np.inf)
+    for a_idx, b_idx in [(i, i + 1) for i in (*range(17, 21), *range(22, 26))]:
+        a, b = lm[a_idx, :2], lm[b_idx, :2]
+        t = np.clip(((xy - a) @ (b - a)) / ((b - a) @ (b - a)), 0.0, 1.0)
+        dist = np.minimum(dist, np.linalg.norm(xy - (a + t[:, None] * (b - a)), axis=1))
+    brows = front & (dist < BROW_HALF_WIDTH_MM) & (mean[:, 2] > lm[17:27, 2].min() - 10.0)
+    out[brows] = BROW_ALBEDO
+    return out
 
 
 @dataclass
@@ -242,3 +271,20 @@ class FaceRenderer:
         ss = c.supersample
         small = tiles.reshape(b, c.size, ss, c.size, ss, 3).astype(np.float32).mean(axis=(2, 4))
         return np.round(small).astype(np.uint8)
+
+
+def render_faces(face_model, params: np.ndarray, views: Views | None = None,
+                 rng: np.random.Generator | None = None, renderer: FaceRenderer | None = None,
+                 size: int = 64, chunk: int = 256) -> np.ndarray:
+    """(B, 1+K+E) parameters of ``face_model`` -> (B, size, size, 3) uint8 renders with ``albedo_pattern``;
+    ``views`` default to ``sample_views(B, rng)`` (random pose, light, skin tone, background)."""
+    params = np.asarray(params, dtype=np.float32)
+    if views is None:
+        views = sample_views(params.shape[0], np.random.default_rng(rng))
+    renderer = renderer or FaceRenderer.for_face_model(face_model, RenderConfig(size=size))
+    albedo = albedo_pattern(face_model)
+    out = np.empty((params.shape[0], renderer.config.size, renderer.config.size, 3), dtype=np.uint8)
+    for start in range(0, params.shape[0], chunk):  # bounded memory: chunk x N x 3 vertices at a time
+        sl = slice(start, start + chunk)
+        out[sl] = renderer.render(face_model.vertices_from_params(params[sl]), albedo, views.take(sl))
+    return out

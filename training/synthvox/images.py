@@ -6,38 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.path import Path as Polygon
 from PIL import Image
 
-from training.render import FaceRenderer, RenderConfig, frontal_views, sample_views
-
-LIP_ALBEDO = np.array([0.95, 0.62, 0.62], dtype=np.float32)  # multiplies the skin tone
-BROW_ALBEDO = np.array([0.30, 0.26, 0.24], dtype=np.float32)
-BROW_HALF_WIDTH_MM = 3.5
-CHUNK = 256  # faces decoded at a time (memory: CHUNK x N x 3 float32)
-
-
-def albedo_pattern(face_model) -> np.ndarray:
-    """(N, 3) per-vertex multipliers of the skin tone: 1 for skin, redder lips, dark brows.
-
-    Lips: front-facing vertices inside the outer lip contour (Multi-PIE landmarks 48-59) of the mean face
-    seen from the front; brows: within ``BROW_HALF_WIDTH_MM`` of the brow polylines (17-21, 22-26).
-    """
-    mean = face_model.mean
-    lm = mean[face_model.landmarks]
-    front = mean[:, 2] > lm[[0, 16], 2].mean()  # in front of the jaw ends: not the back of the head
-    xy = mean[:, :2]
-    out = np.ones((face_model.n_vertices, 3), dtype=np.float32)
-    lips = front & Polygon(lm[48:60, :2]).contains_points(xy)
-    out[lips] = LIP_ALBEDO
-    dist = np.full(face_model.n_vertices, np.inf)
-    for a_idx, b_idx in [(i, i + 1) for i in (*range(17, 21), *range(22, 26))]:
-        a, b = lm[a_idx, :2], lm[b_idx, :2]
-        t = np.clip(((xy - a) @ (b - a)) / ((b - a) @ (b - a)), 0.0, 1.0)
-        dist = np.minimum(dist, np.linalg.norm(xy - (a + t[:, None] * (b - a)), axis=1))
-    brows = front & (dist < BROW_HALF_WIDTH_MM) & (mean[:, 2] > lm[17:27, 2].min() - 10.0)
-    out[brows] = BROW_ALBEDO
-    return out
+from training.render import (
+    FaceRenderer,
+    RenderConfig,
+    albedo_pattern,
+    frontal_views,
+    render_faces,
+    sample_views,
+)
 
 
 def image_params(speaker_params: np.ndarray, face_model, per_speaker: int,
@@ -61,12 +39,7 @@ def _render(face_model, speaker_params, per_speaker, size, rng, renderer=None):
     s = speaker_params.shape[0]
     params = image_params(speaker_params, face_model, per_speaker, rng)
     views = sample_views(params.shape[0], rng)
-    renderer = renderer or FaceRenderer.for_face_model(face_model, RenderConfig(size=size))
-    albedo = albedo_pattern(face_model)
-    out = np.empty((params.shape[0], size, size, 3), dtype=np.uint8)
-    for start in range(0, params.shape[0], CHUNK):
-        sl = slice(start, start + CHUNK)
-        out[sl] = renderer.render(face_model.vertices_from_params(params[sl]), albedo, views.take(sl))
+    out = render_faces(face_model, params, views, renderer=renderer, size=size)
     return out.reshape(s, per_speaker, size, size, 3), params, views
 
 
