@@ -184,3 +184,13 @@ def test_vocal_tract_factor_shifts_the_spectrum_not_the_duration(tmp_path: Path)
     shift = shifts[int(np.argmax(score))] * (log_f[1] - log_f[0])
     assert 0.1 < shift < 0.3, shift  # expected log(1.1 / 0.9) = 0.20
     assert durations[1.1] == pytest.approx(durations[0.9], rel=0.05)
+
+
+def test_cli_generates_a_small_dataset(tmp_path: Path, capsys, assets_dir) -> None:
+    out = tmp_path / "cli"
+    assert main(["generate", str(out), "--speakers", "3", "--utterances", "1", "--workers", "1",
+                 "--val-fraction", "0.34", "--test-fraction", "0.34"]) == 0
+    assert "3 speakers x 1 utterances" in capsys.readouterr().out
+    assert [s["split"] for s in _csv(out / "speakers.csv")] == ["train", "val", "test"]
+    assert main(["generate", str(out), "--speakers", "3"]) == 2  # not empty: refused
+    assert "not empty" in capsys.readouterr().err

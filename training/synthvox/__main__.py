@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
                 val_fraction=args.val_fraction, test_fraction=args.test_fraction, workers=args.workers)
             out = generate(args.out, config, overwrite=args.overwrite, progress=True)
-            print(json.dumps({"explained_variance": explained_variance(out)}, indent=2))
+            if config.speakers >= 10:
+                print(json.dumps({"explained_variance": explained_variance(out)}, indent=2))
+            else:
+                print("explained variance: needs at least 10 speakers (5-fold cross-validation)")
         elif args.command == "contact-sheet":
             from PIL import Image
 
