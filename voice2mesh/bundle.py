@@ -73,6 +73,7 @@ class Bundle:
     face_model: FaceModelRef
     front_end: dict[str, Any]
     source: str
+    _face_model: Any = field(default=None, repr=False, compare=False)
 
     def model(self, name: str | None = None) -> ModelEntry:
         """The entry for ``name`` (the bundle's default when None)."""
@@ -85,7 +86,12 @@ class Bundle:
         return self.root / relative
 
     def load_face_model(self):
-        """The bundle's FaceModel (file in the bundle, or resolved by id), checked against its sha256."""
+        """The bundle's FaceModel (file in the bundle, or resolved by id), checked against its sha256.
+
+        Loaded and checked once per Bundle; the models of a bundle share it (treat it as read-only).
+        """
+        if self._face_model is not None:
+            return self._face_model
         from voice2mesh.facemodel import load_face_model
 
         ref = self.face_model
@@ -106,6 +112,7 @@ class Bundle:
                 f"but the bundle was exported against {ref.sha256[:16]}... ({ref.name}, K={ref.n_identity}, "
                 f"E={ref.n_expression}); the parameters would decode to the wrong faces"
             )
+        self._face_model = fm
         return fm
 
 

@@ -88,7 +88,7 @@ class Predictor:
         self.bundle = bundle
         self.entry: ModelEntry = bundle.model(model)
         self.face_model = bundle.load_face_model()
-        self._metrics_model = _DigestOnce(self.face_model)
+        self._metrics_model = _DigestOnce(self.face_model, bundle.face_model.sha256)  # checked equal on load
         fm = self.face_model
         k, e = fm.n_identity, fm.n_expression
         self._basis = np.ascontiguousarray(
@@ -277,9 +277,9 @@ class _DigestOnce:
     """A FaceModel whose ``sha256`` is computed once (metrics keys its prior cache by it on every call,
     and ``FaceModel.sha256`` hashes all arrays each time: ~80 ms for ICT)."""
 
-    def __init__(self, face_model: Any) -> None:
+    def __init__(self, face_model: Any, sha256: str | None = None) -> None:
         self._fm = face_model
-        self.sha256 = face_model.sha256
+        self.sha256 = sha256 or face_model.sha256
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fm, name)
