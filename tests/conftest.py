@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 
 from voice2mesh.paths import shared_assets_dir
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default=None,
+                     help="device for training/export tests: cpu (default), cuda or auto "
+                          "(also VOICE2MESH_TEST_DEVICE)")
+
+
+@pytest.fixture(scope="session")
+def test_device(request: pytest.FixtureRequest) -> str:
+    """The torch device the training tests run on (`--device`, else VOICE2MESH_TEST_DEVICE, else cpu)."""
+    return request.config.getoption("--device") or os.environ.get("VOICE2MESH_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")
