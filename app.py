@@ -22,6 +22,7 @@ import gradio as gr
 import pandas as pd
 
 from voice2mesh.service import (
+    PLOT_ORDER,
     AudioConfig,
     AudioError,
     InputError,
@@ -240,7 +241,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                                                                     "distance (mm)", "percentile"]),
                                         label="readouts", show_label=False, interactive=False,
                                         elem_id="readouts")
-                plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100],
+                plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100], sort=PLOT_ORDER,
                                   label="percentiles", title="Percentile of each ratio in the population",
                                   height=260)
                 with gr.Accordion("Timings and all numbers", open=False):

@@ -71,11 +71,11 @@ def open_app(browser, server: AppServer):
     return page, errors
 
 
-def viewer_pixels(page, path: Path, timeout_s: float = 60.0) -> np.ndarray:
-    """Screenshot of the first viewer once its canvas has drawn (background colour plus an object)."""
+def viewer_pixels(page, path: Path, timeout_s: float = 60.0, viewer: str = "#viewer-a") -> np.ndarray:
+    """Screenshot of a viewer once its canvas has drawn (background colour plus an object)."""
     from PIL import Image
 
-    canvas = page.locator("#viewer-a canvas")
+    canvas = page.locator(f"{viewer} canvas")
     canvas.wait_for(state="visible", timeout=TIMEOUT_MS)
     deadline = time.time() + timeout_s
     while True:
@@ -147,4 +147,24 @@ def test_microphone_recording_renders_a_face(browser, server, artifacts_dir):
     rgb = viewer_pixels(page, artifacts_dir / "app_viewer_microphone.png")
     page.screenshot(path=str(artifacts_dir / "app_microphone.png"), full_page=True)
     assert_face_drawn(rgb)
+    assert not errors, errors
+
+
+def test_both_models_with_heatmap(browser, server, voice, artifacts_dir):
+    page, errors = open_app(browser, server)
+    page.get_by_label("Both side by side", exact=False).check()
+    page.get_by_label("Colour by distance from the average face", exact=False).check()
+    page.set_input_files("#voice-input input[type=file]", str(voice))
+    page.locator("#voice-input").get_by_role("button", name="Clear").wait_for(timeout=TIMEOUT_MS)
+    page.click("#run")
+    page.locator("#readouts [role=gridcell]", has_text="ER (ear to ear)").wait_for(timeout=TIMEOUT_MS)
+    a = viewer_pixels(page, artifacts_dir / "app_viewer_heatmap_a.png")
+    b = viewer_pixels(page, artifacts_dir / "app_viewer_heatmap_b.png", viewer="#viewer-b")
+    page.screenshot(path=str(artifacts_dir / "app_both_heatmap.png"), full_page=True)
+    assert_face_drawn(a)
+    assert_face_drawn(b)
+    for rgb in (a, b):  # heatmap colours are warm (yellow to red), the plain face is a cool grey
+        warm = (rgb[..., 0] - rgb[..., 2]) > 12
+        assert warm.mean() > 0.01, f"only {warm.mean():.2%} warm pixels: no heatmap colours"
+    assert page.get_by_text("Agreement of the two models").is_visible()
     assert not errors, errors

@@ -46,6 +46,8 @@ SCAN_FORMATS = (".obj", ".ply")
 FRAMEWORK_LABELS = {"supervised": "Supervised", "kd": "KD (knowledge distillation)"}
 ENCODER_LABELS = {"voiceembednet": "log-mel", "ge2e": "GE2E"}
 BOTH = "both"
+PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
+PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
 
 
 @dataclass
@@ -112,11 +114,11 @@ class RunResult:
     def plot_rows(self) -> list[dict[str, Any]]:
         """Long-format rows for a bar plot: percentile of each ratio in the population, per model."""
         rows = []
-        for face in self.faces:
+        for i, face in enumerate(self.faces):
+            tag = "" if len(self.faces) == 1 else f" {PLOT_TAGS[i]}"
             for name in metrics.RATIO_NAMES:
-                label = name if len(self.faces) == 1 else f"{name} · {face.label}"
-                rows.append({"ratio": label, "percentile": float(face.readouts["percentiles"][name]),
-                             "model": face.label})
+                rows.append({"ratio": f"{name}{tag}", "percentile": float(face.readouts["percentiles"][name]),
+                             "model": f"{PLOT_TAGS[i]}: {face.label}" if tag else face.label})
         return rows
 
     def timings_rows(self) -> list[list[Any]]:
