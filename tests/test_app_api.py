@@ -331,3 +331,61 @@ def test_built_space_serves(tmp_path, bundle, voice):
         finally:
             c.close()
     assert glb_vertices(result[0]).shape[0] == result[12]["models"][0]["n_vertices"]
+
+
+def test_no_file_served_from_outside_the_cache(server, bundle):
+    import urllib.error
+    import urllib.request
+
+    for outside in (bundle / "bundle.json", Path(__file__), Path("/etc/hostname")):
+        url = f"{server.url}gradio_api/file={outside}"
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url, timeout=10)
+        assert info.value.code in (403, 404), outside
+
+
+# --------------------------------------------------------------------------- the service, no server
+
+
+def test_session_store_bounds_and_cleans(tmp_path):
+    from voice2mesh.service import SessionStore
+
+    store = SessionStore(tmp_path / "s", runs_kept=3, ttl_s=60.0)
+    runs = []
+    for _ in range(6):
+        run = store.new_run_dir("../../etc")  # a client-chosen id never becomes a path
+        (run / "face.glb").write_bytes(b"x")
+        runs.append(run)
+        time.sleep(0.01)
+    assert runs[-1].parent.parent == tmp_path / "s"
+    assert [r.exists() for r in runs] == [False, False, False, True, True, True]
+    other = store.new_run_dir("other")
+    assert store.sweep(now=time.monotonic() + 30) == 0
+    assert store.sweep(now=time.monotonic() + 120) == 2  # both sessions idle past the TTL
+    assert not runs[-1].exists() and not other.exists()
+    keep = store.new_run_dir("x")
+    store.end("x")
+    assert not keep.parent.exists()
+
+
+def test_audio_errors_do_not_show_server_paths(tmp_path):
+    from voice2mesh.audio import UnreadableAudioError
+    from voice2mesh.service import _without_server_paths
+
+    path = tmp_path / "cache" / "abc123" / "voice.wav"
+    exc = UnreadableAudioError(f"voice.wav: not readable (Error opening '{path}'; file:{path}: bad)")
+    clean = _without_server_paths(exc, path)
+    assert isinstance(clean, UnreadableAudioError)
+    assert str(tmp_path) not in str(clean) and str(clean).count("voice.wav") == 3
+
+
+def test_model_description_from_bundle_json():
+    from voice2mesh.service import describe_bundle
+
+    test = describe_bundle({"training_data": {"kind": "none", "random_weights": True,
+                                              "note": "Random weights for tests."}}, "/b/test", None)
+    assert test.random_weights and test.synthetic and "Random weights" in test.trained_on
+    demo = describe_bundle({"training_data": {"dataset": "synthvox (espeak-ng voices)"}}, "me/demo@v1", None)
+    assert demo.synthetic and not demo.random_weights and demo.model_card == "https://huggingface.co/me/demo"
+    real = describe_bundle({"training_data": {"dataset": "VoxCeleb-3D"}}, "/models/paper", None)
+    assert not real.synthetic and real.trained_on == "dataset: VoxCeleb-3D"
