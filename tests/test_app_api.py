@@ -331,6 +331,7 @@ def test_built_space_serves(tmp_path, bundle, voice):
         finally:
             c.close()
     assert glb_vertices(result[0]).shape[0] == result[12]["models"][0]["n_vertices"]
+    assert not srv.session_root.exists(), "the server removes its session folders when it stops"
 
 
 def test_no_file_served_from_outside_the_cache(server, bundle):

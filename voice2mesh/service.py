@@ -237,11 +237,11 @@ class SessionStore:
         return len(stale)
 
     def clear(self) -> None:
+        """Remove every session and the root folder itself (server shutdown)."""
         with self._lock:
             self._latest.clear()
             self._last_used.clear()
             shutil.rmtree(self.root, ignore_errors=True)
-            self.root.mkdir(parents=True, exist_ok=True)
 
     def n_files(self) -> int:
         return sum(1 for p in self.root.rglob("*") if p.is_file())
