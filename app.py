@@ -84,9 +84,10 @@ def about_markdown(service: Voice2MeshService) -> str:
     )
 
 
-def summary_markdown(result: RunResult) -> str:
-    """Short text under the viewers: audio, provider, agreement of two models, warnings."""
-    lines = [f"Audio: {result.audio_seconds:.1f} s. "
+def summary_markdown(result: RunResult, n_triangles: int) -> str:
+    """Short text under the viewers: audio, mesh size, provider, agreement of two models, warnings."""
+    n_vertices = result.faces[0].vertices.shape[0]
+    lines = [f"Audio: {result.audio_seconds:.1f} s. Mesh: {n_vertices} vertices, {n_triangles} triangles. "
              + "; ".join(f"**{f.label}** ran on `{f.provider}` in {f.timings_ms.get('total', 0.0):.0f} ms"
                          for f in result.faces) + "."]
     if result.agreement:
@@ -143,7 +144,8 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
         table = pd.DataFrame(rows, columns=headers)
         plot = pd.DataFrame(result.plot_rows())
         timings = pd.DataFrame(result.timings_rows(), columns=["model", "stage", "ms", "provider"])
-        return (*viewers, *downloads, summary_markdown(result), table, plot, timings, result.summary())
+        summary = summary_markdown(result, len(service.face_model.triangles))
+        return (*viewers, *downloads, summary, table, plot, timings, result.summary())
 
     def enable_downloads(*files: str | None):
         """Download buttons are enabled only when they hold a file."""
