@@ -63,6 +63,30 @@ def face_model_entry(face_model: Any, model_id: str, file: str | None = None) ->
     }
 
 
+def save_predicted_modes(face_model: Any, path: str | Path) -> Any:
+    """Save the face model with only the predicted modes (K identity, E expression) for a bundle."""
+    from voice2mesh.facemodel import FaceModel
+
+    fm = face_model
+    small = FaceModel(
+        name=fm.name,
+        mean=fm.mean,
+        identity_basis=fm.identity_basis[: fm.n_identity],
+        expression_basis=fm.expression_basis[: fm.n_expression],
+        triangles=fm.triangles,
+        landmarks=fm.landmarks,
+        measurement_pairs=fm.measurement_pairs,
+        regions=fm.regions,
+        expression_range=fm.expression_range,
+        n_identity=fm.n_identity,
+        n_expression=fm.n_expression,
+        metadata=dict(fm.metadata),
+        prior=fm.prior,
+    )
+    small.save(path)
+    return small
+
+
 def finish_bundle(root: str | Path, manifest: dict[str, Any], card: str | None = None) -> Path:
     """Write the model card (README.md) and ``bundle.json`` with the sha256 of every file."""
     root = Path(root)

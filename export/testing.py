@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.manifest import face_model_entry, finish_bundle, front_end_config
+from export.manifest import face_model_entry, finish_bundle, front_end_config, save_predicted_modes
 
 OPSET = 17
 TEST_NOTICE = "Random weights for tests: the faces mean nothing."
@@ -70,7 +70,7 @@ def make_test_bundle(
     ``embed_face_model`` the face model file (only the predicted modes) is copied into the bundle.
     Models are named "supervised" (voiceembednet) and "supervised-ge2e" (ge2e).
     """
-    from voice2mesh.facemodel import FaceModel, load_face_model
+    from voice2mesh.facemodel import load_face_model
 
     out = Path(out_dir)
     if out.exists():
@@ -84,24 +84,8 @@ def make_test_bundle(
     )
     fm_file = None
     if embed_face_model:
-        small = FaceModel(
-            name=fm.name,
-            mean=fm.mean,
-            identity_basis=fm.identity_basis[: fm.n_identity],
-            expression_basis=fm.expression_basis[: fm.n_expression],
-            triangles=fm.triangles,
-            landmarks=fm.landmarks,
-            measurement_pairs=fm.measurement_pairs,
-            regions=fm.regions,
-            expression_range=fm.expression_range,
-            n_identity=fm.n_identity,
-            n_expression=fm.n_expression,
-            metadata=dict(fm.metadata),
-            prior=fm.prior,
-        )
         fm_file = "face_model.npz"
-        small.save(out / fm_file)
-        fm = small
+        fm = save_predicted_modes(fm, out / fm_file)
     models = {}
     for i, enc in enumerate(encoders):
         name = "supervised" if enc == "voiceembednet" else f"supervised-{enc}"

@@ -27,7 +27,13 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.manifest import SYNTHETIC_NOTICE, face_model_entry, finish_bundle, front_end_config
+from export.manifest import (
+    SYNTHETIC_NOTICE,
+    face_model_entry,
+    finish_bundle,
+    front_end_config,
+    save_predicted_modes,
+)
 from voice2mesh.bundle import ENCODER_INPUTS
 
 OPSET = 17
@@ -321,7 +327,7 @@ def export_bundle(
     """Export every model into one bundle folder (replaced if present) and return it."""
     import shutil
 
-    from voice2mesh.facemodel import FaceModel, load_face_model
+    from voice2mesh.facemodel import load_face_model
 
     if not models:
         raise ExportError("nothing to export")
@@ -364,24 +370,8 @@ def export_bundle(
             }
         fm_file, fm_id = None, first.face_model_id
         if embed_face_model:
-            small = FaceModel(
-                name=fm.name,
-                mean=fm.mean,
-                identity_basis=fm.identity_basis[: fm.n_identity],
-                expression_basis=fm.expression_basis[: fm.n_expression],
-                triangles=fm.triangles,
-                landmarks=fm.landmarks,
-                measurement_pairs=fm.measurement_pairs,
-                regions=fm.regions,
-                expression_range=fm.expression_range,
-                n_identity=fm.n_identity,
-                n_expression=fm.n_expression,
-                metadata=dict(fm.metadata),
-                prior=fm.prior,
-            )
             fm_file = "face_model.npz"
-            small.save(stage / fm_file)
-            fm = small
+            fm = save_predicted_modes(fm, stage / fm_file)
         cards = {m.name: m.card for m in models}
         synthetic = any(bool(c.get("data", {}).get("synthetic")) for c in cards.values())
         manifest = {

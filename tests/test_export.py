@@ -245,3 +245,14 @@ def test_kd_checkpoint_exports_as_one_features_to_params_graph(tmp_path, assets_
         sorted((assets_dir / "voices").glob("*.wav"))[0]
     )
     assert pred.model == "kd" and np.isfinite(pred.vertices).all()
+
+
+def test_embedded_face_model_makes_a_self_contained_bundle(random_model, tmp_path, assets_dir, monkeypatch):
+    out = to_onnx.export_bundle([random_model], tmp_path / "self", embed_face_model=True, check=False)
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert manifest["face_model"]["file"] == "face_model.npz" and "face_model.npz" in manifest["files"]
+    # the bundled file is what loads (an empty cache; the file is read by path, not built from assets)
+    monkeypatch.setenv("VOICE2MESH_ASSETS", str(tmp_path / "no-assets"))
+    monkeypatch.setenv("VOICE2MESH_CACHE", str(tmp_path / "empty-cache"))
+    fm = load_bundle(out).load_face_model()
+    assert fm.identity_basis.shape[0] == 40 and fm.expression_basis.shape[0] == 10
