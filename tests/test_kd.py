@@ -1,0 +1,372 @@
+"""The knowledge-distillation framework (training.kd): PKT, nets, teachers, image data, configs, export, and a
+tiny end-to-end run (generate -> pretrain -> teacher -> KD -> evaluate -> figure) under 90 s."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.config import ConfigError
+from training.data import DataError
+from training.kd import ddfa
+from training.kd.config import PAPER, KDConfig, apply_kd_overrides, kd_config_from_dict, load_kd_config
+from training.kd.data import load_identity_images, read_image_folders, read_voices_and_faces
+from training.kd.nets import FaceEmbedNet, Generator, ImageRegressor, KDInference, to_unit_range
+from training.kd.pkt import conditional_probabilities, pkt_loss
+from training.kd.train import triplet_indices
+from training.models import VoiceEmbedNet, l2_normalise
+
+
+# ----------------------------------------------------------------------------------------------- PKT
+def _reference_conditional(x: np.ndarray) -> np.ndarray:
+    """Plain-loop PKT probabilities straight from the paper's definition (reference implementation)."""
+    n = len(x)
+    k = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                cos = x[i] @ x[j] / (np.linalg.norm(x[i]) * np.linalg.norm(x[j]))
+                k[i, j] = (cos + 1) / 2
+    return k / k.sum(axis=0, keepdims=True)
+
+
+def test_pkt_probabilities_match_a_plain_reference():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 5))
+    got = conditional_probabilities(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, _reference_conditional(x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.sum(0), 1.0, rtol=1e-6)
+    assert np.all(np.diag(got) == 0)
+
+
+def test_pkt_loss_zero_for_same_geometry_positive_otherwise_and_only_student_learns():
+    torch.manual_seed(0)
+    t = torch.randn(16, 32)
+    assert float(pkt_loss(3.0 * t, t)) == pytest.approx(0.0, abs=1e-6)  # scale-invariant kernel
+    s = torch.randn(16, 8, requires_grad=True)  # other dims are fine
+    teacher = torch.randn(16, 32, requires_grad=True)
+    loss = pkt_loss(s, teacher)
+    assert float(loss.detach()) > 1e-3
+    loss.backward()
+    assert s.grad is not None and float(s.grad.abs().sum()) > 0
+    assert teacher.grad is None  # the teacher is a target
+    with pytest.raises(ValueError, match="same batch"):
+        pkt_loss(torch.randn(4, 3), torch.randn(5, 3))
+
+
+def test_pkt_training_pulls_student_geometry_towards_teacher():
+    torch.manual_seed(1)
+    teacher = torch.randn(32, 16)
+    s = torch.randn(32, 16, requires_grad=True)
+    opt = torch.optim.Adam([s], lr=0.05)
+    first = float(pkt_loss(s, teacher).detach())
+    for _ in range(200):
+        opt.zero_grad()
+        loss = pkt_loss(s, teacher)
+        loss.backward()
+        opt.step()
+    assert float(pkt_loss(s, teacher).detach()) < 0.1 * first
+
+
+# ---------------------------------------------------------------------------------------------- nets
+def test_generator_has_the_paper_layers_and_makes_64px_faces():
+    g = Generator()
+    convs = [m for m in g.layers if isinstance(m, torch.nn.ConvTranspose2d | torch.nn.Conv2d)]
+    shapes = [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0]) for m in convs]
+    assert shapes == [
+        (64, 1024, 4, 1, 0),
+        (1024, 512, 4, 2, 1),
+        (512, 256, 4, 2, 1),
+        (256, 128, 4, 2, 1),
+        (128, 64, 4, 2, 1),
+        (64, 3, 1, 1, 0),
+    ]
+    e = l2_normalise(torch.randn(2, 64))
+    with torch.no_grad():
+        img = g(e)
+        assert img.shape == (2, 3, 64, 64) and float(img.abs().max()) <= 1.0
+        assert torch.equal(img, g(e))  # no noise at inference
+        assert not torch.equal(img, g(e, noise=True))  # 0.05 N(0, 1) noise in training
+    assert g.noise_std == PAPER["noise_std"] == 0.05
+
+
+def test_face_embed_net_heads():
+    d = FaceEmbedNet(n_identities=5, image_size=64)
+    rf, logp = d(torch.rand(3, 3, 64, 64) * 2 - 1)
+    assert rf.shape == (3,) and logp.shape == (3, 5)
+    np.testing.assert_allclose(logp.exp().sum(1).detach().numpy(), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="too small"):
+        FaceEmbedNet(3, image_size=8, channels=(4, 4, 4, 4, 4, 4))
+
+
+def test_regressor_dewhitens_and_resizes_inputs():
+    mean, std = torch.arange(5.0), torch.full((5,), 2.0)
+    r = ImageRegressor(5, input_size=48, width=4, param_mean=mean, param_std=std).eval()
+    torch.nn.init.zeros_(r.head.weight)
+    torch.nn.init.zeros_(r.head.bias)
+    out = r.forward_features(torch.zeros(2, 3, 64, 64))
+    torch.testing.assert_close(out.params, mean.expand(2, 5))
+    assert out.intermediate.shape == (2, 16, 6, 6) and out.pooled.shape == (2, 32)
+
+
+def test_to_unit_range():
+    x = torch.tensor([[[[0, 255, 128]]]], dtype=torch.uint8)
+    y = to_unit_range(x)
+    assert y.shape == (1, 3, 1, 1)
+    torch.testing.assert_close(y[0, :, 0, 0], torch.tensor([-1.0, 1.0, 128 / 127.5 - 1]))
+
+
+def test_triplet_indices_pick_same_and_other_speakers():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    pos, neg = triplet_indices(labels, np.random.default_rng(0))
+    assert np.all(labels[pos] == labels) and np.all(pos != np.arange(6))
+    assert np.all(labels[neg] != labels)
+
+
+# -------------------------------------------------------------------------------------------- 3DDFA
+def test_ddfa_loads_a_renamed_random_state_dict_and_uses_the_62d_statistics(tmp_path, assets_dir):
+    stats = assets_dir / "bfm-reference" / "param_mean_std_62d_120x120.pkl"
+    mean, std = ddfa.read_param_stats(stats)
+    assert mean.shape == (62,) and std.shape == (62,)
+    torch.manual_seed(0)
+    src = ddfa.MobileNetV1(62)
+    # other key names and a DataParallel-style prefix: loading goes by order and shape
+    renamed = {f"module.layer{i:03d}": v for i, v in enumerate(src.state_dict().values())}
+    path = tmp_path / "mb1_120x120.pth"
+    torch.save(renamed, path)
+    teacher = ddfa.load_ddfa_teacher(path, stats)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        p62, inter, pooled = teacher.params62(x)
+        expect = src.eval()(((ddfa.resize(x, 120).flip(1) * 127.5 + 127.5) - 127.5) / 128.0)
+    torch.testing.assert_close(p62, expect * torch.from_numpy(std) + torch.from_numpy(mean))
+    out = teacher.forward_features(x)
+    assert out.params.shape == (2, 51) and torch.all(out.params[:, 0] == 1)
+    torch.testing.assert_close(out.params[:, 1:], p62[:, 12:])
+    pose, shp, exp = teacher.split(p62)
+    assert pose.shape == (2, 3, 4) and shp.shape == (2, 40) and exp.shape == (2, 10)
+    assert inter.shape[1] == 512 and pooled.shape == (2, 1024)
+
+
+def test_ddfa_rejects_wrong_shapes_with_the_tensor_name(tmp_path, assets_dir):
+    stats = assets_dir / "bfm-reference" / "param_mean_std_62d_120x120.pkl"
+    state = dict(ddfa.MobileNetV1(62).state_dict())
+    last = list(state)[-2]  # fc.weight
+    state[last] = torch.zeros(99, 1024)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"fc\.weight.*\(99, 1024\)"):
+        ddfa.load_ddfa_teacher(path, stats)
+    bad_stats = tmp_path / "stats.pkl"
+    bad_stats.write_bytes(pickle.dumps({"mean": np.zeros(10)}))
+    with pytest.raises(ValueError, match="'mean' and 'std'"):
+        ddfa.read_param_stats(bad_stats)
+    with pytest.raises(FileNotFoundError, match="3DDFA-V2-style weights"):
+        ddfa.load_ddfa_teacher(tmp_path / "missing.pth", stats)
+
+
+# --------------------------------------------------------------------------------------------- data
+def _png(path: Path, value: int, size: int = 20) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
+
+
+def test_vggface_folders_and_voxceleb_layout(tmp_path):
+    root = tmp_path / "Voxceleb-3D"
+    (root / "vox1_meta.csv").parent.mkdir(parents=True)
+    (root / "vox1_meta.csv").write_text(
+        "VoxCeleb1 ID,VGGFace1 ID\nid10001,Fiona_X\nid10002,Adam_Y\nid10003,Zed_Z\n"
+    )
+    rng = np.random.default_rng(0)
+    for vid in ("id10001", "id10002", "id10003"):
+        for u in range(2):
+            f = root / "fbank" / vid / "vidA" / f"{u:05d}.npy"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            np.save(f, rng.normal(size=(50, 64)).astype(np.float32))
+    _png(root / "vggface" / "Fiona_X" / "a.png", 10)
+    _png(root / "vggface" / "Fiona_X" / "b.jpg", 20)
+    _png(root / "vggface" / "Adam_Y" / "a.png", 30)
+    (root / "vggface" / "Empty").mkdir()
+    data, folders = read_voices_and_faces("voxceleb3d", root)
+    assert folders.identities == ["Adam_Y", "Fiona_X"] and folders.count() == 3
+    assert sorted(data.speaker_ids) == ["Adam_Y", "Fiona_X"]  # Zed has no face images
+    assert set(data.utt_splits[data.utt_speakers == "Adam_Y"]) == {"val"}  # A-E: validation
+    assert set(data.utt_splits[data.utt_speakers == "Fiona_X"]) == {"train"}
+    images, labels = load_identity_images(folders, ["Fiona_X", "Adam_Y"], 16)
+    assert images.shape == (3, 16, 16, 3) and labels.tolist() == [0, 0, 1]
+    assert images[2, 0, 0, 0] == 30
+    assert len(read_image_folders(root / "vggface", max_per_identity=1).files["Fiona_X"]) == 1
+
+
+def test_image_data_errors_name_the_problem(tmp_path):
+    with pytest.raises(DataError, match="face image folder not found"):
+        read_image_folders(tmp_path / "nope")
+    (tmp_path / "faces" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no identity folder with images"):
+        read_image_folders(tmp_path / "faces")
+    (tmp_path / "faces" / "a" / "x.png").write_bytes(b"not a png")
+    folders = read_image_folders(tmp_path / "faces")
+    with pytest.raises(DataError, match=r"x\.png: not a readable image"):
+        load_identity_images(folders, ["a"], 8)
+
+
+# ------------------------------------------------------------------------------------------- config
+def test_configs_load_and_paper_numbers_are_the_defaults():
+    cfg = KDConfig()
+    assert cfg.generator.channels == (1024, 512, 256, 128, 64)
+    assert (cfg.loss.mse_weight, cfg.loss.pkt_weight, cfg.loss.triplet_weight, cfg.loss.triplet_margin) == (
+        0.5,
+        1e4,
+        1.5,
+        1.0,
+    )
+    assert (cfg.optim.lr, cfg.optim.betas, cfg.optim.batch_size) == (2e-4, (0.5, 0.999), 64)
+    for name in ("paper", "synthvox", "tiny"):
+        c = load_kd_config(name)
+        assert c.name.startswith("kd")
+    c = apply_kd_overrides(load_kd_config("tiny"), ["optim.steps=3", "generator.channels=[8, 4]"])
+    assert c.optim.steps == 3 and c.generator.channels == (8, 4)
+    with pytest.raises(ConfigError, match="unknown key"):
+        kd_config_from_dict({"loss": {"pkt": 1}})
+    with pytest.raises(ConfigError, match="channels"):
+        kd_config_from_dict({"generator": {"channels": [8, -1]}})
+    with pytest.raises(ConfigError, match="teacher.kind"):
+        kd_config_from_dict({"teacher": {"kind": "deca"}})
+
+
+# ------------------------------------------------------------------------------------------- export
+def test_kd_checkpoint_exports_as_one_onnx_graph(tmp_path):
+    import onnxruntime as ort
+
+    from training.kd.export import kd_inference_module
+
+    torch.manual_seed(0)
+    module = KDInference(VoiceEmbedNet(), Generator(64, (16, 8, 8, 8, 4)), ImageRegressor(51, 64, 4)).eval()
+    ck = {
+        "framework": "kd",
+        "stage": "kd",
+        "config": {},
+        "state_dict": module.state_dict(),
+        "generator_arch": {"embed_dim": 64, "channels": [16, 8, 8, 8, 4], "noise_std": 0.05},
+        "student_arch": {"n_params": 51, "input_size": 64, "width": 4},
+    }
+    path = tmp_path / "model.pt"
+    torch.save(ck, path)
+    rebuilt = kd_inference_module(path)
+    x = torch.randn(2, 300, 64)
+    with torch.no_grad():
+        ref = module(x).numpy()
+    np.testing.assert_allclose(rebuilt(x).detach().numpy(), ref, rtol=1e-5, atol=1e-5)
+    onnx_path = tmp_path / "kd.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            rebuilt,
+            (x,),
+            str(onnx_path),
+            input_names=["features"],
+            output_names=["params"],
+            dynamic_axes={"features": {0: "batch", 1: "time"}, "params": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["features"]
+    for shape in ((2, 300, 64), (1, 1000, 64)):
+        xi = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+        got = sess.run(["params"], {"features": xi})[0]
+        with torch.no_grad():
+            np.testing.assert_allclose(got, module(torch.from_numpy(xi)).numpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not a KD checkpoint"):
+        kd_inference_module({"stage": "supervised"})
+
+
+# ------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
+    from training import train as tr
+    from training.config import apply_overrides, load_config
+    from training.evaluate import per_utterance_metrics
+    from training.kd.evaluate import predict_kd_or_none
+    from training.kd.teacher import TeacherTrainConfig, train_teacher
+    from training.kd.train import run_kd
+    from training.synthvox.config import SynthVoxConfig
+    from training.synthvox.generate import generate
+
+    t0 = time.perf_counter()
+    data_dir = generate(
+        tmp_path / "sv",
+        SynthVoxConfig(speakers=8, utterances=2, images=3, workers=1, val_fraction=0.25, test_fraction=0.25),
+    )
+    cfg = apply_overrides(
+        load_config("tiny"), [f"data.path={data_dir}", "data.augment_copies=0", "pretrain.epochs=1"]
+    )
+    pre = tr.run("pretrain", cfg, tmp_path / "runs" / "pre", "cpu")
+    teacher = train_teacher(
+        TeacherTrainConfig(renders=64, heldout=16, epochs=1, width=4, batch_size=16),
+        tmp_path / "teacher",
+        progress=False,
+    )
+    kd_cfg = apply_kd_overrides(
+        load_kd_config("tiny"),
+        [
+            f"data.path={data_dir}",
+            f"data.encoder_checkpoint={pre}",
+            f"teacher.checkpoint={teacher}",
+            "optim.d_warmup_steps=2",
+        ],
+    )
+    model = run_kd(kd_cfg, tmp_path / "runs" / "kd", "cpu", progress=False)
+    assert (tmp_path / "runs" / "kd" / "model_card.md").is_file()
+    log = (tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()
+    assert len(log) == 1 + 3 and "pkt" in log[0] and "triplet" in log[0]
+    # resume: two more steps from last.pt continue the step count
+    more = apply_kd_overrides(kd_cfg, ["optim.steps=8"])
+    run_kd(more, tmp_path / "runs" / "kd", "cpu", resume=True, progress=False)
+    assert len((tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()) == 1 + 4
+
+    from training.data import load_dataset
+
+    data = load_dataset("synthvox", data_dir)
+    mask = data.utt_splits == "test"
+    eval_dir = tmp_path / "eval"
+    params = predict_kd_or_none(model, data, mask, eval_dir / "cache")
+    assert params is not None and params.shape == (int(mask.sum()), 51) and np.isfinite(params).all()
+    assert predict_kd_or_none(pre, data, mask, eval_dir / "cache") is None  # not KD: evaluate's own path
+    target = data.params[data.utt_speaker_index()[mask]]
+    m = per_utterance_metrics(load_face_model_for(data), params, target)
+    assert np.isfinite(m["ARE"]).all()
+    fig = eval_dir / "kd_faces_kd.png"
+    assert fig.is_file()
+    img = np.asarray(Image.open(fig))
+    assert img.shape[0] > 128 and img.std() > 5  # a real picture, not a blank sheet
+    Image.open(fig).save(artifacts_dir / "kd_faces_tiny.png")
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 90, f"the tiny KD loop took {elapsed:.1f} s"
+
+
+def load_face_model_for(data):
+    from voice2mesh.facemodel import load_face_model
+
+    return load_face_model(data.face_model).set_prediction_size(40, 10)
+
+
+def test_training_evaluate_prints_kd_rows(tmp_path):
+    """training.evaluate hands KD checkpoints to training.kd.evaluate (the hook in predict_checkpoint)."""
+    import inspect
+
+    import training.evaluate as ev
+
+    if "predict_kd_or_none" not in inspect.getsource(ev.predict_checkpoint):
+        pytest.skip(
+            "training.evaluate.predict_checkpoint does not call training.kd.evaluate.predict_kd_or_none "
+            "yet (docs/kd.md, 'Evaluation')"
+        )
+    from training.kd.evaluate import predict_kd_or_none
+
+    assert predict_kd_or_none(tmp_path / "missing.pt", None, np.zeros(0, bool), tmp_path) is None

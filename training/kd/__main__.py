@@ -1,0 +1,46 @@
+"""``python -m training.kd train --config CONFIG --out RUN [--set key=value] [--resume] [--device D]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.kd",
+        description="Unsupervised knowledge-distillation framework (docs/kd.md).",
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train generator + discriminator + student from a frozen teacher")
+    tr.add_argument("--config", required=True, help="YAML file or a name in training/kd/configs/")
+    tr.add_argument("--out", required=True, help="run folder (model.pt, last.pt, log.csv, model card)")
+    tr.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    tr.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    tr.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.steps=100 (repeatable)",
+    )
+    tr.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    from training.kd.config import apply_kd_overrides, load_kd_config
+    from training.kd.train import run_kd
+
+    try:
+        cfg = apply_kd_overrides(load_kd_config(args.config), args.overrides)
+        path = run_kd(cfg, Path(args.out), args.device, args.resume, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Configuration of the knowledge-distillation (KD) framework: dataclasses loaded from small YAML files.
+
+Every paper number lives in ``PAPER`` below with where it comes from; the dataclass defaults use them,
+so ``configs/paper.yaml`` is the paper's setting and the other configs only list what they change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.config import ConfigError, _build
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+# Wu, Hsu, Neumann, "Cross-Modal Perceptionist" (CVPR 2022), Sec. 3.2 "Unsupervised learning with knowledge
+# distillation" and the supplementary material; the generator and face-embedding nets follow Wen et al.,
+# "Reconstructing faces from voices" (NeurIPS 2019), whose code the paper builds on.
+PAPER: dict[str, Any] = {
+    "noise_std": 0.05,  # N(0, 1) * 0.05 added to the voice embedding
+    "image_size": 64,  # generator output, RGB
+    "generator_channels": (1024, 512, 256, 128, 64),  # ConvTranspose 64->1024 k4 s1, then k4 s2 p1
+    "face_embed_channels": (32, 64, 128, 256, 512),  # Wen et al.'s FaceEmbedNet convs (k3 s2 p1)
+    "face_embed_dim": 64,
+    "mse_weight": 0.5,  # 0.5 * MSE(teacher mesh, student mesh)
+    "pkt_weight": 1e4,  # lambda on PKT(pooled) + PKT(intermediate)
+    "triplet_weight": 1.5,  # triplet margin loss on meshes
+    "triplet_margin": 1.0,
+    "lr": 2e-4,
+    "betas": (0.5, 0.999),
+    "batch_size": 64,  # Adam for generator, D and student
+    "teacher_input": 120,  # 3DDFA-V2's input size (the paper's teacher)
+}
+
+
+@dataclass
+class KDDataConfig:
+    """Voices (a training.data dataset) and face images of the same identities."""
+
+    kind: str = "synthvox"  # synthvox | voxceleb3d | csv (voices; training.data readers)
+    path: str = ""  # dataset root
+    images: str = ""  # face image root (<identity>/<file>.png|jpg); "" = <path>/images
+    encoder_checkpoint: str = ""  # pretrain.pt of training.train (frozen VoiceEmbedNet)
+    eval_frames: int = 1000  # tiling length of the features fed to the encoder
+    max_images_per_identity: int = 0  # 0 = all
+
+
+@dataclass
+class GeneratorConfig:
+    """Voice embedding -> 64x64 RGB face (ConvTranspose stack)."""
+
+    channels: tuple[int, ...] = PAPER["generator_channels"]
+    noise_std: float = PAPER["noise_std"]
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Face embedding net with a real/fake head and an identity classifier."""
+
+    channels: tuple[int, ...] = PAPER["face_embed_channels"]
+    embed_dim: int = PAPER["face_embed_dim"]
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen image -> parameters teacher."""
+
+    kind: str = "ict"  # ict (training.kd.teacher) | ddfa (3DDFA-V2-style BFM regressor)
+    checkpoint: str = ""  # teacher .pt (ict) or state dict (ddfa)
+    param_stats: str = ""  # ddfa: param_mean_std_62d_120x120.pkl
+
+
+@dataclass
+class StudentConfig:
+    """The image -> parameters student (same architecture as the ICT teacher)."""
+
+    init: str = "teacher"  # teacher (start from the teacher's weights) | random
+    width: int = 32  # first conv width of a random-init student
+
+
+@dataclass
+class KDLossConfig:
+    """Weights of every loss term (paper values by default)."""
+
+    adv_weight: float = 1.0  # BCE real/fake (generator step)
+    id_weight: float = 1.0  # NLL identity of generated faces (generator step)
+    d_id_weight: float = 1.0  # NLL identity of real faces (discriminator step)
+    mse_weight: float = PAPER["mse_weight"]
+    pkt_weight: float = PAPER["pkt_weight"]
+    pkt_pooled: bool = True
+    pkt_intermediate: bool = True
+    triplet_weight: float = PAPER["triplet_weight"]
+    triplet_margin: float = PAPER["triplet_margin"]
+    real_distill_weight: float = 0.0  # optional: the same distillation on real face images
+
+
+@dataclass
+class KDOptimConfig:
+    """Adam for the generator, the discriminator and the student."""
+
+    steps: int = 20000
+    batch_size: int = PAPER["batch_size"]
+    lr: float = PAPER["lr"]
+    betas: tuple[float, float] = PAPER["betas"]
+    utterances_per_speaker: int = 2  # per batch (positives for the triplet loss)
+    d_warmup_steps: int = 0  # identity-only discriminator steps on real faces before the GAN
+    # starts (not in the paper; a CPU-budget aid, 0 = the paper)
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+
+@dataclass
+class KDConfig:
+    """Everything one KD run needs."""
+
+    name: str = "kd"
+    seed: int = 0
+    threads: int = 0
+    data: KDDataConfig = field(default_factory=KDDataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    loss: KDLossConfig = field(default_factory=KDLossConfig)
+    optim: KDOptimConfig = field(default_factory=KDOptimConfig)
+
+
+def _tuples_as_ints(cfg: KDConfig) -> KDConfig:
+    """The shared builder reads tuples as floats; channel lists are ints."""
+    cfg.generator.channels = tuple(int(c) for c in cfg.generator.channels)
+    cfg.discriminator.channels = tuple(int(c) for c in cfg.discriminator.channels)
+    return cfg
+
+
+def kd_config_from_dict(values: dict[str, Any], where: str = "config") -> KDConfig:
+    """A KDConfig from nested plain values (unknown keys are errors)."""
+    values = dict(values or {})
+    chans = {}
+    for section in ("generator", "discriminator"):
+        sec = dict(values.get(section) or {})
+        if "channels" in sec:
+            ch = sec.pop("channels")
+            if (
+                not isinstance(ch, list | tuple)
+                or not ch
+                or not all(isinstance(c, int) and c > 0 for c in ch)
+            ):
+                raise ConfigError(
+                    f"{where}.{section}.channels: expected a list of positive integers, got {ch!r}"
+                )
+            chans[section] = tuple(int(c) for c in ch)
+        values[section] = sec
+    cfg = _build(KDConfig, values, where)
+    for section, ch in chans.items():
+        getattr(cfg, section).channels = ch
+    if len(cfg.generator.channels) < 2:
+        raise ConfigError(f"{where}.generator.channels: need at least 2 layers (4x4 start, then x2 each)")
+    if cfg.optim.utterances_per_speaker < 2 and cfg.loss.triplet_weight > 0:
+        raise ConfigError(f"{where}.optim.utterances_per_speaker must be >= 2 for the triplet loss")
+    if cfg.teacher.kind not in ("ict", "ddfa"):
+        raise ConfigError(f"{where}.teacher.kind: {cfg.teacher.kind!r}; accepted: ict, ddfa")
+    if cfg.student.init not in ("teacher", "random"):
+        raise ConfigError(f"{where}.student.init: {cfg.student.init!r}; accepted: teacher, random")
+    return _tuples_as_ints(cfg)
+
+
+def load_kd_config(path: str | Path) -> KDConfig:
+    """Read a YAML config; a bare name (``tiny``) means ``training/kd/configs/tiny.yaml``."""
+    p = Path(path)
+    if not p.exists() and not p.suffix:
+        p = CONFIG_DIR / f"{p.name}.yaml"
+    if not p.is_file():
+        raise ConfigError(
+            f"KD config file not found: {path} (give a YAML path or one of "
+            f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))})"
+        )
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    return kd_config_from_dict(values, str(p))
+
+
+def kd_config_to_dict(cfg: KDConfig) -> dict[str, Any]:
+    """Plain nested values (checkpoints, model cards); tuples become lists."""
+    out = asdict(cfg)
+    for section in out.values():
+        if isinstance(section, dict):
+            for k, v in section.items():
+                if isinstance(v, tuple):
+                    section[k] = list(v)
+    return out
+
+
+def apply_kd_overrides(cfg: KDConfig, overrides: list[str]) -> KDConfig:
+    """``section.key=value`` overrides (YAML-parsed values)."""
+    values = kd_config_to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. optim.steps=100)")
+        key, raw = item.split("=", 1)
+        node = values
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"override {item!r}: unknown section {part!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; accepted: {sorted(node)}")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return kd_config_from_dict(values, "overrides")

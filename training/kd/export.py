@@ -1,0 +1,55 @@
+"""Rebuild the KD inference graph (features -> VoiceEmbedNet -> generator -> student -> params) from a KD
+checkpoint, for ``export/to_onnx.py`` and the evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.kd.nets import Generator, ImageRegressor, KDInference
+from training.models import VoiceEmbedNet
+
+
+def is_kd_checkpoint(ckpt: dict[str, Any]) -> bool:
+    return isinstance(ckpt, dict) and (ckpt.get("framework") == "kd" or ckpt.get("stage") == "kd")
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> KDInference:
+    """An eval-mode KDInference from a loaded ``model.pt`` dict (what export/to_onnx.py calls)."""
+    if not is_kd_checkpoint(ckpt):
+        raise ValueError(
+            "not a KD checkpoint (framework != 'kd'); train one with `python -m training.kd train`"
+        )
+    for key in ("state_dict", "generator_arch", "student_arch"):
+        if key not in ckpt:
+            raise ValueError(f"KD checkpoint lacks {key!r}; keys: {sorted(ckpt)}")
+    g, s = ckpt["generator_arch"], ckpt["student_arch"]
+    module = KDInference(
+        VoiceEmbedNet(),
+        Generator(int(g["embed_dim"]), tuple(g["channels"]), float(g["noise_std"])),
+        ImageRegressor(int(s["n_params"]), int(s["input_size"]), int(s["width"])),
+    )
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
+
+
+def kd_inference_module(checkpoint: str | Path | dict[str, Any]) -> KDInference:
+    """The KD graph from a ``model.pt`` path (or its loaded dict): input ``features`` (batch, time, 64),
+    output ``params`` (batch, 1 + K + E), un-whitened."""
+    if isinstance(checkpoint, dict):
+        return model_from_checkpoint(checkpoint)
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise FileNotFoundError(f"KD checkpoint not found: {p}")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{p}: not a readable PyTorch checkpoint ({exc})") from exc
+    if not is_kd_checkpoint(ck):
+        raise ValueError(
+            f"{p}: not a KD checkpoint (stage={ck.get('stage')!r}); pass RUN/model.pt of "
+            "`python -m training.kd train`"
+        )
+    return model_from_checkpoint(ck)

@@ -1,0 +1,439 @@
+"""KD training: voice embedding -> generator -> face image; a face embedding net judges real/fake and
+identity;
+a student reads generated faces and is distilled from a frozen teacher (Wu et al. 2022, Sec. 3.2).
+
+Per step (batch of ``batch_size`` utterances: ``batch_size / utterances_per_speaker`` speakers):
+- discriminator step: BCE(real faces -> 1) + BCE(generated -> 0) + d_id_weight * NLL(identity of real faces);
+- generator + student step: adv_weight * BCE(generated -> 1) + id_weight * NLL(identity of generated faces)
+  + mse_weight * MSE(teacher mesh, student mesh) + pkt_weight * (PKT(pooled) + PKT(intermediate map))
+  + triplet_weight * triplet(student meshes; positive: another utterance of the speaker, negative: another
+  speaker). Teacher outputs are targets (no gradient through them); the teacher is frozen.
+Meshes are compared after scaling each coordinate by the prior's vertex standard deviation and dividing by
+sqrt(#coordinates) (so two random faces are about sqrt(2) apart and the margin 1 is on that scale).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.data import build_feature_bank
+from training.kd.config import KDConfig, kd_config_to_dict
+from training.kd.data import load_identity_images, read_voices_and_faces
+from training.kd.nets import FaceEmbedNet, Generator, ImageRegressor, KDInference, to_unit_range
+from training.kd.pkt import pkt_loss
+from training.kd.teacher import MeshDecoder, _face_model, load_teacher
+from training.models import VoiceEmbedNet, freeze
+
+KD_FORMAT = "voice2mesh-kd-1"
+
+
+def load_frozen_encoder(path: str | Path) -> tuple[VoiceEmbedNet, str]:
+    """The pretrained VoiceEmbedNet of a ``training.train pretrain`` (or supervised) checkpoint, frozen."""
+    from training.train import file_digest, load_checkpoint
+
+    if not path:
+        raise ValueError(
+            "data.encoder_checkpoint is empty: KD needs a pretrained VoiceEmbedNet "
+            "(RUN/pretrain.pt of `python -m training.train pretrain`)"
+        )
+    ck = load_checkpoint(path)
+    state = ck.get("state_dict", {})
+    enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    if not enc_state:
+        raise ValueError(f"{path}: no VoiceEmbedNet weights (no 'encoder.*' entries in state_dict)")
+    enc = VoiceEmbedNet()
+    enc.load_state_dict(enc_state)
+    return freeze(enc), file_digest(path)
+
+
+@torch.no_grad()
+def utterance_embeddings(
+    encoder: nn.Module,
+    data,
+    mask: np.ndarray,
+    cache_dir: Path,
+    n_frames: int,
+    digest: str,
+    batch: int = 64,
+    progress: bool = False,
+) -> np.ndarray:
+    """(U_selected, D) embeddings of the clean utterances (tiled to ``n_frames``), cached by encoder."""
+    from training.data import tile_frames
+
+    idx = np.flatnonzero(mask)
+    h = hashlib.sha1(f"{digest}|{n_frames}".encode())
+    for i in idx:
+        h.update(f"{data.utt_ids[i]}|{data.utt_paths[i]}\n".encode())
+    path = Path(cache_dir) / f"kd-embeddings-{h.hexdigest()[:16]}.npy"
+    if path.is_file():
+        return np.load(path)
+    bank = build_feature_bank(data, cache_dir, mask, 0, progress=progress)
+    out = np.zeros((len(idx), encoder.embed_dim), dtype=np.float32)
+    for s in range(0, len(idx), batch):
+        x = np.stack([tile_frames(bank.get(u), n_frames) for u in range(s, min(s + batch, len(idx)))])
+        out[s : s + len(x)] = encoder(torch.from_numpy(x)).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def mesh_scale(face_model, decoder: MeshDecoder, n: int = 512, seed: int = 0) -> torch.Tensor:
+    """Per-coordinate std of prior faces * sqrt(#coords): dividing meshes by it gives ~unit-spaced faces."""
+    p = torch.from_numpy(face_model.sample_params(n, np.random.default_rng(seed)).astype(np.float32))
+    with torch.no_grad():
+        v = decoder(p)
+    std = v.std(0).clamp_min(1e-6)
+    return std * float(np.sqrt(v.shape[1]))
+
+
+def build_student(cfg: KDConfig, teacher: nn.Module) -> ImageRegressor:
+    """The student: the teacher's weights (ICT teacher, ``init: teacher``) or a fresh ImageRegressor."""
+    if cfg.student.init == "teacher" and isinstance(teacher, ImageRegressor):
+        student = ImageRegressor(teacher.n_params, teacher.input_size, teacher.width)
+        student.load_state_dict(teacher.state_dict())
+    else:
+        mean = getattr(teacher, "param_mean", None)
+        student = ImageRegressor(teacher.n_params, teacher.input_size, cfg.student.width)
+        if mean is not None and mean.shape[-1] == teacher.n_params:
+            student.param_mean.copy_(mean.reshape(1, -1))
+            student.param_std.copy_(teacher.param_std.reshape(1, -1))
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student.train()
+
+
+def triplet_indices(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For each sample: a positive (same label, another sample) and a negative (another label)."""
+    n = len(labels)
+    pos, neg = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for i in range(n):
+        same = np.flatnonzero((labels == labels[i]) & (np.arange(n) != i))
+        other = np.flatnonzero(labels != labels[i])
+        pos[i] = rng.choice(same) if len(same) else i
+        neg[i] = rng.choice(other) if len(other) else i
+    return pos, neg
+
+
+class KDTrainer:
+    """Holds the nets, optimisers and data of one KD run; ``step()`` does one D and one G/student update."""
+
+    def __init__(self, cfg: KDConfig, cache_dir: Path, device: torch.device, progress: bool = False) -> None:
+        self.cfg, self.device = cfg, device
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        dc = cfg.data
+        data, folders = read_voices_and_faces(dc.kind, dc.path, dc.images, dc.max_images_per_identity)
+        self.data, self.folders = data, folders
+        self.encoder, self.encoder_digest = load_frozen_encoder(dc.encoder_checkpoint)
+        teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats)
+        self.teacher, self.teacher_info = teacher.to(device), info
+        self.face_model = _face_model(info["face_model"], info["n_identity"], info["n_expression"])
+        self.decoder = MeshDecoder(self.face_model).to(device)
+        self.scale = mesh_scale(self.face_model, self.decoder.cpu()).to(device)
+        self.decoder.to(device)
+        # identities: training speakers with both voices and images
+        train_spk = [s for s in data.speakers_of("train") if s in folders.files]
+        self.identities = train_spk
+        mask = (data.utt_splits == "train") & np.isin(data.utt_speakers, train_spk)
+        self.embeddings = utterance_embeddings(
+            self.encoder, data, mask, cache_dir, dc.eval_frames, self.encoder_digest, progress=progress
+        )
+        lab = {s: i for i, s in enumerate(train_spk)}
+        self.utt_labels = np.array([lab[s] for s in data.utt_speakers[mask]], dtype=np.int64)
+        self.utts_of = [np.flatnonzero(self.utt_labels == i) for i in range(len(train_spk))]
+        self.generator = Generator(self.encoder.embed_dim, cfg.generator.channels, cfg.generator.noise_std)
+        size = self.generator.image_size
+        self.images, self.image_labels = load_identity_images(folders, train_spk, size)
+        self.d_net = FaceEmbedNet(
+            len(train_spk), size, cfg.discriminator.channels, cfg.discriminator.embed_dim
+        )
+        self.student = build_student(cfg, teacher)
+        self.generator.to(device)
+        self.d_net.to(device)
+        self.student.to(device)
+        oc = cfg.optim
+        self.opt_g = torch.optim.Adam(
+            list(self.generator.parameters()) + list(self.student.parameters()),
+            lr=oc.lr,
+            betas=tuple(oc.betas),
+        )
+        self.opt_d = torch.optim.Adam(self.d_net.parameters(), lr=oc.lr, betas=tuple(oc.betas))
+        self.step_count = 0
+
+    # ---------------------------------------------------------------------------------------------
+    def sample_batch(self) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor]:
+        oc = self.cfg.optim
+        per = max(1, oc.utterances_per_speaker)
+        n_spk = max(2, oc.batch_size // per)
+        spk = self.rng.choice(len(self.identities), size=n_spk, replace=n_spk > len(self.identities))
+        utt = np.concatenate(
+            [self.rng.choice(self.utts_of[s], size=per, replace=len(self.utts_of[s]) < per) for s in spk]
+        )
+        labels = self.utt_labels[utt]
+        img_idx = self.rng.integers(0, len(self.images), size=len(utt))
+        emb = torch.from_numpy(self.embeddings[utt]).to(self.device)
+        real = to_unit_range(torch.from_numpy(self.images[img_idx])).to(self.device)
+        return emb, labels, real, torch.from_numpy(self.image_labels[img_idx]).to(self.device)
+
+    def meshes(self, params: torch.Tensor) -> torch.Tensor:
+        return self.decoder(params) / self.scale
+
+    def distill(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """MSE + PKT terms of the student against the teacher on ``images``: (terms, student meshes)."""
+        lc = self.cfg.loss
+        with torch.no_grad():
+            t = self.teacher.forward_features(images)
+        s = self.student.forward_features(images)
+        ms, mt = self.meshes(s.params), self.meshes(t.params)
+        # self.scale holds sqrt(#coords): the sum over coordinates is the mean squared error of
+        # unit-variance coordinates
+        terms = {"mse": ((ms - mt) ** 2).sum(1).mean()}
+        pkt = torch.zeros((), device=images.device)
+        if lc.pkt_pooled:
+            pkt = pkt + pkt_loss(s.pooled, t.pooled)
+        if lc.pkt_intermediate:
+            pkt = pkt + pkt_loss(s.intermediate, t.intermediate)
+        terms["pkt"] = pkt
+        return terms, ms
+
+    def warmup_d(self, steps: int) -> float:
+        """Identity-only discriminator steps on real faces; returns the last batch's identity accuracy."""
+        acc = 0.0
+        self.d_net.train()
+        for _ in range(steps):
+            _, _, real, real_labels = self.sample_batch()
+            _, id_real = self.d_net(real)
+            loss = F.nll_loss(id_real, real_labels)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_d.step()
+            acc = float((id_real.argmax(1) == real_labels).float().mean())
+        return acc
+
+    def step(self) -> dict[str, float]:
+        lc = self.cfg.loss
+        emb, labels, real, real_labels = self.sample_batch()
+        ones = torch.ones(len(emb), device=self.device)
+        zeros = torch.zeros(len(emb), device=self.device)
+        # discriminator step
+        self.d_net.train()
+        with torch.no_grad():
+            fake = self.generator(emb, noise=True)
+        rf_real, id_real = self.d_net(real)
+        rf_fake, _ = self.d_net(fake)
+        loss_d = (
+            F.binary_cross_entropy_with_logits(rf_real, ones)
+            + F.binary_cross_entropy_with_logits(rf_fake, zeros)
+            + lc.d_id_weight * F.nll_loss(id_real, real_labels)
+        )
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        # generator + student step
+        fake = self.generator(emb, noise=True)
+        rf, idl = self.d_net(fake)
+        y = torch.from_numpy(labels).to(self.device)
+        terms = {"adv": F.binary_cross_entropy_with_logits(rf, ones), "id": F.nll_loss(idl, y)}
+        dist_terms, ms = self.distill(fake)
+        terms.update(dist_terms)
+        if lc.triplet_weight > 0:
+            pos, neg = triplet_indices(labels, self.rng)
+            terms["triplet"] = F.triplet_margin_loss(ms, ms[pos], ms[neg], margin=lc.triplet_margin)
+        else:
+            terms["triplet"] = torch.zeros((), device=self.device)
+        loss = (
+            lc.adv_weight * terms["adv"]
+            + lc.id_weight * terms["id"]
+            + lc.mse_weight * terms["mse"]
+            + lc.pkt_weight * terms["pkt"]
+            + lc.triplet_weight * terms["triplet"]
+        )
+        if lc.real_distill_weight > 0:
+            rterms, _ = self.distill(real)
+            loss = loss + lc.real_distill_weight * (
+                lc.mse_weight * rterms["mse"] + lc.pkt_weight * rterms["pkt"]
+            )
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.step_count += 1
+        row = {k: float(v.detach()) for k, v in terms.items()}
+        row.update(
+            {
+                "loss_d": float(loss_d.detach()),
+                "loss_g": float(loss.detach()),
+                "d_id_acc": float((id_real.argmax(1) == real_labels).float().mean()),
+                "g_id_acc": float((idl.argmax(1) == y).float().mean()),
+            }
+        )
+        return row
+
+    # ---------------------------------------------------------------------------------------------
+    def inference_module(self) -> KDInference:
+        """A CPU copy of voice -> generator -> student for export and evaluation."""
+        import copy
+
+        return KDInference(
+            copy.deepcopy(self.encoder).cpu(),
+            copy.deepcopy(self.generator).cpu().eval(),
+            copy.deepcopy(self.student).cpu().eval(),
+        ).eval()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "d_net": self.d_net.state_dict(),
+            "student": self.student.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step_count,
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.generator.load_state_dict(st["generator"])
+        self.d_net.load_state_dict(st["d_net"])
+        self.student.load_state_dict(st["student"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.step_count = int(st["step"])
+        self.rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+
+
+def checkpoint_payload(
+    trainer: KDTrainer, cfg: KDConfig, card: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What ``model.pt`` holds (the export and evaluation rebuild KDInference from it)."""
+    module = trainer.inference_module()
+    st = trainer.student
+    return {
+        "format": KD_FORMAT,
+        "framework": "kd",
+        "stage": "kd",
+        "config": kd_config_to_dict(cfg),
+        "state_dict": module.state_dict(),
+        "encoder": "voiceembednet",
+        "generator_arch": {
+            "embed_dim": trainer.encoder.embed_dim,
+            "channels": list(cfg.generator.channels),
+            "noise_std": cfg.generator.noise_std,
+        },
+        "student_arch": {"n_params": st.n_params, "input_size": st.input_size, "width": st.width},
+        "teacher": {"kind": cfg.teacher.kind, "checkpoint": cfg.teacher.checkpoint},
+        "face_model": trainer.teacher_info["face_model"],
+        "n_identity": trainer.face_model.n_identity,
+        "n_expression": trainer.face_model.n_expression,
+        "param_mean": st.param_mean.reshape(-1).cpu().numpy(),
+        "param_std": st.param_std.reshape(-1).cpu().numpy(),
+        "identities": list(trainer.identities),
+        "model_card": card or {},
+        "input": "features (batch, time, 64)",
+        "eval_frames": cfg.data.eval_frames,
+    }
+
+
+def run_kd(
+    cfg: KDConfig, out: str | Path, device: str = "cpu", resume: bool = False, progress: bool = True
+) -> Path:
+    """Train; write ``out/last.pt`` (resumable), ``out/log.csv``, and ``out/model.pt`` + model card."""
+    from training.kd.config import kd_config_to_dict as to_dict
+    from training.modelcard import build_card, write_card
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    import yaml
+
+    (out / "kd_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    t0 = time.time()
+    trainer = KDTrainer(cfg, out.parent / "cache", dev, progress)
+    t_setup = time.time() - t0
+    last = out / "last.pt"
+    if resume and last.is_file():
+        trainer.load_state(torch.load(last, map_location=dev, weights_only=False)["trainer"])
+    if trainer.step_count == 0 and cfg.optim.d_warmup_steps > 0:
+        acc = trainer.warmup_d(cfg.optim.d_warmup_steps)
+        if progress:
+            print(
+                f"discriminator warm-up: {cfg.optim.d_warmup_steps} steps, identity accuracy {acc:.2f} "
+                f"({time.time() - t0:.0f} s)",
+                flush=True,
+            )
+    log_path = out / "log.csv"
+    mode = "a" if resume and log_path.is_file() else "w"
+    oc = cfg.optim
+    rows: list[dict[str, float]] = []
+    with open(log_path, mode, newline="") as f:
+        writer = None
+        while trainer.step_count < oc.steps:
+            row = trainer.step()
+            rows.append(row)
+            if trainer.step_count % oc.log_every == 0 or trainer.step_count == oc.steps:
+                avg = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+                avg = {"step": trainer.step_count, **avg, "seconds": round(time.time() - t0, 1)}
+                rows = []
+                if writer is None:
+                    writer = csv.DictWriter(f, fieldnames=list(avg))
+                    if mode == "w":
+                        writer.writeheader()
+                writer.writerow(avg)
+                f.flush()
+                if progress:
+                    print(
+                        " ".join(
+                            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in avg.items()
+                        ),
+                        flush=True,
+                    )
+            if trainer.step_count % oc.checkpoint_every == 0 or trainer.step_count == oc.steps:
+                tmp = last.with_suffix(".tmp")
+                torch.save({"trainer": trainer.state(), "config": to_dict(cfg)}, tmp)
+                tmp.replace(last)
+    seconds = time.time() - t0
+    data = trainer.data
+    card = build_card(
+        name=cfg.name,
+        stage="kd",
+        encoder="voiceembednet",
+        face_model=trainer.teacher_info["face_model"],
+        data={
+            "name": data.name,
+            "kind": data.kind,
+            "path": str(data.root),
+            "synthetic": data.synthetic,
+            "n_train_identities": len(trainer.identities),
+            "n_face_images": int(len(trainer.images)),
+            "n_train_utterances": int(len(trainer.embeddings)),
+        },
+        config=to_dict(cfg),
+        metrics={},
+        training={
+            "framework": "unsupervised knowledge distillation (no 3D targets used)",
+            "steps": oc.steps,
+            "seconds": round(seconds, 1),
+            "setup_seconds": round(t_setup, 1),
+            "device": str(dev),
+            "teacher": f"{cfg.teacher.kind}: {cfg.teacher.checkpoint}",
+            "encoder_weights": trainer.encoder_digest,
+        },
+    )
+    card["framework"] = "kd"
+    final = out / "model.pt"
+    tmp = final.with_suffix(".tmp")
+    torch.save(checkpoint_payload(trainer, cfg, card), tmp)
+    tmp.replace(final)
+    write_card(card, out)
+    return final
