@@ -110,6 +110,7 @@ class KDOptimConfig:
     # starts (not in the paper; a CPU-budget aid, 0 = the paper)
     log_every: int = 50
     checkpoint_every: int = 500
+    max_seconds: float = 0.0         # stop early after this much training wall time (0 = run all steps)
 
 
 @dataclass

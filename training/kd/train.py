@@ -378,7 +378,12 @@ def run_kd(
     rows: list[dict[str, float]] = []
     with open(log_path, mode, newline="") as f:
         writer = None
+        t_train = time.time()
         while trainer.step_count < oc.steps:
+            if oc.max_seconds > 0 and time.time() - t_train > oc.max_seconds:
+                if progress:
+                    print(f"time box: stopping after {trainer.step_count} steps ({oc.max_seconds:.0f} s)")
+                break
             row = trainer.step()
             rows.append(row)
             if trainer.step_count % oc.log_every == 0 or trainer.step_count == oc.steps:
@@ -422,7 +427,7 @@ def run_kd(
         metrics={},
         training={
             "framework": "unsupervised knowledge distillation (no 3D targets used)",
-            "steps": oc.steps,
+            "steps": trainer.step_count,
             "seconds": round(seconds, 1),
             "setup_seconds": round(t_setup, 1),
             "device": str(dev),
