@@ -103,6 +103,13 @@ def test_face_embed_net_heads():
     np.testing.assert_allclose(logp.exp().sum(1).detach().numpy(), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="too small"):
         FaceEmbedNet(3, image_size=8, channels=(4, 4, 4, 4, 4, 4))
+    # identity classifier on external (teacher) features: gradients reach those features
+    d2 = FaceEmbedNet(n_identities=4, image_size=64, id_feature_dim=10)
+    feats = torch.randn(3, 10, requires_grad=True)
+    _, logp2 = d2(torch.zeros(3, 3, 64, 64), feats)
+    assert logp2.shape == (3, 4)
+    logp2[:, 0].sum().backward()
+    assert float(feats.grad.abs().sum()) > 0
 
 
 def test_regressor_dewhitens_and_resizes_inputs():
@@ -319,6 +326,7 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
             f"data.encoder_checkpoint={pre}",
             f"teacher.checkpoint={teacher}",
             "optim.d_warmup_steps=2",
+            "discriminator.identity_features=teacher",
         ],
     )
     model = run_kd(kd_cfg, tmp_path / "runs" / "kd", "cpu", progress=False)

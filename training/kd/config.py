@@ -62,6 +62,10 @@ class DiscriminatorConfig:
 
     channels: tuple[int, ...] = PAPER["face_embed_channels"]
     embed_dim: int = PAPER["face_embed_dim"]
+    # identity classifier input: "own" (the face embedding, the paper) or "teacher" (the frozen teacher's
+    # pooled features: a face-recognition front end that already reads geometry; not in the paper, for
+    # small data / CPU budgets where the own embedding does not learn identities in time)
+    identity_features: str = "own"
 
 
 @dataclass
@@ -110,7 +114,7 @@ class KDOptimConfig:
     # starts (not in the paper; a CPU-budget aid, 0 = the paper)
     log_every: int = 50
     checkpoint_every: int = 500
-    max_seconds: float = 0.0         # stop early after this much training wall time (0 = run all steps)
+    max_seconds: float = 0.0  # stop early after this much training wall time (0 = run all steps)
 
 
 @dataclass
@@ -163,6 +167,11 @@ def kd_config_from_dict(values: dict[str, Any], where: str = "config") -> KDConf
         raise ConfigError(f"{where}.optim.utterances_per_speaker must be >= 2 for the triplet loss")
     if cfg.teacher.kind not in ("ict", "ddfa"):
         raise ConfigError(f"{where}.teacher.kind: {cfg.teacher.kind!r}; accepted: ict, ddfa")
+    if cfg.discriminator.identity_features not in ("own", "teacher"):
+        raise ConfigError(
+            f"{where}.discriminator.identity_features: {cfg.discriminator.identity_features!r}; "
+            "accepted: own, teacher"
+        )
     if cfg.student.init not in ("teacher", "random"):
         raise ConfigError(f"{where}.student.init: {cfg.student.init!r}; accepted: teacher, random")
     return _tuples_as_ints(cfg)

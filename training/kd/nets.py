@@ -69,6 +69,7 @@ class FaceEmbedNet(nn.Module):
         image_size: int = 64,
         channels: tuple[int, ...] = (32, 64, 128, 256, 512),
         embed_dim: int = 64,
+        id_feature_dim: int = 0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 1, 1, 0), nn.LeakyReLU(0.2, inplace=True)]
@@ -80,12 +81,17 @@ class FaceEmbedNet(nn.Module):
         layers.append(nn.Conv2d(channels[-1], embed_dim, rest, 1, 0))
         self.layers = nn.Sequential(*layers)
         self.real_fake = nn.Linear(embed_dim, 1)
-        self.identity = nn.Linear(embed_dim, n_identities)
+        self.identity = nn.Linear(id_feature_dim or embed_dim, n_identities)
+        self.external_identity = id_feature_dim > 0
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(real/fake logits (B,), identity log-probabilities (B, n_identities))."""
+    def forward(
+        self, images: torch.Tensor, id_features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real/fake logits (B,), identity log-probabilities (B, n_identities)); with
+        ``id_feature_dim`` > 0 the identity classifier reads ``id_features`` instead of the embedding."""
         e = F.leaky_relu(self.layers(images).flatten(1), 0.2)
-        return self.real_fake(e)[:, 0], F.log_softmax(self.identity(e), dim=1)
+        ident = self.identity(id_features if self.external_identity else e)
+        return self.real_fake(e)[:, 0], F.log_softmax(ident, dim=1)
 
 
 class RegressorOutput(NamedTuple):

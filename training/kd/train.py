@@ -153,8 +153,15 @@ class KDTrainer:
         self.generator = Generator(self.encoder.embed_dim, cfg.generator.channels, cfg.generator.noise_std)
         size = self.generator.image_size
         self.images, self.image_labels = load_identity_images(folders, train_spk, size)
+        self.teacher_ids = cfg.discriminator.identity_features == "teacher"
+        with torch.no_grad():
+            probe = self.teacher.forward_features(torch.zeros(2, 3, size, size, device=device))
         self.d_net = FaceEmbedNet(
-            len(train_spk), size, cfg.discriminator.channels, cfg.discriminator.embed_dim
+            len(train_spk),
+            size,
+            cfg.discriminator.channels,
+            cfg.discriminator.embed_dim,
+            id_feature_dim=int(probe.pooled.shape[1]) if self.teacher_ids else 0,
         )
         self.student = build_student(cfg, teacher)
         self.generator.to(device)
@@ -187,11 +194,23 @@ class KDTrainer:
     def meshes(self, params: torch.Tensor) -> torch.Tensor:
         return self.decoder(params) / self.scale
 
-    def distill(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """MSE + PKT terms of the student against the teacher on ``images``: (terms, student meshes)."""
+    def judge(self, images: torch.Tensor, teacher_out=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The face embedding net on ``images`` (with the teacher's pooled features when configured)."""
+        if not self.teacher_ids:
+            return self.d_net(images)
+        if teacher_out is None:
+            with torch.no_grad():
+                teacher_out = self.teacher.forward_features(images)
+        return self.d_net(images, teacher_out.pooled)
+
+    def distill(self, images: torch.Tensor, t=None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """MSE + PKT terms of the student against the teacher on ``images``: (terms, student meshes).
+        ``t``: the teacher's output on ``images`` when already computed (used as a detached target)."""
         lc = self.cfg.loss
-        with torch.no_grad():
-            t = self.teacher.forward_features(images)
+        if t is None:
+            with torch.no_grad():
+                t = self.teacher.forward_features(images)
+        t = type(t)(*(x.detach() for x in t))
         s = self.student.forward_features(images)
         ms, mt = self.meshes(s.params), self.meshes(t.params)
         # self.scale holds sqrt(#coords): the sum over coordinates is the mean squared error of
@@ -211,7 +230,7 @@ class KDTrainer:
         self.d_net.train()
         for _ in range(steps):
             _, _, real, real_labels = self.sample_batch()
-            _, id_real = self.d_net(real)
+            _, id_real = self.judge(real)
             loss = F.nll_loss(id_real, real_labels)
             self.opt_d.zero_grad(set_to_none=True)
             loss.backward()
@@ -228,8 +247,8 @@ class KDTrainer:
         self.d_net.train()
         with torch.no_grad():
             fake = self.generator(emb, noise=True)
-        rf_real, id_real = self.d_net(real)
-        rf_fake, _ = self.d_net(fake)
+        rf_real, id_real = self.judge(real)
+        rf_fake, _ = self.judge(fake)
         loss_d = (
             F.binary_cross_entropy_with_logits(rf_real, ones)
             + F.binary_cross_entropy_with_logits(rf_fake, zeros)
@@ -240,10 +259,13 @@ class KDTrainer:
         self.opt_d.step()
         # generator + student step
         fake = self.generator(emb, noise=True)
-        rf, idl = self.d_net(fake)
+        # the teacher's output on the generated faces: a distillation target and, with
+        # identity_features "teacher", the identity classifier's input (gradients reach the generator)
+        t_fake = self.teacher.forward_features(fake) if self.teacher_ids else None
+        rf, idl = self.judge(fake, t_fake)
         y = torch.from_numpy(labels).to(self.device)
         terms = {"adv": F.binary_cross_entropy_with_logits(rf, ones), "id": F.nll_loss(idl, y)}
-        dist_terms, ms = self.distill(fake)
+        dist_terms, ms = self.distill(fake, t_fake)
         terms.update(dist_terms)
         if lc.triplet_weight > 0:
             pos, neg = triplet_indices(labels, self.rng)
