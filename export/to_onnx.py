@@ -482,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-check", action="store_true", help="skip the parity check on the real clips")
     p.add_argument("--name", help="bundle name (model card title)")
+    p.add_argument("--description", help="one paragraph under the title (default: from the training data)")
     p.add_argument("--default-model", help="which model the runtime uses when none is chosen")
     p.add_argument(
         "--evaluation", help="training.evaluate output (folder or evaluation.json) for the model card"
@@ -516,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 embed_face_model=args.embed_face_model,
                 check=not args.no_check,
                 name=args.name,
+                description=args.description,
                 default_model=args.default_model,
                 evaluation=read_evaluation(args.evaluation) if args.evaluation else None,
             )
