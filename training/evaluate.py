@@ -1,0 +1,301 @@
+"""Evaluation CLI: the paper's Table 1 layout on held-out speakers, Markdown + JSON.
+
+``python -m training.evaluate --data DATASET --checkpoints A.pt B.pt ... --out DIR``; repeat
+``--data D --checkpoints ...`` pairs to print several tables from one command (e.g. the default link
+strength and link 0 of synthvox).
+
+Rows: the mean-face baseline (the training speakers' mean parameters), the oracle (synthvox only: a
+ridge regression from the TRUE hidden voice parameters to the face parameters, fitted on the training
+speakers: the best a voice model can do there), chance (a random face from the prior for each
+utterance) and each model. Columns: ARE for ER, FR, CR, MR and their mean, keypoint error, holistic
+RMSE and region RMSE (voice2mesh.metrics), averaged per speaker then over speakers as in the paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import (
+    DataError,
+    VoiceFaceData,
+    build_feature_bank,
+    load_dataset,
+    load_waveform,
+    tile_frames,
+)
+
+MAIN_COLUMNS = ("ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse")
+COLUMN_TITLES = {"ER": "ER", "FR": "FR", "CR": "CR", "MR": "MR", "ARE": "mean ARE",
+                 "keypoint_error": "keypoint err.", "rmse": "RMSE (mm)"}
+GAP_COLUMNS = ("ARE", "ER")
+RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+METRIC_CHUNK = 64
+
+
+def detect_kind(path: str | Path) -> str:
+    """synthvox (faces.npz), voxceleb3d (vox1_meta.csv) or csv (a manifest file)."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
+        return "csv"
+    if (p / "faces.npz").is_file():
+        return "synthvox"
+    if (p / "vox1_meta.csv").is_file():
+        return "voxceleb3d"
+    raise DataError(f"{path}: not a dataset this tool reads (a synthvox folder with faces.npz, a Voxceleb-3D "
+                    "folder with vox1_meta.csv, or a CSV manifest)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# reference predictors
+def ridge_fit(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = RIDGE_ALPHAS, folds: int = 5,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Ridge regression on standardised inputs, alpha chosen by k-fold CV. Returns (W, mu, sd, alpha)."""
+    mu, sd = x.mean(0), np.maximum(x.std(0), 1e-12)
+    xs = (x - mu) / sd
+    ym = y.mean(0)
+
+    def solve(a_x, a_y, alpha):
+        xa = np.concatenate([a_x, np.ones((len(a_x), 1))], 1)
+        reg = alpha * np.eye(xa.shape[1])
+        reg[-1, -1] = 0.0
+        return np.linalg.solve(xa.T @ xa + reg, xa.T @ (a_y - ym))
+
+    fold = np.random.default_rng(seed).permutation(len(x)) % max(2, min(folds, len(x)))
+    errs = []
+    for alpha in alphas:
+        e = 0.0
+        for f in np.unique(fold):
+            tr, te = fold != f, fold == f
+            w = solve(xs[tr], y[tr], alpha)
+            pred = np.concatenate([xs[te], np.ones((te.sum(), 1))], 1) @ w + ym
+            e += float(((pred - y[te]) ** 2).sum())
+        errs.append(e)
+    best = float(alphas[int(np.argmin(errs))])
+    w = solve(xs, y, best)
+    w[-1] += ym  # fold the target mean into the bias
+    return w, mu, sd, best
+
+
+def ridge_predict(w: np.ndarray, mu: np.ndarray, sd: np.ndarray, x: np.ndarray) -> np.ndarray:
+    xs = (x - mu) / sd
+    return np.concatenate([xs, np.ones((len(xs), 1))], 1) @ w
+
+
+def oracle_params(data: VoiceFaceData, train_speakers: np.ndarray, eval_speakers: np.ndarray,
+                  seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Face parameters of the eval speakers predicted from their true hidden voice parameters."""
+    if data.hidden is None:
+        raise DataError(f"{data.root}: no hidden voice parameters (the oracle needs synthvox)")
+    tr = [data.speaker_index[s] for s in train_speakers]
+    ev = [data.speaker_index[s] for s in eval_speakers]
+    w, mu, sd, alpha = ridge_fit(data.hidden[tr], data.params[tr], seed=seed)
+    return ridge_predict(w, mu, sd, data.hidden[ev]).astype(np.float32), {"ridge_alpha": alpha}
+
+
+# ---------------------------------------------------------------------------------------------------
+# model predictions
+def predict_checkpoint(path: str | Path, data: VoiceFaceData, mask: np.ndarray, cache_dir: Path,
+                       batch: int = 32) -> np.ndarray:
+    """(U, P) un-whitened parameters the model predicts for the selected utterances (clean audio)."""
+    import torch
+
+    from training.train import load_voice_to_params
+
+    model, ck = load_voice_to_params(path)
+    idx = np.flatnonzero(mask)
+    out = []
+    with torch.no_grad():
+        if ck["encoder"] == "ge2e":
+            from voice2mesh.ge2e import ge2e_input
+
+            for i in idx:
+                mels = torch.from_numpy(ge2e_input(load_waveform(data.utt_paths[i])))[None]
+                out.append(model(mels).numpy())
+        else:
+            n_frames = int(ck["config"]["data"]["eval_frames"])
+            bank = build_feature_bank(data, cache_dir, mask, 0, progress=False)
+            for s in range(0, len(idx), batch):
+                x = np.stack([tile_frames(bank.get(u), n_frames) for u in range(s, min(s + batch, len(idx)))])
+                out.append(model(torch.from_numpy(x)).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------
+# metrics
+def per_utterance_metrics(face_model, pred_params: np.ndarray, target_params: np.ndarray) -> dict[str, Any]:
+    """voice2mesh.metrics.compare over (U, P) parameter pairs, in memory-bounded chunks."""
+    from voice2mesh.metrics import compare
+
+    parts = []
+    for s in range(0, len(pred_params), METRIC_CHUNK):
+        p = face_model.vertices_from_params(pred_params[s:s + METRIC_CHUNK])
+        t = face_model.vertices_from_params(target_params[s:s + METRIC_CHUNK])
+        parts.append(compare(p, t, face_model))
+
+    def cat(key_parts):
+        if isinstance(key_parts[0], dict):
+            return {k: cat([kp[k] for kp in key_parts]) for k in key_parts[0]}
+        return np.concatenate([np.asarray(kp, dtype=np.float64).reshape(-1) for kp in key_parts])
+
+    return cat(parts)
+
+
+def per_speaker(values: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Mean over each speaker's utterances (sorted speaker order), for paired noise estimates."""
+    _, inv = np.unique(speakers, return_inverse=True)
+    return np.bincount(inv, weights=values) / np.bincount(inv)
+
+
+def _row(name: str, kind: str, per_utt: dict[str, Any], speakers: np.ndarray) -> dict[str, Any]:
+    from voice2mesh.metrics import aggregate_by_speaker
+
+    agg = aggregate_by_speaker(per_utt, speakers)
+    return {"name": name, "kind": kind, "values": agg, "_per_utt": per_utt}
+
+
+def finish_rows(rows: list[dict[str, Any]], speakers: np.ndarray) -> None:
+    """% change vs the baseline, gap closed towards the oracle, and paired speaker-level noise (2 SE)."""
+    base = next(r for r in rows if r["kind"] == "baseline")
+    oracle = next((r for r in rows if r["kind"] == "oracle"), None)
+    for r in rows:
+        r["change_pct"], r["diff"], r["diff_2se"], r["gap_closed"] = {}, {}, {}, {}
+        for c in MAIN_COLUMNS:
+            b, v = base["values"][c], r["values"][c]
+            r["change_pct"][c] = 100.0 * (v - b) / b if b else float("nan")
+            d = per_speaker(r["_per_utt"][c], speakers) - per_speaker(base["_per_utt"][c], speakers)
+            r["diff"][c] = float(d.mean())
+            r["diff_2se"][c] = float(2.0 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+            if oracle is not None:
+                gap = b - oracle["values"][c]
+                r["gap_closed"][c] = (b - v) / gap if gap > 0 else float("nan")
+        r["beats_baseline_beyond_noise"] = bool(r["diff"]["ARE"] < -r["diff_2se"]["ARE"])
+    for r in rows:
+        r.pop("_per_utt", None)
+
+
+def evaluate(data_path: str | Path, checkpoints: Sequence[str | Path], cache_dir: str | Path,
+             split: str = "", seed: int = 0, kind: str = "") -> dict[str, Any]:
+    """The whole table for one dataset: reference rows + one row per checkpoint."""
+    from voice2mesh.facemodel import load_face_model
+
+    data = load_dataset(kind or detect_kind(data_path), data_path)
+    if data.params is None:
+        raise DataError(f"{data_path}: evaluation needs parameter targets")
+    split = split or ("test" if (data.utt_splits == "test").any() else "val")
+    mask = data.utt_splits == split
+    if not mask.any():
+        raise DataError(f"{data_path}: no utterances in split {split!r}")
+    train_speakers = data.speakers_of("train")
+    eval_speakers = data.speakers_of(split)
+    spk = data.utt_speakers[mask]
+    n_params = data.params.shape[1]
+    fm = load_face_model(data.face_model)
+    k = fm.n_identity if 1 + fm.n_identity + fm.n_expression == n_params else n_params - 1 - fm.n_expression
+    fm.set_prediction_size(k, n_params - 1 - k)
+    target = data.params[data.utt_speaker_index()[mask]]
+    u = len(target)
+    rows = []
+    base = data.targets_for(train_speakers).mean(0, keepdims=True)
+    base_metrics = per_utterance_metrics(fm, np.repeat(base, u, 0), target)
+    rows.append(_row("mean-face baseline", "baseline", base_metrics, spk))
+    extra: dict[str, Any] = {}
+    if data.hidden is not None:
+        opar, extra = oracle_params(data, train_speakers, eval_speakers, seed)
+        pos = {s: i for i, s in enumerate(eval_speakers)}
+        rows.append(_row("oracle (true hidden voice params, ridge)", "oracle",
+                         per_utterance_metrics(fm, opar[[pos[s] for s in spk]], target), spk))
+    chance = fm.sample_params(u, np.random.default_rng(seed))
+    chance_metrics = per_utterance_metrics(fm, chance, target)
+    rows.append(_row("chance (random face from the prior)", "chance", chance_metrics, spk))
+    cache = Path(cache_dir)
+    for ck in checkpoints:
+        pred = predict_checkpoint(ck, data, mask, cache)
+        rows.append(_row(Path(ck).parent.name + "/" + Path(ck).name, "model",
+                         per_utterance_metrics(fm, pred, target), spk))
+    finish_rows(rows, spk)
+    return {"dataset": str(data_path), "name": data.name, "split": split, "synthetic": data.synthetic,
+            "link_strength": data.meta.get("link_strength"), "face_model": fm.name,
+            "n_speakers": int(len(eval_speakers)), "n_utterances": int(u),
+            "n_train_speakers": int(len(train_speakers)), **extra, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------------------
+# output
+def format_markdown(result: dict[str, Any]) -> str:
+    """Table 1 layout (values, % change vs baseline, gap closed) + region RMSE table."""
+    link = result.get("link_strength")
+    title = (f"### {result['name']} ({result['split']}: {result['n_speakers']} speakers, "
+             f"{result['n_utterances']} utterances{f', link strength {link}' if link is not None else ''})")
+    head = ["row", *(COLUMN_TITLES[c] for c in MAIN_COLUMNS), "ARE vs baseline", "gap closed ARE / ER"]
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        v = r["values"]
+        cells = [r["name"], *(f"{v[c]:.4f}" if c != "rmse" else f"{v[c]:.2f}" for c in MAIN_COLUMNS)]
+        if r["kind"] == "baseline":
+            cells += ["-", "-"]
+        else:
+            noise = f" (±{r['diff_2se']['ARE'] / result_base(result) * 100:.1f})"
+            cells.append(f"{r['change_pct']['ARE']:+.1f}%{noise}")
+            g = r["gap_closed"]
+            if g and np.isfinite(g["ARE"]) and np.isfinite(g["ER"]):
+                cells.append(f"{g['ARE'] * 100:.0f}% / {g['ER'] * 100:.0f}%")
+            else:
+                cells.append("n/a (no gap)" if g else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    regions = sorted(result["rows"][0]["values"].get("region_rmse", {}))
+    if regions:
+        lines += ["", "Region RMSE (mm, after similarity alignment):", "",
+                  "| row | " + " | ".join(regions) + " |", "|" + "---|" * (len(regions) + 1)]
+        for r in result["rows"]:
+            lines.append("| " + r["name"] + " | " + " | ".join(f"{r['values']['region_rmse'][g]:.2f}"
+                                                             for g in regions) + " |")
+    lines += ["", "ARE vs baseline: % change of mean ARE (± two paired standard errors over speakers, "
+              "in % of the baseline). Gap closed: (baseline - row) / (baseline - oracle)."]
+    return "\n".join(lines) + "\n"
+
+
+def result_base(result: dict[str, Any]) -> float:
+    return next(r for r in result["rows"] if r["kind"] == "baseline")["values"]["ARE"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", action="append", required=True,
+                        help="dataset folder or manifest (repeat, each followed by its --checkpoints)")
+    parser.add_argument("--checkpoints", action="append", nargs="*", default=[],
+                        help="model.pt files for the preceding --data")
+    parser.add_argument("--out", required=True, help="folder for evaluation.md / evaluation.json")
+    parser.add_argument("--split", default="", help="split to evaluate (default: test, else val)")
+    parser.add_argument("--cache", default="", help="feature cache folder (default OUT/cache)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    ckpts = list(args.checkpoints) + [[]] * (len(args.data) - len(args.checkpoints))
+    if len(ckpts) > len(args.data):
+        print("error: more --checkpoints groups than --data entries", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(args.cache) if args.cache else out / "cache"
+    results = []
+    try:
+        for data_path, cks in zip(args.data, ckpts, strict=True):
+            results.append(evaluate(data_path, cks, cache, args.split, args.seed))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    md = "\n".join(format_markdown(r) for r in results)
+    (out / "evaluation.md").write_text(md)
+    (out / "evaluation.json").write_text(json.dumps(results, indent=2))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
