@@ -385,10 +385,10 @@ def export_bundle(
             "training_data": training_data_summary(cards),
             "training_runs": {
                 m.name: {
-                    "checkpoint": m.checkpoint,
+                    "checkpoint": "/".join(Path(m.checkpoint).parts[-2:]),  # run/file, no local paths
                     "stage": m.card.get("stage", ""),
                     "training": m.card.get("training", {}),
-                    "data": m.card.get("data", {}),
+                    "data": {k: v for k, v in m.card.get("data", {}).items() if k != "path"},
                 }
                 for m in models
             },
@@ -429,6 +429,9 @@ def read_evaluation(path: str | Path) -> dict[str, Any]:
             f"evaluation file not found: {jpath} (run python -m training.evaluate ... --out DIR)"
         )
     data = json.loads(jpath.read_text())
+    for result in data if isinstance(data, list) else [data]:
+        if isinstance(result, dict) and isinstance(result.get("dataset"), str):
+            result["dataset"] = Path(result["dataset"]).name  # no local paths in a published bundle
     md = jpath.with_suffix(".md")
     if md.is_file():
         data = (
