@@ -35,7 +35,7 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     py = sys.executable
     data, runs = str(args.data), Path(args.runs)
     dev = ["--device", args.device]
-    sv, ge = str(runs / "voiceembednet"), str(runs / "ge2e")
+    pre, sv, ge = str(runs / "voiceembednet-pretrain"), str(runs / "voiceembednet"), str(runs / "ge2e")
     steps: list[list[str]] = []
     if not args.skip_data:
         steps.append([py, "-m", "training.synthvox", "generate", data, "--speakers", str(args.speakers),
@@ -43,10 +43,10 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
                       "--seed", str(args.seed), "--images", "0", "--overwrite"])
     if not args.skip_train:
         steps += [
-            [py, "-m", "training.train", "pretrain", "--config", "synthvox", "--out", sv, *dev,
+            [py, "-m", "training.train", "pretrain", "--config", "synthvox", "--out", pre, *dev,
              "--set", f"data.path={data}"],
             [py, "-m", "training.train", "supervised", "--config", "synthvox", "--out", sv, *dev,
-             "--set", f"data.path={data}", "--set", f"model.encoder_checkpoint={sv}/pretrain.pt"],
+             "--set", f"data.path={data}", "--set", f"model.encoder_checkpoint={pre}/pretrain.pt"],
         ]
         if not args.no_ge2e:
             steps.append([py, "-m", "training.train", "supervised", "--config", "synthvox-ge2e", "--out", ge,
