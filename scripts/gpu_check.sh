@@ -38,10 +38,10 @@ step bench_cuda 300 "$PY" benchmarks/bench_predict.py --repeats 30 --device cuda
 step bench_cpu 300 "$PY" benchmarks/bench_predict.py --repeats 30 --device cpu --json "$OUT/bench_cpu.json"
 step synthvox_tiny 300 "$PY" -m training.synthvox generate "$OUT/synthvox-tiny" --speakers 8 --utterances 3 \
   --images 0 --overwrite
-step train_pretrain_cuda 300 "$PY" -m training.train pretrain --config tiny --out "$OUT/run-tiny" --device cuda \
+step train_pretrain_cuda 300 "$PY" -m training.train pretrain --config tiny --out "$OUT/run-tiny-pretrain" --device cuda \
   --set data.path="$OUT/synthvox-tiny"
 step train_supervised_cuda 300 "$PY" -m training.train supervised --config tiny --out "$OUT/run-tiny" \
-  --device cuda --set data.path="$OUT/synthvox-tiny" --set model.encoder_checkpoint="$OUT/run-tiny/pretrain.pt"
+  --device cuda --set data.path="$OUT/synthvox-tiny" --set model.encoder_checkpoint="$OUT/run-tiny-pretrain/pretrain.pt"
 step export_tiny 300 "$PY" -m export.to_onnx --all "$OUT/run-tiny" --out "$OUT/bundle-tiny"
 
 echo "=== summary"
