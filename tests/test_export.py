@@ -256,3 +256,56 @@ def test_embedded_face_model_makes_a_self_contained_bundle(random_model, tmp_pat
     monkeypatch.setenv("VOICE2MESH_CACHE", str(tmp_path / "empty-cache"))
     fm = load_bundle(out).load_face_model()
     assert fm.identity_basis.shape[0] == 40 and fm.expression_basis.shape[0] == 10
+
+
+@pytest.mark.slow
+def test_a_real_tiny_training_run_exports_and_predicts(tmp_path, assets_dir):
+    """synthvox (tiny) → pretrain → supervised (training's own CLIs) → export --all → Predictor."""
+    from training.synthvox.__main__ import main as synthvox_main
+    from training.train import main as train_main
+
+    data, pre, run = tmp_path / "sv", tmp_path / "pre", tmp_path / "run"
+    assert (
+        synthvox_main(["generate", str(data), "--speakers", "6", "--utterances", "2", "--images", "0"]) == 0
+    )
+    assert (
+        train_main(
+            [
+                "pretrain",
+                "--config",
+                "tiny",
+                "--out",
+                str(pre),
+                "--device",
+                "cpu",
+                "--set",
+                f"data.path={data}",
+            ]
+        )
+        == 0
+    )
+    assert (
+        train_main(
+            [
+                "supervised",
+                "--config",
+                "tiny",
+                "--out",
+                str(run),
+                "--device",
+                "cpu",
+                "--set",
+                f"data.path={data}",
+                "--set",
+                f"model.encoder_checkpoint={pre}/pretrain.pt",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "bundle"
+    assert to_onnx.main(["--all", str(run), "--out", str(out)]) == 0
+    b = load_bundle(out)
+    assert b.manifest["training_data"]["synthetic"] is True
+    assert b.manifest["models"]["supervised"]["parity"]["params_max_abs"] <= 1e-4
+    pred = Predictor.from_bundle(out, threads=1).predict(sorted((assets_dir / "voices").glob("*.wav"))[0])
+    assert np.isfinite(pred.params).all() and pred.vertices.shape[1] == 3
