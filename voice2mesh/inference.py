@@ -23,6 +23,9 @@ from voice2mesh.audio import Audio, AudioConfig, load_audio
 from voice2mesh.bundle import Bundle, ModelEntry, load_bundle
 from voice2mesh.providers import SessionConfig, create_session
 
+# One intra-op thread by default: for one recording it is as fast as two at best and far steadier on a
+# shared CPU (benchmarks/bench_predict.py, docs/runtime.md); ``threads=N`` for batches, 0 = ORT's default.
+DEFAULT_THREADS = 1
 STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
 AudioSource = str | Path | bytes | Audio
 
@@ -97,7 +100,9 @@ class Predictor:
         self._mean_flat = fm.mean.reshape(1, -1)
         self.audio_config = audio_config or AudioConfig()
         self.session, self.provider = create_session(
-            str(bundle.path(self.entry.file)), device, SessionConfig(intra_op_threads=threads)
+            str(bundle.path(self.entry.file)),
+            device,
+            SessionConfig(intra_op_threads=DEFAULT_THREADS if threads is None else threads),
         )
         self._input = self.entry.input_name
         names = [i.name for i in self.session.get_inputs()]

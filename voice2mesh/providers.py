@@ -71,7 +71,7 @@ def requested_providers(device: str = "auto") -> list[str]:
 class SessionConfig:
     """Thread and optimisation settings of an ONNX Runtime session."""
 
-    intra_op_threads: int | None = None  # None: ONNX Runtime's default (one per physical core)
+    intra_op_threads: int | None = None  # None or 0: ONNX Runtime's default (one per physical core)
     inter_op_threads: int = 1
     optimization: str = "all"  # "basic" | "extended" | "all"
     # Idle worker threads spin-wait by default in ONNX Runtime: on a shared or busy CPU that costs more than
