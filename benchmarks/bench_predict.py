@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--json", help="write the results here")
     ap.add_argument(
-        "--bundle", help="bundle to time (default: a random-init export of the real architecture)"
+        "--bundle",
+        help="bundle to time (default: models/default, else a random-init export of the real architecture)",
     )
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Predictor device")
     ap.add_argument(
@@ -180,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         clip = tmp / "clip.wav"
         sf.write(clip, speech_clip(args.seconds), 16000, subtype="PCM_16")
-        if args.bundle:
-            bundle = Path(args.bundle)
+        from voice2mesh.bundle import DEFAULT_BUNDLE_DIR
+
+        if args.bundle or (DEFAULT_BUNDLE_DIR / "bundle.json").is_file():
+            bundle = Path(args.bundle or DEFAULT_BUNDLE_DIR)
         else:
             from export.to_onnx import export_bundle, random_init_model
 
