@@ -181,11 +181,11 @@ def finish_rows(rows: list[dict[str, Any]], speakers: np.ndarray) -> None:
 
 
 def evaluate(data_path: str | Path, checkpoints: Sequence[str | Path], cache_dir: str | Path,
-             split: str = "", seed: int = 0, kind: str = "") -> dict[str, Any]:
+             split: str = "", seed: int = 0, kind: str = "", max_utterances: int = 0) -> dict[str, Any]:
     """The whole table for one dataset: reference rows + one row per checkpoint."""
     from voice2mesh.facemodel import load_face_model
 
-    data = load_dataset(kind or detect_kind(data_path), data_path)
+    data = load_dataset(kind or detect_kind(data_path), data_path).limit_per_speaker(max_utterances)
     if data.params is None:
         raise DataError(f"{data_path}: evaluation needs parameter targets")
     split = split or ("test" if (data.utt_splits == "test").any() else "val")
@@ -275,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="", help="split to evaluate (default: test, else val)")
     parser.add_argument("--cache", default="", help="feature cache folder (default OUT/cache)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-utterances-per-speaker", type=int, default=0,
+                        help="evaluate at most N utterances of each speaker (0: all)")
     args = parser.parse_args(argv)
     ckpts = list(args.checkpoints) + [[]] * (len(args.data) - len(args.checkpoints))
     if len(ckpts) > len(args.data):
@@ -286,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     try:
         for data_path, cks in zip(args.data, ckpts, strict=True):
-            results.append(evaluate(data_path, cks, cache, args.split, args.seed))
+            results.append(evaluate(data_path, cks, cache, args.split, args.seed,
+                                    max_utterances=args.max_utterances_per_speaker))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
