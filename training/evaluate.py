@@ -275,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="", help="split to evaluate (default: test, else val)")
     parser.add_argument("--cache", default="", help="feature cache folder (default OUT/cache)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 suits shared CPUs; 0 leaves PyTorch's default)")
     parser.add_argument("--max-utterances-per-speaker", type=int, default=0,
                         help="evaluate at most N utterances of each speaker (0: all)")
     args = parser.parse_args(argv)
@@ -282,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(ckpts) > len(args.data):
         print("error: more --checkpoints groups than --data entries", file=sys.stderr)
         return 2
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache) if args.cache else out / "cache"
