@@ -3,7 +3,7 @@
 ``Predictor.from_bundle(dir_or_hub_repo)`` loads a model bundle (voice2mesh.bundle), creates one ONNX
 Runtime session for the chosen model (CUDA only when a GPU is really usable, see voice2mesh.providers),
 warms it up, and then ``predict`` runs the whole path with per-stage timings in milliseconds.
-The face decoder (params → vertices) is one numpy matmul per basis (``FaceModel.vertices_from_params``);
+The face decoder (params → vertices) is ``FaceModel.vertices_from_params`` (one product per batch);
 ``benchmarks/bench_predict.py`` compares it with an ONNX graph of the same decoder (docs/runtime.md).
 """
 
@@ -91,13 +91,6 @@ class Predictor:
         self.bundle = bundle
         self.entry: ModelEntry = bundle.model(model)
         self.face_model = bundle.load_face_model()
-        self._metrics_model = _DigestOnce(self.face_model, bundle.face_model.sha256)  # checked equal on load
-        fm = self.face_model
-        k, e = fm.n_identity, fm.n_expression
-        self._basis = np.ascontiguousarray(
-            np.concatenate([fm.identity_basis[:k], fm.expression_basis[:e]]).reshape(k + e, -1)
-        )
-        self._mean_flat = fm.mean.reshape(1, -1)
         self.audio_config = audio_config or AudioConfig()
         self.session, self.provider = create_session(
             str(bundle.path(self.entry.file)),
@@ -168,7 +161,7 @@ class Predictor:
         dummy = self._dummy_input()
         for _ in range(runs):
             self.session.run(None, {self._input: dummy})
-        metrics.readouts(self.face_model.mean, self._metrics_model)
+        metrics.readouts(self.face_model.mean, self.face_model)
         self.load_timings_ms["warmup"] = (time.perf_counter() - t0) * 1e3
 
     def _dummy_input(self) -> np.ndarray:
@@ -204,19 +197,8 @@ class Predictor:
         return self.session.run([self.entry.output_name], {self._input: x})[0]
 
     def decode_mesh(self, params: np.ndarray) -> np.ndarray:
-        """(B, 1+K+E) parameters → (B, N, 3) vertices: ``scale * (mean + weights @ [identity; expression])``.
-
-        The same formula as ``FaceModel.vertices_from_params`` (tests check they agree) on one stacked
-        basis with ``einsum``: numpy's multi-threaded BLAS is erratic for this (1 x 50) @ (50 x 3N)
-        product on a busy machine, einsum's single-threaded loop is steady (benchmarks/bench_predict.py).
-        """
-        p = np.atleast_2d(np.asarray(params, dtype=np.float32))
-        if p.shape[1] != self.face_model.n_params:
-            raise ValueError(f"params must be (B, {self.face_model.n_params}), got {p.shape}")
-        flat = np.einsum("bk,kn->bn", p[:, 1:], self._basis)
-        flat += self._mean_flat
-        flat *= p[:, :1]
-        return flat.reshape(p.shape[0], self.face_model.n_vertices, 3)
+        """(B, 1+K+E) parameters → (B, N, 3) vertices (``FaceModel.vertices_from_params``)."""
+        return self.face_model.vertices_from_params(np.atleast_2d(np.asarray(params, dtype=np.float32)))
 
     # ------------------------------------------------------------------ predict
     def predict(self, source: AudioSource) -> Prediction:
@@ -250,7 +232,7 @@ class Predictor:
         t1 = time.perf_counter()
         vertices = self.decode_mesh(params)
         t2 = time.perf_counter()
-        reads = metrics.readouts(vertices, self._metrics_model)
+        reads = metrics.readouts(vertices, self.face_model)
         t3 = time.perf_counter()
         shared = {
             "onnx": (t1 - t0) * 1e3 / n,
@@ -276,18 +258,6 @@ class Predictor:
                 )
             )
         return results
-
-
-class _DigestOnce:
-    """A FaceModel whose ``sha256`` is computed once (metrics keys its prior cache by it on every call,
-    and ``FaceModel.sha256`` hashes all arrays each time: ~80 ms for ICT)."""
-
-    def __init__(self, face_model: Any, sha256: str | None = None) -> None:
-        self._fm = face_model
-        self.sha256 = sha256 or face_model.sha256
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fm, name)
 
 
 # ---------------------------------------------------------------------- front ends

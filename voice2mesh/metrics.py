@@ -17,12 +17,9 @@ returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-mode
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
 import os
 import sys
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +45,6 @@ PRIOR_VERSION = 1  # bump when the cached prior's content or format changes
 _CHUNK_BYTES = 2 * 2**20
 
 _PRIOR_MEMORY: dict[str, dict[str, np.ndarray]] = {}
-_DIGESTS: dict[tuple, tuple[weakref.ref, str]] = {}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -315,32 +311,8 @@ def aggregate_by_speaker(values: Mapping[str, Any], speakers: Sequence | np.ndar
 
 # --------------------------------------------------------------------------- prior and readouts
 def _model_digest(face_model: Any) -> str:
-    """The face model's sha256 (from the model, else hashed from its arrays), memoised per object.
-
-    Hashing a model's arrays takes tens of milliseconds, so it is done once per model object
-    (a model's arrays are not expected to change in place after loading).
-    """
-    key = (id(face_model), getattr(face_model, "n_identity", None), getattr(face_model, "n_expression", None),
-           repr(getattr(face_model, "prior", None)))
-    memo = _DIGESTS.get(key)
-    if memo is not None and memo[0]() is face_model:
-        return memo[1]
-    digest = _compute_digest(face_model)
-    with contextlib.suppress(TypeError):  # objects without weak references are not memoised
-        _DIGESTS[key] = (weakref.ref(face_model), digest)
-    return digest
-
-
-def _compute_digest(face_model: Any) -> str:
-    for owner in (face_model, getattr(face_model, "metadata", None) or {}):
-        value = owner.get("sha256") if isinstance(owner, Mapping) else getattr(owner, "sha256", None)
-        if isinstance(value, str) and value:
-            return value
-    h = hashlib.sha256()
-    for name in ("mean", "identity_basis", "expression_basis"):
-        h.update(np.ascontiguousarray(getattr(face_model, name)).tobytes())
-    h.update(json.dumps(_pairs_of(face_model), sort_keys=True).encode())
-    return h.hexdigest()
+    """The face model's content sha256 (``FaceModel.sha256``, computed once per model object)."""
+    return face_model.sha256
 
 
 def _prior_key(face_model: Any, n_samples: int, seed: int) -> str:
@@ -349,20 +321,9 @@ def _prior_key(face_model: Any, n_samples: int, seed: int) -> str:
 
 
 def decode_at(face_model: Any, params: np.ndarray, vertex_ids: np.ndarray) -> np.ndarray:
-    """Vertices ``vertex_ids`` only of the faces ``params`` (B, 1+K+E) -> (B, len(vertex_ids), 3).
-
-    The contract's linear model (docs/ARCHITECTURE.md) evaluated at a few vertices, so that the
-    prior's 10,000 faces cost microseconds each; tests check it equals ``vertices_from_params``.
-    """
-    scale, ident, expr = face_model.split_params(params)
-    idx = np.asarray(vertex_ids, dtype=np.int64)
-    k, e = ident.shape[1], expr.shape[1]
-    out = np.broadcast_to(face_model.mean[idx].astype(np.float64), (len(scale), len(idx), 3)).copy()
-    if k:
-        out += np.einsum("bk,knc->bnc", ident, face_model.identity_basis[:k, idx].astype(np.float64))
-    if e:
-        out += np.einsum("be,enc->bnc", expr, face_model.expression_basis[:e, idx].astype(np.float64))
-    return out * np.asarray(scale, dtype=np.float64)[:, None, None]
+    """Vertices ``vertex_ids`` only of the faces ``params`` (B, 1+K+E) -> (B, len(vertex_ids), 3) float64,
+    so that the prior's 10,000 faces cost microseconds each (``FaceModel.vertices_from_params(at=...)``)."""
+    return face_model.vertices_from_params(np.atleast_2d(params), at=vertex_ids).astype(np.float64)
 
 
 def compute_ratio_prior(

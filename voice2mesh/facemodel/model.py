@@ -68,8 +68,11 @@ class FaceModel:
     n_expression: int = PAPER_N_EXPRESSION
     metadata: dict = field(default_factory=dict)
     prior: Prior = field(default_factory=Prior)
-    # (K, E) -> the first K identity and E expression modes as one (K+E, 3N) matrix (bases are immutable)
+    # Arrays and metadata are treated as immutable after construction, so these caches stay valid:
+    # (K, E) -> the first K identity and E expression modes as one (K+E, 3N) matrix,
+    # (K, E) -> the content sha256 (hashing every array takes ~80 ms for ICT).
     _stacked_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _sha_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.mean = np.ascontiguousarray(self.mean, dtype=np.float32)
@@ -123,6 +126,7 @@ class FaceModel:
     def set_prediction_size(self, n_identity: int, n_expression: int) -> FaceModel:
         """Choose how many modes models predict (all modes stay in the file). Returns self."""
         self._stacked_cache.clear()
+        self._sha_cache.clear()
         if not 0 <= n_identity <= self.max_identity:
             raise ValueError(f"n_identity={n_identity} outside 0..{self.max_identity} for {self.name}")
         if not 0 <= n_expression <= self.max_expression:
@@ -131,12 +135,13 @@ class FaceModel:
         return self
 
     # -- geometry ----------------------------------------------------------------------------------
-    def vertices(self, identity=None, expression=None, scale=None) -> np.ndarray:
+    def vertices(self, identity=None, expression=None, scale=None, at=None) -> np.ndarray:
         """Vertices for weights ``identity`` (B, K) and ``expression`` (B, E), K/E up to all modes.
 
-        One (B, K+E) x (K+E, 3N) matmul for the whole batch (the first K identity and E expression modes
-        are stacked once and cached). 1-D weights give one face (N, 3); 2-D give (B, N, 3).
+        One (B, K+E) x (K+E, 3N) product for the whole batch (the first K identity and E expression
+        modes are stacked once and cached). 1-D weights give one face (N, 3); 2-D give (B, N, 3).
         ``None`` means zeros (identity/expression) or 1 (scale); ``scale`` is a scalar or (B,).
+        ``at`` (vertex indices) decodes only those vertices, e.g. the measurement pairs of many faces.
         """
         given = [w for w in (identity, expression) if w is not None]
         single = bool(given) and all(np.ndim(w) == 1 for w in given) and np.ndim(scale) == 0
@@ -145,16 +150,21 @@ class FaceModel:
         batch = _batch_size(ident, expr, scale)
         k = 0 if ident is None else ident.shape[1]
         e = 0 if expr is None else expr.shape[1]
+        mean = self.mean if at is None else self.mean[np.asarray(at, dtype=np.int64)]
         if k + e:
             parts = [np.broadcast_to(w, (batch, w.shape[1])) for w in (ident, expr) if w is not None]
             weights = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-            flat = weights @ self._stacked_basis(k, e)
-            flat += self.mean.reshape(1, -1)
+            basis = self._stacked_basis(k, e)
+            if at is not None:
+                basis = basis.reshape(k + e, self.n_vertices, 3)[:, np.asarray(at, dtype=np.int64)]
+                basis = basis.reshape(k + e, -1)
+            flat = _weighted_sum(weights, basis)
+            flat += mean.reshape(1, -1)
         else:
-            flat = np.broadcast_to(self.mean.reshape(1, -1), (batch, self.mean.size)).copy()
+            flat = np.broadcast_to(mean.reshape(1, -1), (batch, mean.size)).copy()
         if scale is not None:
             flat *= np.asarray(scale, dtype=np.float32).reshape(-1, 1)
-        out = flat.reshape(batch, self.n_vertices, 3)
+        out = flat.reshape(batch, mean.shape[0], 3)
         return out[0] if single else out
 
     def _stacked_basis(self, k: int, e: int) -> np.ndarray:
@@ -181,10 +191,12 @@ class FaceModel:
         k = self.n_identity
         return p[:, 0], p[:, 1: 1 + k], p[:, 1 + k:]
 
-    def vertices_from_params(self, params) -> np.ndarray:
-        """(B, 1+K+E) parameter vectors -> (B, N, 3) vertices; a 1-D vector gives (N, 3)."""
+    def vertices_from_params(self, params, at=None) -> np.ndarray:
+        """(B, 1+K+E) parameter vectors -> (B, N, 3) vertices; a 1-D vector gives (N, 3).
+
+        ``at`` (vertex indices) decodes only those vertices: (B, len(at), 3)."""
         scale, ident, expr = self.split_params(params)
-        out = self.vertices(ident, expr, scale)
+        out = self.vertices(ident, expr, scale, at=at)
         return out[0] if np.ndim(params) == 1 else out
 
     def neutral_params(self, n: int = 1) -> np.ndarray:
@@ -273,11 +285,15 @@ class FaceModel:
 
     @property
     def sha256(self) -> str:
-        """Content hash of the model as ``save`` would write it."""
-        arrays = {k: getattr(self, k) for k in _ARRAY_FIELDS}
-        arrays.update({_REGION_PREFIX + k: v for k, v in self.regions.items()})
-        arrays[_META_KEY] = np.array(json.dumps(self._meta(), sort_keys=True))
-        return content_sha256(arrays)
+        """Content hash of the model as ``save`` would write it (computed once per prediction size)."""
+        key = (self.n_identity, self.n_expression)
+        digest = self._sha_cache.get(key)
+        if digest is None:
+            arrays = {k: getattr(self, k) for k in _ARRAY_FIELDS}
+            arrays.update({_REGION_PREFIX + k: v for k, v in self.regions.items()})
+            arrays[_META_KEY] = np.array(json.dumps(self._meta(), sort_keys=True))
+            digest = self._sha_cache[key] = content_sha256(arrays)
+        return digest
 
 
 def content_sha256(arrays: dict[str, np.ndarray]) -> str:
@@ -290,6 +306,19 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+# Below this batch size numpy's single-threaded einsum is used: multi-threaded BLAS is erratic for a
+# (1 x 50) @ (50 x 3N) product on a busy CPU (2-35 ms vs a steady 0.35 ms, benchmarks/bench_predict.py),
+# while large batches (the prior's 10,000 faces, training) gain from BLAS.
+_EINSUM_MAX_BATCH = 16
+
+
+def _weighted_sum(weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(B, M) @ (M, D) -> (B, D) float32, by einsum for small batches and BLAS for large ones."""
+    if weights.shape[0] <= _EINSUM_MAX_BATCH:
+        return np.einsum("bm,md->bd", weights, basis)
+    return weights @ basis
 
 
 def _basis(basis, n: int, name: str) -> np.ndarray:
