@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from voice2mesh.facemodel.align import apply_similarity, umeyama
+from voice2mesh.facemodel.align import apply_similarity, similarity_from_moments, umeyama
 from voice2mesh.paths import cache_dir
 
 __all__ = [
@@ -206,8 +206,8 @@ def _xy_extent(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _aligned_sq_errors_soa(pT: np.ndarray, tT: np.ndarray) -> np.ndarray:
     """Per-vertex squared distance (B, N) after the Umeyama similarity alignment, for (B, 3, N) inputs.
 
-    The same closed form as :func:`voice2mesh.facemodel.align.umeyama` (tests check they agree),
-    laid out for speed: centred coordinates in (B, 3, N), 3x3 moments by BLAS, the residual
+    Umeyama's closed form (:func:`voice2mesh.facemodel.align.similarity_from_moments`) laid out for
+    speed: centred coordinates in (B, 3, N), 3x3 moments by BLAS, the residual
     ``c R (p - mu_p) - (t - mu_t)`` without materialising the aligned mesh separately.
     """
     n = pT.shape[2]
@@ -215,12 +215,7 @@ def _aligned_sq_errors_soa(pT: np.ndarray, tT: np.ndarray) -> np.ndarray:
     pT -= (pT @ w)[:, :, None]  # centre in place (the inputs are this module's own copies)
     tT -= (tT @ w)[:, :, None]
     cov = tT @ pT.transpose(0, 2, 1) / n  # (B, 3, 3) = E[(t - mu_t)(p - mu_p)^T]
-    U, D, Vt = np.linalg.svd(cov)
-    S = np.ones_like(D)
-    S[:, 2] = np.where(np.linalg.det(U @ Vt) < 0, -1.0, 1.0)
-    R = (U * S[:, None, :]) @ Vt
-    var_p = np.einsum("bij,bij->b", pT, pT) / n
-    scale = np.einsum("bi,bi->b", D, S) / np.where(var_p > 0, var_p, 1.0)
+    scale, R = similarity_from_moments(cov, np.einsum("bij,bij->b", pT, pT) / n)
     r = (scale[:, None, None] * R) @ pT
     r -= tT
     return np.einsum("bin,bin->bn", r, r)

@@ -21,19 +21,25 @@ def umeyama(src, dst, with_scale: bool = True) -> tuple[np.ndarray, np.ndarray, 
     s0, d0 = src - mu_s, dst - mu_d
     n = src.shape[-2]
     cov = np.swapaxes(d0, -1, -2) @ s0 / n                      # (..., 3, 3)
+    var_s = (s0 ** 2).sum(axis=(-1, -2)) / n
+    scale, R = similarity_from_moments(cov, var_s)
+    if not with_scale:
+        scale = np.ones(cov.shape[:-2])
+    t = mu_d[..., 0, :] - scale[..., None] * np.einsum("...ij,...j->...i", R, mu_s[..., 0, :])
+    return scale, R, t
+
+
+def similarity_from_moments(cov: np.ndarray, var_src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Umeyama's closed form from the centred moments: ``cov`` (..., 3, 3) = E[(dst - mu)(src - mu)^T]
+    and ``var_src`` (...) = E[|src - mu|^2]. Returns scale (...) and a proper rotation R (..., 3, 3)."""
     U, S, Vt = np.linalg.svd(cov)
     sign = np.sign(np.linalg.det(U @ Vt))
     sign = np.where(sign == 0, 1.0, sign)
     D = np.ones(S.shape)
     D[..., -1] = sign
     R = (U * D[..., None, :]) @ Vt
-    if with_scale:
-        var_s = (s0 ** 2).sum(axis=(-1, -2)) / n
-        scale = (S * D).sum(axis=-1) / np.where(var_s > 0, var_s, 1.0)
-    else:
-        scale = np.ones(S.shape[:-1])
-    t = mu_d[..., 0, :] - scale[..., None] * np.einsum("...ij,...j->...i", R, mu_s[..., 0, :])
-    return scale, R, t
+    scale = (S * D).sum(axis=-1) / np.where(var_src > 0, var_src, 1.0)
+    return scale, R
 
 
 def apply_similarity(points, scale, R, t) -> np.ndarray:
