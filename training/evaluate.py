@@ -219,6 +219,7 @@ def evaluate(data_path: str | Path, checkpoints: Sequence[str | Path], cache_dir
         pred = predict_checkpoint(ck, data, mask, cache)
         rows.append(_row(Path(ck).parent.name + "/" + Path(ck).name, "model",
                          per_utterance_metrics(fm, pred, target), spk))
+        rows[-1]["checkpoint"] = str(Path(ck).resolve())
     finish_rows(rows, spk)
     return {"dataset": str(data_path), "name": data.name, "split": split, "synthetic": data.synthetic,
             "link_strength": data.meta.get("link_strength"), "face_model": fm.name,
