@@ -145,14 +145,12 @@ def _build_kd(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, i
         raise ExportError(
             f"{path}: a KD checkpoint needs training.kd, which is not available ({exc})"
         ) from exc
-    builder = getattr(kd, "model_from_checkpoint", None) or getattr(kd, "load_exportable", None)
-    if builder is None:
-        raise ExportError(f"{path}: training.kd offers no model_from_checkpoint(ckpt) to rebuild the graph")
     try:
-        module = builder(ckpt)
+        module = kd.model_from_checkpoint(ckpt)
+        n_identity, n_expression = int(ckpt["n_identity"]), int(ckpt["n_expression"])
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ExportError(f"{path}: cannot rebuild the KD graph: {exc}") from exc
-    return module, "voiceembednet", int(ckpt.get("n_identity", 40)), int(ckpt.get("n_expression", 10))
+    return module, "voiceembednet", n_identity, n_expression
 
 
 def random_init_model(encoder: str = "voiceembednet", face_model: str = "ict", seed: int = 0) -> LoadedModel:

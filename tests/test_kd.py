@@ -370,11 +370,7 @@ def test_training_evaluate_prints_kd_rows(tmp_path):
 
     import training.evaluate as ev
 
-    if "predict_kd_or_none" not in inspect.getsource(ev.predict_checkpoint):
-        pytest.skip(
-            "training.evaluate.predict_checkpoint does not call training.kd.evaluate.predict_kd_or_none "
-            "yet (docs/kd.md, 'Evaluation')"
-        )
+    assert "predict_kd_or_none" in inspect.getsource(ev.predict_checkpoint)
     from training.kd.evaluate import predict_kd_or_none
 
     assert predict_kd_or_none(tmp_path / "missing.pt", None, np.zeros(0, bool), tmp_path) is None

@@ -106,8 +106,12 @@ def predict_checkpoint(path: str | Path, data: VoiceFaceData, mask: np.ndarray, 
     """(U, P) un-whitened parameters the model predicts for the selected utterances (clean audio)."""
     import torch
 
+    from training.kd.evaluate import predict_kd_or_none
     from training.train import load_voice_to_params
 
+    kd = predict_kd_or_none(path, data, mask, cache_dir, batch)
+    if kd is not None:
+        return kd
     model, ck = load_voice_to_params(path)
     idx = np.flatnonzero(mask)
     out = []
