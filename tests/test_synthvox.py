@@ -13,7 +13,13 @@ from PIL import Image
 
 from training.synthvox import SynthVoxConfig, espeak, explained_variance, generate, link, load_faces
 from training.synthvox.__main__ import main
-from training.synthvox.generate import UtteranceJob, sample_world, synthesize_speaker, vocal_tract_scale
+from training.synthvox.generate import (
+    UtteranceJob,
+    formant_dispersion_warp,
+    sample_world,
+    synthesize_speaker,
+    vocal_tract_scale,
+)
 from voice2mesh import metrics
 from voice2mesh.facemodel import load_face_model
 
@@ -32,7 +38,7 @@ def _csv(path: Path) -> list[dict]:
 
 def test_format(tiny: Path) -> None:
     meta = json.loads((tiny / "meta.json").read_text())
-    assert meta["format_version"] == 1 and meta["seed"] == 3
+    assert meta["format_version"] == 2 and meta["seed"] == 3
     assert meta["face_model"]["name"] == "ict-facekit-light" and len(meta["face_model"]["sha256"]) == 64
     assert meta["link"]["hidden_names"] == list(link.HIDDEN_NAMES)
     speakers = _csv(tiny / "speakers.csv")
@@ -52,7 +58,7 @@ def test_format(tiny: Path) -> None:
     faces = load_faces(tiny)
     fm = load_face_model("ict")
     assert faces["params"].shape == (10, fm.n_params) and faces["params"].dtype == np.float32
-    assert faces["hidden"].shape == (10, 4) and list(faces["hidden_names"]) == list(link.HIDDEN_NAMES)
+    assert faces["hidden"].shape == (10, 5) and list(faces["hidden_names"]) == list(link.HIDDEN_NAMES)
     # the stored measurements are the paper's ratios of the stored faces (recomputed independently)
     r = metrics.ratios(fm.vertices_from_params(faces["params"]), fm)
     for j, name in enumerate(faces["measurement_names"]):
@@ -107,9 +113,10 @@ def test_link_strength_sets_the_explained_variance(assets_dir) -> None:
     assert np.all(results[0.0] < 0.02), results[0.0]
     assert np.all(results[default] <= 0.5), results[default]
     assert np.all(results[default] >= 0.2), results[default]
-    # the link's signs: F0 falls with ER/OICD, the vocal-tract factor grows with CR/OICD
+    # the signs: F0 and formant dispersion fall with ER/OICD, the vocal-tract factor grows with CR/OICD
     world = sample_world(SynthVoxConfig(speakers=500, link_strength=0.9, seed=12))
     assert np.corrcoef(world.hidden[:, 0], world.measurements[:, 0])[0, 1] < -0.5
+    assert np.corrcoef(world.hidden[:, 4], world.measurements[:, 0])[0, 1] < -0.5
     assert np.corrcoef(world.hidden[:, 1], world.measurements[:, 1])[0, 1] > 0.5
 
 
@@ -149,6 +156,36 @@ def test_vocal_tract_scale_moves_frequencies_and_duration() -> None:
     assert np.fft.rfftfreq(y.size, 1 / 16000)[spec.argmax()] == pytest.approx(800, abs=2)
 
 
+def _harmonic_amplitudes(x: np.ndarray, sr: int, f0: float, n: int) -> np.ndarray:
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    bins = np.round(np.arange(1, n + 1) * f0 * x.size / sr).astype(int)
+    return spec[bins]
+
+
+def test_formant_dispersion_warp_moves_the_formant_not_the_harmonics() -> None:
+    """A 100 Hz pulse train through one resonance at 2 kHz: gamma = 1.2 moves the resonance to
+    1000 * 2 ** 1.2 = 2297 Hz (the warp's definition) while the energy stays on the 100 Hz harmonics;
+    gamma = 1 changes nothing."""
+    from scipy.signal import lfilter
+
+    sr, f0 = 16000, 100.0
+    pulses = np.zeros(sr * 2)
+    pulses[:: int(sr / f0)] = 1.0
+    r, fc = 0.97, 2000.0
+    x = lfilter([1.0], [1.0, -2 * r * np.cos(2 * np.pi * fc / sr), r * r], pulses).astype(np.float32)
+    x /= np.abs(x).max()
+    np.testing.assert_array_equal(formant_dispersion_warp(x, sr, 1.0), x)
+    y = formant_dispersion_warp(x, sr, 1.2)
+    assert y.shape == x.shape
+    harmonics = np.arange(1, 71) * f0
+    assert harmonics[_harmonic_amplitudes(x, sr, f0, 70).argmax()] == pytest.approx(2000, abs=100)
+    assert harmonics[_harmonic_amplitudes(y, sr, f0, 70).argmax()] == pytest.approx(2297, abs=150)
+    spec = np.abs(np.fft.rfft(y * np.hanning(y.size)))
+    on = _harmonic_amplitudes(y, sr, f0, 70).sum()
+    off = spec[np.round((np.arange(1, 71) + 0.5) * f0 * y.size / sr).astype(int)].sum()
+    assert on > 20 * off
+
+
 def test_cli_rejects_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["generate", str(tmp_path / "x"), "--link-strength", "1.5"]) == 2
     assert "link_strength must be in [0, 1]" in capsys.readouterr().err
@@ -174,7 +211,7 @@ def test_vocal_tract_factor_shifts_the_spectrum_not_the_duration(tmp_path: Path)
     spectra, durations = {}, {}
     for lam in (0.9, 1.1):
         pitch = espeak.pitch_for_f0("m3", 115 * lam)
-        job = UtteranceJob(f"s{lam}", "m3", pitch, round(165 * lam), lam, texts, str(tmp_path), 16000)
+        job = UtteranceJob(f"s{lam}", "m3", pitch, round(165 * lam), lam, 1.0, texts, str(tmp_path), 16000)
         (_, rel, dur), = synthesize_speaker(job)
         x, sr = sf.read(tmp_path / rel)
         spectra[lam], durations[lam] = _log_spectrum(x, sr, log_f), dur

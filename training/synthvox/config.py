@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: formant-dispersion control (hidden dispersion_log)
 
 # Four male espeak-ng variants of similar base pitch (their `pitch` lines: 80-125 Hz) but different
 # timbre (formant levels and bandwidths, echo, voicing): the "voice quality" code of the variant link.
@@ -13,10 +13,10 @@ DEFAULT_VARIANTS: tuple[str, ...] = ("m2", "m3", "m6", "m7")
 
 @dataclass
 class SynthVoxConfig:
-    """What ``generate`` builds. Defaults: 300 speakers -> 180 train / 45 val / 75 test."""
+    """What ``generate`` builds. Defaults: 1,200 speakers -> 720 train / 180 val / 300 test."""
 
-    speakers: int = 300
-    utterances: int = 6              # per speaker, distinct sentences
+    speakers: int = 1200
+    utterances: int = 4              # per speaker, distinct sentences
     link_strength: float = 0.6       # s in h = s * z + sqrt(1 - s^2) * noise (docs/synthvox.md)
     seed: int = 0
     images: int = 0                  # face renders per speaker (0: none)

@@ -37,6 +37,7 @@ class UtteranceJob:
     espeak_pitch: int
     espeak_speed: int
     vtl_factor: float
+    dispersion: float
     texts: tuple[str, ...]
     out_dir: str
     sample_rate: int
@@ -55,6 +56,47 @@ def vocal_tract_scale(samples: np.ndarray, sr_in: int, factor: float, sr_out: in
     return soxr.resample(x, sr_in / factor, sr_out, quality="VHQ").astype(np.float32)
 
 
+ENVELOPE_NFFT = 512      # STFT of the dispersion warp at 16 kHz: 32 ms windows, 8 ms hop
+ENVELOPE_LIFTER = 30     # cepstral coefficients kept for the spectral envelope (quefrency < 1.9 ms)
+MAX_ENVELOPE_GAIN_DB = 30.0
+
+
+def formant_dispersion_warp(x: np.ndarray, sr: int, gamma: float,
+                            pivot_hz: float = link.DISP_PIVOT_HZ) -> np.ndarray:
+    """Warp the spectral envelope so that a formant at F moves to pivot * (F / pivot) ** gamma.
+
+    Per frame (STFT, vectorised over frames): the envelope is the cepstrally smoothed log magnitude
+    (``ENVELOPE_LIFTER`` coefficients); the warped envelope reads it at the source frequency
+    pivot * (f / pivot) ** (1 / gamma); the frame's complex spectrum is multiplied by exp(warped - original),
+    so the harmonics (F0) and phases stay where they are and only the envelope (formants) moves.
+    gamma = 1 returns ``x`` unchanged.
+    """
+    from scipy.signal import istft, stft
+
+    x = np.asarray(x, dtype=np.float32)
+    if gamma == 1.0 or x.size < ENVELOPE_NFFT:
+        return x
+    hop = ENVELOPE_NFFT // 4
+    _, _, spec = stft(x, sr, nperseg=ENVELOPE_NFFT, noverlap=ENVELOPE_NFFT - hop)
+    log_mag = np.log(np.abs(spec) + 1e-6)                                   # (bins, frames)
+    cep = np.fft.irfft(log_mag, axis=0)                                     # real cepstrum
+    cep[ENVELOPE_LIFTER:-ENVELOPE_LIFTER + 1] = 0.0
+    env = np.fft.rfft(cep, axis=0).real                                     # (bins, frames)
+    n_bins = env.shape[0]
+    freqs = np.linspace(0.0, sr / 2, n_bins)
+    src = np.zeros_like(freqs)
+    src[1:] = pivot_hz * (freqs[1:] / pivot_hz) ** (1.0 / gamma)
+    pos = np.clip(src / (sr / 2) * (n_bins - 1), 0, n_bins - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n_bins - 1)
+    frac = (pos - lo)[:, None]
+    warped = (1.0 - frac) * env[lo] + frac * env[hi]
+    limit = MAX_ENVELOPE_GAIN_DB / 20.0 * np.log(10.0)
+    gain = np.exp(np.clip(warped - env, -limit, limit))
+    _, y = istft(spec * gain, sr, nperseg=ENVELOPE_NFFT, noverlap=ENVELOPE_NFFT - hop)
+    return y[: x.size].astype(np.float32)
+
+
 def synthesize_speaker(job: UtteranceJob) -> list[tuple[str, str, float]]:
     """Write one speaker's WAVs; return (utt_id, relative path, duration_s) per utterance."""
     rows = []
@@ -63,6 +105,7 @@ def synthesize_speaker(job: UtteranceJob) -> list[tuple[str, str, float]]:
     for u, text in enumerate(job.texts):
         raw, sr = espeak.synthesize(text, job.variant, job.espeak_pitch, job.espeak_speed)
         y = vocal_tract_scale(raw, sr, job.vtl_factor, job.sample_rate)
+        y = formant_dispersion_warp(y, job.sample_rate, job.dispersion)
         y *= PEAK / max(float(np.abs(y).max()), 1e-6)
         pcm = np.round(y * 32767.0).astype(np.int16)
         utt_id = f"{job.speaker_id}_u{u:02d}"
@@ -143,7 +186,7 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
     for i, spk in enumerate(speaker_ids):
         idx = rng_text.choice(n_sent, size=config.utterances, replace=config.utterances > n_sent)
         jobs.append(UtteranceJob(spk, world.variant_names[i], world.espeak_pitch[i], world.espeak_speed[i],
-                                 float(controls.vtl_factor[i]),
+                                 float(controls.vtl_factor[i]), float(controls.dispersion[i]),
                                  tuple(SENTENCES[j] for j in idx), str(out), config.sample_rate))
     if config.workers > 1 and len(jobs) > 1:
         ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold a GL context later
@@ -203,11 +246,12 @@ def _write_tables(out: Path, speaker_ids, splits, world: World, jobs, results) -
     with open(out / "speakers.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["speaker_id", "split", *link.HIDDEN_NAMES, "variant", "espeak_voice", "f0_hz",
-                    "vtl_factor", "rate_wpm", "espeak_pitch", "espeak_speed", *meas_cols])
+                    "vtl_factor", "rate_wpm", "dispersion", "espeak_pitch", "espeak_speed", *meas_cols])
         for i, spk in enumerate(speaker_ids):
             w.writerow([spk, splits[i], *(f"{x:.6f}" for x in hidden[i]), names[i],
                         f"{espeak.BASE_VOICE}+{names[i]}", f"{controls.f0_hz[i]:.3f}",
-                        f"{controls.vtl_factor[i]:.6f}", f"{controls.rate_wpm[i]:.3f}", pitches[i], speeds[i],
+                        f"{controls.vtl_factor[i]:.6f}", f"{controls.rate_wpm[i]:.3f}",
+                        f"{controls.dispersion[i]:.6f}", pitches[i], speeds[i],
                         *(f"{x:.6f}" for x in measurements[i])])
     with open(out / "utterances.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

@@ -11,6 +11,7 @@ that the latents explain s^2, whatever those correlations), and s in [0, 1] is t
 (s = 0: voices independent of faces). h_j ~ N(0, 1) for every s. The latents become voice controls:
 
 - F0 (Hz)           = F0_BASE * 2 ** (F0_ST_PER_SD * h_f0 / 12)         <- ER/OICD (sign -1)
+- formant dispersion gamma = exp(DISP_LOG_PER_SD * h_f0)                  <- ER/OICD (the same latent)
 - vocal-tract factor = exp(VTL_LOG_PER_SD * h_vtl)                       <- CR/OICD (sign +1)
 - speaking rate (wpm) = RATE_BASE * exp(RATE_LOG_PER_SD * h_rate)         <- MR/OICD (sign +1)
 - variant index      = quantile bin of h_variant among the config's variants  <- FR/OICD (sign +1)
@@ -35,6 +36,12 @@ F0_ST_PER_SD = 1.75
 VTL_LOG_PER_SD = 0.06
 RATE_BASE_WPM = 165.0
 RATE_LOG_PER_SD = 0.10
+# Formant dispersion (second formant-borne cue of ER, docs/synthvox.md): the spectral envelope is warped
+# so that a formant at F moves to DISP_PIVOT_HZ * (F / DISP_PIVOT_HZ) ** gamma, gamma = exp(0.10 * h):
+# at +-1 sd a 3 kHz formant moves by ~ +-12 % and a 300 Hz one by ~ -+12 % (a stretch of the log-frequency
+# spread of the formants about 1 kHz, orthogonal to the uniform vocal-tract shift).
+DISP_LOG_PER_SD = 0.10
+DISP_PIVOT_HZ = 1000.0
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,13 @@ class Link:
 
 
 LINKS: tuple[Link, ...] = (
-    Link("f0", "ER/OICD", -1.0, "broader head (ear-to-ear breadth) ~ larger larynx ~ lower F0"),
+    Link("f0", "ER/OICD", -1.0, "broader head (ear-to-ear breadth) ~ larger larynx ~ lower F0; and a wider "
+         "pharynx ~ formants closer together (dispersion, driven by the same latent)"),
     Link("vtl", "CR/OICD", +1.0, "broader mid-face (cheek breadth) ~ larger oral cavity ~ longer tract"),
     Link("rate", "MR/OICD", +1.0, "no physiology: a behavioural link so a third ratio is audible"),
     Link("variant", "FR/OICD", +1.0, "no physiology: voice quality (espeak-ng variant) as a coarse code"),
 )
-HIDDEN_NAMES: tuple[str, ...] = ("f0_semitones", "vtl_log", "rate_log", "variant_index")
+HIDDEN_NAMES: tuple[str, ...] = ("f0_semitones", "vtl_log", "rate_log", "variant_index", "dispersion_log")
 MEASUREMENT_NAMES: tuple[str, ...] = tuple(link.measurement for link in LINKS)
 
 
@@ -126,11 +134,13 @@ class VoiceControls:
     vtl_factor: np.ndarray
     rate_wpm: np.ndarray
     variant_index: np.ndarray
+    dispersion: np.ndarray
 
     def hidden(self) -> np.ndarray:
         """(S, H) float32 in the order of HIDDEN_NAMES: what the audio carries, in linear units."""
         return np.stack([12.0 * np.log2(self.f0_hz / F0_BASE_HZ), np.log(self.vtl_factor),
-                         np.log(self.rate_wpm / RATE_BASE_WPM), self.variant_index.astype(np.float64)],
+                         np.log(self.rate_wpm / RATE_BASE_WPM), self.variant_index.astype(np.float64),
+                         np.log(self.dispersion)],
                         axis=1).astype(np.float32)
 
 
@@ -141,6 +151,7 @@ def controls_from_latents(h: np.ndarray, n_variants: int) -> VoiceControls:
         vtl_factor=np.exp(VTL_LOG_PER_SD * h[:, 1]),
         rate_wpm=RATE_BASE_WPM * np.exp(RATE_LOG_PER_SD * h[:, 2]),
         variant_index=variant_bins(h[:, 3], n_variants),
+        dispersion=np.exp(DISP_LOG_PER_SD * h[:, 0]),
     )
 
 
@@ -157,13 +168,19 @@ def link_definition(strength: float) -> dict:
             "vtl_factor": f"exp({VTL_LOG_PER_SD} * h_vtl)  (formants / vtl_factor)",
             "rate_wpm": f"{RATE_BASE_WPM} * exp({RATE_LOG_PER_SD} * h_rate)",
             "variant_index": "equal-probability normal-quantile bin of h_variant",
+            "dispersion": f"exp({DISP_LOG_PER_SD} * h_f0): envelope warp, formant F -> "
+                          f"{DISP_PIVOT_HZ} * (F / {DISP_PIVOT_HZ}) ** dispersion",
         },
         "hidden_names": list(HIDDEN_NAMES),
     }
 
 
+RIDGE = 1e-3  # per-sample ridge penalty of cv_r2 on standardised predictors
+
+
 def cv_r2(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Cross-validated R^2 of a linear regression (with intercept) of each column of y (S, M) on x (S, H)."""
+    """Cross-validated R^2 of a linear (tiny-ridge) regression, with intercept, of each column of y (S, M)
+    on x (S, H)."""
     n = x.shape[0]
     if n < 2 * folds:
         raise ValueError(f"need at least {2 * folds} speakers for {folds}-fold cross-validation, got {n}")
@@ -171,9 +188,13 @@ def cv_r2(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> np.nda
     pred = np.empty_like(y, dtype=np.float64)
     for fold in np.array_split(order, folds):
         train = np.setdiff1d(order, fold)
-        xt = np.c_[np.ones(train.size), x[train]]
-        coef, *_ = np.linalg.lstsq(xt, y[train], rcond=None)
-        pred[fold] = np.c_[np.ones(fold.size), x[fold]] @ coef
+        # standardised predictors + a tiny ridge: two hidden values driven by one latent (F0 and the
+        # formant dispersion) are nearly collinear, and plain least squares would blow up on their
+        # small differences (F0 clipping)
+        mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-12
+        xs, ym = (x[train] - mu) / sd, y[train].mean(axis=0)
+        coef = np.linalg.solve(xs.T @ xs + RIDGE * train.size * np.eye(x.shape[1]), xs.T @ (y[train] - ym))
+        pred[fold] = ym + ((x[fold] - mu) / sd) @ coef
     ss_res = ((y - pred) ** 2).sum(axis=0)
     ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
     return 1.0 - ss_res / ss_tot
