@@ -65,6 +65,8 @@ def test_format(tiny: Path) -> None:
         np.testing.assert_allclose(faces["measurements"][:, j], r[str(name).split("/")[0]], rtol=1e-5)
     # speakers.csv agrees with faces.npz
     np.testing.assert_allclose([float(s["f0_semitones"]) for s in speakers], faces["hidden"][:, 0], atol=1e-5)
+    dispersion = np.log([float(s["dispersion"]) for s in speakers])
+    np.testing.assert_allclose(dispersion, faces["hidden"][:, 4], atol=1e-5)
     for spk in ("spk0000", "spk0009"):
         pngs = sorted((tiny / "images" / spk).glob("*.png"))
         assert [p.name for p in pngs] == ["0.png", "1.png"]
