@@ -6,7 +6,7 @@
 
 Steps (each one a CLI of this repository, run in order; a failing step stops the build):
 1. ``python -m training.synthvox generate DATA`` - the synthetic world: espeak-ng voices whose settings
-   depend on random ICT faces (300 speakers x 4 utterances, link strength 0.6, seed 0);
+   depend on random ICT faces (1,200 speakers x 4 utterances, link strength 0.6, seed 0);
 2. ``python -m training.train pretrain`` then ``supervised`` with ``training/configs/synthvox.yaml``
    (VoiceEmbedNet, the paper's encoder) and ``supervised`` with ``synthvox-ge2e.yaml`` (pretrained GE2E);
 3. ``python -m training.evaluate`` on the held-out test speakers (the model card's evaluation table);
@@ -54,9 +54,11 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     runs_to_export = [sv] if args.no_ge2e else [sv, ge]
     evaluation = str(Path(args.runs) / "evaluation")
     steps.append([py, "-m", "training.evaluate", "--data", data, "--checkpoints",
-                  *(f"{r}/model.pt" for r in runs_to_export), "--out", evaluation])
+                  *(f"{r}/model.pt" for r in runs_to_export), "--out", evaluation,
+                  "--max-utterances-per-speaker", "2"])
+    default_model = "supervised" if args.no_ge2e else "supervised-ge2e"  # GE2E is the stronger model
     steps.append([py, "-m", "export.to_onnx", "--all", *runs_to_export, "--out", str(args.out),
-                  "--name", BUNDLE_NAME, "--default-model", "supervised", "--evaluation", evaluation])
+                  "--name", BUNDLE_NAME, "--default-model", default_model, "--evaluation", evaluation])
     return steps
 
 
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="/tmp/voice2mesh-synthvox-default", help="synthvox dataset folder")
     p.add_argument("--runs", default="/tmp/voice2mesh-runs-default", help="training runs folder")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="bundle folder (replaced)")
-    p.add_argument("--speakers", type=int, default=300)
+    p.add_argument("--speakers", type=int, default=1200)
     p.add_argument("--utterances", type=int, default=4)
     p.add_argument("--link-strength", type=float, default=0.6)
     p.add_argument("--seed", type=int, default=0)
