@@ -144,12 +144,11 @@ def load_config(path: str | Path) -> TrainConfig:
     return config_from_dict(values, str(p))
 
 
-def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """``key.sub=value`` overrides (YAML-parsed values), e.g. ``data.path=/data/x``."""
-    values = asdict(cfg)
+def override_values(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (YAML-parsed values) to nested config values, in place."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. supervised.epochs=5)")
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. data.path=/data/x)")
         key, raw = item.split("=", 1)
         node = values
         parts = key.split(".")
@@ -160,11 +159,11 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         if parts[-1] not in node:
             raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; accepted: {sorted(node)}")
         node[parts[-1]] = yaml.safe_load(raw)
-    return config_from_dict(values, "overrides")
+    return values
 
 
-def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """Plain nested values (stored in checkpoints and model cards)."""
+def plain_values(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain nested values (checkpoints, model cards); tuples become lists."""
     out = asdict(cfg)
     for section in out.values():
         if isinstance(section, dict):
@@ -172,3 +171,13 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
                 if isinstance(v, tuple):
                     section[k] = list(v)
     return out
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """``key.sub=value`` overrides (YAML-parsed values), e.g. ``data.path=/data/x``."""
+    return config_from_dict(override_values(asdict(cfg), overrides), "overrides")
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain nested values (stored in checkpoints and model cards)."""
+    return plain_values(cfg)

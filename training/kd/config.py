@@ -6,13 +6,13 @@ so ``configs/paper.yaml`` is the paper's setting and the other configs only list
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from training.config import ConfigError, _build
+from training.config import ConfigError, _build, override_values, plain_values
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -196,29 +196,9 @@ def load_kd_config(path: str | Path) -> KDConfig:
 
 def kd_config_to_dict(cfg: KDConfig) -> dict[str, Any]:
     """Plain nested values (checkpoints, model cards); tuples become lists."""
-    out = asdict(cfg)
-    for section in out.values():
-        if isinstance(section, dict):
-            for k, v in section.items():
-                if isinstance(v, tuple):
-                    section[k] = list(v)
-    return out
+    return plain_values(cfg)
 
 
 def apply_kd_overrides(cfg: KDConfig, overrides: list[str]) -> KDConfig:
     """``section.key=value`` overrides (YAML-parsed values)."""
-    values = kd_config_to_dict(cfg)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. optim.steps=100)")
-        key, raw = item.split("=", 1)
-        node = values
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if part not in node or not isinstance(node[part], dict):
-                raise ConfigError(f"override {item!r}: unknown section {part!r}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; accepted: {sorted(node)}")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return kd_config_from_dict(values, "overrides")
+    return kd_config_from_dict(override_values(kd_config_to_dict(cfg), overrides), "overrides")
