@@ -3,6 +3,12 @@
     .venv/bin/python scripts/build_default_bundle.py                 # everything (CPU: about an hour)
     .venv/bin/python scripts/build_default_bundle.py --dry-run       # print the commands only
     .venv/bin/python scripts/build_default_bundle.py --skip-data --skip-train --runs RUNS_DIR
+    .venv/bin/python scripts/build_default_bundle.py --quick         # minutes: what `make app` runs
+
+``--quick`` (used by ``make app`` on a fresh clone, where no bundle exists yet) builds a small world
+(240 speakers x 3 utterances) and trains only the head on the frozen pretrained GE2E encoder: no
+VoiceEmbedNet pretraining, no augmentation. The weights are not committed to the repository; this
+script is how every clone gets them.
 
 Steps (each one a CLI of this repository, run in order; a failing step stops the build):
 1. ``python -m training.synthvox generate DATA`` - the synthetic world: espeak-ng voices whose settings
@@ -37,11 +43,14 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     dev = ["--device", args.device]
     pre, sv, ge = str(runs / "voiceembednet-pretrain"), str(runs / "voiceembednet"), str(runs / "ge2e")
     steps: list[list[str]] = []
+    if args.quick:
+        args.speakers, args.utterances = 240, 3
     if not args.skip_data:
         steps.append([py, "-m", "training.synthvox", "generate", data, "--speakers", str(args.speakers),
                       "--utterances", str(args.utterances), "--link-strength", str(args.link_strength),
                       "--seed", str(args.seed), "--images", "0", "--overwrite"])
-    if not args.skip_train:
+    quick_set = ["--set", "data.augment_copies=0"] if args.quick else []
+    if not args.skip_train and not args.quick:
         steps += [
             [py, "-m", "training.train", "pretrain", "--config", "synthvox", "--out", pre, *dev,
              "--set", f"data.path={data}"],
@@ -51,12 +60,15 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
         if not args.no_ge2e:
             steps.append([py, "-m", "training.train", "supervised", "--config", "synthvox-ge2e", "--out", ge,
                           *dev, "--set", f"data.path={data}"])
-    runs_to_export = [sv] if args.no_ge2e else [sv, ge]
+    if not args.skip_train and args.quick:
+        steps.append([py, "-m", "training.train", "supervised", "--config", "synthvox-ge2e", "--out", ge,
+                      *dev, "--set", f"data.path={data}", *quick_set])
+    runs_to_export = [ge] if args.quick else [sv] if args.no_ge2e else [sv, ge]
     evaluation = str(Path(args.runs) / "evaluation")
     steps.append([py, "-m", "training.evaluate", "--data", data, "--checkpoints",
                   *(f"{r}/model.pt" for r in runs_to_export), "--out", evaluation,
                   "--max-utterances-per-speaker", "2"])
-    default_model = "supervised" if args.no_ge2e else "supervised-ge2e"  # GE2E is the stronger model
+    default_model = "supervised" if args.no_ge2e and not args.quick else "supervised-ge2e"  # the stronger
     steps.append([py, "-m", "export.to_onnx", "--all", *runs_to_export, "--out", str(args.out),
                   "--name", BUNDLE_NAME, "--default-model", default_model, "--evaluation", evaluation])
     return steps
@@ -75,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-data", action="store_true", help="reuse --data")
     p.add_argument("--skip-train", action="store_true", help="reuse the runs in --runs")
     p.add_argument("--no-ge2e", action="store_true", help="only the VoiceEmbedNet model")
+    p.add_argument("--quick", action="store_true",
+                   help="small world, GE2E head only (minutes; what `make app` runs on a fresh clone)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     return p
 
