@@ -2,6 +2,9 @@
 PYTHON ?= python3
 APP_VENV := .venv-app
 DEV_VENV := .venv
+# The demo weights are not committed: a fresh clone builds them once (synthvox world + GE2E head, minutes;
+# scripts/build_default_bundle.py --quick) with the training venv; the app itself runs without torch.
+DEFAULT_BUNDLE := models/default/bundle.json
 
 .PHONY: app test test-quick lint bench venv-app venv-dev
 
@@ -21,8 +24,12 @@ $(DEV_VENV)/.installed: requirements.txt requirements-train.txt requirements-dev
 venv-app: $(APP_VENV)/.installed
 venv-dev: $(DEV_VENV)/.installed
 
-## Install what the app needs (no torch) and start it on the default model.
-app: venv-app
+$(DEFAULT_BUNDLE):
+	$(MAKE) venv-dev
+	$(DEV_VENV)/bin/python scripts/build_default_bundle.py --quick
+
+## Install what the app needs (no torch), build the default model once if missing, start the app.
+app: venv-app $(DEFAULT_BUNDLE)
 	$(APP_VENV)/bin/python app.py $(ARGS)
 
 ## Install test needs and run the whole test suite (lint included).
