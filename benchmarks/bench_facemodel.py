@@ -10,13 +10,13 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import median_seconds  # noqa: E402
 from voice2mesh.facemodel import FaceModel, load_face_model  # noqa: E402
 
 
@@ -40,13 +40,7 @@ def einsum_per_sample(model: FaceModel, params: np.ndarray) -> np.ndarray:
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * median_seconds(fn, repeats, warmup=True)
 
 
 def main(argv: list[str] | None = None) -> int:

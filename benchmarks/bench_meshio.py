@@ -11,15 +11,15 @@ Falls back to the BFM mean face when the ICT model cannot be built from the shar
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from benchmarks.timing import median_seconds  # noqa: E402
 from voice2mesh import meshio  # noqa: E402
 
 
@@ -36,13 +36,7 @@ def _face():
 
 
 def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (imports, first allocation)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, warmup=True)
 
 
 def main(argv=None) -> int:

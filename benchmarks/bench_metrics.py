@@ -13,14 +13,14 @@ face (53,215 vertices) with noise.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from benchmarks.timing import median_seconds  # noqa: E402
 from voice2mesh import metrics  # noqa: E402
 
 
@@ -78,15 +78,6 @@ def _plain_loop(pred, target, model):
     return out
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1000)
@@ -101,10 +92,10 @@ def main(argv=None) -> int:
     assert np.allclose(batched["ARE"], [x[0] for x in loop], rtol=1e-6, atol=1e-9)
     assert np.allclose(batched["rmse"], [x[2] * metrics.mm_per_unit(model) for x in loop], rtol=1e-6)
 
-    t_batch = _median_time(lambda: metrics.compare(pred, target, model), args.repeats)
+    t_batch = median_seconds(lambda: metrics.compare(pred, target, model), args.repeats)
     pairs = list(zip(pred, target, strict=True))
-    t_per_pair = _median_time(lambda: [metrics.compare(p, t, model) for p, t in pairs], args.loop_repeats)
-    t_plain = _median_time(lambda: _plain_loop(pred, target, model), args.loop_repeats)
+    t_per_pair = median_seconds(lambda: [metrics.compare(p, t, model) for p, t in pairs], args.loop_repeats)
+    t_plain = median_seconds(lambda: _plain_loop(pred, target, model), args.loop_repeats)
 
     n = args.pairs
     print(f"metrics for {n} pairs on {label}; median of {args.repeats} (batched) / "

@@ -7,28 +7,19 @@ one utterance (espeak-ng + vocal-tract resampling). Median of repeated runs.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from benchmarks.timing import median_seconds  # noqa: E402
 from training.render import FaceRenderer, RenderConfig, sample_views  # noqa: E402
 from training.synthvox.generate import UtteranceJob, synthesize_speaker  # noqa: E402
 from training.synthvox.images import albedo_pattern  # noqa: E402
 from voice2mesh.facemodel import load_face_model  # noqa: E402
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -43,9 +34,9 @@ def main() -> None:
     albedo = albedo_pattern(fm)
     renderer = FaceRenderer.for_face_model(fm, RenderConfig(size=64))
     renderer.render(verts[:4], albedo, views.take(slice(0, 4)))  # warm-up (shader compile)
-    batched = _median_time(lambda: renderer.render(verts, albedo, views), args.repeats)
+    batched = median_seconds(lambda: renderer.render(verts, albedo, views), args.repeats)
     n_single = min(args.images, 64)
-    single = _median_time(lambda: [renderer.render(verts[i:i + 1], albedo, views.take(slice(i, i + 1)))
+    single = median_seconds(lambda: [renderer.render(verts[i:i + 1], albedo, views.take(slice(i, i + 1)))
                                    for i in range(n_single)], args.repeats) * args.images / n_single
     print(f"render 64x64: batched {args.images / batched:.0f} images/s, one call per image "
           f"{args.images / single:.0f} images/s (x{single / batched:.2f})")
@@ -53,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         job = UtteranceJob("spk", "m3", 50, 165, 1.05, ("The old lighthouse keeper counted seven ships.",),
                            tmp, 16000)
-        per_utt = _median_time(lambda: synthesize_speaker(job), max(args.repeats, 5))
+        per_utt = median_seconds(lambda: synthesize_speaker(job), max(args.repeats, 5))
     print(f"one utterance (espeak-ng + resampling + WAV): {per_utt * 1000:.0f} ms "
           f"-> 800 utterances on 2 workers ~ {800 * per_utt / 2:.0f} s")
 
