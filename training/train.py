@@ -252,8 +252,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------------------------------------------
 # pretraining
 def run_pretrain(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, resume: bool = False,
-                 stop_after: int = 0) -> Path:
-    """Speaker-classifier pretraining of VoiceEmbedNet; returns the path of the final checkpoint."""
+                 stop_after: int = 0, keep_every: int = 0) -> Path:
+    """Speaker-classifier pretraining of VoiceEmbedNet; returns the path of the final checkpoint.
+
+    ``keep_every`` > 0 also keeps ``epoch-NNN.pt`` every that many epochs: encoder snapshots to choose
+    the amount of pretraining on validation speakers (train a head on each, compare validation ARE).
+    """
     data = prepare_data(cfg)
     speakers = data.speakers_of("train")
     if len(speakers) < 2:
@@ -318,6 +322,8 @@ def run_pretrain(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, res
             stopping = bool(stop_after) and epoch + 1 - start_epoch >= stop_after
             if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == oc.epochs or stopping:
                 save_checkpoint(last_path, payload)
+            if keep_every > 0 and (epoch + 1) % keep_every == 0:
+                save_checkpoint(out / f"epoch-{epoch + 1:03d}.pt", payload)
             best = max(best, acc)
         barrier(d)
         if stop_after and epoch + 1 - start_epoch >= stop_after and epoch + 1 < oc.epochs:
@@ -631,14 +637,17 @@ def load_voice_to_params(path: str | Path) -> tuple[VoiceToParams, dict[str, Any
 # ---------------------------------------------------------------------------------------------------
 # CLI
 def run(stage: str, cfg: TrainConfig, out: str | Path, device: str = "auto", resume: bool = False,
-        stop_after: int = 0) -> Path:
+        stop_after: int = 0, keep_every: int = 0) -> Path:
     """One stage of training (what the CLI calls); returns the final checkpoint path.
 
     ``stop_after`` > 0 ends the process after that many epochs of this call (a time-boxed job; continue
     with ``resume``); the final checkpoint is then not written and ``last.pt`` is returned.
+    ``keep_every`` > 0 (pretrain only) keeps ``epoch-NNN.pt`` snapshots every that many epochs.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; accepted: {', '.join(STAGES)}")
+    if keep_every and stage != "pretrain":
+        raise ValueError("--keep-every applies to the pretrain stage only")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     d = init_distributed(dev)
@@ -659,8 +668,9 @@ def run(stage: str, cfg: TrainConfig, out: str | Path, device: str = "auto", res
 
         (out / f"{stage}_config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     barrier(d)
-    fn = run_pretrain if stage == "pretrain" else run_supervised
-    return fn(cfg, out, dev, d, resume, stop_after)
+    if stage == "pretrain":
+        return run_pretrain(cfg, out, dev, d, resume, stop_after, keep_every)
+    return run_supervised(cfg, out, dev, d, resume, stop_after)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -672,13 +682,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--stop-after", type=int, default=0, metavar="N",
                         help="stop after N epochs of this call (time-boxed jobs; continue with --resume)")
+    parser.add_argument("--keep-every", type=int, default=0, metavar="N",
+                        help="pretrain: also keep RUN_DIR/epoch-NNN.pt every N epochs (encoder snapshots "
+                        "for choosing the amount of pretraining on validation speakers)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set data.path=/work/data/x (repeatable)")
     args = parser.parse_args(argv)
     try:
         cfg = apply_overrides(load_config(args.config), args.overrides)
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{args.stage}"
-        path = run(args.stage, cfg, out, args.device, args.resume, args.stop_after)
+        if args.keep_every < 0:
+            raise ValueError(f"--keep-every must be >= 0, got {args.keep_every}")
+        path = run(args.stage, cfg, out, args.device, args.resume, args.stop_after, args.keep_every)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
