@@ -139,6 +139,12 @@ def decoder_graph(face_model, path: Path) -> Path:
     return path
 
 
+def paper_encoder_model(bundle: Path) -> str | None:
+    """The bundle's model on the paper's encoder (VoiceEmbedNet): the pipeline the baseline reimplements."""
+    models = json.loads((bundle / "bundle.json").read_text())["models"]
+    return next((name for name, m in models.items() if m.get("encoder") == "voiceembednet"), None)
+
+
 # ------------------------------------------------------------------------------ timing
 def interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3
@@ -163,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--bundle",
         help="bundle to time (default: models/default, else a random-init export of the real architecture)",
+    )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="bundle model to time (default: the bundle's VoiceEmbedNet model, the one the baseline mirrors)",
     )
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Predictor device")
     ap.add_argument(
@@ -189,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             from export.to_onnx import export_bundle, random_init_model
 
             bundle = export_bundle([random_init_model("voiceembednet")], tmp / "bundle", check=False)
-        pred = Predictor.from_bundle(bundle, device=args.device, threads=args.threads)
+        model = args.model or paper_encoder_model(bundle)
+        pred = Predictor.from_bundle(bundle, model=model, device=args.device, threads=args.threads)
         fm = pred.face_model
         baseline = original_pipeline(fm, clip)
         stages: dict[str, list[float]] = {}
@@ -252,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "clip_seconds": args.seconds,
         "repeats": args.repeats,
+        "model": pred.entry.name,
+        "encoder": pred.entry.encoder,
         "provider": pred.provider,
         "threads": {
             "onnxruntime_intra_op": pred.session.get_session_options().intra_op_num_threads,
@@ -276,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     print(
-        f"end-to-end predict, {args.seconds:g} s clip, {args.repeats} interleaved runs ({pred.provider}, "
+        f"end-to-end predict, {args.seconds:g} s clip, model {pred.entry.name} ({pred.entry.encoder}), "
+        f"{args.repeats} interleaved runs ({pred.provider}, "
         f"{os.cpu_count()} CPUs, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f})"
     )
     print("| pipeline | median ms | min ms |\n|---|---|---|")

@@ -99,8 +99,13 @@ def original_features(int16_voiced, spec: OriginalLogSpec | None = None, n_frame
     return fbank
 
 
-def original_vad(int16_samples, vad, sample_rate=16000, frame_ms=20, padding_ms=50):
-    """The deque-based padded-window collector over 20 ms frames (one is_speech call per frame)."""
+def original_vad(int16_samples, vad, sample_rate=16000, frame_ms=20, padding_ms=50, recount=True):
+    """The deque-based padded-window collector over 20 ms frames.
+
+    ``recount=True`` is the original: it counts the ring's voiced frames by calling ``is_speech`` on
+    every frame in the ring at every step (so WebRTC VAD sees most frames twice; this is what
+    reproduces the reference ``vad_int16``, voice2mesh.vad quirk 1). ``False``: one call per frame.
+    """
     pcm = np.asarray(int16_samples, dtype=np.int16).tobytes()
     n = int(sample_rate * (frame_ms / 1000.0) * 2)
     frames, offset = [], 0
@@ -110,17 +115,17 @@ def original_vad(int16_samples, vad, sample_rate=16000, frame_ms=20, padding_ms=
     ring = collections.deque(maxlen=int(padding_ms / frame_ms))
     triggered, voiced, segments = False, [], []
     for frame in frames:
-        speech = vad.is_speech(frame, sample_rate)
+        speech = None if recount else vad.is_speech(frame, sample_rate)
+        ring.append((frame, speech))
+        flags = [vad.is_speech(f, sample_rate) if recount else s for f, s in ring]
         if not triggered:
-            ring.append((frame, speech))
-            if len([f for f, s in ring if s]) > 0.9 * ring.maxlen:
+            if sum(flags) > 0.9 * ring.maxlen:
                 triggered = True
                 voiced.extend(f for f, _ in ring)
                 ring.clear()
         else:
             voiced.append(frame)
-            ring.append((frame, speech))
-            if len([f for f, s in ring if not s]) > 0.9 * ring.maxlen:
+            if len(flags) - sum(flags) > 0.9 * ring.maxlen:
                 triggered = False
                 segments.append(b"".join(voiced))
                 ring.clear()
@@ -128,3 +133,5 @@ def original_vad(int16_samples, vad, sample_rate=16000, frame_ms=20, padding_ms=
     if voiced:
         segments.append(b"".join(voiced))
     return np.frombuffer(b"".join(segments), dtype=np.int16).copy()
+
+

@@ -95,3 +95,19 @@ def test_vertex_loss_through_the_gram_matrix_equals_decoded_vertices(assets_dir)
     direct = np.mean((fm.vertices_from_params(p).astype(np.float64) - fm.vertices_from_params(q)) ** 2)
     got = float(loss(torch.from_numpy(p), torch.from_numpy(q))) * loss.norm
     assert got == pytest.approx(direct, rel=1e-3)
+
+
+@pytest.mark.parametrize("frames", [1000, 37])
+def test_export_form_computes_the_same_function_in_2d(frames):
+    torch.manual_seed(1)
+    model = models.build_voice_to_params("voiceembednet", 40, 10, 0.2, torch.zeros(51), torch.ones(51)).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    twin = models.export_form(model)
+    assert not any(isinstance(m, (torch.nn.Conv1d, models.VoiceEmbedNet)) for m in twin.modules())
+    assert any(isinstance(m, models.VoiceEmbedNet) for m in model.modules())  # the original is untouched
+    x = torch.randn(3, frames, 64)
+    with torch.no_grad():
+        assert_close(twin(x).numpy(), model(x).numpy(), atol=1e-5)

@@ -31,10 +31,13 @@ Quirks of the original reproduced here (checked against the reference outputs in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -197,30 +200,72 @@ def _frame_parts(x: np.ndarray, config: FrontEndConfig) -> tuple[np.ndarray, np.
     return view, col0, tail
 
 
-def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
+def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig(),
+            threads: int | None = None) -> np.ndarray:
     """(T, n_mels) float32 log mel filterbank of int16-scale samples: strided frames, rfft, matmul.
 
     Vectorised over frames in blocks of 64 (each block one rfft and a few banded matmuls; no
     per-frame Python loop). The FFT runs in float64 (a float32 FFT is off by up to ~2e-4 in the
     log of bins 60 dB under a frame's peak); squares and the filter matmul run in float32 (sums
-    of positive terms, ~1e-6 relative).
+    of positive terms, ~1e-6 relative). Long inputs are split between ``threads`` workers
+    (default :func:`default_threads`; numpy's FFT and matmul release the GIL); frames are
+    independent, so the result does not depend on the split.
     """
     x = np.asarray(int16_samples)
     if x.ndim != 1:
         raise ValueError(f"log_mel takes one channel of samples, got shape {x.shape}")
     if x.dtype.kind not in "iu":
         x = x.astype(np.float64)  # integer PCM stays as is (exact); anything else in float64
-    window, bands, lo, hi = _tables(config)
-    view, col0, tail = _frame_parts(x, config)
-    n_full, n_out = len(col0), len(col0) + len(tail)
+    parts = _frame_parts(x, config)
+    n_out = len(parts[1]) + len(parts[2])
     out = np.empty((n_out, config.n_mels), dtype=np.float32)
-    block = min(_BLOCK, max(n_out, 1))
+    workers = min(default_threads() if threads is None else max(1, threads), n_out // _MIN_FRAMES_PER_THREAD)
+    if workers > 1:
+        edges = [round(n_out * i / workers) for i in range(workers + 1)]
+        jobs = [_pool().submit(_log_mel_rows, parts, out, a, b, config) for a, b in pairwise(edges[1:])]
+        _log_mel_rows(parts, out, 0, edges[1], config)  # the first share in this thread
+        for job in jobs:
+            job.result()
+    else:
+        _log_mel_rows(parts, out, 0, n_out, config)
+    return out
+
+
+_MIN_FRAMES_PER_THREAD = 256  # below this, starting a worker costs more than it saves
+
+
+def default_threads() -> int:
+    """Workers for :func:`log_mel`: ``$VOICE2MESH_FEATURE_THREADS``, else min(2, CPUs)."""
+    env = os.environ.get("VOICE2MESH_FEATURE_THREADS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(2, default_threads()), thread_name_prefix="voice2mesh-logmel")
+
+
+def _log_mel_rows(parts: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray, first: int, stop: int,
+                  config: FrontEndConfig) -> None:
+    """Log mel of frames ``first .. stop - 1`` into ``out`` (own buffers: safe to run in parallel)."""
+    view, col0, tail = parts
+    window, bands, lo, hi = _tables(config)
+    n_full = len(col0)
+    block = min(_BLOCK, max(stop - first, 1))
     buf = np.zeros((block, config.n_fft))           # zero padding to n_fft stays in place
     spec = np.empty((block, config.n_fft // 2 + 1), dtype=np.complex128)
     power = np.empty((block, 2 * (hi - lo)), dtype=np.float32)
     w1 = window[1:]
-
-    def run(b: int, m: int) -> None:
+    for b in range(first, stop, block):
+        m = min(block, stop - b)
+        full = max(0, min(b + m, n_full) - b)         # rows of this block that are whole frames
+        if full:
+            np.multiply(view[b: b + full], w1, out=buf[:full, 1: config.win_length])
+            buf[:full, 0] = col0[b: b + full]
+        if full < m:
+            buf[full:m, : config.win_length] = tail[b + full - n_full: b + m - n_full]
         if _RFFT_OUT:
             np.fft.rfft(buf[:m], axis=1, out=spec[:m])
         else:  # numpy < 2: no out= argument
@@ -232,18 +277,9 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
                 np.matmul(power[:m, r0:r1], weights, out=out[b: b + m, cols])
             else:
                 out[b: b + m, cols] = 0.0
-
-    for b in range(0, n_full, block):
-        m = min(block, n_full - b)
-        np.multiply(view[b: b + m], w1, out=buf[:m, 1: config.win_length])
-        buf[:m, 0] = col0[b: b + m]
-        run(b, m)
-    for b in range(0, len(tail), block):
-        m = min(block, len(tail) - b)
-        buf[:m, : config.win_length] = tail[b: b + m]
-        run(n_full + b, m)
-    np.maximum(out, np.float32(config.log_floor), out=out)
-    return np.log(out, out=out)
+    rows = out[first:stop]
+    np.maximum(rows, np.float32(config.log_floor), out=rows)
+    np.log(rows, out=rows)
 
 
 def normalise(logmel: np.ndarray) -> np.ndarray:

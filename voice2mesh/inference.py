@@ -10,6 +10,7 @@ The face decoder (params → vertices) is ``FaceModel.vertices_from_params`` (on
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +24,10 @@ from voice2mesh.audio import Audio, AudioConfig, load_audio
 from voice2mesh.bundle import Bundle, ModelEntry, load_bundle
 from voice2mesh.providers import SessionConfig, create_session
 
-# One intra-op thread by default: for one recording it is as fast as two at best and far steadier on a
-# shared CPU (benchmarks/bench_predict.py, docs/runtime.md); ``threads=N`` for batches, 0 = ORT's default.
-DEFAULT_THREADS = 1
+# Intra-op threads by default: up to 2 (VoiceEmbedNet on a 10 s clip, idle 2-core CPU: 1 thread 3.5 ms,
+# 2 threads 1.8 ms; benchmarks/bench_predict.py, docs/runtime.md). Workers do not spin-wait, so an idle
+# second thread costs nothing on a busy CPU. ``threads=N`` to choose; 0 = ONNX Runtime's default.
+DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
 STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
 AudioSource = str | Path | bytes | Audio
 
