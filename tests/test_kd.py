@@ -245,6 +245,51 @@ def test_configs_load_and_paper_numbers_are_the_defaults():
         kd_config_from_dict({"generator": {"channels": [8, -1]}})
     with pytest.raises(ConfigError, match="teacher.kind"):
         kd_config_from_dict({"teacher": {"kind": "deca"}})
+    with pytest.raises(ConfigError, match="student.batchnorm"):
+        kd_config_from_dict({"student": {"batchnorm": "sync"}})
+    assert KDConfig().student.batchnorm == "train"
+    assert load_kd_config("synthvox").student.batchnorm == "frozen"
+
+
+def _teacher_with_statistics() -> ImageRegressor:
+    """A frozen random regressor whose BatchNorm running statistics are far from the identity (as after
+    training), so batch statistics and running statistics give clearly different outputs."""
+    from training.models import freeze
+
+    torch.manual_seed(0)
+    t = ImageRegressor(7, input_size=32, width=4)
+    for m in t.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return freeze(t)
+
+
+@pytest.mark.parametrize("batchnorm", ["frozen", "train"])
+def test_student_batchnorm_frozen_is_the_teacher_at_step_0_and_keeps_its_statistics(batchnorm):
+    from training.kd.train import build_student
+
+    teacher = _teacher_with_statistics()
+    cfg = kd_config_from_dict({"student": {"init": "teacher", "batchnorm": batchnorm}})
+    student = build_student(cfg, teacher)
+    x = torch.rand(6, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        t_out = teacher(x)
+    s_out = student(x)  # training mode
+    bn = next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    (s_out**2).mean().backward()
+    opt.step()
+    student(x)
+    if batchnorm == "frozen":
+        torch.testing.assert_close(s_out.detach(), t_out)  # the same function as the frozen teacher
+        torch.testing.assert_close(bn.running_mean, before)  # statistics untouched by training batches
+        pairs = zip(student.parameters(), teacher.parameters(), strict=True)
+        assert any(float((a - b).abs().max()) > 0 for a, b in pairs)  # while the weights do train
+    else:
+        assert float((s_out.detach() - t_out).abs().max()) > 1e-3  # batch statistics: another function
+        assert float((bn.running_mean - before).abs().max()) > 0
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -326,6 +371,7 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
             f"data.encoder_checkpoint={pre}",
             f"teacher.checkpoint={teacher}",
             "optim.d_warmup_steps=2",
+            "optim.eval_every=2",
             "discriminator.identity_features=teacher",
         ],
     )
@@ -333,6 +379,14 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
     assert (tmp_path / "runs" / "kd" / "model_card.md").is_file()
     log = (tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()
     assert len(log) == 1 + 3 and "pkt" in log[0] and "triplet" in log[0]
+    # validation monitoring: mean ARE of the 2 validation speakers at steps 2, 4 and 6 (positive, finite)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "runs" / "kd" / "log.csv").open()))
+    vals = [float(r["val_are"]) for r in rows]
+    assert all(np.isfinite(v) and 0 < v < 1 for v in vals)
+    assert float(rows[0]["val_are_baseline"]) > 0
+    assert np.asarray(Image.open(tmp_path / "runs" / "kd" / "val_faces.png")).shape[0] == 64
     # resume: two more steps from last.pt continue the step count
     more = apply_kd_overrides(kd_cfg, ["optim.steps=8"])
     run_kd(more, tmp_path / "runs" / "kd", "cpu", resume=True, progress=False)

@@ -83,6 +83,11 @@ class StudentConfig:
 
     init: str = "teacher"  # teacher (start from the teacher's weights) | random
     width: int = 32  # first conv width of a random-init student
+    # BatchNorm while training: "train" (batch statistics, running averages updated: the usual) or
+    # "frozen" (the initial running statistics, as the frozen teacher uses them; weights still train).
+    # With ``init: teacher`` "frozen" makes student == teacher at step 0 and the same function in
+    # training and at inference; batch statistics of near-identical generated faces are degenerate.
+    batchnorm: str = "train"
 
 
 @dataclass
@@ -115,6 +120,10 @@ class KDOptimConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     max_seconds: float = 0.0  # stop early after this much training wall time (0 = run all steps)
+    # monitoring only (never used to pick a checkpoint: KD uses no 3D targets for training or selection):
+    # every N steps log the validation speakers' mean ARE (when the dataset has 3D targets) and write
+    # RUN/val_faces.png (faces generated from validation voices); 0 = off
+    eval_every: int = 0
 
 
 @dataclass
@@ -174,6 +183,8 @@ def kd_config_from_dict(values: dict[str, Any], where: str = "config") -> KDConf
         )
     if cfg.student.init not in ("teacher", "random"):
         raise ConfigError(f"{where}.student.init: {cfg.student.init!r}; accepted: teacher, random")
+    if cfg.student.batchnorm not in ("train", "frozen"):
+        raise ConfigError(f"{where}.student.batchnorm: {cfg.student.batchnorm!r}; accepted: train, frozen")
     return _tuples_as_ints(cfg)
 
 

@@ -108,7 +108,17 @@ def build_student(cfg: KDConfig, teacher: nn.Module) -> ImageRegressor:
             student.param_std.copy_(teacher.param_std.reshape(1, -1))
     for p in student.parameters():
         p.requires_grad_(True)
-    return student.train()
+    return student_train_mode(student, cfg.student.batchnorm)
+
+
+def student_train_mode(student: nn.Module, batchnorm: str) -> nn.Module:
+    """Training mode; with ``batchnorm == "frozen"`` the BatchNorm layers stay in eval mode (fixed stats)."""
+    student.train()
+    if batchnorm == "frozen":
+        for m in student.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return student
 
 
 def triplet_indices(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -300,6 +310,51 @@ class KDTrainer:
         return row
 
     # ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def monitor(self, cache_dir: Path, figure: Path | None = None) -> dict[str, float]:
+        """Validation monitoring (not selection): the mean ARE of voice -> generator -> student on the
+        validation speakers (clean utterances) and of the mean training face, when the dataset has 3D
+        targets; optionally a PNG of 16 faces generated from validation voices."""
+        from training.evaluate import per_utterance_metrics
+
+        data = self.data
+        mask = data.utt_splits == "val"
+        if not mask.any():
+            return {}
+        if not hasattr(self, "_val"):
+            emb = utterance_embeddings(
+                self.encoder, data, mask, cache_dir, self.cfg.data.eval_frames, self.encoder_digest
+            )
+            self._val = (emb, mask)
+        emb, mask = self._val
+        self.generator.eval()
+        self.student.eval()
+        faces, params = [], []
+        for s in range(0, len(emb), 128):
+            img = self.generator(torch.from_numpy(emb[s : s + 128]).to(self.device))
+            faces.append(img)
+            params.append(self.student(img).cpu().numpy())
+        self.generator.train()
+        student_train_mode(self.student, self.cfg.student.batchnorm)
+        if figure is not None:
+            from PIL import Image
+
+            grid = torch.cat(faces)[:16].cpu()
+            grid = ((grid.permute(0, 2, 3, 1) + 1) * 127.5).clamp(0, 255).round().byte().numpy()
+            n, s = len(grid), grid.shape[1]
+            Image.fromarray(grid.transpose(1, 0, 2, 3).reshape(s, n * s, 3)).save(figure)
+        if data.params is None:
+            return {}
+        target = data.params[data.utt_speaker_index()[mask]]
+        out = {"val_are": float(np.mean(per_utterance_metrics(self.face_model, np.concatenate(params),
+                                                               target)["ARE"]))}
+        if not hasattr(self, "_val_base"):
+            base = data.targets_for(np.array(self.identities)).mean(0, keepdims=True)
+            self._val_base = float(np.mean(per_utterance_metrics(
+                self.face_model, np.repeat(base, len(target), 0), target)["ARE"]))
+        out["val_are_baseline"] = self._val_base
+        return out
+
     def inference_module(self) -> KDInference:
         """A CPU copy of voice -> generator -> student for export and evaluation."""
         import copy
@@ -410,6 +465,11 @@ def run_kd(
             rows.append(row)
             if trainer.step_count % oc.log_every == 0 or trainer.step_count == oc.steps:
                 avg = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+                if oc.eval_every > 0:
+                    due = trainer.step_count % oc.eval_every == 0 or trainer.step_count == oc.steps
+                    mon = trainer.monitor(out.parent / "cache", out / "val_faces.png") if due else {}
+                    avg["val_are"] = mon.get("val_are", float("nan"))
+                    avg["val_are_baseline"] = mon.get("val_are_baseline", float("nan"))
                 avg = {"step": trainer.step_count, **avg, "seconds": round(time.time() - t0, 1)}
                 rows = []
                 if writer is None:
