@@ -403,6 +403,14 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
     target = data.params[data.utt_speaker_index()[mask]]
     m = per_utterance_metrics(load_face_model_for(data), params, target)
     assert np.isfinite(m["ARE"]).all()
+    # the linear ceiling of the route (training.kd.ceiling): every row scored, the baseline closes 0 %
+    from training.kd.ceiling import format_ceiling, route_ceiling
+
+    ceiling = route_ceiling(kd_cfg, tmp_path / "ceiling-cache")
+    assert len(ceiling["mean_are"]) == 5 and all(np.isfinite(v) for v in ceiling["mean_are"].values())
+    g = ceiling["gap_closed"]["mean-face baseline"]
+    assert g == 0.0 or np.isnan(g)  # nan when the tiny world's oracle is not better than the mean face
+    assert "KD ceiling" in format_ceiling(ceiling)
     fig = eval_dir / "kd_faces_kd.png"
     assert fig.is_file()
     img = np.asarray(Image.open(fig))

@@ -1,4 +1,5 @@
-"""``python -m training.kd train --config CONFIG --out RUN [--set key=value] [--resume] [--device D]``."""
+"""``python -m training.kd train --config CONFIG --out RUN [--set key=value] [--resume] [--device D]`` and
+``python -m training.kd ceiling --config CONFIG [--split test] [--out RESULT.json]`` (training.kd.ceiling)."""
 
 from __future__ import annotations
 
@@ -28,17 +29,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="override a config value, e.g. --set optim.steps=100 (repeatable)",
     )
     tr.add_argument("--quiet", action="store_true")
+    ce = sub.add_parser(
+        "ceiling", help="linear ceiling of the KD route (voice embedding -> teacher readings)"
+    )
+    ce.add_argument("--config", required=True, help="YAML file or a name in training/kd/configs/")
+    ce.add_argument("--split", default="test")
+    ce.add_argument("--max-utterances-per-speaker", type=int, default=2)
+    ce.add_argument("--cache", default="/tmp/voice2mesh-kd-ceiling-cache", help="feature/embedding cache")
+    ce.add_argument("--out", default="", help="also write the result as JSON here")
+    ce.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     from training.kd.config import apply_kd_overrides, load_kd_config
-    from training.kd.train import run_kd
 
     try:
         cfg = apply_kd_overrides(load_kd_config(args.config), args.overrides)
+        if args.cmd == "ceiling":
+            return _ceiling(cfg, args)
+        from training.kd.train import run_kd
+
         path = run_kd(cfg, Path(args.out), args.device, args.resume, progress=not args.quiet)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
+    return 0
+
+
+def _ceiling(cfg, args) -> int:
+    import json
+
+    import torch
+
+    from training.kd.ceiling import format_ceiling, route_ceiling
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    result = route_ceiling(cfg, args.cache, args.split, args.max_utterances_per_speaker, cfg.seed)
+    print(format_ceiling(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
