@@ -265,6 +265,37 @@ def _teacher_with_statistics() -> ImageRegressor:
     return freeze(t)
 
 
+def test_weight_average_follows_its_definition():
+    """a <- d * a + (1 - d) * w for every parameter; buffers are copied from the live net."""
+    from types import SimpleNamespace
+
+    from training.kd.train import KDTrainer
+
+    torch.manual_seed(0)
+    live_g, live_s = Generator(8, (8, 4)), _teacher_with_statistics()
+    for p in live_s.parameters():
+        p.requires_grad_(True)
+    cfg = kd_config_from_dict({"optim": {"ema_decay": 0.75}})
+    obj = SimpleNamespace(cfg=cfg, generator=live_g, student=live_s)
+    KDTrainer.reset_ema(obj)
+    start = [p.detach().clone() for p in obj.ema["generator"].parameters()]
+    with torch.no_grad():
+        for p in live_g.parameters():
+            p.add_(1.0)
+        for m in live_s.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.add_(2.0)
+    KDTrainer.update_ema(obj)
+    for a, a0, w in zip(obj.ema["generator"].parameters(), start, live_g.parameters(), strict=True):
+        torch.testing.assert_close(a, 0.75 * a0 + 0.25 * w.detach())
+    bn_avg = next(m for m in obj.ema["student"].modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn_live = next(m for m in live_s.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    torch.testing.assert_close(bn_avg.running_mean, bn_live.running_mean)
+    assert not any(p.requires_grad for p in obj.ema["student"].parameters())
+    with pytest.raises(ConfigError, match="ema_decay"):
+        kd_config_from_dict({"optim": {"ema_decay": 1.0}})
+
+
 @pytest.mark.parametrize("batchnorm", ["frozen", "train"])
 def test_student_batchnorm_frozen_is_the_teacher_at_step_0_and_keeps_its_statistics(batchnorm):
     from training.kd.train import build_student
@@ -388,7 +419,7 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
     assert float(rows[0]["val_are_baseline"]) > 0
     assert np.asarray(Image.open(tmp_path / "runs" / "kd" / "val_faces.png")).shape[0] == 64
     # resume: two more steps from last.pt continue the step count
-    more = apply_kd_overrides(kd_cfg, ["optim.steps=8"])
+    more = apply_kd_overrides(kd_cfg, ["optim.steps=8", "optim.ema_decay=0.9"])  # EMA starts at resume
     run_kd(more, tmp_path / "runs" / "kd", "cpu", resume=True, progress=False)
     assert len((tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()) == 1 + 4
 

@@ -120,6 +120,9 @@ class KDOptimConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     max_seconds: float = 0.0  # stop early after this much training wall time (0 = run all steps)
+    # exponential moving average of the generator and student weights (not in the paper; a common GAN
+    # stabiliser): model.pt and the monitoring use the averaged nets; 0 = off (the paper)
+    ema_decay: float = 0.0
     # monitoring only (never used to pick a checkpoint: KD uses no 3D targets for training or selection):
     # every N steps log the validation speakers' mean ARE (when the dataset has 3D targets) and write
     # RUN/val_faces.png (faces generated from validation voices); 0 = off
@@ -183,6 +186,8 @@ def kd_config_from_dict(values: dict[str, Any], where: str = "config") -> KDConf
         )
     if cfg.student.init not in ("teacher", "random"):
         raise ConfigError(f"{where}.student.init: {cfg.student.init!r}; accepted: teacher, random")
+    if not 0.0 <= cfg.optim.ema_decay < 1.0:
+        raise ConfigError(f"{where}.optim.ema_decay: {cfg.optim.ema_decay}; expected 0 (off) <= decay < 1")
     if cfg.student.batchnorm not in ("train", "frozen"):
         raise ConfigError(f"{where}.student.batchnorm: {cfg.student.batchnorm!r}; accepted: train, frozen")
     return _tuples_as_ints(cfg)

@@ -185,6 +185,35 @@ class KDTrainer:
         )
         self.opt_d = torch.optim.Adam(self.d_net.parameters(), lr=oc.lr, betas=tuple(oc.betas))
         self.step_count = 0
+        self.ema: dict[str, nn.Module] = {}
+        if oc.ema_decay > 0:
+            self.reset_ema()
+
+    # ---------------------------------------------------------------------------------------------
+    def reset_ema(self) -> None:
+        """Start the weight averages at the current generator and student."""
+        import copy
+
+        self.ema = {
+            "generator": freeze(copy.deepcopy(self.generator)),
+            "student": freeze(copy.deepcopy(self.student)),
+        }
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        d = self.cfg.optim.ema_decay
+        for name, avg in self.ema.items():
+            live = getattr(self, name)
+            for pa, pl in zip(avg.parameters(), live.parameters(), strict=True):
+                pa.mul_(d).add_(pl.detach(), alpha=1.0 - d)
+            for ba, bl in zip(avg.buffers(), live.buffers(), strict=True):
+                ba.copy_(bl)
+
+    def nets_for_inference(self) -> tuple[nn.Module, nn.Module]:
+        """(generator, student) used by model.pt and the monitoring: the averages when EMA is on."""
+        if self.ema:
+            return self.ema["generator"], self.ema["student"]
+        return self.generator, self.student
 
     # ---------------------------------------------------------------------------------------------
     def sample_batch(self) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor]:
@@ -297,6 +326,8 @@ class KDTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
+        if self.ema:
+            self.update_ema()
         self.step_count += 1
         row = {k: float(v.detach()) for k, v in terms.items()}
         row.update(
@@ -327,15 +358,17 @@ class KDTrainer:
             )
             self._val = (emb, mask)
         emb, mask = self._val
-        self.generator.eval()
-        self.student.eval()
+        gen, student = self.nets_for_inference()
+        gen.eval()
+        student.eval()
         faces, params = [], []
         for s in range(0, len(emb), 128):
-            img = self.generator(torch.from_numpy(emb[s : s + 128]).to(self.device))
+            img = gen(torch.from_numpy(emb[s : s + 128]).to(self.device))
             faces.append(img)
-            params.append(self.student(img).cpu().numpy())
-        self.generator.train()
-        student_train_mode(self.student, self.cfg.student.batchnorm)
+            params.append(student(img).cpu().numpy())
+        if not self.ema:
+            self.generator.train()
+            student_train_mode(self.student, self.cfg.student.batchnorm)
         if figure is not None:
             from PIL import Image
 
@@ -361,8 +394,8 @@ class KDTrainer:
 
         return KDInference(
             copy.deepcopy(self.encoder).cpu(),
-            copy.deepcopy(self.generator).cpu().eval(),
-            copy.deepcopy(self.student).cpu().eval(),
+            copy.deepcopy(self.nets_for_inference()[0]).cpu().eval(),
+            copy.deepcopy(self.nets_for_inference()[1]).cpu().eval(),
         ).eval()
 
     def state(self) -> dict[str, Any]:
@@ -375,6 +408,7 @@ class KDTrainer:
             "step": self.step_count,
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
+            **{f"ema_{k}": v.state_dict() for k, v in self.ema.items()},
         }
 
     def load_state(self, st: dict[str, Any]) -> None:
@@ -386,6 +420,11 @@ class KDTrainer:
         self.step_count = int(st["step"])
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
+        if self.cfg.optim.ema_decay > 0:
+            self.reset_ema()  # from the loaded weights when the saved run had no averages
+            for k, avg in self.ema.items():
+                if f"ema_{k}" in st:
+                    avg.load_state_dict(st[f"ema_{k}"])
 
 
 def checkpoint_payload(
