@@ -12,8 +12,10 @@ script is how every clone gets them.
 
 Steps (each one a CLI of this repository, run in order; a failing step stops the build):
 1. ``python -m training.synthvox generate DATA`` - the synthetic world: espeak-ng voices whose settings
-   depend on random ICT faces (3,000 speakers x 4 utterances, link strength 0.6, seed 0: the v3 world of docs/training.md);
-2. ``python -m training.train pretrain`` (to the validated epoch-15 snapshot) then ``supervised`` with ``training/configs/synthvox.yaml``
+   depend on random ICT faces (3,000 speakers x 4 utterances, link strength 0.6, seed 0: the v3 world of
+   docs/training.md);
+2. ``python -m training.train pretrain`` (to the validated epoch-15 snapshot) then ``supervised`` with
+   ``training/configs/synthvox.yaml``
    (VoiceEmbedNet, the paper's encoder) and ``supervised`` with ``synthvox-ge2e.yaml`` (pretrained GE2E);
 3. ``python -m training.evaluate`` on the held-out test speakers (the model card's evaluation table);
 4. ``python -m export.to_onnx --all RUNS/voiceembednet RUNS/ge2e --out models/default`` - ONNX graphs,
