@@ -139,10 +139,9 @@ def decoder_graph(face_model, path: Path) -> Path:
     return path
 
 
-def paper_encoder_model(bundle: Path) -> str | None:
+def paper_encoder_model(bundle) -> str | None:
     """The bundle's model on the paper's encoder (VoiceEmbedNet): the pipeline the baseline reimplements."""
-    models = json.loads((bundle / "bundle.json").read_text())["models"]
-    return next((name for name, m in models.items() if m.get("encoder") == "voiceembednet"), None)
+    return next((name for name, m in bundle.models.items() if m.encoder == "voiceembednet"), None)
 
 
 # ------------------------------------------------------------------------------ timing
@@ -184,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
+    from voice2mesh.bundle import load_bundle
     from voice2mesh.inference import Predictor
     from voice2mesh.meshio import write_mesh
 
@@ -200,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             from export.to_onnx import export_bundle, random_init_model
 
             bundle = export_bundle([random_init_model("voiceembednet")], tmp / "bundle", check=False)
-        model = args.model or paper_encoder_model(bundle)
-        pred = Predictor.from_bundle(bundle, model=model, device=args.device, threads=args.threads)
+        loaded = load_bundle(bundle)
+        model = args.model or paper_encoder_model(loaded)
+        pred = Predictor(loaded, model=model, device=args.device, threads=args.threads)
         fm = pred.face_model
         baseline = original_pipeline(fm, clip)
         stages: dict[str, list[float]] = {}

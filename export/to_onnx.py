@@ -83,13 +83,13 @@ class ParityReport:
 # ---------------------------------------------------------------------- loading
 def load_checkpoint_model(path: str | Path) -> LoadedModel:
     """A training checkpoint (.pt: config, state_dict, param_mean, param_std, face_model, model card)."""
+    from training.torchfile import read_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ExportError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        ckpt = read_torch_file(path, "checkpoint")
+    except (FileNotFoundError, ValueError) as exc:
+        raise ExportError(str(exc)) from exc
     for key in ("config", "state_dict"):
         if key not in ckpt:
             raise ExportError(

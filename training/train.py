@@ -51,6 +51,7 @@ from training.models import (
     build_encoder,
     freeze,
 )
+from training.torchfile import read_torch_file
 
 STAGES = ("pretrain", "supervised")
 STD_FLOOR = 1e-6
@@ -232,13 +233,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    """A training checkpoint; FileNotFoundError, or RuntimeError when the file is not readable."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(f"{path} is not a readable training checkpoint: {exc}") from exc
+        return read_torch_file(path, "checkpoint")
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 def file_digest(path: str | Path) -> str:

@@ -27,6 +27,7 @@ from torch import nn
 
 from training.kd.nets import RegressorOutput, resize
 from training.models import freeze
+from training.torchfile import read_torch_file
 
 DDFA_POSE, DDFA_SHAPE, DDFA_EXPRESSION = 12, 40, 10  # 3DDFA-V2's 62 = 12 + 40 + 10
 DDFA_INPUT = 120  # px, square crop
@@ -195,12 +196,6 @@ def load_ddfa_teacher(
     """A frozen DDFATeacher from a state-dict file (.pth/.pt) and the 62-d statistics file."""
     mean, std = read_param_stats(param_stats)
     teacher = DDFATeacher(mean, std, shape_std, expression_std)
-    p = Path(weights)
-    if not p.is_file():
-        raise FileNotFoundError(f"3DDFA-V2-style weights not found: {p}")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{p}: not a readable PyTorch state dict ({exc})") from exc
-    load_state_dict_by_order(teacher.backbone, state, str(p))
+    state = read_torch_file(weights, "3DDFA-V2-style weights", weights_only=True)
+    load_state_dict_by_order(teacher.backbone, state, str(weights))
     return freeze(teacher)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from training.kd.nets import Generator, ImageRegressor, KDInference
 from training.models import VoiceEmbedNet
+from training.torchfile import read_torch_file
 
 
 def is_kd_checkpoint(ckpt: dict[str, Any]) -> bool:
@@ -40,16 +39,10 @@ def kd_inference_module(checkpoint: str | Path | dict[str, Any]) -> KDInference:
     output ``params`` (batch, 1 + K + E), un-whitened."""
     if isinstance(checkpoint, dict):
         return model_from_checkpoint(checkpoint)
-    p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"KD checkpoint not found: {p}")
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{p}: not a readable PyTorch checkpoint ({exc})") from exc
+    ck = read_torch_file(checkpoint, "KD checkpoint")
     if not is_kd_checkpoint(ck):
         raise ValueError(
-            f"{p}: not a KD checkpoint (stage={ck.get('stage')!r}); pass RUN/model.pt of "
+            f"{checkpoint}: not a KD checkpoint (stage={ck.get('stage')!r}); pass RUN/model.pt of "
             "`python -m training.kd train`"
         )
     return model_from_checkpoint(ck)

@@ -28,6 +28,7 @@ from torch import nn
 
 from training.kd.nets import ImageRegressor, to_unit_range
 from training.models import freeze
+from training.torchfile import read_torch_file
 
 TEACHER_FORMAT = "voice2mesh-kd-teacher-1"
 
@@ -233,15 +234,10 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
 
 def load_ict_teacher(path: str | Path) -> tuple[ImageRegressor, dict[str, Any]]:
     """A frozen ICT teacher from ``teacher.pt`` and its checkpoint dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"teacher checkpoint not found: {p} (train one with "
-            "`python -m training.kd.teacher train --out DIR`)"
-        )
-    ck = torch.load(p, map_location="cpu", weights_only=False)
+    ck = read_torch_file(path, "teacher checkpoint",
+                         hint=" (train one with `python -m training.kd.teacher train --out DIR`)")
     if not isinstance(ck, dict) or ck.get("format") != TEACHER_FORMAT:
-        raise ValueError(f"{p}: not a KD teacher checkpoint (expected format {TEACHER_FORMAT!r})")
+        raise ValueError(f"{path}: not a KD teacher checkpoint (expected format {TEACHER_FORMAT!r})")
     model = ImageRegressor(ck["n_params"], ck["input_size"], ck["width"])
     model.load_state_dict(ck["state_dict"])
     return freeze(model), ck
