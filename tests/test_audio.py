@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from tests.audio_corpus import make_bad_input_corpus, speech_clip, tools_available
+from voice2mesh import audio as audio_module
 from voice2mesh.audio import (
     Audio,
     AudioConfig,
@@ -138,6 +140,31 @@ def test_sixteen_bit_wav_round_trips_exactly_to_int16(speech):
     assert audio.samples.dtype == np.float32 and audio.samples.shape == ints.shape
     np.testing.assert_array_equal(to_int16(audio.samples), ints)
     assert audio.warnings == []
+
+
+@pytest.mark.parametrize("level", [1.0, 20.0, 1e-4])  # as recorded, clipped, near-silent
+def test_sixteen_bit_mono_fast_path_equals_the_float_path(speech, tmp_path, level):
+    """16-bit mono 16 kHz files are checked on their integers (voice2mesh.audio._finish_pcm16): the
+    same samples, warnings and errors as the float path, and Audio.int16() is the file's own PCM."""
+    x, rate = sf.read(speech, dtype="float32")
+    path = tmp_path / "pcm16.wav"
+    sf.write(path, np.clip(x * level, -1, 1), rate, subtype="PCM_16")
+    ints = sf.read(path, dtype="int16")[0]
+    floats = sf.read(path, dtype="float32", always_2d=True)[0]
+    try:
+        slow = audio_module._finish(floats, rate, "pcm16.wav", AudioConfig())
+    except AudioError as e:
+        with pytest.raises(type(e), match=re.escape(str(e))):
+            load_audio(path)
+        return
+    fast = load_audio(path)
+    assert fast.pcm16 is not None and slow.pcm16 is None
+    np.testing.assert_array_equal(fast.samples, slow.samples)
+    assert fast.warnings == slow.warnings and (level != 20.0 or "clipped" in fast.warnings[0])
+    np.testing.assert_array_equal(fast.int16(), ints)
+    np.testing.assert_array_equal(slow.int16(), ints)
+    assert (fast.duration_s, fast.original_sample_rate, fast.original_channels) == (
+        slow.duration_s, slow.original_sample_rate, slow.original_channels)
 
 
 def test_to_int16_rounds_and_clips():

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice2mesh.audio import Audio, AudioConfig, AudioError, TooLittleSpeechError, load_audio, to_int16
+from voice2mesh.audio import Audio, AudioConfig, AudioError, TooLittleSpeechError, load_audio
 from voice2mesh.vad import VadConfig
 from voice2mesh.vad import vad as _vad
 
@@ -306,7 +306,7 @@ def features_from_audio(audio: Audio, config: FrontEndConfig = FrontEndConfig())
         raise ValueError(f"{audio.source}: the front end runs at {config.sample_rate} Hz, the audio is at "
                          f"{audio.sample_rate} Hz (load it with voice2mesh.audio.load_audio)")
     t0 = time.perf_counter()
-    pcm = to_int16(audio.samples)
+    pcm = audio.int16()
     voiced = vad(pcm, audio.sample_rate, config.vad)
     t1 = time.perf_counter()
     speech_s = len(voiced) / audio.sample_rate
