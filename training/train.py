@@ -193,7 +193,7 @@ def _progress(iterable, enabled: bool, desc: str):
 # data preparation
 def prepare_data(cfg: TrainConfig) -> VoiceFaceData:
     if not cfg.data.path:
-        raise DataError("config data.path is empty: give the dataset (e.g. --set data.path=/work/data/x)")
+        raise DataError("config data.path is empty: give the dataset (e.g. --set data.path=data/synthvox)")
     data = load_dataset(cfg.data.kind, cfg.data.path, cfg.data.face_model)
     data = data.limit_per_speaker(cfg.data.max_utterances_per_speaker)
     return data.with_val_split(cfg.data.val_fraction, cfg.seed)
@@ -685,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="pretrain: also keep RUN_DIR/epoch-NNN.pt every N epochs (encoder snapshots "
                         "for choosing the amount of pretraining on validation speakers)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.path=/work/data/x (repeatable)")
+                        help="override a config value, e.g. --set data.path=data/synthvox (repeatable)")
     args = parser.parse_args(argv)
     try:
         cfg = apply_overrides(load_config(args.config), args.overrides)
