@@ -244,6 +244,27 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+
+def _restore(path: Path, state_key: str, module: nn.Module, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    """Load a ``last.pt`` into ``module`` (its ``state_key`` entry), the optimiser, the scheduler and
+    the random generators; returns the checkpoint, for the loop's own counters."""
+    ck = load_checkpoint(path)
+    module.load_state_dict(ck[state_key])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    set_rng_state(ck["rng"])
+    return ck
+
+
+def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module, grad_clip: float) -> None:
+    """Backward, gradient-norm clipping when ``grad_clip > 0``, one optimiser step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    opt.step()
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -279,12 +300,8 @@ def run_pretrain(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, res
     start_epoch, best = 0, -1.0
     last_path = out / "last.pt"
     if resume and last_path.is_file():
-        ck = load_checkpoint(last_path)
-        model.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+        ck = _restore(last_path, "state_dict", model, opt, sched)
         start_epoch, best = ck["epoch"] + 1, ck.get("best", -1.0)
-        set_rng_state(ck["rng"])
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
     logger = RunLogger(out, d.main)
     t0 = time.time()
@@ -300,11 +317,7 @@ def run_pretrain(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, res
                                       cfg.data.train_frames, rng) for i in items])
             y = torch.from_numpy(labels[items]).to(device)
             loss = F.cross_entropy(net(torch.from_numpy(x).to(device)), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if oc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), oc.grad_clip)
-            opt.step()
+            _optimizer_step(loss, opt, net, oc.grad_clip)
             total += float(loss.detach()) * len(items)
             n_seen += len(items)
         sched.step()
@@ -525,12 +538,8 @@ def run_supervised(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, r
     start_epoch, best, best_epoch = 0, float("inf"), -1
     last_path, best_path = out / "last.pt", out / "best_head.pt"
     if resume and last_path.is_file():
-        ck = load_checkpoint(last_path)
-        head.load_state_dict(ck["head_state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+        ck = _restore(last_path, "head_state_dict", head, opt, sched)
         start_epoch, best, best_epoch = ck["epoch"] + 1, ck["best"], ck["best_epoch"]
-        set_rng_state(ck["rng"])
     net = nn.parallel.DistributedDataParallel(head) if d.world > 1 else head
     logger = RunLogger(out, d.main)
     t0 = time.time()
@@ -543,11 +552,7 @@ def run_supervised(cfg: TrainConfig, out: Path, device: torch.device, d: Dist, r
                                f"supervised {epoch + 1}/{oc.epochs}"):
             x = np.stack([train_emb[i][rng.integers(0, len(train_emb[i]))] for i in batch])
             loss = supervised_loss(net(torch.from_numpy(x).to(device)), tw[batch], mean, std, vloss, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if oc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), oc.grad_clip)
-            opt.step()
+            _optimizer_step(loss, opt, net, oc.grad_clip)
             total += float(loss.detach()) * len(batch)
             n_seen += len(batch)
         sched.step()

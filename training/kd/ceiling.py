@@ -41,7 +41,7 @@ def route_ceiling(
     """Mean ARE (and gap closed) of the reference rows and the linear KD-route ceiling on ``split``."""
     from training.evaluate import oracle_params, per_utterance_metrics, ridge_fit, ridge_predict
     from training.kd.data import load_identity_images, read_voices_and_faces
-    from training.kd.teacher import _face_model, load_teacher
+    from training.kd.teacher import load_teacher, prediction_face_model
     from training.kd.train import load_frozen_encoder, utterance_embeddings
 
     dc = cfg.data
@@ -50,7 +50,7 @@ def route_ceiling(
         raise ValueError(f"{dc.path}: the ceiling is scored against 3D targets; this dataset has none")
     encoder, digest = load_frozen_encoder(dc.encoder_checkpoint)
     teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats)
-    fm = _face_model(info["face_model"], info["n_identity"], info["n_expression"])
+    fm = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
     train_spk = [s for s in data.speakers_of("train") if s in folders.files]
     tr_mask = (data.utt_splits == "train") & np.isin(data.utt_speakers, train_spk)
     ev_data = data.limit_per_speaker(max_utterances)

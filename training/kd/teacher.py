@@ -109,7 +109,9 @@ class MeshDecoder(nn.Module):
         return params[:, :1] * shape
 
 
-def _face_model(spec: str, k: int, e: int):
+def prediction_face_model(spec: str, k: int, e: int):
+    """The face model ``spec`` (a voice2mesh.facemodel spec) set to predict ``k`` identity and ``e``
+    expression weights: what a teacher's or student's parameters decode with."""
     from voice2mesh.facemodel import load_face_model
 
     return load_face_model(spec).set_prediction_size(k, e)
@@ -156,7 +158,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    fm = _face_model(cfg.face_model, cfg.n_identity, cfg.n_expression)
+    fm = prediction_face_model(cfg.face_model, cfg.n_identity, cfg.n_expression)
     t0 = time.time()
     images, params = cached_renders(out / "cache", cfg.renders, cfg.size, fm, cfg.seed)
     h_images, h_params = cached_renders(out / "cache", cfg.heldout, cfg.size, fm, cfg.seed + 10_000)
@@ -286,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {path}")
         else:
             model, ck = load_ict_teacher(args.checkpoint)
-            fm = _face_model(ck["face_model"], ck["n_identity"], ck["n_expression"])
+            fm = prediction_face_model(ck["face_model"], ck["n_identity"], ck["n_expression"])
             images, params = render_random_faces(args.n, ck["input_size"], fm, args.seed)
             report = accuracy_report(fm, predict_images(model, images), params, ck["param_mean"])
             print(json.dumps(report, indent=2))

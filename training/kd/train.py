@@ -30,7 +30,7 @@ from training.kd.config import KDConfig, kd_config_to_dict
 from training.kd.data import load_identity_images, read_voices_and_faces
 from training.kd.nets import FaceEmbedNet, Generator, ImageRegressor, KDInference, to_unit_range
 from training.kd.pkt import pkt_loss
-from training.kd.teacher import MeshDecoder, _face_model, load_teacher
+from training.kd.teacher import MeshDecoder, load_teacher, prediction_face_model
 from training.models import VoiceEmbedNet, freeze
 
 KD_FORMAT = "voice2mesh-kd-1"
@@ -146,7 +146,7 @@ class KDTrainer:
         self.encoder, self.encoder_digest = load_frozen_encoder(dc.encoder_checkpoint)
         teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats)
         self.teacher, self.teacher_info = teacher.to(device), info
-        self.face_model = _face_model(info["face_model"], info["n_identity"], info["n_expression"])
+        self.face_model = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
         self.decoder = MeshDecoder(self.face_model).to(device)
         self.scale = mesh_scale(self.face_model, self.decoder.cpu()).to(device)
         self.decoder.to(device)
