@@ -146,17 +146,20 @@ def paper_encoder_model(bundle) -> str | None:
 
 # ------------------------------------------------------------------------------ timing
 def interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3, block: int = 1
 ) -> dict[str, list[float]]:
+    """``repeats`` timed runs of each function, taking turns in blocks of ``block`` runs (1: strictly
+    alternating, so each run starts with the caches the other pipeline left; larger: mostly warm)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
+    for start in range(0, repeats, block):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            for _ in range(min(block, repeats - start)):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
     return times
 
 
@@ -178,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)"
     )
+    ap.add_argument("--block", type=int, default=1,
+                    help="runs per turn when interleaving ours and the baseline (1: alternate every run)")
     args = ap.parse_args(argv)
 
     import onnxruntime as ort
@@ -225,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         # The baseline gets its best setting: one torch thread (interleaved with ours). PyTorch's default
         # thread count is timed in its own block afterwards: its OpenMP workers keep spinning after each
         # call and would slow down whatever runs next, so it is not interleaved.
-        e2e = interleaved({"voice2mesh": ours, "original (torch 1 thread)": with_threads(1)}, args.repeats)
+        e2e = interleaved({"voice2mesh": ours, "original (torch 1 thread)": with_threads(1)}, args.repeats,
+                          block=args.block)
         if torch_default != 1:
             e2e.update(
                 interleaved(

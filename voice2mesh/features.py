@@ -34,6 +34,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,8 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from voice2mesh import logmel_process
 from voice2mesh.audio import Audio, AudioConfig, AudioError, TooLittleSpeechError, load_audio
-from voice2mesh.vad import VadConfig
+from voice2mesh.vad import VadConfig, frame_length, voiced_frames
 from voice2mesh.vad import vad as _vad
 
 
@@ -216,6 +218,10 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
         raise ValueError(f"log_mel takes one channel of samples, got shape {x.shape}")
     if x.dtype.kind not in "iu":
         x = x.astype(np.float64)  # integer PCM stays as is (exact); anything else in float64
+    if threads is None or threads > 1:
+        out = _log_mel_with_helper(x, config)
+        if out is not None:
+            return out
     parts = _frame_parts(x, config)
     n_out = len(parts[1]) + len(parts[2])
     out = np.empty((n_out, config.n_mels), dtype=np.float32)
@@ -234,6 +240,52 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
 _MIN_FRAMES_PER_THREAD = 256  # below this, starting a worker costs more than it saves
 
 
+def log_mel_rows_up_to(x: np.ndarray, out: np.ndarray, config: FrontEndConfig, counters: np.ndarray) -> int:
+    """Rows ``0, 1, ...`` of ``log_mel(x)`` into ``out`` block by block, while ``counters[1]`` (a
+    limit another process may lower) allows; ``counters[0]`` is set to the rows done after each
+    block. Returns the rows done (the helper process's job, voice2mesh.logmel_process)."""
+    counters[0] = 0
+
+    def publish(done: int) -> None:
+        counters[0] = done
+
+    return _log_mel_rows(_frame_parts(x, config), out, 0, len(out), config,
+                         limit=lambda: int(counters[1]), progress=publish)
+
+
+def _log_mel_with_helper(x: np.ndarray, config: FrontEndConfig) -> np.ndarray | None:
+    """:func:`log_mel` with the first half in the helper process (voice2mesh.logmel_process), or None
+    when it is not enabled and ready, the signal is short or not int16.
+
+    A frame depends only on its own samples, except frame 0, whose pre-emphasis has no predecessor
+    (quirk 3): the helper gets the samples of frames ``0 .. h-1``, this thread computes the log mel
+    of the signal from frame ``h-1`` on and drops that first row.
+    """
+    helper = logmel_process.ready()
+    hop, win = config.hop_length, config.win_length
+    h = frame_count(len(x), config) // 2
+    if helper is None or x.dtype != np.int16 or h < _MIN_FRAMES_PER_THREAD:
+        return None
+    head = x[: (h - 1) * hop + win]
+    job = helper.start(head, h, config)
+    if job is None:
+        return None
+    out = np.empty((frame_count(len(x), config), config.n_mels), dtype=np.float32)
+    tail = out[h - 1:]                               # row j: frame j of the suffix, frame h-1+j of x
+    _log_mel_rows(_frame_parts(x[(h - 1) * hop:], config), tail, 1, len(tail), config)
+    out[:h] = _helper_rows(job, head, config)
+    return out
+
+
+def _helper_rows(job: logmel_process.Job, x: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """The rows a helper job was asked for; computed here if the helper failed."""
+    rows = job.finish()
+    if rows is None:
+        rows = np.empty((job.rows, config.n_mels), dtype=np.float32)
+        _log_mel_rows(_frame_parts(x, config), rows, 0, job.rows, config)
+    return rows
+
+
 def default_threads() -> int:
     """Workers for :func:`log_mel`: ``$VOICE2MESH_FEATURE_THREADS``, else min(2, CPUs)."""
     env = os.environ.get("VOICE2MESH_FEATURE_THREADS", "")
@@ -248,17 +300,27 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _log_mel_rows(parts: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray, first: int, stop: int,
-                  config: FrontEndConfig) -> None:
-    """Log mel of frames ``first .. stop - 1`` into ``out`` (own buffers: safe to run in parallel)."""
+                  config: FrontEndConfig, limit: Callable[[], int] | None = None,
+                  progress: Callable[[int], None] | None = None) -> int:
+    """Log mel of frames ``first .. stop - 1`` into ``out`` (own buffers: safe to run in parallel).
+
+    With ``limit``, ``stop`` is re-read before each block (it may only go down) and ``progress`` is
+    told the frames done after each block (whose rows are then final). Returns the frames done.
+    """
     view, col0, tail = parts
-    window, bands, lo, hi = _tables(config)
+    window, _, lo, hi = _tables(config)
     n_full = len(col0)
     block = min(_BLOCK, max(stop - first, 1))
     buf = np.zeros((block, config.n_fft))           # zero padding to n_fft stays in place
     spec = np.empty((block, config.n_fft // 2 + 1), dtype=np.complex128)
     power = np.empty((block, 2 * (hi - lo)), dtype=np.float32)
     w1 = window[1:]
-    for b in range(first, stop, block):
+    b = first
+    while b < stop:
+        if limit is not None:
+            stop = min(stop, limit())
+            if b >= stop:
+                break
         m = min(block, stop - b)
         full = max(0, min(b + m, n_full) - b)         # rows of this block that are whole frames
         if full:
@@ -266,21 +328,148 @@ def _log_mel_rows(parts: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndar
             buf[:full, 0] = col0[b: b + full]
         if full < m:
             buf[full:m, : config.win_length] = tail[b + full - n_full: b + m - n_full]
-        if _RFFT_OUT:
-            np.fft.rfft(buf[:m], axis=1, out=spec[:m])
-        else:  # numpy < 2: no out= argument
-            spec[:m] = np.fft.rfft(buf[:m], axis=1)
-        pairs = spec[:m].view(np.float64)[:, 2 * lo: 2 * hi]  # (m, 2 * bins): re, im
-        np.copyto(power[:m], pairs, casting="same_kind")   # to float32 first: the square is then
-        np.square(power[:m], out=power[:m])                 # twice as fast as a casting square
-        for r0, r1, cols, weights in bands:             # |X|^2 through the filters
-            if r1 > r0:
-                np.matmul(power[:m, r0:r1], weights, out=out[b: b + m, cols])
-            else:
-                out[b: b + m, cols] = 0.0
-    rows = out[first:stop]
-    np.maximum(rows, np.float32(config.log_floor), out=rows)
+        _rfft(buf[:m], spec[:m])
+        _mel_energies(spec[:m], power, out[b: b + m], config)
+        b += m
+        if progress is not None:
+            _floor_and_log(out[b - m: b], config)
+            progress(b)
+    if progress is None:
+        _floor_and_log(out[first:b], config)
+    return b
+
+
+def _log_mel_of_frames(frames: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """(K, n_mels) float32 log mel of windowed, pre-emphasised frames (K, win)."""
+    _, _, lo, hi = _tables(config)
+    out = np.empty((len(frames), config.n_mels), dtype=np.float32)
+    block = min(_BLOCK, max(len(frames), 1))
+    buf = np.zeros((block, config.n_fft))
+    spec = np.empty((block, config.n_fft // 2 + 1), dtype=np.complex128)
+    power = np.empty((block, 2 * (hi - lo)), dtype=np.float32)
+    for b in range(0, len(frames), block):
+        m = min(block, len(frames) - b)
+        buf[:m, : config.win_length] = frames[b: b + m]
+        _rfft(buf[:m], spec[:m])
+        _mel_energies(spec[:m], power, out[b: b + m], config)
+    _floor_and_log(out, config)
+    return out
+
+
+def _rfft(frames: np.ndarray, out: np.ndarray) -> None:
+    if _RFFT_OUT:
+        np.fft.rfft(frames, axis=1, out=out)
+    else:  # numpy < 2: no out= argument
+        out[:] = np.fft.rfft(frames, axis=1)
+
+
+def _mel_energies(spec: np.ndarray, power: np.ndarray, out: np.ndarray, config: FrontEndConfig) -> None:
+    """Filterbank energies of the complex spectra ``spec`` (m, n_fft // 2 + 1) into ``out`` (m, n_mels)."""
+    _, bands, lo, hi = _tables(config)
+    m = len(spec)
+    pairs = spec.view(np.float64)[:, 2 * lo: 2 * hi]  # (m, 2 * bins): re, im
+    np.copyto(power[:m], pairs, casting="same_kind")   # to float32 first: the square is then
+    np.square(power[:m], out=power[:m])                 # twice as fast as a casting square
+    for r0, r1, cols, weights in bands:                # |X|^2 through the filters
+        if r1 > r0:
+            np.matmul(power[:m, r0:r1], weights, out=out[:, cols])
+        else:
+            out[:, cols] = 0.0
+
+
+def _floor_and_log(rows: np.ndarray, config: FrontEndConfig) -> None:
+    np.maximum(rows, np.float32(config.log_floor), out=rows)  # quirk 5
     np.log(rows, out=rows)
+
+
+def _whole_frame_count(n: int, config: FrontEndConfig) -> int:
+    """Frames that lie inside an ``n``-sample signal (the rest of the ``frame_count`` run past its end)."""
+    win, hop = config.win_length, config.hop_length
+    return 0 if n < win else min(frame_count(n, config), (n - win) // hop + 1)
+
+
+def _whole_frames_at(x: np.ndarray, starts: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """(K, win) windowed, pre-emphasised whole frames starting at ``starts`` (the numbers
+    :func:`_frame_parts` gives those frames), float64."""
+    win, a = config.win_length, config.preemphasis
+    samples = x[starts[:, None] + np.arange(win)].astype(np.float64)
+    frames = np.empty_like(samples)
+    frames[:, 1:] = samples[:, :-1] * -a
+    frames[:, 1:] += samples[:, 1:]
+    frames[:, 0] = samples[:, 0]
+    later = starts > 0
+    frames[later, 0] -= a * samples[later, win - 1 - config.hop_length]  # the previous frame's last sample
+    frames *= _tables(config)[0]
+    return frames
+
+
+def _short_last_frames(x: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """The frames of ``x`` that run past its end (quirk 2), windowed: those of a suffix that starts
+    with the last whole frame (their samples and pre-emphasis predecessors are all in it)."""
+    n_full = _whole_frame_count(len(x), config)
+    start = max(n_full - 1, 0) * config.hop_length
+    return _frame_parts(x[start:], config)[2]
+
+
+def _start_recording_log_mel(pcm: np.ndarray, vad_frame: int,
+                             config: FrontEndConfig) -> logmel_process.Job | None:
+    """Start the log mel of the whole recording in the helper process, to run while this thread runs
+    the VAD (which holds the GIL: threads cannot overlap it); None when there is no helper, the
+    recording is short, or VAD frames do not start on the log-mel frame grid."""
+    helper = logmel_process.ready()
+    rows = _whole_frame_count(len(pcm), config)
+    if (helper is None or pcm.dtype != np.int16 or vad_frame % config.hop_length
+            or rows < 2 * _MIN_FRAMES_PER_THREAD):
+        return None
+    return helper.start(pcm, rows, config)
+
+
+def _recording_log_mel(job: logmel_process.Job, pcm: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """The log mel of the recording's whole frames: the helper keeps going from the start, this thread
+    takes the frames from the middle of what is left to the end, then the two halves are joined."""
+    rows = job.rows
+    done = job.progress()
+    split = min(rows, max(done + 2 * _BLOCK, (done + rows + _BLOCK) // 2))  # past the block in progress
+    job.limit(split)
+    out = np.empty((rows, config.n_mels), dtype=np.float32)
+    if split < rows:
+        start = split - 1  # from one frame earlier: its pre-emphasis predecessor is lost (quirk 3), drop it
+        suffix = pcm[start * config.hop_length: (rows - 1) * config.hop_length + config.win_length]
+        _log_mel_rows(_frame_parts(suffix, config), out[start:], 1, rows - start, config)
+    out[:split] = _helper_rows(job, pcm[: (split - 1) * config.hop_length + config.win_length], config)
+    return out
+
+
+def _log_mel_of_voiced(voiced: np.ndarray, keep: np.ndarray, vad_frame: int, recording: np.ndarray,
+                       config: FrontEndConfig) -> np.ndarray:
+    """:func:`log_mel` of the VAD output, taking rows from the recording's log mel where they are equal.
+
+    ``voiced`` is the recording's VAD frames ``keep`` (``vad_frame`` samples each) concatenated. An
+    output frame that lies inside one stretch of consecutive kept VAD frames holds the same samples
+    as the recording's frame at the matching offset - a whole frame of the recording, on its frame
+    grid because VAD frames are a multiple of ``hop`` long - and its pre-emphasis predecessor sample
+    is inside it too (quirk 3), so its row is ``recording[offset // hop]``. Computed here: the frames
+    that straddle a junction between stretches, the short last frames, and a first frame that
+    starts mid-recording (its predecessor is 0, not the recording's sample).
+    """
+    hop, win = config.hop_length, config.win_length
+    x = np.asarray(voiced)
+    source = np.flatnonzero(keep)                     # recording VAD frame of each output VAD frame
+    n_whole = _whole_frame_count(len(x), config)
+    starts = np.arange(n_whole) * hop
+    first_vf, last_vf = starts // vad_frame, (starts + win - 1) // vad_frame
+    origin = source[first_vf] * vad_frame + starts - first_vf * vad_frame  # start in the recording
+    same = ((source[last_vf] - source[first_vf] == last_vf - first_vf)  # inside one stretch,
+            & ((starts > 0) | (origin == 0)))                          # not frame 0 moved (quirk 3)
+    out = np.empty((frame_count(len(x), config), config.n_mels), dtype=np.float32)
+    out[:n_whole][same] = recording[origin[same] // hop]
+    fresh = np.flatnonzero(~same)
+    frames = np.concatenate([_whole_frames_at(x, starts[fresh], config), _short_last_frames(x, config)])
+    if len(frames):
+        rows = _log_mel_of_frames(frames, config)
+        out[fresh] = rows[: len(fresh)]
+        out[n_whole:] = rows[len(fresh):]
+    return out
 
 
 def normalise(logmel: np.ndarray) -> np.ndarray:
@@ -307,15 +496,25 @@ def features_from_audio(audio: Audio, config: FrontEndConfig = FrontEndConfig())
                          f"{audio.sample_rate} Hz (load it with voice2mesh.audio.load_audio)")
     t0 = time.perf_counter()
     pcm = audio.int16()
-    voiced = vad(pcm, audio.sample_rate, config.vad)
-    t1 = time.perf_counter()
-    speech_s = len(voiced) / audio.sample_rate
-    min_speech = audio.config.min_speech_s
-    if speech_s < min_speech:
-        raise TooLittleSpeechError(
-            f"{audio.source}: only {speech_s:.2f} s of speech found in {audio.duration_s:.2f} s of audio "
-            f"(voice activity detection); accepted: at least {min_speech:g} s of clear speech")
-    lm = log_mel(voiced, config)
+    vad_frame = frame_length(audio.sample_rate, config.vad)
+    job = _start_recording_log_mel(pcm, vad_frame, config)  # runs in the helper process during the VAD
+    try:
+        frames, keep = voiced_frames(pcm, audio.sample_rate, config.vad)
+        voiced = frames[keep].reshape(-1)
+        t1 = time.perf_counter()
+        speech_s = len(voiced) / audio.sample_rate
+        min_speech = audio.config.min_speech_s
+        if speech_s < min_speech:
+            raise TooLittleSpeechError(
+                f"{audio.source}: only {speech_s:.2f} s of speech found in {audio.duration_s:.2f} s of audio "
+                f"(voice activity detection); accepted: at least {min_speech:g} s of clear speech")
+        if job is None:
+            lm = log_mel(voiced, config)
+        else:
+            lm = _log_mel_of_voiced(voiced, keep, vad_frame, _recording_log_mel(job, pcm, config), config)
+    finally:
+        if job is not None:
+            job.cancel()  # a no-op once finished
     t2 = time.perf_counter()
     feats = tile(normalise(lm), config.n_frames, config.crop_long)
     t3 = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from voice2mesh import metrics
+from voice2mesh import features, logmel_process, metrics
 from voice2mesh.audio import Audio, AudioConfig, load_audio
 from voice2mesh.bundle import Bundle, ModelEntry, load_bundle
 from voice2mesh.providers import SessionConfig, create_session
@@ -89,6 +89,7 @@ class Predictor:
         threads: int | None = None,
         warmup: bool = True,
         audio_config: AudioConfig | None = None,
+        helper_process: bool = True,
     ) -> None:
         self.bundle = bundle
         self.entry: ModelEntry = bundle.model(model)
@@ -107,6 +108,8 @@ class Predictor:
                 f"{self._input!r} for encoder {self.entry.encoder}"
             )
         self._front_end = _front_end(self.entry.encoder, bundle.front_end)
+        if helper_process and self.entry.encoder != "ge2e" and features.default_threads() > 1:
+            logmel_process.enable()  # half of each log mel in a second process (voice2mesh.logmel_process)
         self.load_timings_ms: dict[str, float] = {}
         if warmup:
             self.warmup()
@@ -164,6 +167,7 @@ class Predictor:
         for _ in range(runs):
             self.session.run(None, {self._input: dummy})
         metrics.readouts(self.face_model.mean, self.face_model)
+        logmel_process.wait_ready(5.0)  # a no-op when it is off
         self.load_timings_ms["warmup"] = (time.perf_counter() - t0) * 1e3
 
     def _dummy_input(self) -> np.ndarray:
@@ -283,8 +287,6 @@ def _front_end(encoder: str, config: dict[str, Any]):
             return mels, len(wav) / cfg.sample_rate, {"vad": (t1 - t0) * 1e3, "features": (t2 - t1) * 1e3}
 
         return run_ge2e
-
-    from voice2mesh import features
 
     cfg = _dataclass_from(features.FrontEndConfig, config.get("features", {}))
 
