@@ -188,19 +188,31 @@ def _frame_parts(x: np.ndarray, config: FrontEndConfig) -> tuple[np.ndarray, np.
         col0 *= window[0]
     else:
         view, col0 = np.zeros((0, win - 1)), np.zeros(0)
+    return view, col0, _short_last_frames(x, config)
+
+
+def _short_last_frames(x: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """The frames that run past the end of ``x`` (quirk 2), windowed, float64: filled by repeating
+    their samples (``numpy.resize``; a frame that starts exactly at the end is all zeros), with the
+    previous frame's last sample as pre-emphasis predecessor, as every frame."""
+    hop, win, a = config.hop_length, config.win_length, config.preemphasis
+    n = len(x)
+    n_out = frame_count(n, config)
+    n_full = 0 if n < win else min(n_out, (n - win) // hop + 1)
     tail = np.zeros((n_out - n_full, win))
     if n_full < n_out and n:
-        tail_len = n - starts[n_full:]
-        idx = starts[n_full:, None] + np.arange(win)[None, :] % np.maximum(tail_len, 1)[:, None]
+        starts = np.arange(n_full, n_out) * hop
+        tail_len = n - starts
+        idx = starts[:, None] + np.arange(win)[None, :] % np.maximum(tail_len, 1)[:, None]
         frames = x[np.minimum(idx, n - 1)].astype(np.float64)
         frames[tail_len <= 0] = 0.0                   # a frame starting at the very end: resize([]) = 0
         prior = np.empty(len(frames))
-        prior[0] = x[starts[n_full - 1] + win - 1] if n_full else 0.0
+        prior[0] = x[(n_full - 1) * hop + win - 1] if n_full else 0.0
         prior[1:] = frames[:-1, -1]
         tail[:, 1:] = frames[:, 1:] - a * frames[:, :-1]
         tail[:, 0] = frames[:, 0] - a * prior
-        tail *= window
-    return view, col0, tail
+        tail *= _tables(config)[0]
+    return tail
 
 
 def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig(),
@@ -417,14 +429,6 @@ def _whole_frames_at(x: np.ndarray, starts: np.ndarray, config: FrontEndConfig) 
     return frames
 
 
-def _short_last_frames(x: np.ndarray, config: FrontEndConfig) -> np.ndarray:
-    """The frames of ``x`` that run past its end (quirk 2), windowed: those of a suffix that starts
-    with the last whole frame (their samples and pre-emphasis predecessors are all in it)."""
-    n_full = _whole_frame_count(len(x), config)
-    start = max(n_full - 1, 0) * config.hop_length
-    return _frame_parts(x[start:], config)[2]
-
-
 def _start_recording_log_mel(pcm: np.ndarray, vad_frame: int,
                              config: FrontEndConfig) -> logmel_process.Job | None:
     """Start the log mel of the whole recording in the helper process, to run while this thread runs
@@ -490,7 +494,10 @@ def normalise(logmel: np.ndarray) -> np.ndarray:
     """Per-utterance mean/variance normalisation per mel bin, float32 (quirk 6)."""
     x = np.asarray(logmel, dtype=np.float32)
     x = x - x.mean(axis=0)
-    return x / (x.std(axis=0) + np.finfo(np.float32).eps)
+    scale = x.std(axis=0)
+    scale += np.finfo(np.float32).eps
+    x /= scale
+    return x
 
 
 def tile(features: np.ndarray, n_frames: int = 1000, crop_long: bool = True) -> np.ndarray:
