@@ -22,6 +22,7 @@ import numpy as np
 from voice2mesh import features, logmel_process, metrics
 from voice2mesh.audio import Audio, AudioConfig, load_audio
 from voice2mesh.bundle import Bundle, ModelEntry, load_bundle
+from voice2mesh.decoder import OnnxFaceDecoder
 from voice2mesh.providers import SessionConfig, create_session
 
 # Intra-op threads by default: up to 2 (VoiceEmbedNet on a 10 s clip, idle 2-core CPU: 1 thread 3.5 ms,
@@ -108,6 +109,9 @@ class Predictor:
                 f"{self._input!r} for encoder {self.entry.encoder}"
             )
         self._front_end = _front_end(self.entry.encoder, bundle.front_end)
+        # params -> vertices: ONNX Runtime on the CPU (voice2mesh.decoder); numpy beside a CUDA session
+        self._decoder = (OnnxFaceDecoder(self.face_model, DEFAULT_THREADS if threads is None else threads)
+                         if self.provider == "CPUExecutionProvider" else None)
         if helper_process and self.entry.encoder != "ge2e" and features.default_threads() > 1:
             logmel_process.enable()  # half of each log mel in a second process (voice2mesh.logmel_process)
         self.load_timings_ms: dict[str, float] = {}
@@ -203,8 +207,10 @@ class Predictor:
         return self.session.run([self.entry.output_name], {self._input: x})[0]
 
     def decode_mesh(self, params: np.ndarray) -> np.ndarray:
-        """(B, 1+K+E) parameters → (B, N, 3) vertices (``FaceModel.vertices_from_params``)."""
-        return self.face_model.vertices_from_params(np.atleast_2d(np.asarray(params, dtype=np.float32)))
+        """(B, 1+K+E) parameters → (B, N, 3) vertices: ``FaceModel.vertices_from_params`` as an ONNX
+        Runtime graph on the CPU (voice2mesh.decoder), numpy otherwise."""
+        p = np.atleast_2d(np.asarray(params, dtype=np.float32))
+        return self._decoder(p) if self._decoder is not None else self.face_model.vertices_from_params(p)
 
     # ------------------------------------------------------------------ predict
     def predict(self, source: AudioSource) -> Prediction:
