@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)"
     )
-    ap.add_argument("--block", type=int, default=1,
-                    help="runs per turn when interleaving ours and the baseline (1: alternate every run)")
+    ap.add_argument("--block", type=int, default=10,
+                    help="runs per turn when interleaving ours and the baseline (default 10; every run also "
+                         "gets an alternating-every-run measurement)")
     args = ap.parse_args(argv)
 
     import onnxruntime as ort
@@ -183,11 +184,20 @@ def main(argv: list[str] | None = None) -> int:
 
             return run
 
-        # The baseline gets its best setting: one torch thread (interleaved with ours). PyTorch's default
-        # thread count is timed in its own block afterwards: its OpenMP workers keep spinning after each
-        # call and would slow down whatever runs next, so it is not interleaved.
+        # Ours is timed twice, interleaved with the baseline's best setting (one torch thread): in turns of
+        # `--block` runs (default 10: warm caches, like a server that only runs voice2mesh, and like the
+        # baseline's own default-thread timing below) and alternating every run ("cold": each of our runs
+        # starts with the caches ~27 ms of the baseline's Python and PyTorch left). PyTorch's default thread
+        # count is timed in its own block: its OpenMP workers keep spinning after each call and would slow
+        # down whatever runs next, so it is not interleaved.
         e2e = interleaved({"voice2mesh": ours, "original (torch 1 thread)": with_threads(1)}, args.repeats,
                           block=args.block)
+        warm_stages = {k: list(v) for k, v in stages.items()}
+        cold = interleaved({"voice2mesh": ours, "original (torch 1 thread)": with_threads(1)}, args.repeats,
+                           block=1)
+        stages.clear()
+        stages.update(warm_stages)
+        e2e["voice2mesh, alternating every run"] = cold["voice2mesh"]
         if torch_default != 1:
             e2e.update(
                 interleaved(
@@ -229,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in e2e.items()}
     best_original = min((k for k in med if k.startswith("original")), key=med.get)
     ratio = med[best_original] / med["voice2mesh"]
+    ratio_cold = med[best_original] / med["voice2mesh, alternating every run"]
     result = {
         "clip_seconds": args.seconds,
         "repeats": args.repeats,
@@ -244,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         "end_to_end_ms": {k: {"median": round(med[k], 3), "min": round(min(v), 3)} for k, v in e2e.items()},
         "ratio_original_over_ours": round(ratio, 2),
         "ratio_against": best_original,
-        "ratio_each": {k: round(med[k] / med["voice2mesh"], 2) for k in med if k != "voice2mesh"},
+        "ratio_alternating_every_run": round(ratio_cold, 2),
+        "block": args.block,
+        "ratio_each": {k: round(med[k] / med["voice2mesh"], 2) for k in med if k.startswith("original")},
         "stages_ms_median": {k: round(statistics.median(v), 3) for k, v in stages.items()},
         "decoder_ms_median": {k: round(statistics.median(v), 4) for k, v in decoders.items()},
         "mesh_write_ms_median": {k: round(statistics.median(v), 3) for k, v in writers.items()},
@@ -266,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     for k in med:
         print(f"| {k} | {med[k]:.2f} | {min(e2e[k]):.2f} |")
     print(
-        f"ratio {best_original} / ours: {ratio:.1f}x (target >= {TARGET_RATIO:g}x); "
-        f"ours median {med['voice2mesh']:.2f} ms (target <= {TARGET_MS:g} ms)"
+        f"ratio {best_original} / ours: {ratio:.1f}x in turns of {args.block} runs, "
+        f"{ratio_cold:.1f}x alternating every run (target >= {TARGET_RATIO:g}x); "
+        f"ours median {med['voice2mesh']:.2f} / {med['voice2mesh, alternating every run']:.2f} ms "
+        f"(target <= {TARGET_MS:g} ms)"
     )
     print("stages (median ms): " + ", ".join(f"{k} {v}" for k, v in result["stages_ms_median"].items()))
     print("decoder (median ms): " + ", ".join(f"{k} {v}" for k, v in result["decoder_ms_median"].items()))
