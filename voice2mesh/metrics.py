@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -373,11 +374,18 @@ def percentile(sorted_samples: np.ndarray, values: np.ndarray) -> np.ndarray:
     and 100 above the largest.
     """
     s = np.asarray(sorted_samples, dtype=np.float64)
-    ranks = 100.0 * (np.arange(s.size) + 0.5) / s.size
+    ranks = _mid_ranks(s.size)
     out = np.interp(np.asarray(values, dtype=np.float64), s, ranks, left=0.0, right=100.0)
     if s[-1] - s[0] <= PRIOR_MIN_SPREAD * max(abs(s[s.size // 2]), 1e-12):
         return np.full(np.shape(out), np.nan)  # no shape variation in the prior: undefined
     return out
+
+
+@lru_cache(maxsize=8)
+def _mid_ranks(n: int) -> np.ndarray:
+    ranks = 100.0 * (np.arange(n) + 0.5) / n
+    ranks.setflags(write=False)
+    return ranks
 
 
 def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
@@ -388,9 +396,9 @@ def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
     converted to mm from the model's units; percentiles are NaN for a model without shape modes
     (e.g. the BFM reference layouts, which have a mean face only).
     """
-    v = np.asarray(vertices, dtype=np.float64)
-    single = v.ndim == 2
-    d = distances(_batch(v, "vertices"), face_model)
+    v = _batch(vertices, "vertices")  # distances() casts the few vertices it gathers to float64
+    single = np.ndim(vertices) == 2
+    d = distances(v, face_model)
     r = {k: d[k] / d[NORMALISER] for k in RATIO_NAMES}
     prior = ratio_prior(face_model)
     pct = {k: percentile(prior[k], r[k]) for k in RATIO_NAMES}
