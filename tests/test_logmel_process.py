@@ -126,3 +126,17 @@ def test_a_dead_helper_falls_back_to_this_process(helper, speech):
     assert job.finish() is None  # the pipe closed: no rows, the helper is marked broken
     assert logmel_process.ready() is None
     np.testing.assert_allclose(vf.log_mel(x), _plain(x), rtol=0, atol=1e-6)  # threads again
+
+
+def test_a_helper_that_cannot_start_leaves_the_threads(monkeypatch, speech):
+    logmel_process.enable(False)
+
+    def no_shared_memory(*args, **kwargs):
+        raise OSError("no /dev/shm here")
+
+    monkeypatch.setattr(logmel_process.shared_memory, "SharedMemory", no_shared_memory)
+    with pytest.warns(RuntimeWarning, match="could not start"):
+        logmel_process.enable()
+    assert logmel_process.ready() is None and not logmel_process.wait_ready(0.1)
+    x = speech[:200_000]
+    np.testing.assert_allclose(vf.log_mel(x), _plain(x), rtol=0, atol=1e-6)

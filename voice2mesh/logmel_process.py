@@ -21,6 +21,7 @@ longer than ``REPLY_TIMEOUT_S``. POSIX only (the reply is awaited with ``select`
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,6 +29,7 @@ import select
 import subprocess
 import sys
 import threading
+import warnings
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,11 @@ def enable(on: bool = True) -> None:
     global _helper
     with _lock:
         if on and _helper is None and os.name == "posix":
-            _helper = _Helper()
+            try:
+                _helper = _Helper()
+            except (OSError, ValueError, subprocess.SubprocessError) as e:  # no /dev/shm, no interpreter...
+                warnings.warn(f"voice2mesh: the log-mel helper process could not start ({e}); "
+                              "computing in this process", RuntimeWarning, stacklevel=2)
         elif not on and _helper is not None:
             _helper.close()
             _helper = None
@@ -71,17 +77,21 @@ class _Helper:
     """The process, its pipes and its two shared-memory blocks."""
 
     def __init__(self) -> None:
-        self._in = shared_memory.SharedMemory(create=True, size=MAX_SAMPLES * 2)
-        self._out = shared_memory.SharedMemory(create=True, size=MAX_ROWS * N_MELS_MAX * 4)
-        self._ctrl = shared_memory.SharedMemory(create=True, size=16)  # int64: rows done, row limit
-        self._counters = np.ndarray((2,), np.int64, buffer=self._ctrl.buf)
-        package_root = str(Path(__file__).resolve().parent.parent)  # the child imports this voice2mesh
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "voice2mesh.logmel_process", self._in.name, self._out.name,
-             self._ctrl.name],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
+        self._blocks: list[shared_memory.SharedMemory] = []
+        try:
+            for size in (MAX_SAMPLES * 2, MAX_ROWS * N_MELS_MAX * 4, 16):  # samples, rows, counters
+                self._blocks.append(shared_memory.SharedMemory(create=True, size=size))
+            package_root = str(Path(__file__).resolve().parent.parent)  # the child imports this voice2mesh
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p))
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "voice2mesh.logmel_process", *(b.name for b in self._blocks)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
+        except BaseException:
+            self._free_blocks()
+            raise
+        self._in, self._out, self._ctrl = self._blocks
+        self._counters = np.ndarray((2,), np.int64, buffer=self._ctrl.buf)  # rows done, row limit
         self._busy = threading.Lock()
         self._ready = threading.Event()
         self._broken = False
@@ -143,12 +153,16 @@ class _Helper:
             self._process.wait(timeout=2.0)
         except (OSError, subprocess.TimeoutExpired):
             self._process.kill()
-        for block in (self._in, self._out, self._ctrl):
-            try:
-                block.close()
+        self._free_blocks()
+
+    def _free_blocks(self) -> None:
+        self._counters = None  # a view of the last block: it must go before the block can close
+        for block in self._blocks:
+            with contextlib.suppress(OSError):
                 block.unlink()
-            except (FileNotFoundError, OSError):
-                pass
+            with contextlib.suppress(BufferError):  # a caller still holds a view: the memory goes with it
+                block.close()
+        self._blocks = []
 
 
 class Job:
