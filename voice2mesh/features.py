@@ -324,7 +324,7 @@ def _log_mel_rows(parts: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndar
     window = _tables(config)[0]
     n_full = len(col0)
     block = min(_BLOCK, max(stop - first, 1))
-    buf, spec, power = _workspace(config)
+    buf, spec, power = _workspace(config, block)
     w1 = window[1:]
     b = first
     while b < stop:
@@ -354,7 +354,7 @@ def _log_mel_of_frames(frames: np.ndarray, config: FrontEndConfig) -> np.ndarray
     """(K, n_mels) float32 log mel of windowed, pre-emphasised frames (K, win)."""
     out = np.empty((len(frames), config.n_mels), dtype=np.float32)
     block = min(_BLOCK, max(len(frames), 1))
-    buf, spec, power = _workspace(config)
+    buf, spec, power = _workspace(config, block)
     for b in range(0, len(frames), block):
         m = min(block, len(frames) - b)
         buf[:m, : config.win_length] = frames[b: b + m]
@@ -367,17 +367,18 @@ def _log_mel_of_frames(frames: np.ndarray, config: FrontEndConfig) -> np.ndarray
 _workspaces = threading.local()
 
 
-def _workspace(config: FrontEndConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """This thread's block buffers (frames zero-padded to n_fft, spectra, float32 powers), kept
-    between calls: fresh ones cost page faults on every call (1.3 MB, above malloc's mmap threshold).
-    Only the first ``win_length`` columns of the frame buffer are ever written: the padding stays 0."""
+def _workspace(config: FrontEndConfig, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's block buffers for ``rows`` frames (frames zero-padded to n_fft, spectra, float32
+    powers), kept between calls: fresh ones cost page faults on every call (1.3 MB, above malloc's
+    mmap threshold). Only the first ``win_length`` columns of the frame buffer are ever written, so
+    the padding stays 0."""
     _, _, lo, hi = _tables(config)
     key = (config.n_fft, config.win_length, lo, hi)
     cached = getattr(_workspaces, "buffers", None)
-    if cached is None or cached[0] != key:
-        cached = (key, np.zeros((_BLOCK, config.n_fft)),
-                  np.empty((_BLOCK, config.n_fft // 2 + 1), dtype=np.complex128),
-                  np.empty((_BLOCK, 2 * (hi - lo)), dtype=np.float32))
+    if cached is None or cached[0] != key or len(cached[1]) < rows:
+        cached = (key, np.zeros((rows, config.n_fft)),
+                  np.empty((rows, config.n_fft // 2 + 1), dtype=np.complex128),
+                  np.empty((rows, 2 * (hi - lo)), dtype=np.float32))
         _workspaces.buffers = cached
     return cached[1], cached[2], cached[3]
 
