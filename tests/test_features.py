@@ -256,12 +256,13 @@ def test_features_need_the_configured_rate(voices):
 
 
 def test_block_size_does_not_change_the_log_mel(voices, monkeypatch):
-    """Frames are independent: any block size (the per-thread buffers grow to it) gives the same rows."""
+    """Frames are independent: any block size (the per-thread buffers grow to it) gives the same rows, up to
+    the last bits of the float32 filter matmul (BLAS picks its kernels by matrix size)."""
     import voice2mesh.features as vf
 
     x = _ref(voices, "Alicja_Bachleda")["vad_int16"]
     want = log_mel(x, threads=1)
     for block in (7, 200, 1 << 30):
         monkeypatch.setattr(vf, "_BLOCK", block)
-        assert_close(log_mel(x, threads=1), want, atol=1e-6)
-        assert_close(log_mel(x, threads=2), want, atol=1e-6)
+        assert_close(log_mel(x, threads=1), want, atol=1e-5)
+        assert_close(log_mel(x, threads=2), want, atol=1e-5)
