@@ -140,3 +140,38 @@ def test_a_helper_that_cannot_start_leaves_the_threads(monkeypatch, speech):
     assert logmel_process.ready() is None and not logmel_process.wait_ready(0.1)
     x = speech[:200_000]
     np.testing.assert_allclose(vf.log_mel(x), _plain(x), rtol=0, atol=1e-6)
+
+
+def test_an_interrupted_wait_retires_the_helper(helper, speech, monkeypatch):
+    """A wait that ends without the helper's answer (timeout, Ctrl-C) must not leave that answer to be
+    read as the next request's: the helper is retired and the threads take over."""
+    x = speech[:200_000]
+    job = helper.start(x, 1000, vf.FrontEndConfig())
+
+    def interrupted(timeout):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(helper, "_read_line", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        job.finish()
+    assert logmel_process.ready() is None
+    np.testing.assert_allclose(vf.log_mel(x), _plain(x), rtol=0, atol=1e-6)
+
+
+def test_a_forked_child_does_not_use_its_parents_helper(helper, speech):
+    import os
+
+    x = speech[:200_000]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own answer, through the threads, must be right
+        try:
+            ok = logmel_process.ready() is None and np.allclose(vf.log_mel(x), _plain(x), rtol=0, atol=1e-6)
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    assert logmel_process.ready() is helper  # the parent keeps its helper
+    np.testing.assert_allclose(vf._log_mel_with_helper(x, vf.FrontEndConfig()), _plain(x), rtol=0, atol=1e-6)

@@ -283,10 +283,13 @@ def _log_mel_with_helper(x: np.ndarray, config: FrontEndConfig) -> np.ndarray | 
     job = helper.start(head, h, config)
     if job is None:
         return None
-    out = np.empty((frame_count(len(x), config), config.n_mels), dtype=np.float32)
-    tail = out[h - 1:]                               # row j: frame j of the suffix, frame h-1+j of x
-    _log_mel_rows(_frame_parts(x[(h - 1) * hop:], config), tail, 1, len(tail), config)
-    out[:h] = _helper_rows(job, head, config)
+    try:
+        out = np.empty((frame_count(len(x), config), config.n_mels), dtype=np.float32)
+        tail = out[h - 1:]                           # row j: frame j of the suffix, frame h-1+j of x
+        _log_mel_rows(_frame_parts(x[(h - 1) * hop:], config), tail, 1, len(tail), config)
+        out[:h] = _helper_rows(job, head, config)
+    finally:
+        job.cancel()  # a no-op once finished; keeps the helper's pipe in step if this half failed
     return out
 
 
@@ -310,6 +313,10 @@ def default_threads() -> int:
 @lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(2, default_threads()), thread_name_prefix="voice2mesh-logmel")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the pool's threads: it makes its own
+    os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def _log_mel_rows(parts: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray, first: int, stop: int,

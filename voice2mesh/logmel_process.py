@@ -50,6 +50,8 @@ def enable(on: bool = True) -> None:
     """Start the helper in the background (``on``) or stop it; idempotent; a no-op off POSIX."""
     global _helper
     with _lock:
+        if on and _helper is not None and not _helper.owned():
+            _helper = None  # a forked child: the helper answers the parent; this process starts its own
         if on and _helper is None and os.name == "posix":
             try:
                 _helper = _Helper()
@@ -77,6 +79,7 @@ class _Helper:
     """The process, its pipes and its two shared-memory blocks."""
 
     def __init__(self) -> None:
+        self._pid = os.getpid()  # a forked child must not talk to its parent's helper
         self._blocks: list[shared_memory.SharedMemory] = []
         try:
             for size in (MAX_SAMPLES * 2, MAX_ROWS * N_MELS_MAX * 4, 16):  # samples, rows, counters
@@ -120,8 +123,11 @@ class _Helper:
         self._ready.wait(timeout)
         return self.is_ready()
 
+    def owned(self) -> bool:
+        return os.getpid() == self._pid
+
     def is_ready(self) -> bool:
-        return self._ready.is_set() and not self._broken
+        return self._ready.is_set() and not self._broken and self.owned()
 
     def start(self, x: np.ndarray, rows: int, config: Any) -> Job | None:
         """Start the log mel of the first ``rows`` frames (whole frames) of ``x`` (int16) in the helper;
@@ -146,8 +152,10 @@ class _Helper:
         return line
 
     def close(self) -> None:
-        """Stop the process and free the shared blocks (also at exit)."""
+        """Stop the process and free the shared blocks (also at exit; not from a forked child)."""
         self._broken = True
+        if not self.owned():
+            return
         try:
             self._process.stdin.close()
             self._process.wait(timeout=2.0)
@@ -189,21 +197,24 @@ class Job:
             return None
         self._open = False
         helper = self._helper
+        answered = False
         try:
             reply = helper._read_line(REPLY_TIMEOUT_S)
-            if reply is None or not reply.startswith(b"done "):
-                helper._broken = reply is None  # an error line leaves the helper usable
-                return None
-            if int(reply.split()[1]) < self.rows:
+            answered = reply is not None  # an error line leaves the helper usable
+            if reply is None or not reply.startswith(b"done ") or int(reply.split()[1]) < self.rows:
                 return None
             return np.ndarray((self.rows, self._n_mels), np.float32, buffer=helper._out.buf).copy()
         finally:
+            if not answered:  # timed out or interrupted: its answer may come later, out of step
+                helper._broken = True
             helper._busy.release()
 
     def cancel(self) -> None:
-        """Stop the helper as soon as it can and wait for it (the rows are not needed)."""
-        self.limit(0)
-        self.finish()
+        """Stop the helper as soon as it can and wait for it (the rows are not needed); a no-op once
+        finished (the counters may already belong to another caller's job)."""
+        if self._open:
+            self.limit(0)
+            self.finish()
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
