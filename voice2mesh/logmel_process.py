@@ -1,21 +1,25 @@
-"""A helper process that computes the first half of a long log mel while the caller computes the rest.
+"""A helper process for the log mel: the part of the work that threads cannot do in parallel.
 
-Two threads of one process scale poorly on the log mel: numpy's FFT releases the GIL, but the
-many short calls around it (framing, squares, filter matmuls) take turns with the GIL, so a
-second thread adds about 1.2x, not 2x (docs/frontend.md). A second *process* has its own
-interpreter, so the two halves run side by side.
+Two threads of one process scale poorly on the log mel (numpy's FFT releases the GIL, the many
+short calls around it take turns with it: 1.2-1.7x, not 2x), and no thread can run beside the VAD
+at all (its ~1,000 WebRTC C calls hold the GIL). A second *process* has its own interpreter. It
+serves two callers in voice2mesh.features:
 
-How: ``python -m voice2mesh.logmel_process IN OUT`` is started with ``subprocess`` (not
-multiprocessing, which would re-run the caller's main script); the samples of the first half go
-into the shared-memory block IN, the helper writes its rows into OUT, and one line on its stdin /
-stdout carries each request and answer. Frames depend only on their own samples (quirks 2-3 of
-voice2mesh.features), so the helper's rows are the log mel of a prefix of the signal and the
-result equals :func:`voice2mesh.features.log_mel` exactly.
+- ``log_mel`` of a long signal: the helper computes the first half of the frames, the caller the rest;
+- ``features_from_audio``: the helper computes the recording's log mel while the caller runs the
+  VAD; afterwards the caller lowers the helper's row limit and computes the rows above it.
 
-Opt-in (:func:`enable`; ``voice2mesh.inference.Predictor`` turns it on): the process starts in the
-background (~0.5 s), and calls made before it is ready, while another call is using it, for
-signals longer than its blocks, or after it failed use the threads instead. Nothing waits for it
-longer than ``REPLY_TIMEOUT_S``. POSIX only (the reply is awaited with ``select`` on a pipe).
+How: ``python -m voice2mesh.logmel_process IN OUT CTRL`` is started with ``subprocess`` (not
+multiprocessing, whose spawn would re-run the caller's main script). IN holds the int16 samples,
+OUT the float32 rows, CTRL two int64 counters (rows done, row limit); one line on the helper's
+stdin / stdout carries each request and its answer. Frames depend only on their own samples
+(quirks 2-3 of voice2mesh.features), so the rows equal those of :func:`voice2mesh.features.log_mel`.
+
+Opt-in (:func:`enable`; ``voice2mesh.inference.Predictor`` turns it on). The process starts in the
+background (~0.1 s). Calls made before it is ready, while another call is using it, for signals
+longer than its blocks, from a forked child, or after it failed use the threads instead; nothing
+waits for it longer than ``REPLY_TIMEOUT_S``, and a wait that ends without its answer retires it.
+POSIX only (the answer is awaited with ``select`` on a pipe).
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def ready() -> _Helper | None:
 
 
 class _Helper:
-    """The process, its pipes and its two shared-memory blocks."""
+    """The process, its pipes and its three shared-memory blocks (samples, rows, counters)."""
 
     def __init__(self) -> None:
         self._pid = os.getpid()  # a forked child must not talk to its parent's helper
