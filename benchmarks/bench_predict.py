@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         assert np.allclose(pred.decode_mesh(params), fm.vertices_from_params(params), atol=1e-3)
         decoders = interleaved(
             {
-                "onnx_graph (Predictor.decode_mesh)": lambda: pred.decode_mesh(params),
+                ("onnx_graph" if pred.uses_onnx_decoder else "numpy") + " (Predictor.decode_mesh)":
+                    lambda: pred.decode_mesh(params),
                 "numpy_einsum (FaceModel.vertices_from_params)": lambda: fm.vertices_from_params(params),
                 "numpy_blas (matmul)": blas,
             },

@@ -206,6 +206,11 @@ class Predictor:
         x = np.ascontiguousarray(inputs, dtype=np.float32)
         return self.session.run([self.entry.output_name], {self._input: x})[0]
 
+    @property
+    def uses_onnx_decoder(self) -> bool:
+        """Whether ``decode_mesh`` runs the ONNX graph (CPU sessions) rather than numpy."""
+        return self._decoder is not None
+
     def decode_mesh(self, params: np.ndarray) -> np.ndarray:
         """(B, 1+K+E) parameters → (B, N, 3) vertices: ``FaceModel.vertices_from_params`` as an ONNX
         Runtime graph on the CPU (voice2mesh.decoder), numpy otherwise."""
