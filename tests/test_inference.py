@@ -125,6 +125,7 @@ def test_prediction_json_summary(predictor, clips):
 
 def test_mesh_decoder_agrees_with_the_face_model(predictor):
     fm = predictor.face_model
+    assert predictor.uses_onnx_decoder  # a CPU session decodes with voice2mesh.decoder's graph
     params = fm.sample_params(5, np.random.default_rng(3))
     assert_close(predictor.decode_mesh(params), fm.vertices_from_params(params), rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="params must be"):
