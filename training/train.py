@@ -244,7 +244,6 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-
 def _restore(path: Path, state_key: str, module: nn.Module, opt: torch.optim.Optimizer,
              sched: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
     """Load a ``last.pt`` into ``module`` (its ``state_key`` entry), the optimiser, the scheduler and
@@ -264,6 +263,7 @@ def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Modu
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
     opt.step()
+
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

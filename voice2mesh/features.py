@@ -175,16 +175,14 @@ def _frame_parts(x: np.ndarray, config: FrontEndConfig) -> tuple[np.ndarray, np.
     """
     hop, win, a = config.hop_length, config.win_length, config.preemphasis
     window = _tables(config)[0]
-    n = len(x)
-    n_out = frame_count(n, config)
-    n_full = 0 if n < win else min(n_out, (n - win) // hop + 1)
-    starts = np.arange(n_out) * hop
+    n_full = _whole_frame_count(len(x), config)
+    starts = np.arange(n_full) * hop
     if n_full:
         emph = x[:-1] * -a
         emph += x[1:]                                  # emph[j - 1] = x[j] - a x[j - 1]
         view = np.lib.stride_tricks.sliding_window_view(emph, win - 1)[::hop][:n_full]
-        col0 = x[starts[:n_full]].astype(np.float64)
-        col0[1:] -= a * x[starts[: n_full - 1] + win - 1]  # the previous frame's last sample
+        col0 = x[starts].astype(np.float64)
+        col0[1:] -= a * x[starts[:-1] + win - 1]       # the previous frame's last sample
         col0 *= window[0]
     else:
         view, col0 = np.zeros((0, win - 1)), np.zeros(0)
@@ -197,8 +195,7 @@ def _short_last_frames(x: np.ndarray, config: FrontEndConfig) -> np.ndarray:
     previous frame's last sample as pre-emphasis predecessor, as every frame."""
     hop, win, a = config.hop_length, config.win_length, config.preemphasis
     n = len(x)
-    n_out = frame_count(n, config)
-    n_full = 0 if n < win else min(n_out, (n - win) // hop + 1)
+    n_out, n_full = frame_count(n, config), _whole_frame_count(n, config)
     tail = np.zeros((n_out - n_full, win))
     if n_full < n_out and n:
         starts = np.arange(n_full, n_out) * hop
@@ -270,9 +267,8 @@ def _log_mel_with_helper(x: np.ndarray, config: FrontEndConfig) -> np.ndarray | 
     """:func:`log_mel` with the first half in the helper process (voice2mesh.logmel_process), or None
     when it is not enabled and ready, the signal is short or not int16.
 
-    A frame depends only on its own samples, except frame 0, whose pre-emphasis has no predecessor
-    (quirk 3): the helper gets the samples of frames ``0 .. h-1``, this thread computes the log mel
-    of the signal from frame ``h-1`` on and drops that first row.
+    The helper gets the samples of frames ``0 .. h-1``; this thread computes frames ``h ..`` (see
+    :func:`_log_mel_rows_from`).
     """
     helper = logmel_process.ready()
     hop, win = config.hop_length, config.win_length
@@ -285,21 +281,28 @@ def _log_mel_with_helper(x: np.ndarray, config: FrontEndConfig) -> np.ndarray | 
         return None
     try:
         out = np.empty((frame_count(len(x), config), config.n_mels), dtype=np.float32)
-        tail = out[h - 1:]                           # row j: frame j of the suffix, frame h-1+j of x
-        _log_mel_rows(_frame_parts(x[(h - 1) * hop:], config), tail, 1, len(tail), config)
-        out[:h] = _helper_rows(job, head, config)
+        _log_mel_rows_from(x, out, h, len(out), config)
+        _helper_rows(job, head, out, config)
     finally:
         job.cancel()  # a no-op once finished; keeps the helper's pipe in step if this half failed
     return out
 
 
-def _helper_rows(job: logmel_process.Job, x: np.ndarray, config: FrontEndConfig) -> np.ndarray:
-    """The rows a helper job was asked for; computed here if the helper failed."""
-    rows = job.finish()
-    if rows is None:
-        rows = np.empty((job.rows, config.n_mels), dtype=np.float32)
-        _log_mel_rows(_frame_parts(x, config), rows, 0, job.rows, config)
-    return rows
+def _helper_rows(job: logmel_process.Job, x: np.ndarray, out: np.ndarray, config: FrontEndConfig) -> None:
+    """Rows ``0 .. job.rows-1`` of ``log_mel(x)`` into ``out`` from the helper; computed here if it failed."""
+    if job.finish(into=out[: job.rows]) is None:
+        _log_mel_rows_from(x, out, 0, job.rows, config)
+
+
+def _log_mel_rows_from(x: np.ndarray, out: np.ndarray, first: int, stop: int, config: FrontEndConfig) -> None:
+    """Rows ``first .. stop-1`` of ``log_mel(x)`` into the same rows of ``out``, framing only the signal
+    from there on. A frame depends only on its own samples, except frame 0, whose pre-emphasis has no
+    predecessor (quirk 3): the framing starts one frame early and that row is left alone."""
+    if first >= stop:
+        return
+    start = max(first - 1, 0)
+    _log_mel_rows(_frame_parts(x[start * config.hop_length:], config), out[start:], first - start,
+                  stop - start, config)
 
 
 def default_threads() -> int:
@@ -358,16 +361,11 @@ def _log_mel_rows(parts: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndar
 
 
 def _log_mel_of_frames(frames: np.ndarray, config: FrontEndConfig) -> np.ndarray:
-    """(K, n_mels) float32 log mel of windowed, pre-emphasised frames (K, win)."""
+    """(K, n_mels) float32 log mel of windowed, pre-emphasised frames (K, win): :func:`_log_mel_rows`
+    with all of them in the place of the short last frames (copied into the FFT buffer as they are)."""
     out = np.empty((len(frames), config.n_mels), dtype=np.float32)
-    block = min(_BLOCK, max(len(frames), 1))
-    buf, spec, power = _workspace(config, block)
-    for b in range(0, len(frames), block):
-        m = min(block, len(frames) - b)
-        buf[:m, : config.win_length] = frames[b: b + m]
-        _rfft(buf[:m], spec[:m])
-        _mel_energies(spec[:m], power, out[b: b + m], config)
-    _floor_and_log(out, config)
+    parts = (np.zeros((0, config.win_length - 1)), np.zeros(0), frames)
+    _log_mel_rows(parts, out, 0, len(frames), config)
     return out
 
 
@@ -458,11 +456,8 @@ def _recording_log_mel(job: logmel_process.Job, pcm: np.ndarray, config: FrontEn
     split = min(rows, max(done + 2 * _BLOCK, (done + rows + _BLOCK) // 2))  # past the block in progress
     job.limit(split)
     out = np.empty((rows, config.n_mels), dtype=np.float32)
-    if split < rows:
-        start = split - 1  # from one frame earlier: its pre-emphasis predecessor is lost (quirk 3), drop it
-        suffix = pcm[start * config.hop_length: (rows - 1) * config.hop_length + config.win_length]
-        _log_mel_rows(_frame_parts(suffix, config), out[start:], 1, rows - start, config)
-    out[:split] = _helper_rows(job, pcm[: (split - 1) * config.hop_length + config.win_length], config)
+    _log_mel_rows_from(pcm, out, split, rows, config)
+    _helper_rows(job, pcm[: (split - 1) * config.hop_length + config.win_length], out, config)
     return out
 
 

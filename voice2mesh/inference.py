@@ -3,8 +3,9 @@
 ``Predictor.from_bundle(dir_or_hub_repo)`` loads a model bundle (voice2mesh.bundle), creates one ONNX
 Runtime session for the chosen model (CUDA only when a GPU is really usable, see voice2mesh.providers),
 warms it up, and then ``predict`` runs the whole path with per-stage timings in milliseconds.
-The face decoder (params → vertices) is ``FaceModel.vertices_from_params`` (one product per batch);
-``benchmarks/bench_predict.py`` compares it with an ONNX graph of the same decoder (docs/runtime.md).
+The face decoder (params → vertices) is ``FaceModel.vertices_from_params`` run as an ONNX graph on the
+CPU (voice2mesh.decoder; numpy beside a CUDA session), chosen by ``benchmarks/bench_predict.py``
+(docs/runtime.md).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from voice2mesh.decoder import OnnxFaceDecoder
 from voice2mesh.providers import SessionConfig, create_session
 
 # Intra-op threads by default: up to 2 (VoiceEmbedNet on a 10 s clip, idle 2-core CPU: 1 thread 3.5 ms,
-# 2 threads 1.8 ms; benchmarks/bench_predict.py, docs/runtime.md). Workers do not spin-wait, so an idle
-# second thread costs nothing on a busy CPU. ``threads=N`` to choose; 0 = ONNX Runtime's default.
+# 2 threads 1.8 ms; benchmarks/bench_predict.py, docs/runtime.md). Workers spin only within a run
+# (voice2mesh.providers), so an idle second thread costs nothing between runs. ``threads=N`` to choose;
+# 0 = ONNX Runtime's default.
 DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
 STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
 AudioSource = str | Path | bytes | Audio
@@ -96,10 +98,11 @@ class Predictor:
         self.entry: ModelEntry = bundle.model(model)
         self.face_model = bundle.load_face_model()
         self.audio_config = audio_config or AudioConfig()
+        threads = DEFAULT_THREADS if threads is None else threads
         self.session, self.provider = create_session(
             str(bundle.path(self.entry.file)),
             device,
-            SessionConfig(intra_op_threads=DEFAULT_THREADS if threads is None else threads),
+            SessionConfig(intra_op_threads=threads),
         )
         self._input = self.entry.input_name
         names = [i.name for i in self.session.get_inputs()]
@@ -110,7 +113,7 @@ class Predictor:
             )
         self._front_end = _front_end(self.entry.encoder, bundle.front_end)
         # params -> vertices: ONNX Runtime on the CPU (voice2mesh.decoder); numpy beside a CUDA session
-        self._decoder = (OnnxFaceDecoder(self.face_model, DEFAULT_THREADS if threads is None else threads)
+        self._decoder = (OnnxFaceDecoder(self.face_model, threads)
                          if self.provider == "CPUExecutionProvider" else None)
         if helper_process and self.entry.encoder != "ge2e" and features.default_threads() > 1:
             logmel_process.enable()  # half of each log mel in a second process (voice2mesh.logmel_process)

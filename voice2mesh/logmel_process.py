@@ -194,9 +194,9 @@ class Job:
         self.rows = min(self.rows, rows)
         self._helper._counters[1] = self.rows
 
-    def finish(self) -> np.ndarray | None:
-        """Wait for the helper and return rows ``0 .. limit-1`` ((limit, n_mels) float32), or None
-        if it failed (then the caller computes them)."""
+    def finish(self, into: np.ndarray | None = None) -> np.ndarray | None:
+        """Wait for the helper and return rows ``0 .. limit-1`` ((limit, n_mels) float32; copied into
+        ``into`` when given), or None if it failed (then the caller computes them)."""
         if not self._open:
             return None
         self._open = False
@@ -207,7 +207,11 @@ class Job:
             answered = reply is not None  # an error line leaves the helper usable
             if reply is None or not reply.startswith(b"done ") or int(reply.split()[1]) < self.rows:
                 return None
-            return np.ndarray((self.rows, self._n_mels), np.float32, buffer=helper._out.buf).copy()
+            rows = np.ndarray((self.rows, self._n_mels), np.float32, buffer=helper._out.buf)
+            if into is None:
+                return rows.copy()
+            into[...] = rows
+            return into
         finally:
             if not answered:  # timed out or interrupted: its answer may come later, out of step
                 helper._broken = True
