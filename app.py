@@ -31,7 +31,7 @@ from voice2mesh.service import (
     RunResult,
     ServiceConfig,
     Voice2MeshService,
-    ensure_examples,
+    example_voices,
     viewer_kind,
 )
 
@@ -380,7 +380,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="longest accepted recording, enforced on the server; env VOICE2MESH_MAX_SECONDS")
     p.add_argument("--max-upload-mb", type=int, default=_env_int("VOICE2MESH_MAX_UPLOAD_MB", 20),
                    help="largest accepted upload; env VOICE2MESH_MAX_UPLOAD_MB (default 20)")
-    p.add_argument("--no-examples", action="store_true", help="do not make or show the example voices")
+    p.add_argument("--no-examples", action="store_true", help="do not show the example voices")
     return p.parse_args(argv)
 
 
@@ -417,10 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     service = load_service(args)
     examples: list[Path] = []
     if opts.examples:
-        try:
-            examples = ensure_examples()
-        except Exception as exc:  # noqa: BLE001 - examples are optional
-            LOG.warning("no example voices: %s", exc)
+        examples = example_voices()
     demo = build_demo(service, examples)
     demo.queue(default_concurrency_limit=opts.concurrency, max_size=opts.queue_size)
     LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
