@@ -86,8 +86,8 @@ FULL = Size(
     train_config="synthvox", pretrain_epochs=20, augment_copies=1, supervised_epochs=200,
     teacher=("--renders", "3000", "--heldout", "300", "--epochs", "5", "--width", "16"),
     kd_config="synthvox",
-    kd=("optim.steps=1500", "optim.d_warmup_steps=300", "optim.ema_decay=0.995", "optim.eval_every=0",
-        "optim.max_seconds=0", "optim.checkpoint_every=500"),
+    kd=("optim.steps=800", "optim.d_warmup_steps=300", "optim.ema_decay=0.995", "optim.eval_every=0",
+        "optim.max_seconds=0", "optim.checkpoint_every=400"),
     eval_utterances=0,
 )
 TINY = Size(
@@ -255,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", default=BUILD_DATE, help="the manifest's created_utc")
     p.add_argument("--tiny", action="store_true", help="test size: a 12-speaker world, a few steps each")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--finish-only", action="store_true",
-                   help="only the last step, on the export already in --work")
+    p.add_argument("--from-step", type=int, default=1, metavar="N",
+                   help="start at step N (1-7; 8 = only the last step), reusing --work's earlier results")
     return p
 
 
@@ -266,14 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_step(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
-    if shutil.which("espeak-ng") is None and not args.dry_run:
+    if shutil.which("espeak-ng") is None and not args.dry_run and args.from_step == 1:
         print("error: building the default bundle needs espeak-ng (the synthvox voices); install it with "
               "`sudo apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)",
               file=sys.stderr)
         return 2
     env = {**os.environ, **STEP_ENV}
-    cmds = [] if args.finish_only else commands(args)
-    if not args.dry_run and not args.finish_only and args.work.exists():
+    cmds = commands(args)[args.from_step - 1:]
+    if not args.dry_run and args.from_step == 1 and args.work.exists():
         shutil.rmtree(args.work)
     for cmd in cmds:
         print("+ " + " ".join(cmd), flush=True)
