@@ -32,6 +32,7 @@ from export.manifest import (
     front_end_config,
     model_card,
     save_predicted_modes,
+    training_data_entry,
 )
 from export.to_onnx import ExportError, LoadedModel, check_parity, export_graph
 from training.models import SupervisedHead, VoiceEmbedNet, VoiceToParams
@@ -308,12 +309,13 @@ def _manifest(model: LoadedModel, fm: FaceModel, parity: dict, sources: dict) ->
         "default_model": "supervised",
         "face_model": face_model_entry(fm, "bfm-53215", "face_model.npz"),
         "front_end": front_end_config(),
-        "training_data": {
-            "summary": model.card["data"]["summary"],
-            "synthetic": False,
-            "dataset": "VoxCeleb-3D",
-            "kind": "authors' release",
-        },
+        "training_data": training_data_entry(
+            model.card["data"]["summary"],
+            synthetic=False,
+            random_weights=False,
+            dataset="VoxCeleb-3D",
+            kind="authors' release",
+        ),
         "weights": {"source": WEIGHTS_SOURCE, "files": sources, "licence": WEIGHTS_LICENCE},
         "local_only": True,
         "local_only_reason": WEIGHTS_LICENCE,
