@@ -161,12 +161,20 @@ class DDFATeacher(nn.Module):
         e = np.ones(DDFA_EXPRESSION) if expression_std is None else np.asarray(expression_std)
         self.register_buffer("mode_std", torch.as_tensor(np.r_[s, e], dtype=torch.float32).reshape(1, -1))
 
-    def params62(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Un-whitened 62 parameters (+ features) of images (B, 3, H, W) RGB in [-1, 1]."""
+    def backbone_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(whitened 62 outputs, intermediate map, pooled features) of images (B, 3, H, W) RGB in [-1, 1]."""
         x = resize(images, DDFA_INPUT).flip(1)  # RGB -> BGR
         x = (x * 127.5 + 127.5 - DDFA_PIXEL_MEAN) / DDFA_PIXEL_STD
-        out, inter, pooled = self.backbone.forward_features(x)
-        return out * self.param_std + self.param_mean, inter, pooled
+        return self.backbone.forward_features(x)
+
+    def unwhiten(self, raw: torch.Tensor) -> torch.Tensor:
+        """Whitened network outputs (B, 62) -> 3DDFA's 62 parameters."""
+        return raw * self.param_std + self.param_mean
+
+    def params62(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Un-whitened 62 parameters (+ features) of images (B, 3, H, W) RGB in [-1, 1]."""
+        raw, inter, pooled = self.backbone_outputs(images)
+        return self.unwhiten(raw), inter, pooled
 
     @staticmethod
     def split(p62: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -178,10 +186,17 @@ class DDFATeacher(nn.Module):
         )
 
     def forward_features(self, images: torch.Tensor) -> RegressorOutput:
-        p62, inter, pooled = self.params62(images)
-        coeffs = p62[:, DDFA_POSE:] / self.mode_std
+        raw, inter, pooled = self.backbone_outputs(images)
+        coeffs = self.unwhiten(raw)[:, DDFA_POSE:] / self.mode_std
         params = torch.cat([torch.ones_like(coeffs[:, :1]), coeffs], dim=1)
-        return RegressorOutput(params, inter, pooled)
+        return RegressorOutput(params, inter, pooled, raw)
+
+    def image_frame_vertices(self, out: RegressorOutput, vertices: torch.Tensor) -> torch.Tensor:
+        """Flat vertices (B, N*3) decoded from ``out.params`` (BFM units) -> the 120-px image frame with the
+        pose ``[sR | t]`` of ``out.raw`` (3DDFA-V2's reconstruction: v' = sR v + t)."""
+        pose = self.unwhiten(out.raw)[:, :DDFA_POSE].reshape(-1, 3, 4)
+        v = vertices.reshape(len(vertices), -1, 3)
+        return (v @ pose[:, :, :3].transpose(1, 2) + pose[:, None, :, 3]).reshape(len(vertices), -1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_features(images).params

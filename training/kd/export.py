@@ -6,6 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from torch import nn
+
+from training.kd.ddfa import DDFATeacher
 from training.kd.nets import Generator, ImageRegressor, KDInference
 from training.models import VoiceEmbedNet
 from training.torchfile import read_torch_file
@@ -24,14 +28,29 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> KDInference:
     for key in ("state_dict", "generator_arch", "student_arch"):
         if key not in ckpt:
             raise ValueError(f"KD checkpoint lacks {key!r}; keys: {sorted(ckpt)}")
-    g, s = ckpt["generator_arch"], ckpt["student_arch"]
+    g = ckpt["generator_arch"]
     module = KDInference(
         VoiceEmbedNet(),
         Generator(int(g["embed_dim"]), tuple(g["channels"]), float(g["noise_std"])),
-        ImageRegressor(int(s["n_params"]), int(s["input_size"]), int(s["width"])),
+        student_from_arch(ckpt["student_arch"]),
     )
     module.load_state_dict(ckpt["state_dict"])
     return module.eval()
+
+
+def student_arch(student: nn.Module) -> dict[str, Any]:
+    """What rebuilds ``student`` (its weights and buffers come from the state dict)."""
+    if isinstance(student, DDFATeacher):
+        return {"kind": "ddfa", "n_params": student.n_params, "input_size": student.input_size}
+    return {"kind": "ict", "n_params": student.n_params, "input_size": student.input_size,
+            "width": student.width}
+
+
+def student_from_arch(arch: dict[str, Any]) -> nn.Module:
+    """An untrained student of the architecture ``student_arch`` describes."""
+    if arch.get("kind", "ict") == "ddfa":
+        return DDFATeacher(np.zeros(62), np.ones(62))
+    return ImageRegressor(int(arch["n_params"]), int(arch["input_size"]), int(arch["width"]))
 
 
 def kd_inference_module(checkpoint: str | Path | dict[str, Any]) -> KDInference:

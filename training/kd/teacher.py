@@ -28,6 +28,7 @@ from torch import nn
 
 from training.kd.nets import ImageRegressor, to_unit_range
 from training.models import freeze
+from training.render import RenderConfig
 from training.torchfile import read_torch_file
 
 TEACHER_FORMAT = "voice2mesh-kd-teacher-1"
@@ -235,13 +236,18 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
 
 
 def load_ict_teacher(path: str | Path) -> tuple[ImageRegressor, dict[str, Any]]:
-    """A frozen ICT teacher from ``teacher.pt`` and its checkpoint dict."""
+    """A frozen ICT teacher from ``teacher.pt`` and its checkpoint dict.
+
+    Its image frame (``image_frame_vertices``): px of its ``input_size`` renders, whose field of view is
+    ``RenderConfig.field_mm`` high at the face centre, so face-model mm * input_size / field_mm (frontal,
+    no pose: the equivalent of the BFM teacher's 120-px frame)."""
     ck = read_torch_file(path, "teacher checkpoint",
                          hint=" (train one with `python -m training.kd.teacher train --out DIR`)")
     if not isinstance(ck, dict) or ck.get("format") != TEACHER_FORMAT:
         raise ValueError(f"{path}: not a KD teacher checkpoint (expected format {TEACHER_FORMAT!r})")
     model = ImageRegressor(ck["n_params"], ck["input_size"], ck["width"])
     model.load_state_dict(ck["state_dict"])
+    model.frame_scale = ck["input_size"] / RenderConfig().field_mm
     return freeze(model), ck
 
 
