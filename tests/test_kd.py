@@ -498,6 +498,15 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
     more = apply_kd_overrides(kd_cfg, ["optim.steps=8", "optim.ema_decay=0.9"])  # EMA starts at resume
     run_kd(more, tmp_path / "runs" / "kd", "cpu", resume=True, progress=False)
     assert len((tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()) == 1 + 4
+    # the cascade baseline beside model.pt: the same generator read by the frozen teacher
+    from training.kd.export import kd_inference_module
+    from training.kd.teacher import load_ict_teacher
+
+    cascade = kd_inference_module(tmp_path / "runs" / "kd" / "cascade.pt")
+    frozen, _ = load_ict_teacher(teacher)
+    x = torch.randn(2, 40, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(cascade(x), frozen(cascade.faces(x)))
 
     from training.data import load_dataset
 

@@ -375,12 +375,14 @@ class KDTrainer:
         out["val_are_baseline"] = self._val_base
         return out
 
-    def inference_module(self) -> KDInference:
-        """A CPU copy of voice -> generator -> student for export and evaluation."""
+    def inference_module(self, cascade: bool = False) -> KDInference:
+        """A CPU copy of voice -> generator -> student for export and evaluation; ``cascade``: the
+        teacher in the student's place (the paper's baseline: voice -> generated image -> teacher)."""
+        generator, student = self.nets_for_inference()
         return KDInference(
             copy.deepcopy(self.encoder).cpu(),
-            copy.deepcopy(self.nets_for_inference()[0]).cpu().eval(),
-            copy.deepcopy(self.nets_for_inference()[1]).cpu().eval(),
+            copy.deepcopy(generator).cpu().eval(),
+            copy.deepcopy(self.teacher if cascade else student).cpu().eval(),
         ).eval()
 
     def state(self) -> dict[str, Any]:
@@ -413,11 +415,12 @@ class KDTrainer:
 
 
 def checkpoint_payload(
-    trainer: KDTrainer, cfg: KDConfig, card: dict[str, Any] | None = None
+    trainer: KDTrainer, cfg: KDConfig, card: dict[str, Any] | None = None, cascade: bool = False
 ) -> dict[str, Any]:
-    """What ``model.pt`` holds (the export and evaluation rebuild KDInference from it)."""
-    module = trainer.inference_module()
-    st = trainer.student
+    """What ``model.pt`` holds (the export and evaluation rebuild KDInference from it); ``cascade``: the
+    same generator read by the teacher instead of the student (``cascade.pt``)."""
+    module = trainer.inference_module(cascade)
+    st = trainer.teacher if cascade else trainer.student
     return {
         "format": KD_FORMAT,
         "framework": "kd",
@@ -542,9 +545,10 @@ def run_kd(
         },
     )
     card["framework"] = "kd"
+    for name, cascade in (("cascade.pt", True), ("model.pt", False)):
+        tmp = (out / name).with_suffix(".tmp")
+        torch.save(checkpoint_payload(trainer, cfg, card, cascade), tmp)
+        tmp.replace(out / name)
     final = out / "model.pt"
-    tmp = final.with_suffix(".tmp")
-    torch.save(checkpoint_payload(trainer, cfg, card), tmp)
-    tmp.replace(final)
     write_card(card, out)
     return final
