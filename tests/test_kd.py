@@ -18,7 +18,15 @@ from training.data import DataError
 from training.kd import ddfa
 from training.kd.config import PAPER, KDConfig, apply_kd_overrides, kd_config_from_dict, load_kd_config
 from training.kd.data import load_identity_images, read_image_folders, read_voices_and_faces
-from training.kd.nets import FaceEmbedNet, Generator, ImageRegressor, KDInference, to_unit_range
+from training.kd.nets import (
+    FaceEmbedNet,
+    Generator,
+    ImageRegressor,
+    KDInference,
+    RegressorOutput,
+    resize,
+    to_unit_range,
+)
 from training.kd.pkt import pkt_loss, similarity_probabilities
 from training.kd.train import triplet_indices
 from training.models import VoiceEmbedNet, l2_normalise
@@ -164,7 +172,7 @@ def test_ddfa_loads_a_renamed_random_state_dict_and_uses_the_62d_statistics(tmp_
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         p62, inter, pooled = teacher.params62(x)
-        expect = src.eval()(((ddfa.resize(x, 120).flip(1) * 127.5 + 127.5) - 127.5) / 128.0)
+        expect = src.eval()(((resize(x, 120).flip(1) * 127.5 + 127.5) - 127.5) / 128.0)
     torch.testing.assert_close(p62, expect * torch.from_numpy(std) + torch.from_numpy(mean))
     out = teacher.forward_features(x)
     assert out.params.shape == (2, 51) and torch.all(out.params[:, 0] == 1)
@@ -378,7 +386,7 @@ def test_distillation_reaches_the_images_through_both_networks_with_the_teacher_
 
 
 def test_triplet_units_are_the_teachers_image_frame(tmp_path):
-    from training.kd.teacher import TEACHER_FORMAT, load_ict_teacher
+    from training.kd.teachers import TEACHER_FORMAT, load_ict_teacher
     from training.render import RenderConfig
 
     # ICT teacher: px of its input renders (64 px over a field of view RenderConfig.field_mm high)
@@ -394,7 +402,7 @@ def test_triplet_units_are_the_teachers_image_frame(tmp_path):
     mean = np.zeros(62)
     mean[:12] = [2, 0, 0, 5, 0, 2, 0, 6, 0, 0, 2, 7]  # s = 2, R = I, t = (5, 6, 7)
     big = ddfa.DDFATeacher(mean, np.ones(62))
-    fake = ddfa.RegressorOutput(torch.zeros(1, 51), torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 62))
+    fake = RegressorOutput(torch.zeros(1, 51), torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 62))
     got = big.image_frame_vertices(fake, torch.tensor([[1.0, 2.0, 3.0, -1.0, 0.0, 0.5]]))
     torch.testing.assert_close(got, torch.tensor([[7.0, 10.0, 13.0, 3.0, 6.0, 8.0]]))
 
@@ -403,7 +411,7 @@ def test_triplet_units_are_the_teachers_image_frame(tmp_path):
 def test_kd_checkpoint_exports_as_one_onnx_graph(tmp_path):
     import onnxruntime as ort
 
-    from training.kd.export import kd_inference_module
+    from training.checkpoints import kd_model_from_checkpoint, load_kd_model
 
     torch.manual_seed(0)
     module = KDInference(VoiceEmbedNet(), Generator(64, (16, 8, 8, 8, 4)), ImageRegressor(51, 64, 4)).eval()
@@ -417,7 +425,7 @@ def test_kd_checkpoint_exports_as_one_onnx_graph(tmp_path):
     }
     path = tmp_path / "model.pt"
     torch.save(ck, path)
-    rebuilt = kd_inference_module(path)
+    rebuilt, _ = load_kd_model(path)
     x = torch.randn(2, 300, 64)
     with torch.no_grad():
         ref = module(x).numpy()
@@ -442,18 +450,18 @@ def test_kd_checkpoint_exports_as_one_onnx_graph(tmp_path):
         with torch.no_grad():
             np.testing.assert_allclose(got, module(torch.from_numpy(xi)).numpy(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="not a KD checkpoint"):
-        kd_inference_module({"stage": "supervised"})
+        kd_model_from_checkpoint({"stage": "supervised"})
 
 
 # ------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
-    from training import train as tr
     from training.config import apply_overrides, load_config
-    from training.evaluate import per_utterance_metrics
+    from training.eval_metrics import per_utterance_metrics
     from training.kd.evaluate import predict_kd_or_none
     from training.kd.teacher import TeacherTrainConfig, train_teacher
     from training.kd.train import run_kd
+    from training.pretrain import run_pretrain
     from training.synthvox.config import SynthVoxConfig
     from training.synthvox.generate import generate
 
@@ -465,7 +473,7 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
     cfg = apply_overrides(
         load_config("tiny"), [f"data.path={data_dir}", "data.augment_copies=0", "pretrain.epochs=1"]
     )
-    pre = tr.run("pretrain", cfg, tmp_path / "runs" / "pre", "cpu")
+    pre = run_pretrain(cfg, tmp_path / "runs" / "pre", "cpu")
     teacher = train_teacher(
         TeacherTrainConfig(renders=64, heldout=16, epochs=1, width=4, batch_size=16),
         tmp_path / "teacher",
@@ -499,10 +507,10 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
     run_kd(more, tmp_path / "runs" / "kd", "cpu", resume=True, progress=False)
     assert len((tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()) == 1 + 4
     # the cascade baseline beside model.pt: the same generator read by the frozen teacher
-    from training.kd.export import kd_inference_module
-    from training.kd.teacher import load_ict_teacher
+    from training.checkpoints import load_kd_model
+    from training.kd.teachers import load_ict_teacher
 
-    cascade = kd_inference_module(tmp_path / "runs" / "kd" / "cascade.pt")
+    cascade, _ = load_kd_model(tmp_path / "runs" / "kd" / "cascade.pt")
     frozen, _ = load_ict_teacher(teacher)
     x = torch.randn(2, 40, 64)
     with torch.no_grad():
