@@ -3,6 +3,10 @@
 A session id (Gradio's ``session_hash``, chosen by the client) never becomes a path: its folder
 name is a hash. Each request gets a fresh run folder; a session keeps only its ``runs_kept`` newest
 runs, idle sessions are removed after ``ttl_s`` and a session's folder goes when it ends.
+
+Removing a folder of mesh files takes milliseconds (freeing the blocks), so a request never waits
+for it: a folder to remove is renamed into ``root/.trash`` (instant) and deleted by a background
+thread.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import hashlib
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
+
+TRASH = ".trash"  # under the root: folders waiting to be deleted
 
 
 class HasRunDir(Protocol):
@@ -36,6 +43,9 @@ class SessionStore(Generic[R]):
         self._last_used: dict[str, float] = {}
         self._latest: dict[str, R] = {}
         self._counter = 0
+        self.trash = self.root / TRASH
+        self._to_empty = threading.Event()
+        self._emptier: threading.Thread | None = None
 
     @staticmethod
     def key(session_id: str | None) -> str:
@@ -51,14 +61,14 @@ class SessionStore(Generic[R]):
         key = self.key(session_id)
         with self._lock:
             self._counter += 1
-            run = self.root / key / f"run-{time.time_ns():x}-{self._counter}"
+            # names sort in creation order (modification times change when files are added later)
+            run = self.root / key / f"run-{time.time_ns():016x}-{self._counter:08d}"
             run.mkdir(parents=True)
             self._last_used[key] = time.monotonic()
-            runs = sorted((p for p in (self.root / key).iterdir() if p.is_dir()),
-                          key=lambda p: p.stat().st_mtime_ns)
+            runs = sorted(p for p in (self.root / key).iterdir() if p.is_dir())
             for old in runs[: max(0, len(runs) - self.runs_kept)]:
                 if old != run:
-                    shutil.rmtree(old, ignore_errors=True)
+                    self._discard(old)
         return run
 
     def remember(self, session_id: str | None, result: R) -> None:
@@ -83,7 +93,7 @@ class SessionStore(Generic[R]):
         with self._lock:
             self._latest.pop(key, None)
             self._last_used.pop(key, None)
-            shutil.rmtree(self.root / key, ignore_errors=True)
+            self._discard(self.root / key)
 
     def sweep(self, now: float | None = None) -> int:
         """Remove sessions idle longer than the TTL (API clients never close a tab); returns how many."""
@@ -93,7 +103,7 @@ class SessionStore(Generic[R]):
             for key in stale:
                 self._latest.pop(key, None)
                 self._last_used.pop(key, None)
-                shutil.rmtree(self.root / key, ignore_errors=True)
+                self._discard(self.root / key)
         return len(stale)
 
     def clear(self) -> None:
@@ -103,5 +113,26 @@ class SessionStore(Generic[R]):
             self._last_used.clear()
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def n_files(self) -> int:
-        return sum(1 for p in self.root.rglob("*") if p.is_file())
+    def empty_trash(self) -> None:
+        """Delete what was discarded (the background thread calls this; tests may too)."""
+        if self.trash.is_dir():
+            for item in list(self.trash.iterdir()):
+                shutil.rmtree(item, ignore_errors=True)
+
+    def _discard(self, folder: Path) -> None:
+        """Move ``folder`` out of sight at once; the background thread deletes it."""
+        self.trash.mkdir(exist_ok=True)
+        try:
+            folder.rename(self.trash / uuid.uuid4().hex)
+        except FileNotFoundError:
+            return
+        if self._emptier is None:
+            self._emptier = threading.Thread(target=self._empty_forever, name="session-trash", daemon=True)
+            self._emptier.start()
+        self._to_empty.set()
+
+    def _empty_forever(self) -> None:
+        while True:
+            self._to_empty.wait()
+            self._to_empty.clear()
+            self.empty_trash()
