@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trimesh
 
-from export.testing import make_test_bundle
+from tests.bundles import make_test_bundle
 from voice2mesh.__main__ import main, output_stems, parse_formats
 
 

@@ -17,7 +17,7 @@ from voice2mesh.sessions import SessionStore
 
 @pytest.fixture(scope="module")
 def test_bundle(tmp_path_factory) -> Path:
-    from export.testing import make_test_bundle
+    from tests.bundles import make_test_bundle
 
     try:
         return make_test_bundle(tmp_path_factory.mktemp("bundle") / "bundle")
