@@ -130,3 +130,40 @@ def test_mesh_decoder_agrees_with_the_face_model(predictor):
     assert_close(predictor.decode_mesh(params), fm.vertices_from_params(params), rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="params must be"):
         predictor.decode_mesh(params[:, :-1])
+
+
+def test_predict_features_feeds_released_fbank_files_as_they_are(predictor, bundle_dir, assets_dir):
+    """The paper's released (T, 64) feature files go to the network unchanged: no VAD, CMVN, tiling or
+    cropping (a 1751-frame file stays 1751 frames). The test graph is mean over time + linear."""
+    w, b = _graph_weights(bundle_dir / "supervised.onnx")
+    files = sorted((assets_dir / "cmp-features").rglob("*.npy"))
+    lengths = set()
+    for path in files:
+        feats = np.load(path)
+        lengths.add(len(feats))
+        pred = predictor.predict_features(feats, source=path.name)
+        expected = np.asarray(feats, np.float64).mean(axis=0) @ w + b
+        assert_close(pred.params, expected.astype(np.float32), atol=1e-4)
+        assert_close(pred.vertices, predictor.face_model.vertices_from_params(expected.astype(np.float32)),
+                     rtol=1e-4, atol=1e-3)
+        assert pred.source == path.name and pred.timings["features"] == 0.0
+    assert 1000 in lengths and max(lengths) > 1000, "the fixture files include tiled and longer ones"
+
+
+def test_predict_features_equals_predict_after_the_front_end(predictor, clips):
+    feats = features_from_audio(load_audio(clips[3]), FrontEndConfig()).features
+    assert_close(predictor.predict_features(feats).params, predictor.predict(clips[3]).params, atol=1e-6)
+
+
+def test_predict_features_rejects_other_inputs(predictor, bundle_dir):
+    for bad in (np.zeros((1000,), np.float32), np.zeros((1000, 40), np.float32), np.zeros((0, 64)),
+                np.zeros((1, 1000, 64), np.float32), np.array([["a"] * 64])):
+        with pytest.raises(ValueError, match=r"must be a \(T, 64\) numeric array"):
+            predictor.predict_features(bad, source="x.npy")
+    nan = np.zeros((1000, 64), np.float32)
+    nan[5, 3] = np.nan
+    with pytest.raises(ValueError, match="x.npy: features contain NaN"):
+        predictor.predict_features(nan, source="x.npy")
+    ge2e = Predictor.from_bundle(bundle_dir, model="supervised-ge2e", threads=1)
+    with pytest.raises(ValueError, match="GE2E mel partials"):
+        ge2e.predict_features(np.zeros((1000, 64), np.float32))

@@ -24,6 +24,7 @@ from voice2mesh import features, logmel_process, metrics
 from voice2mesh.audio import Audio, AudioConfig, load_audio
 from voice2mesh.bundle import Bundle, ModelEntry, load_bundle
 from voice2mesh.decoder import OnnxFaceDecoder
+from voice2mesh.jsonsafe import jsonable
 from voice2mesh.providers import SessionConfig, create_session
 
 # Intra-op threads by default: up to 2 (VoiceEmbedNet on a 10 s clip, idle 2-core CPU: 1 thread 3.5 ms,
@@ -59,7 +60,7 @@ class Prediction:
             "duration_s": round(self.duration_s, 3),
             "speech_s": round(self.speech_s, 3),
             "params": self.params.astype(float).tolist(),
-            "readouts": _jsonable(self.readouts),
+            "readouts": jsonable(self.readouts),
             "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
             "n_vertices": int(self.vertices.shape[0]),
             "warnings": list(self.warnings),
@@ -112,6 +113,7 @@ class Predictor:
                 f"{self._input!r} for encoder {self.entry.encoder}"
             )
         self._front_end = _front_end(self.entry.encoder, bundle.front_end)
+        self._n_mels = _dataclass_from(features.FrontEndConfig, bundle.front_end.get("features", {})).n_mels
         # params -> vertices: ONNX Runtime on the CPU (voice2mesh.decoder); numpy beside a CUDA session
         self._decoder = (OnnxFaceDecoder(self.face_model, threads)
                          if self.provider == "CPUExecutionProvider" else None)
@@ -224,6 +226,25 @@ class Predictor:
     def predict(self, source: AudioSource) -> Prediction:
         """One recording (path, bytes, or a decoded voice2mesh.audio.Audio) → Prediction."""
         return self._finish([self.prepare(source)])[0]
+
+    def predict_features(self, features: np.ndarray, source: str = "<features>") -> Prediction:
+        """One (T, n_mels) array of front-end features that are already normalised (e.g. the paper's
+        released fbank ``.npy`` files) → Prediction. The array goes to the network as it is, as the
+        original feeds it: no VAD, no CMVN, no tiling or cropping. Only for log-mel models
+        (VoiceEmbedNet encoder); raises ValueError for any other shape or non-finite values."""
+        if self.entry.encoder == "ge2e":
+            raise ValueError(f"{source}: model {self.entry.name!r} takes GE2E mel partials, not (T, 64) "
+                             "log-mel features; choose a VoiceEmbedNet model of the bundle")
+        n_mels = self._n_mels
+        x = np.asarray(features)
+        if x.ndim != 2 or x.shape[1] != n_mels or x.shape[0] < 1 or x.dtype.kind not in "fiu":
+            raise ValueError(f"{source}: features must be a (T, {n_mels}) numeric array with T >= 1 "
+                             f"(frames x mel bins, already normalised), got {x.dtype} {x.shape}")
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{source}: features contain NaN or infinite values")
+        prepared = _Prepared(inputs=x, source=source, duration_s=0.0, speech_s=0.0, warnings=[], timings={})
+        return self._finish([prepared])[0]
 
     def predict_batch(self, sources: Sequence[AudioSource], batch_size: int = 16) -> list[Prediction]:
         """Many recordings: front end one by one, the model and the mesh decoder in batches.
@@ -349,20 +370,6 @@ def _index(reads: Any, i: int, n: int) -> Any:
     if arr.ndim >= 1 and arr.shape[0] == n:
         return float(arr[i]) if arr.ndim == 1 else arr[i]
     return reads
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None  # NaN percentiles -> null (valid JSON)
-    if isinstance(x, np.integer):
-        return x.item()
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def predict_files(predictor: Predictor, sources: Iterable[AudioSource]) -> list[Prediction]:
