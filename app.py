@@ -22,6 +22,7 @@ import gradio as gr
 import pandas as pd
 
 from voice2mesh import metrics
+from voice2mesh.publictext import public_message
 from voice2mesh.service import (
     DOWNLOAD_KINDS,
     AudioConfig,
@@ -172,11 +173,11 @@ def comparison_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def _as_gr_error(exc: Exception, what: str) -> gr.Error:
     """A person-readable gr.Error (expected bad input) or a generic one (a bug, logged with traceback)."""
     if isinstance(exc, EXPECTED_ERRORS):
-        return gr.Error(html.escape(str(exc), quote=False), title="Cannot use this input",
+        return gr.Error(html.escape(public_message(str(exc)), quote=False), title="Cannot use this input",
                         print_exception=False)
     LOG.exception("unexpected error while %s", what)
-    return gr.Error(f"Something went wrong on the server while {what} ({type(exc).__name__}). "
-                    "It was logged; please try another recording.", title="Server error")
+    return gr.Error(f"Something went wrong on the server while {what}. It was logged; please try another "
+                    "recording.", title="Server error")
 
 
 def _session(request: gr.Request | None) -> str | None:

@@ -147,7 +147,7 @@ class MeshTooLargeError(MeshFileError):
         super().__init__(f"{name}: {found}; accepted: at most {limit} vertices")
 
 
-def _obj_vertex_lines(data: bytes) -> tuple[int, bytes]:
+def _obj_vertex_lines(data: bytes, name: str) -> tuple[int, bytes]:
     """(number of 'v' lines, their text without the 'v') of whole lines of OBJ text, found with numpy."""
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10)  # data ends with a newline
@@ -156,7 +156,8 @@ def _obj_vertex_lines(data: bytes) -> tuple[int, bytes]:
     is_v = (buf[starts] == ord("v")) & ((second == ord(" ")) | (second == ord("\t")))
     first, last = starts[is_v] + 2, ends[is_v] + 1  # after 'v ', through the newline
     if first.size and int((last - first).max()) > _OBJ_MAX_LINE_BYTES:
-        raise ValueError(f"a vertex line is longer than {_OBJ_MAX_LINE_BYTES} characters")
+        raise MeshFileError(f"{name}: a vertex line is longer than {_OBJ_MAX_LINE_BYTES} characters; "
+                            "accepted: 'v x y z' lines, optionally with a weight or r g b [a]")
     lengths = last - first
     offsets = np.repeat(first - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
     return int(is_v.sum()), buf[offsets + np.arange(int(lengths.sum()))].tobytes()
@@ -175,12 +176,12 @@ def _read_obj_vertices(path: Path, max_vertices: int) -> np.ndarray:
                 raise MeshFileError(f"{name}: a line is longer than {_OBJ_CHUNK_BYTES} characters; "
                                     f"accepted: {ACCEPTED_VERTEX_FILES}")
             if data:
-                n, text = _obj_vertex_lines(data)
+                n, text = _obj_vertex_lines(data, name)
                 count += n
                 if count <= max_vertices:
                     kept.append(text)
     if tail:
-        n, text = _obj_vertex_lines(tail + b"\n")
+        n, text = _obj_vertex_lines(tail + b"\n", name)
         count += n
         kept.append(text)
     if count > max_vertices:
@@ -358,7 +359,7 @@ def _reading(path: Path, read):
         raise
     except (ValueError, OSError, KeyError, IndexError, TypeError, EOFError, AttributeError):
         kind = path.suffix.lower()[1:].upper()
-        raise MeshFileError(f"{path.name}: could not read {kind} file (damaged, or not a {kind} file); "
+        raise MeshFileError(f"{path.name}: could not read {kind} file (damaged, or not {kind}); "
                             f"accepted: {ACCEPTED_VERTEX_FILES}") from None
 
 

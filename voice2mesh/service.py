@@ -38,6 +38,7 @@ from voice2mesh.bundle import Bundle, TrainingData, load_bundle
 from voice2mesh.inference import Predictor
 from voice2mesh.jsonsafe import jsonable
 from voice2mesh.paths import cache_dir
+from voice2mesh.publictext import public_message
 from voice2mesh.sessions import SessionStore
 
 # --------------------------------------------------------------------------- configuration
@@ -242,9 +243,9 @@ class Voice2MeshService:
             raise InputError(f"the audio file {p.name!r} did not arrive on the server; "
                              "please upload it again")
         try:
-            return load_audio(p, self.config.audio)  # size, then duration from the header, then decode
+            return load_audio(p, self.config.audio)  # size, then the header's limits, then decode
         except AudioError as exc:
-            raise _without_server_paths(exc, p) from None
+            raise _public(exc) from None
 
     # ----------------------------------------------------------------- prediction
     def run(self, audio_path: str | Path | None, choice: str | None = None, session_id: str | None = None,
@@ -263,13 +264,13 @@ class Voice2MeshService:
         try:
             faces = [self._predict_one(m, audio, run_dir, kinds) for m in chosen]
         except AudioError as exc:  # too little speech is found by the front end
-            raise _without_server_paths(exc, Path(audio_path)) from None
+            raise _public(exc) from None
         agreement = None
         if len(faces) == 2:
             agreement = self.agreement(faces[0].vertices, faces[1].vertices)
         result = RunResult(faces=faces, audio_seconds=float(audio.duration_s),
-                           warnings=list(audio.warnings), agreement=agreement, run_dir=run_dir,
-                           timings_ms={"check audio": check_ms})
+                           warnings=[public_message(w) for w in audio.warnings], agreement=agreement,
+                           run_dir=run_dir, timings_ms={"check audio": check_ms})
         self.sessions.remember(session_id, result)
         return result
 
@@ -341,17 +342,15 @@ class Voice2MeshService:
         result = self.sessions.latest(session_id)
         if result is None:
             raise InputError("make a face from a voice first; the scan is compared with that prediction")
-        try:
-            target = meshio.read_vertices(path)
-        except Exception as exc:  # noqa: BLE001 - any parse failure becomes a message for people
-            raise InputError(f"{path.name}: could not read the mesh ({exc})") from exc
         n = self.face_model.n_vertices
-        if target.ndim != 2 or target.shape[0] != n:
-            raise InputError(f"{path.name} has {target.shape[0]} vertices, but the model's topology "
-                             f"({self.info.face_model}) has {n}: the scan must be registered to that mesh, "
-                             "vertex for vertex (for example a mesh downloaded from this app)")
-        if not np.all(np.isfinite(target)):
-            raise InputError(f"{path.name}: the mesh contains NaN or infinite coordinates")
+        try:  # the vertex count is checked from the header / a count of 'v' lines, before parsing
+            target = meshio.read_vertices(path, max_vertices=n)
+        except meshio.MeshTooLargeError as exc:
+            raise InputError(self._wrong_topology(path.name, exc.count)) from None
+        except meshio.MeshFileError as exc:
+            raise InputError(public_message(str(exc))) from None
+        if target.shape[0] != n:
+            raise InputError(self._wrong_topology(path.name, target.shape[0]))
         out = []
         for face in result.faces:
             c = metrics.compare(face.vertices[None], target[None], self.face_model)
@@ -363,6 +362,12 @@ class Voice2MeshService:
                                      for k, v in c["region_rmse"].items()}
             out.append(row)
         return out
+
+    def _wrong_topology(self, name: str, count: int | None) -> str:
+        found = f"has {count} vertices" if count is not None else "has more vertices than the model"
+        return (f"{name} {found}, but the model's topology ({self.info.face_model}) has "
+                f"{self.face_model.n_vertices}: the scan must be registered to that mesh, vertex for vertex "
+                "(for example a mesh downloaded from this app)")
 
     # ----------------------------------------------------------------- housekeeping
     def end_session(self, session_id: str | None) -> None:
@@ -380,13 +385,9 @@ def _check_kinds(kinds: Iterable[str]) -> list[str]:
     return out
 
 
-def _without_server_paths(exc: AudioError, path: Path) -> AudioError:
-    """The same error with the server's folders cut from the message (visitors see the file name only)."""
-    text = str(exc)
-    for full in {str(path), str(path.resolve())}:
-        text = text.replace(full, path.name)
-    for folder in {str(path.parent), str(path.resolve().parent)}:
-        text = text.replace(folder + os.sep, "")
+def _public(exc: AudioError) -> AudioError:
+    """The same error with its message for people (:func:`voice2mesh.publictext.public_message`)."""
+    text = public_message(str(exc))
     try:
         return type(exc)(text)
     except TypeError:  # a subclass with another constructor: keep its type's meaning, plain AudioError
