@@ -8,6 +8,7 @@ gradio_client, real audio and mesh files written here. Memory is read from the s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,8 +16,10 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -327,3 +330,157 @@ def test_hostile_meshes_through_compare(server, client, voice, tmp_path):
         growth = peak_rss_mb(server.proc.pid) - before
         assert growth < MAX_GROWTH_MB, f"{name} grew the server's peak memory by {growth:.0f} MB"
     still_answers(client, voice)
+
+
+# --------------------------------------------------------------------------- disk, sessions, restarts
+
+TTL_S = 4  # session TTL of the flood server: the timer sweeps every second, uploads age out as fast
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def session_folders(server: AppServer) -> list[Path]:
+    root = server.session_root
+    return [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+
+
+def upload(http: httpx.Client, server: AppServer, name: str, data: bytes) -> httpx.Response:
+    return http.post(server.url + "gradio_api/upload", files={"files": (name, data)})
+
+
+def rest_call(http: httpx.Client, server: AppServer, api_name: str, data: list,
+              session_hash: str | None = None) -> list:
+    """POST /gradio_api/call/<api_name>, then GET the answer (Gradio's REST API): the output list."""
+    body = {"data": data, **({"session_hash": session_hash} if session_hash else {})}
+    r = http.post(f"{server.url}gradio_api/call/{api_name}", json=body)
+    r.raise_for_status()
+    text = http.get(f"{server.url}gradio_api/call/{api_name}/{r.json()['event_id']}").text
+    events = re.findall(r"event: (\w+)\ndata: (.*)", text)
+    assert events and events[-1][0] == "complete", text[-500:]
+    return json.loads(events[-1][1])
+
+
+def file_data(path: str) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}}
+
+
+@pytest.fixture(scope="module")
+def ttl_server(bundle, tmp_path_factory) -> AppServer:
+    srv = start_app(bundle, tmp_path_factory.mktemp("ttl"), ["--no-examples", "--session-ttl-s", str(TTL_S)])
+    yield srv
+    srv.stop()
+
+
+def wait_until(condition, timeout_s: float) -> float:
+    """Seconds until ``condition()`` held (polling every 0.25 s); fails after ``timeout_s``."""
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout_s, f"not within {timeout_s} s"
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+def test_rest_flood_is_bounded_and_cleared_by_the_timer(ttl_server, voice):
+    """50 REST calls (each a new session that never ends): bytes stay bounded, and the timer removes
+    every session's files within the TTL plus a few sweeps, with no further request."""
+    srv = ttl_server
+    data = voice.read_bytes()
+    with httpx.Client(timeout=120) as http:
+        base = tree_bytes(srv.temp_dir)
+        peak = 0
+        for i in range(50):
+            [path] = upload(http, srv, "voice.wav", data).json()
+            out = rest_call(http, srv, "predict", [file_data(path), MODEL, False])
+            if i == 0:  # the answer's file can be fetched right after the answer
+                assert http.get(out[0]["url"]).status_code == 200
+            peak = max(peak, tree_bytes(srv.temp_dir) - base)
+        assert peak < 60 * MiB, f"the temp folder grew by {peak / MiB:.0f} MB"
+        cleared = wait_until(lambda: not session_folders(srv)
+                             and tree_bytes(srv.temp_dir) <= base + 64 * 1024, timeout_s=TTL_S + 10)
+        assert srv.alive() and "predict" in http.get(srv.url + "gradio_api/info").text
+    print(f"REST flood: peak +{peak / MiB:.1f} MB, cleared {cleared:.1f} s after the last answer")
+
+
+def test_upload_flood_is_bounded(ttl_server, voice):
+    """Uploads over the one limit are refused before they are stored; uploads under it age out."""
+    srv = ttl_server
+    limit = 20 * MiB
+    with httpx.Client(timeout=120) as http:
+        base = tree_bytes(srv.temp_dir)
+        too_big = upload(http, srv, "big.obj", os.urandom(limit + 1))
+        assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
+        assert tree_bytes(srv.temp_dir) - base < MiB, "a refused upload was stored"
+        for i in range(5):
+            assert upload(http, srv, f"u{i}.bin", os.urandom(limit - MiB)).status_code == 200
+        assert tree_bytes(srv.temp_dir) - base <= 5 * limit
+        wait_until(lambda: tree_bytes(srv.temp_dir) <= base + 64 * 1024, timeout_s=TTL_S + 10)
+        [path] = upload(http, srv, "voice.wav", voice.read_bytes()).json()
+        assert rest_call(http, srv, "predict", [file_data(path), MODEL, False])[0]["url"]
+
+
+def test_gradio_client_without_close_is_cleared(ttl_server, voice):
+    c = Client(ttl_server.url, verbose=False)
+    c.predict(handle_file(str(voice)), MODEL, False, api_name="/predict")
+    assert session_folders(ttl_server)
+    wait_until(lambda: not session_folders(ttl_server), timeout_s=TTL_S + 10)  # no close(), no request
+
+
+def test_orphans_of_a_killed_server_are_removed_at_start(bundle, voice, tmp_path):
+    work = tmp_path / "app"
+    first = start_app(bundle, work, ["--no-examples"])
+    try:
+        Client(first.url, verbose=False).predict(handle_file(str(voice)), MODEL, False, api_name="/predict")
+        orphan = first.session_root
+        assert orphan.is_dir() and str(first.proc.pid) not in str(orphan)  # named at random, not by pid
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        legacy = orphan.parent / str(pid_max + 1)  # the older layout: a folder named by a (dead) pid
+        (legacy / "abc" / "run-1").mkdir(parents=True)
+        first.proc.kill()  # SIGKILL: no shutdown handler runs
+        first.proc.wait(timeout=30)
+        assert orphan.is_dir()
+    finally:
+        first.stop()
+    second = start_app(bundle, work, ["--no-examples"])
+    try:
+        assert not orphan.exists() and not legacy.exists()
+        assert second.session_root.is_dir()
+        Client(second.url, verbose=False).predict(handle_file(str(voice)), MODEL, False, api_name="/predict")
+    finally:
+        second.stop()
+
+
+def test_a_session_hash_alone_opens_no_results(server, voice):
+    """Another client (another address) with a visitor's session hash sees none of its results, and the
+    private unload event called by its number deletes nothing."""
+    victim = Client(server.url, verbose=False)
+    victim.predict(handle_file(str(voice)), MODEL, False, api_name="/predict")
+    session_hash = victim.session_hash
+    other = httpx.Client(timeout=60, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    with other:
+        assert rest_call(other, server, "view", [True], session_hash=session_hash) == [None, None]
+        with pytest.raises(AssertionError, match="error"):
+            rest_call(other, server, "compare", [file_data("x.obj")], session_hash=session_hash)
+    config = httpx.get(server.url + "config", timeout=30).json()
+    [end] = [d["id"] for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
+    with httpx.Client(timeout=60) as same_host:
+        r = same_host.post(server.url + "gradio_api/queue/join",
+                           json={"data": [], "fn_index": end, "session_hash": session_hash})
+        if r.status_code == 200:  # queued: wait for it to finish
+            with same_host.stream("GET", f"{server.url}gradio_api/queue/data",
+                                  params={"session_hash": session_hash}) as stream:
+                for line in stream.iter_lines():
+                    if "process_completed" in line:
+                        break
+    a, b = victim.predict(False, api_name="/view")
+    assert a and Path(a).is_file() and b is None
+    victim.close()
+
+
+def test_unknown_event_number_is_a_clear_answer(server):
+    r = httpx.post(server.url + "gradio_api/queue/join", timeout=30,
+                   json={"data": [], "fn_index": 9999, "session_hash": "abc"})
+    assert r.status_code in (400, 404, 422), (r.status_code, r.text[:300])
+    assert not CLASS_NAME.search(r.text) and "Traceback" not in r.text
+    assert httpx.get(server.url + "config", timeout=30).status_code == 200

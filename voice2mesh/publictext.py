@@ -12,7 +12,7 @@ import re
 
 # An absolute path (POSIX, or Windows with a drive letter): kept as its last part, the file name.
 # Not inside words ("OGG/Vorbis"), numbers ("1/2") or URLs ("https://...").
-_PATH = re.compile(r"(?<![\w.:/\\])(?:[A-Za-z]:)?(?:[/\\][^\s/\\'\"<>|;,()\[\]{}]+)+[/\\]?")
+_PATH = re.compile(r"(?<![\w.\\/])(?!//)(?:[A-Za-z]:)?(?:[/\\][^\s/\\'\"<>|;,()\[\]{}]+)+[/\\]?")
 # "ValueError: ...", "numpy.linalg.LinAlgError", "<class 'KeyError'>": class names say nothing to people.
 _CLASS = re.compile(r"(?:<class ')?\b(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Warning)\b(?:'>)?:?\s*")
 _OBJECT = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>")

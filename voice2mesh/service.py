@@ -59,9 +59,21 @@ class ServiceConfig:
     """Server-side limits and housekeeping (the app passes the same numbers to Gradio)."""
 
     audio: AudioConfig = field(default_factory=lambda: AudioConfig(max_bytes=20 * MiB))  # limits of a voice
-    max_scan_bytes: int = 50 * MiB        # "compare with your own scan" uploads
+    max_scan_bytes: int = 20 * MiB        # "compare with your own scan" uploads
     runs_kept_per_session: int = 4        # a session's older result folders are deleted (bounded disk use)
-    session_ttl_s: float = 2 * 3600.0     # a session idle this long is removed (API clients never "unload")
+    session_ttl_s: float = 900.0          # a session idle this long is removed (API clients never "unload")
+    max_sessions: int = 128               # sessions kept at most (results in memory); least recently used go
+    max_session_bytes: int = 512 * MiB    # session files kept at most; least recently used sessions go
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The one upload limit (Gradio's ``max_file_size``): the larger of the voice and scan limits."""
+        return max(self.audio.max_bytes, self.max_scan_bytes)
+
+    @property
+    def sweep_interval_s(self) -> float:
+        """How often the timer removes idle sessions: a fifth of the TTL, between 1 s and 60 s."""
+        return min(60.0, max(1.0, self.session_ttl_s / 5))
 
 
 class InputError(ValueError):
@@ -145,6 +157,12 @@ class BundleInfo:
     card_markdown: str = ""      # the bundle's README.md without its YAML header
 
     @property
+    def source_name(self) -> str:
+        """Where the bundle came from, for people: a Hub repo id as is, a local folder by its name only."""
+        path = Path(self.source.split("@")[0])
+        return path.name if path.is_absolute() or path.exists() else self.source
+
+    @property
     def demonstration(self) -> bool | None:
         """Its faces say nothing about real people (synthetic data or random weights); None: unknown."""
         if self.random_weights or self.synthetic:
@@ -165,8 +183,11 @@ class Voice2MeshService:
         self.face_model = face_model
         self.info = info
         self.config = config or ServiceConfig()
+        cfg = self.config
         self.sessions: SessionStore[RunResult] = SessionStore(
-            Path(work_dir), self.config.runs_kept_per_session, self.config.session_ttl_s)
+            Path(work_dir), cfg.runs_kept_per_session, cfg.session_ttl_s, max_sessions=cfg.max_sessions,
+            max_bytes=cfg.max_session_bytes)
+        self.sessions.start_sweeping(cfg.sweep_interval_s)
         self._triangles = np.asarray(face_model.triangles)
         self._reference = np.asarray(face_model.mean, dtype=np.float64)
 
