@@ -196,8 +196,9 @@ def _ascii_lines(tag: bytes, *fields: np.ndarray) -> bytes:
 
 # ------------------------------------------------------------------ readers
 # Readers take files from visitors: every one is bounded before it parses (a vertex cap from the
-# PLY header, from counting OBJ 'v' lines, from an NPY header), parses with numpy (no Python object
-# per number), and names the file without its folder in every error.
+# PLY header, from counting OBJ 'v' lines, from an NPY header) and parses with numpy (no Python
+# object per number). Errors name the file as the caller gave it and say what is accepted, with no
+# exception class names; the app shows them through voice2mesh.publictext (no server folders).
 MAX_VERTICES = 1_000_000     # default cap of the readers (24 MB of float64 vertices)
 MAX_PLY_HEADER_BYTES = 1 << 16
 _OBJ_CHUNK_BYTES = 1 << 18   # OBJ files are scanned in chunks of whole lines (bounded temporaries)
@@ -236,7 +237,7 @@ def _obj_vertex_lines(data: bytes, name: str) -> tuple[int, bytes]:
 
 def _read_obj_vertices(path: Path, max_vertices: int) -> np.ndarray:
     """The numbers of every 'v' line, (N, 3/4/6/7): counted first (capped), then parsed by numpy.loadtxt."""
-    name = path.name
+    name = str(path)
     count, kept, tail = 0, [], b""
     with open(path, "rb") as fh:
         while chunk := fh.read(_OBJ_CHUNK_BYTES):
@@ -286,7 +287,7 @@ def _read_obj(path: Path, max_vertices: int) -> tuple[np.ndarray, np.ndarray, np
         rgb = arr[:, 3:]
         if rgb.max() > 1.0:  # some tools write 0-255 instead of 0-1
             rgb = rgb / 255.0
-        colors = _check_colors(np.clip(rgb, 0.0, 1.0), len(arr), path.name)
+        colors = _check_colors(np.clip(rgb, 0.0, 1.0), len(arr), str(path))
     tri = np.array(faces, dtype=np.int64).reshape(-1, 3)
     return arr[:, :3], tri, colors
 
@@ -302,7 +303,7 @@ class _PlyHeader:
 def _read_ply_header(path: Path, max_vertices: int) -> _PlyHeader:
     """The header of a PLY file, checked: a first 'vertex' element of scalar properties with x, y, z,
     at most ``max_vertices`` of them (nothing after the header is read)."""
-    name = path.name
+    name = str(path)
     with open(path, "rb") as fh:
         head = fh.read(MAX_PLY_HEADER_BYTES)
     end = head.find(b"end_header")
@@ -341,7 +342,7 @@ def _read_ply_header(path: Path, max_vertices: int) -> _PlyHeader:
 
 def _read_ply_vertices(path: Path, max_vertices: int) -> np.ndarray:
     """Vertices (N, 3) float64 of a PLY file: header first (capped), then numpy reads N records."""
-    name = path.name
+    name = str(path)
     header = _read_ply_header(path, max_vertices)
     n, names = header.n_vertices, [p for p, _ in header.properties]
     with open(path, "rb") as fh:
@@ -370,14 +371,14 @@ def _read_xyz(path: Path, max_vertices: int) -> np.ndarray:
             warnings.simplefilter("ignore", UserWarning)
             arr = np.loadtxt(path, dtype=np.float64, ndmin=2, max_rows=max_vertices + 1)
     except ValueError:
-        raise MeshFileError(f"{path.name}: could not read XYZ file (every line must be 'x y z' numbers)") \
+        raise MeshFileError(f"{str(path)}: could not read XYZ file (every line must be 'x y z' numbers)") \
             from None
     if arr.size == 0:
-        raise MeshFileError(f"{path.name}: empty XYZ file (expected one 'x y z' line per vertex)")
+        raise MeshFileError(f"{str(path)}: empty XYZ file (expected one 'x y z' line per vertex)")
     if arr.shape[0] > max_vertices:
-        raise MeshTooLargeError(path.name, None, max_vertices)
+        raise MeshTooLargeError(str(path), None, max_vertices)
     if arr.shape[1] != 3:
-        raise MeshFileError(f"{path.name}: XYZ lines must have exactly 3 numbers ('x y z'), "
+        raise MeshFileError(f"{str(path)}: XYZ lines must have exactly 3 numbers ('x y z'), "
                             f"got {arr.shape[1]}")
     return arr
 
@@ -385,7 +386,7 @@ def _read_xyz(path: Path, max_vertices: int) -> np.ndarray:
 def _read_npy(path: Path, max_vertices: int) -> np.ndarray:
     arr = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only, until sliced
     if arr.ndim == 2 and arr.shape[0] > max_vertices:
-        raise MeshTooLargeError(path.name, int(arr.shape[0]), max_vertices)
+        raise MeshTooLargeError(str(path), int(arr.shape[0]), max_vertices)
     return np.array(arr)
 
 
@@ -396,10 +397,10 @@ def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     if isinstance(loaded, trimesh.Scene):
         geoms = list(loaded.geometry.values())
         if len(geoms) != 1:
-            raise MeshFileError(f"{path.name}: expected exactly one mesh in the file, found {len(geoms)}")
+            raise MeshFileError(f"{str(path)}: expected exactly one mesh in the file, found {len(geoms)}")
         transform, _ = loaded.graph.get(loaded.graph.nodes_geometry[0])
         if not np.allclose(transform, np.eye(4)):
-            raise MeshFileError(f"{path.name}: the mesh node has a transform; voice2mesh files have none")
+            raise MeshFileError(f"{str(path)}: the mesh node has a transform; voice2mesh files have none")
         loaded = geoms[0]
     v = np.asarray(loaded.vertices, dtype=np.float64)
     f = np.asarray(getattr(loaded, "faces", None) if getattr(loaded, "faces", None) is not None
@@ -415,10 +416,10 @@ def _checked_path(path: str | Path) -> Path:
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in VERTEX_FORMATS:
-        raise MeshFileError(f"{path.name}: unsupported file type {ext or '(none)'!r}; "
+        raise MeshFileError(f"{str(path)}: unsupported file type {ext or '(none)'!r}; "
                             f"accepted: {ACCEPTED_VERTEX_FILES}")
     if not path.is_file():
-        raise MeshFileError(f"{path.name}: file not found")
+        raise MeshFileError(f"{str(path)}: file not found")
     return path
 
 
@@ -430,7 +431,7 @@ def _reading(path: Path, read):
         raise
     except (ValueError, OSError, KeyError, IndexError, TypeError, EOFError, AttributeError):
         kind = path.suffix.lower()[1:].upper()
-        raise MeshFileError(f"{path.name}: could not read {kind} file (damaged, or not {kind}); "
+        raise MeshFileError(f"{str(path)}: could not read {kind} file (damaged, or not {kind}); "
                             f"accepted: {ACCEPTED_VERTEX_FILES}") from None
 
 
@@ -454,9 +455,9 @@ def read_mesh(path: str | Path, max_vertices: int = MAX_VERTICES
         return _read_trimesh(path)
 
     v, f, c = _reading(path, read)
-    v = _check_vertices(v, path.name)
+    v = _check_vertices(v, str(path))
     if len(v) > max_vertices:
-        raise MeshTooLargeError(path.name, len(v), max_vertices)
+        raise MeshTooLargeError(str(path), len(v), max_vertices)
     return v.astype(np.float64), f, c
 
 
@@ -473,9 +474,9 @@ def read_vertices(path: str | Path, max_vertices: int = MAX_VERTICES) -> np.ndar
                ".xyz": lambda: _read_xyz(path, max_vertices),
                ".npy": lambda: _read_npy(path, max_vertices),
                ".glb": lambda: _read_trimesh(path)[0]}
-    v = _check_vertices(_reading(path, readers[ext]), path.name)
+    v = _check_vertices(_reading(path, readers[ext]), str(path))
     if len(v) > max_vertices:
-        raise MeshTooLargeError(path.name, len(v), max_vertices)
+        raise MeshTooLargeError(str(path), len(v), max_vertices)
     return v.astype(np.float64)
 
 
