@@ -35,8 +35,8 @@ from export.manifest import (
     training_data_entry,
 )
 from export.to_onnx import ExportError, LoadedModel, check_parity, export_graph
+from training.checkpoints import read_torch_file
 from training.models import SupervisedHead, VoiceEmbedNet, VoiceToParams
-from training.torchfile import read_torch_file
 from voice2mesh.bundle import ENCODER_INPUTS, file_sha256
 from voice2mesh.facemodel import FaceModel, bfm
 from voice2mesh.facemodel.builtin import BFM_NAMES, bfm_cache_path

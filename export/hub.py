@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import HfApi
+
 from voice2mesh.bundle import load_bundle
 
 
@@ -52,13 +54,11 @@ def push_to_hub(
     """Upload a verified bundle folder with ``HfApi.create_repo`` + ``HfApi.upload_folder``.
 
     ``dry_run`` lists what would be uploaded and touches no network. ``endpoint`` overrides
-    ``HF_ENDPOINT`` (tests point it at a loopback stand-in).
+    ``HF_ENDPOINT``.
     """
     items = upload_plan(bundle_dir)
     if dry_run:
         return PushResult(repo_id, items, dry_run=True)
-    from huggingface_hub import HfApi
-
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(

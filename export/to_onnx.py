@@ -41,8 +41,8 @@ from export.manifest import (
 from training.checkpoints import (
     is_kd_checkpoint,
     kd_model_from_checkpoint,
-    load_voice_to_params,
     read_torch_file,
+    voice_to_params_from_checkpoint,
 )
 from training.models import build_voice_to_params, export_form
 from voice2mesh.audio import load_audio
@@ -144,10 +144,10 @@ def load_checkpoint_model(path: str | Path) -> LoadedModel:
 def _build_supervised(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
     """VoiceToParams from a ``training.train supervised`` model.pt (training's own loader)."""
     try:
-        model, ck = load_voice_to_params(path)
+        model = voice_to_params_from_checkpoint(ckpt, path)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise ExportError(f"{path}: cannot rebuild the supervised model: {exc}") from exc
-    return model, str(ck["encoder"]), int(ck["n_identity"]), int(ck["n_expression"])
+    return model, str(ckpt["encoder"]), int(ckpt["n_identity"]), int(ckpt["n_expression"])
 
 
 def _build_kd(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:

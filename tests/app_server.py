@@ -144,7 +144,7 @@ def running_app(bundle: str | Path | None, work_dir: str | Path, args: Sequence[
 
 def make_app_bundle(out_dir: str | Path) -> Path:
     """The random-weights test bundle with two models (log-mel and GE2E), so "both" can be tested."""
-    from export.testing import make_test_bundle
+    from tests.bundles import make_test_bundle
 
     return make_test_bundle(out_dir, encoders=("voiceembednet", "ge2e"))
 

@@ -15,9 +15,12 @@ from export import cmp
 from export.hub import upload_plan
 from export.to_onnx import main as to_onnx_main
 from tests.cmp_files import reference_vertices, write_released_checkpoints
+from voice2mesh.__main__ import main as cli_main
 from voice2mesh.facemodel import FaceModel, bfm, builtin, load_face_model
 from voice2mesh.facemodel.__main__ import main as facemodel_main
 from voice2mesh.inference import Predictor
+from voice2mesh.metrics import mm_per_unit
+from voice2mesh.table1 import read_obj_vertices
 
 PARITY_RTOL = 1e-5  # bundle vertices vs the independent forward pass, relative to the face's extent
 
@@ -149,3 +152,32 @@ def test_bad_released_files_are_named(released, tmp_path, capsys):
     assert "--cmp-supervised and --cmp-3dmm" in capsys.readouterr().err
     assert to_onnx_main(["--cmp-generator", "g.pth", "--cmp-image3d", "i.pth", "--out", str(tmp_path)]) == 2
     assert "architecture" in capsys.readouterr().err
+
+
+def test_predict_on_released_feature_files_writes_the_authors_vertices(cmp_bundle, released, assets_dir,
+                                                                       tmp_path, capsys):
+    fbank = assets_dir / "cmp-features"  # the released layout: fbank/<id>/<yt>/NNNNN.npy
+    out = tmp_path / "pred"
+    rc = cli_main(["predict", str(fbank), "-o", str(out), "--format", "obj,glb", "--json",
+                   "--bundle", str(cmp_bundle), "--device", "cpu", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    worst = 0.0
+    for path in feature_files(assets_dir):
+        rel = path.relative_to(fbank).with_suffix("")
+        obj = out / f"{rel}.obj"  # mirrored: no two inputs named 00001.npy share an output
+        got = read_obj_vertices(obj)
+        expected = reference_vertices(np.load(path), released)
+        worst = max(worst, np.abs(got - expected).max() / np.abs(expected).max())
+        data = json.loads((out / f"{rel}.json").read_text())
+        assert data["readouts"]["distances_mm"]["OICD"] is None  # the authors' frame has no physical size
+        assert all(np.isfinite(v) for v in data["readouts"]["ratios"].values())
+    assert worst <= PARITY_RTOL, worst
+    assert len(list(out.rglob("*.obj"))) == 15
+    fm = FaceModel.load(cmp_bundle / "face_model.npz")
+    assert np.isnan(mm_per_unit(fm))
+    bad = tmp_path / "bad" / "00001.npy"
+    bad.parent.mkdir()
+    np.save(bad, np.zeros((1000, 40), np.float32))
+    capsys.readouterr()
+    rc = cli_main(["predict", str(bad), "-o", str(tmp_path / "o2"), "--bundle", str(cmp_bundle), "-q"])
+    assert rc == 1 and "00001.npy" in capsys.readouterr().err

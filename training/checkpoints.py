@@ -131,12 +131,3 @@ def load_kd_model(path: str | Path) -> tuple[KDInference, dict[str, Any]]:
         raise ValueError(f"{path}: not a KD checkpoint (stage={stage!r}); pass RUN/model.pt of "
                          "`python -m training.kd train`")
     return kd_model_from_checkpoint(ck), ck
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Any final model (supervised or KD) as an eval-mode CPU module mapping its encoder's input to
-    un-whitened parameters, and its checkpoint dict."""
-    ck = load_checkpoint(path)
-    if is_kd_checkpoint(ck):
-        return kd_model_from_checkpoint(ck), ck
-    return voice_to_params_from_checkpoint(ck, path), ck

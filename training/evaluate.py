@@ -41,7 +41,6 @@ from voice2mesh.metrics import aggregate_by_speaker
 MAIN_COLUMNS = ("ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse")
 COLUMN_TITLES = {"ER": "ER", "FR": "FR", "CR": "CR", "MR": "MR", "ARE": "mean ARE",
                  "keypoint_error": "keypoint err.", "rmse": "RMSE (mm)"}
-GAP_COLUMNS = ("ARE", "ER")
 
 
 def detect_kind(path: str | Path) -> str:

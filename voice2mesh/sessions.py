@@ -12,6 +12,10 @@ runs and its folder goes when it ends. Nothing grows without bound:
 - each server process keeps its sessions in its own folder (:func:`instance_root`), named at random
   and owned through an ``owner.json`` (process id and start time); at start-up, folders whose owner
   is gone (a crash, SIGKILL) are removed.
+
+Removing a folder of mesh files takes milliseconds (freeing the blocks), so a request never waits
+for it: a folder to remove is renamed into ``root/.trash`` (instant) and deleted by a background
+thread.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Generic, Protocol, TypeVar
 
 LOG = logging.getLogger(__name__)
 OWNER_FILE = "owner.json"
+TRASH = ".trash"  # under the root: folders waiting to be deleted
 UNOWNED_GRACE_S = 60.0  # a folder without an owner file this old is an orphan (not one being created)
 
 
@@ -59,6 +64,9 @@ class SessionStore(Generic[R]):
         self._counter = 0
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self.trash = self.root / TRASH
+        self._to_empty = threading.Event()
+        self._emptier: threading.Thread | None = None
 
     @staticmethod
     def key(session_id: str | None) -> str:
@@ -75,13 +83,14 @@ class SessionStore(Generic[R]):
         key = self.key(session_id)
         with self._lock:
             self._counter += 1
-            run = self.root / key / f"run-{time.time_ns():x}-{self._counter}"
+            # names sort in creation order (modification times change when files are added later)
+            run = self.root / key / f"run-{time.time_ns():016x}-{self._counter:08d}"
             run.mkdir(parents=True)
             self._last_used[key] = time.monotonic()
-            runs = sorted((p for p in (self.root / key).iterdir() if p.is_dir()), key=_run_number)
+            runs = sorted(p for p in (self.root / key).iterdir() if p.is_dir())
             for old in runs[: max(0, len(runs) - self.runs_kept)]:
                 if old != run:
-                    shutil.rmtree(old, ignore_errors=True)
+                    self._discard(old)
             self._evict_locked(keep=key)
         return run
 
@@ -117,9 +126,9 @@ class SessionStore(Generic[R]):
             for key in stale:
                 self._drop_locked(key)
             cutoff = time.time() - self.ttl_s - (now - time.monotonic())
-            for folder in _subfolders(self.root):
+            for folder in self._session_folders():
                 if folder.name not in self._last_used and _mtime(folder) < cutoff:
-                    shutil.rmtree(folder, ignore_errors=True)
+                    self._discard(folder)
             self._evict_locked(keep=None)
         return len(stale)
 
@@ -146,18 +155,42 @@ class SessionStore(Generic[R]):
             self._last_used.clear()
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def n_files(self) -> int:
-        return sum(1 for p in self.root.rglob("*") if p.is_file())
-
     def n_bytes(self) -> int:
-        """Bytes of all session files."""
+        """Bytes of all session files (those waiting in the trash included)."""
         return sum(_folder_bytes(f) for f in _subfolders(self.root))
+
+    def empty_trash(self) -> None:
+        """Delete what was discarded (the background thread calls this; tests may too)."""
+        if self.trash.is_dir():
+            for item in list(self.trash.iterdir()):
+                shutil.rmtree(item, ignore_errors=True)
 
     # ----------------------------------------------------------------- internals (lock held)
     def _drop_locked(self, key: str) -> None:
         self._latest.pop(key, None)
         self._last_used.pop(key, None)
-        shutil.rmtree(self.root / key, ignore_errors=True)
+        self._discard(self.root / key)
+
+    def _session_folders(self) -> list[Path]:
+        return [f for f in _subfolders(self.root) if f.name != TRASH]
+
+    def _discard(self, folder: Path) -> None:
+        """Move ``folder`` out of sight at once; the background thread deletes it."""
+        self.trash.mkdir(exist_ok=True)
+        try:
+            folder.rename(self.trash / uuid.uuid4().hex)
+        except FileNotFoundError:
+            return
+        if self._emptier is None:
+            self._emptier = threading.Thread(target=self._empty_forever, name="session-trash", daemon=True)
+            self._emptier.start()
+        self._to_empty.set()
+
+    def _empty_forever(self) -> None:
+        while True:
+            self._to_empty.wait()
+            self._to_empty.clear()
+            self.empty_trash()
 
     def _evict_locked(self, keep: str | None) -> None:
         """Least recently used sessions first, until within ``max_sessions`` and ``max_bytes``."""
@@ -168,18 +201,12 @@ class SessionStore(Generic[R]):
             while order and len(self._last_used) > self.max_sessions:
                 self._drop_locked(order.pop(0))
         if self.max_bytes is not None:
-            sizes = {f.name: _folder_bytes(f) for f in _subfolders(self.root)}
+            sizes = {f.name: _folder_bytes(f) for f in self._session_folders()}
             total = sum(sizes.values())
             while order and total > self.max_bytes:
                 key = order.pop(0)
                 total -= sizes.get(key, 0)
                 self._drop_locked(key)
-
-
-def _run_number(path: Path) -> int:
-    """Creation order of a run folder (``run-<ns>-<n>``); unknown names first."""
-    tail = path.name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
 
 
 def _subfolders(root: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from training.kd.ceiling import format_ceiling, route_ceiling
-from training.kd.config import apply_kd_overrides, load_kd_config
+from training.kd.config import load_kd_config
 from training.kd.train import run_kd
 
 
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ce.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        cfg = apply_kd_overrides(load_kd_config(args.config), args.overrides)
+        cfg = load_kd_config(args.config, args.overrides)
         if args.cmd == "ceiling":
             return _ceiling(cfg, args)
         path = run_kd(cfg, Path(args.out), args.device, args.resume, progress=not args.quiet)
