@@ -27,6 +27,7 @@ import soundfile as sf
 from voice2mesh import meshio
 from voice2mesh.audio import AudioConfig, AudioFormatLimitError, _finish, load_audio
 from voice2mesh.publictext import public_message
+from voice2mesh.sessions import TRASH
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -345,7 +346,7 @@ def tree_bytes(folder: Path) -> int:
 
 def session_folders(server: AppServer) -> list[Path]:
     root = server.session_root
-    return [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    return [p for p in root.iterdir() if p.is_dir() and p.name != TRASH] if root.is_dir() else []
 
 
 def upload(http: httpx.Client, server: AppServer, name: str, data: bytes) -> httpx.Response:
