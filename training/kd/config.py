@@ -25,9 +25,9 @@ PAPER: dict[str, Any] = {
     "generator_channels": (1024, 512, 256, 128, 64),  # ConvTranspose 64->1024 k4 s1, then k4 s2 p1
     "face_embed_channels": (32, 64, 128, 256, 512),  # Wen et al.'s FaceEmbedNet convs (k3 s2 p1)
     "face_embed_dim": 64,
-    "mse_weight": 0.5,  # 0.5 * MSE(teacher mesh, student mesh)
-    "pkt_weight": 1e4,  # lambda on PKT(pooled) + PKT(intermediate)
-    "triplet_weight": 1.5,  # triplet margin loss on meshes
+    "mse_weight": 0.5,  # 0.5 * MSE(teacher output, student output)
+    "pkt_weight": 1e4,  # lambda on PKT(teacher, student) of the pooled and the intermediate features
+    "triplet_weight": 1.5,  # triplet margin loss (p = 2) on the student's dense vertices, teacher frame units
     "triplet_margin": 1.0,
     "lr": 2e-4,
     "betas": (0.5, 0.999),
@@ -79,10 +79,9 @@ class TeacherConfig:
 
 @dataclass
 class StudentConfig:
-    """The image -> parameters student (same architecture as the ICT teacher)."""
+    """The image -> parameters student: a network of the teacher's architecture."""
 
-    init: str = "teacher"  # teacher (start from the teacher's weights) | random
-    width: int = 32  # first conv width of a random-init student
+    init: str = "random"  # random (freshly initialised: the paper) | teacher (starts from its weights)
     # BatchNorm while training: "train" (batch statistics, running averages updated: the usual) or
     # "frozen" (the initial running statistics, as the frozen teacher uses them; weights still train).
     # With ``init: teacher`` "frozen" makes student == teacher at step 0 and the same function in
