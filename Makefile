@@ -43,6 +43,7 @@ test: venv-dev
 	@scripts/system_packages.sh "the test suite (synthetic voices, audio formats, face renders, browser)" \
 		$(TEST_PACKAGES)
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/lint-imports
 	$(DEV_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 ## A quicker subset for local iteration.
@@ -51,8 +52,10 @@ test-quick: venv-dev
 		$(TEST_PACKAGES)
 	$(DEV_VENV)/bin/python -m pytest -m "not slow and not browser" -x -q
 
+## Style (ruff) and architecture (lint-imports: the contracts in pyproject.toml).
 lint: venv-dev
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/lint-imports
 
 bench: venv-dev
 	for f in benchmarks/bench_*.py; do $(DEV_VENV)/bin/python $$f || exit 1; done

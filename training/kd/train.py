@@ -5,17 +5,17 @@ a student reads generated faces and is distilled from a frozen teacher (Wu et al
 Per step (batch of ``batch_size`` utterances: ``batch_size / utterances_per_speaker`` speakers):
 - discriminator step: BCE(real faces -> 1) + BCE(generated -> 0) + d_id_weight * NLL(identity of real faces);
 - generator + student step: adv_weight * BCE(generated -> 1) + id_weight * NLL(identity of generated faces)
-  + mse_weight * MSE(teacher mesh, student mesh) + pkt_weight * (PKT(pooled) + PKT(intermediate map))
-  + triplet_weight * triplet(student meshes; positive: another utterance of the speaker, negative: another
-  speaker). Teacher outputs are targets (no gradient through them); the teacher is frozen.
-Meshes are compared after scaling each coordinate by the prior's vertex standard deviation and dividing by
-sqrt(#coordinates) (so two random faces are about sqrt(2) apart and the margin 1 is on that scale).
+  + mse_weight * MSE(teacher output, student output) + pkt_weight * (PKT(teacher, student pooled features)
+  + PKT(teacher, student intermediate maps)) + triplet_weight * triplet(student's dense vertices;
+  positive: another utterance of the speaker, negative: another speaker).
+The teacher's weights are frozen; gradients reach the generator through both networks' activations. The
+MSE compares the networks' own (whitened) outputs; the triplet margin is in the teacher's image-frame units
+(``image_frame_vertices``: px of its input image).
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -23,89 +23,34 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
+from PIL import Image
 from torch import nn
 
-from training.data import build_feature_bank
+from training.checkpoints import load_pretrained_encoder, read_torch_file, save_checkpoint
+from training.embeddings import clean_embeddings
+from training.eval_metrics import per_utterance_metrics
 from training.kd.config import KDConfig, kd_config_to_dict
 from training.kd.data import load_identity_images, read_voices_and_faces
-from training.kd.nets import FaceEmbedNet, Generator, ImageRegressor, KDInference, to_unit_range
+from training.kd.mobilenet import DDFATeacher
+from training.kd.nets import FaceEmbedNet, Generator, KDInference, to_unit_range
 from training.kd.pkt import pkt_loss
-from training.kd.teacher import MeshDecoder, load_teacher, prediction_face_model
-from training.models import VoiceEmbedNet, freeze
+from training.kd.teachers import load_teacher, prediction_face_model
+from training.modelcard import build_card, write_card
+from training.models import MeshDecoder, freeze
+from training.run import RunLogger, checkpoint_due, resolve_device, set_threads
 
 KD_FORMAT = "voice2mesh-kd-1"
 
 
-def load_frozen_encoder(path: str | Path) -> tuple[VoiceEmbedNet, str]:
-    """The pretrained VoiceEmbedNet of a ``training.train pretrain`` (or supervised) checkpoint, frozen."""
-    from training.train import file_digest, load_checkpoint
-
-    if not path:
-        raise ValueError(
-            "data.encoder_checkpoint is empty: KD needs a pretrained VoiceEmbedNet "
-            "(RUN/pretrain.pt of `python -m training.train pretrain`)"
-        )
-    ck = load_checkpoint(path)
-    state = ck.get("state_dict", {})
-    enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    if not enc_state:
-        raise ValueError(f"{path}: no VoiceEmbedNet weights (no 'encoder.*' entries in state_dict)")
-    enc = VoiceEmbedNet()
-    enc.load_state_dict(enc_state)
-    return freeze(enc), file_digest(path)
-
-
-@torch.no_grad()
-def utterance_embeddings(
-    encoder: nn.Module,
-    data,
-    mask: np.ndarray,
-    cache_dir: Path,
-    n_frames: int,
-    digest: str,
-    batch: int = 64,
-    progress: bool = False,
-) -> np.ndarray:
-    """(U_selected, D) embeddings of the clean utterances (tiled to ``n_frames``), cached by encoder."""
-    from training.data import tile_frames
-
-    idx = np.flatnonzero(mask)
-    h = hashlib.sha1(f"{digest}|{n_frames}".encode())
-    for i in idx:
-        h.update(f"{data.utt_ids[i]}|{data.utt_paths[i]}\n".encode())
-    path = Path(cache_dir) / f"kd-embeddings-{h.hexdigest()[:16]}.npy"
-    if path.is_file():
-        return np.load(path)
-    bank = build_feature_bank(data, cache_dir, mask, 0, progress=progress)
-    out = np.zeros((len(idx), encoder.embed_dim), dtype=np.float32)
-    for s in range(0, len(idx), batch):
-        x = np.stack([tile_frames(bank.get(u), n_frames) for u in range(s, min(s + batch, len(idx)))])
-        out[s : s + len(x)] = encoder(torch.from_numpy(x)).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, out)
-    return out
-
-
-def mesh_scale(face_model, decoder: MeshDecoder, n: int = 512, seed: int = 0) -> torch.Tensor:
-    """Per-coordinate std of prior faces * sqrt(#coords): dividing meshes by it gives ~unit-spaced faces."""
-    p = torch.from_numpy(face_model.sample_params(n, np.random.default_rng(seed)).astype(np.float32))
-    with torch.no_grad():
-        v = decoder(p)
-    std = v.std(0).clamp_min(1e-6)
-    return std * float(np.sqrt(v.shape[1]))
-
-
-def build_student(cfg: KDConfig, teacher: nn.Module) -> ImageRegressor:
-    """The student: the teacher's weights (ICT teacher, ``init: teacher``) or a fresh ImageRegressor."""
-    if cfg.student.init == "teacher" and isinstance(teacher, ImageRegressor):
-        student = ImageRegressor(teacher.n_params, teacher.input_size, teacher.width)
-        student.load_state_dict(teacher.state_dict())
-    else:
-        mean = getattr(teacher, "param_mean", None)
-        student = ImageRegressor(teacher.n_params, teacher.input_size, cfg.student.width)
-        if mean is not None and mean.shape[-1] == teacher.n_params:
-            student.param_mean.copy_(mean.reshape(1, -1))
-            student.param_std.copy_(teacher.param_std.reshape(1, -1))
+def build_student(cfg: KDConfig, teacher: nn.Module) -> nn.Module:
+    """The student: a network of the teacher's architecture (and output whitening), freshly initialised
+    (``init: random``, the paper) or starting from the teacher's weights (``init: teacher``)."""
+    student = copy.deepcopy(teacher)
+    if cfg.student.init == "random":
+        for m in student.modules():
+            if m is not student and hasattr(m, "reset_parameters"):
+                m.reset_parameters()  # BatchNorm: running statistics too
     for p in student.parameters():
         p.requires_grad_(True)
     return student_train_mode(student, cfg.student.batchnorm)
@@ -143,19 +88,17 @@ class KDTrainer:
         dc = cfg.data
         data, folders = read_voices_and_faces(dc.kind, dc.path, dc.images, dc.max_images_per_identity)
         self.data, self.folders = data, folders
-        self.encoder, self.encoder_digest = load_frozen_encoder(dc.encoder_checkpoint)
+        self.encoder, self.encoder_digest = load_pretrained_encoder(dc.encoder_checkpoint)
         teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats)
         self.teacher, self.teacher_info = teacher.to(device), info
         self.face_model = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
         self.decoder = MeshDecoder(self.face_model).to(device)
-        self.scale = mesh_scale(self.face_model, self.decoder.cpu()).to(device)
-        self.decoder.to(device)
         # identities: training speakers with both voices and images
         train_spk = [s for s in data.speakers_of("train") if s in folders.files]
         self.identities = train_spk
         mask = (data.utt_splits == "train") & np.isin(data.utt_speakers, train_spk)
-        self.embeddings = utterance_embeddings(
-            self.encoder, data, mask, cache_dir, dc.eval_frames, self.encoder_digest, progress=progress
+        self.embeddings = clean_embeddings(
+            self.encoder, data, mask, cache_dir, dc.eval_frames, self.encoder_digest, show=progress
         )
         lab = {s: i for i, s in enumerate(train_spk)}
         self.utt_labels = np.array([lab[s] for s in data.utt_speakers[mask]], dtype=np.int64)
@@ -192,8 +135,6 @@ class KDTrainer:
     # ---------------------------------------------------------------------------------------------
     def reset_ema(self) -> None:
         """Start the weight averages at the current generator and student."""
-        import copy
-
         self.ema = {
             "generator": freeze(copy.deepcopy(self.generator)),
             "student": freeze(copy.deepcopy(self.student)),
@@ -230,8 +171,9 @@ class KDTrainer:
         real = to_unit_range(torch.from_numpy(self.images[img_idx])).to(self.device)
         return emb, labels, real, torch.from_numpy(self.image_labels[img_idx]).to(self.device)
 
-    def meshes(self, params: torch.Tensor) -> torch.Tensor:
-        return self.decoder(params) / self.scale
+    def frame_vertices(self, out) -> torch.Tensor:
+        """Dense vertices (B, N*3) of a student (or teacher) output in the teacher's image-frame units."""
+        return self.teacher.image_frame_vertices(out, self.decoder(out.params))
 
     def judge(self, images: torch.Tensor, teacher_out=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The face embedding net on ``images`` (with the teacher's pooled features when configured)."""
@@ -242,26 +184,24 @@ class KDTrainer:
                 teacher_out = self.teacher.forward_features(images)
         return self.d_net(images, teacher_out.pooled)
 
-    def distill(self, images: torch.Tensor, t=None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """MSE + PKT terms of the student against the teacher on ``images``: (terms, student meshes).
-        ``t``: the teacher's output on ``images`` when already computed (used as a detached target)."""
+    def distill(self, images: torch.Tensor, t=None) -> tuple[dict[str, torch.Tensor], Any]:
+        """MSE + PKT terms of the student against the teacher on ``images``: (terms, student output).
+        ``t``: the teacher's output on ``images`` when already computed. Nothing is detached: on generated
+        images the gradients reach the generator through the teacher's activations too (its weights are
+        frozen)."""
         lc = self.cfg.loss
         if t is None:
-            with torch.no_grad():
+            with torch.set_grad_enabled(images.requires_grad):
                 t = self.teacher.forward_features(images)
-        t = type(t)(*(x.detach() for x in t))
         s = self.student.forward_features(images)
-        ms, mt = self.meshes(s.params), self.meshes(t.params)
-        # self.scale holds sqrt(#coords): the sum over coordinates is the mean squared error of
-        # unit-variance coordinates
-        terms = {"mse": ((ms - mt) ** 2).sum(1).mean()}
+        terms = {"mse": F.mse_loss(t.raw, s.raw)}
         pkt = torch.zeros((), device=images.device)
         if lc.pkt_pooled:
-            pkt = pkt + pkt_loss(s.pooled, t.pooled)
+            pkt = pkt + pkt_loss(t.pooled, s.pooled)
         if lc.pkt_intermediate:
-            pkt = pkt + pkt_loss(s.intermediate, t.intermediate)
+            pkt = pkt + pkt_loss(t.intermediate, s.intermediate)
         terms["pkt"] = pkt
-        return terms, ms
+        return terms, s
 
     def warmup_d(self, steps: int) -> float:
         """Identity-only discriminator steps on real faces; returns the last batch's identity accuracy."""
@@ -298,17 +238,18 @@ class KDTrainer:
         self.opt_d.step()
         # generator + student step
         fake = self.generator(emb, noise=True)
-        # the teacher's output on the generated faces: a distillation target and, with
+        # the teacher's output on the generated faces: the distillation's other side and, with
         # identity_features "teacher", the identity classifier's input (gradients reach the generator)
-        t_fake = self.teacher.forward_features(fake) if self.teacher_ids else None
+        t_fake = self.teacher.forward_features(fake)
         rf, idl = self.judge(fake, t_fake)
         y = torch.from_numpy(labels).to(self.device)
         terms = {"adv": F.binary_cross_entropy_with_logits(rf, ones), "id": F.nll_loss(idl, y)}
-        dist_terms, ms = self.distill(fake, t_fake)
+        dist_terms, s_fake = self.distill(fake, t_fake)
         terms.update(dist_terms)
         if lc.triplet_weight > 0:
             pos, neg = triplet_indices(labels, self.rng)
-            terms["triplet"] = F.triplet_margin_loss(ms, ms[pos], ms[neg], margin=lc.triplet_margin)
+            v = self.frame_vertices(s_fake)
+            terms["triplet"] = F.triplet_margin_loss(v, v[pos], v[neg], margin=lc.triplet_margin, p=2)
         else:
             terms["triplet"] = torch.zeros((), device=self.device)
         loss = (
@@ -346,14 +287,12 @@ class KDTrainer:
         """Validation monitoring (not selection): the mean ARE of voice -> generator -> student on the
         validation speakers (clean utterances) and of the mean training face, when the dataset has 3D
         targets; optionally a PNG of 16 faces generated from validation voices."""
-        from training.evaluate import per_utterance_metrics
-
         data = self.data
         mask = data.utt_splits == "val"
         if not mask.any():
             return {}
         if not hasattr(self, "_val"):
-            emb = utterance_embeddings(
+            emb = clean_embeddings(
                 self.encoder, data, mask, cache_dir, self.cfg.data.eval_frames, self.encoder_digest
             )
             self._val = (emb, mask)
@@ -370,8 +309,6 @@ class KDTrainer:
             self.generator.train()
             student_train_mode(self.student, self.cfg.student.batchnorm)
         if figure is not None:
-            from PIL import Image
-
             grid = torch.cat(faces)[:16].cpu()
             grid = ((grid.permute(0, 2, 3, 1) + 1) * 127.5).clamp(0, 255).round().byte().numpy()
             n, s = len(grid), grid.shape[1]
@@ -388,14 +325,14 @@ class KDTrainer:
         out["val_are_baseline"] = self._val_base
         return out
 
-    def inference_module(self) -> KDInference:
-        """A CPU copy of voice -> generator -> student for export and evaluation."""
-        import copy
-
+    def inference_module(self, cascade: bool = False) -> KDInference:
+        """A CPU copy of voice -> generator -> student for export and evaluation; ``cascade``: the
+        teacher in the student's place (the paper's baseline: voice -> generated image -> teacher)."""
+        generator, student = self.nets_for_inference()
         return KDInference(
             copy.deepcopy(self.encoder).cpu(),
-            copy.deepcopy(self.nets_for_inference()[0]).cpu().eval(),
-            copy.deepcopy(self.nets_for_inference()[1]).cpu().eval(),
+            copy.deepcopy(generator).cpu().eval(),
+            copy.deepcopy(self.teacher if cascade else student).cpu().eval(),
         ).eval()
 
     def state(self) -> dict[str, Any]:
@@ -427,12 +364,22 @@ class KDTrainer:
                     avg.load_state_dict(st[f"ema_{k}"])
 
 
+def student_arch(student: nn.Module) -> dict[str, Any]:
+    """What rebuilds the student (training.checkpoints.kd_model_from_checkpoint; weights and buffers
+    come from the state dict)."""
+    if isinstance(student, DDFATeacher):
+        return {"kind": "ddfa", "n_params": student.n_params, "input_size": student.input_size}
+    return {"kind": "ict", "n_params": student.n_params, "input_size": student.input_size,
+            "width": student.width}
+
+
 def checkpoint_payload(
-    trainer: KDTrainer, cfg: KDConfig, card: dict[str, Any] | None = None
+    trainer: KDTrainer, cfg: KDConfig, card: dict[str, Any] | None = None, cascade: bool = False
 ) -> dict[str, Any]:
-    """What ``model.pt`` holds (the export and evaluation rebuild KDInference from it)."""
-    module = trainer.inference_module()
-    st = trainer.student
+    """What ``model.pt`` holds (the export and evaluation rebuild KDInference from it); ``cascade``: the
+    same generator read by the teacher instead of the student (``cascade.pt``)."""
+    module = trainer.inference_module(cascade)
+    st = trainer.teacher if cascade else trainer.student
     return {
         "format": KD_FORMAT,
         "framework": "kd",
@@ -445,7 +392,7 @@ def checkpoint_payload(
             "channels": list(cfg.generator.channels),
             "noise_std": cfg.generator.noise_std,
         },
-        "student_arch": {"n_params": st.n_params, "input_size": st.input_size, "width": st.width},
+        "student_arch": student_arch(st),
         "teacher": {"kind": cfg.teacher.kind, "checkpoint": cfg.teacher.checkpoint},
         "face_model": trainer.teacher_info["face_model"],
         "n_identity": trainer.face_model.n_identity,
@@ -463,23 +410,17 @@ def run_kd(
     cfg: KDConfig, out: str | Path, device: str = "cpu", resume: bool = False, progress: bool = True
 ) -> Path:
     """Train; write ``out/last.pt`` (resumable), ``out/log.csv``, and ``out/model.pt`` + model card."""
-    from training.kd.config import kd_config_to_dict as to_dict
-    from training.modelcard import build_card, write_card
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    import yaml
-
-    (out / "kd_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    set_threads(cfg.threads)
+    dev = resolve_device(device)
+    (out / "kd_config.yaml").write_text(yaml.safe_dump(kd_config_to_dict(cfg), sort_keys=False))
     t0 = time.time()
     trainer = KDTrainer(cfg, out.parent / "cache", dev, progress)
     t_setup = time.time() - t0
     last = out / "last.pt"
     if resume and last.is_file():
-        trainer.load_state(torch.load(last, map_location=dev, weights_only=False)["trainer"])
+        trainer.load_state(read_torch_file(last, "KD checkpoint")["trainer"])
     if trainer.step_count == 0 and cfg.optim.d_warmup_steps > 0:
         acc = trainer.warmup_d(cfg.optim.d_warmup_steps)
         if progress:
@@ -488,46 +429,37 @@ def run_kd(
                 f"({time.time() - t0:.0f} s)",
                 flush=True,
             )
-    log_path = out / "log.csv"
-    mode = "a" if resume and log_path.is_file() else "w"
+    if not resume:
+        (out / "log.csv").unlink(missing_ok=True)
+    logger = RunLogger(out, step_key="step")
     oc = cfg.optim
     rows: list[dict[str, float]] = []
-    with open(log_path, mode, newline="") as f:
-        writer = None
-        t_train = time.time()
-        while trainer.step_count < oc.steps:
-            if oc.max_seconds > 0 and time.time() - t_train > oc.max_seconds:
-                if progress:
-                    print(f"time box: stopping after {trainer.step_count} steps ({oc.max_seconds:.0f} s)")
-                break
-            row = trainer.step()
-            rows.append(row)
-            if trainer.step_count % oc.log_every == 0 or trainer.step_count == oc.steps:
-                avg = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-                if oc.eval_every > 0:
-                    due = trainer.step_count % oc.eval_every == 0 or trainer.step_count == oc.steps
-                    mon = trainer.monitor(out.parent / "cache", out / "val_faces.png") if due else {}
-                    avg["val_are"] = mon.get("val_are", float("nan"))
-                    avg["val_are_baseline"] = mon.get("val_are_baseline", float("nan"))
-                avg = {"step": trainer.step_count, **avg, "seconds": round(time.time() - t0, 1)}
-                rows = []
-                if writer is None:
-                    writer = csv.DictWriter(f, fieldnames=list(avg))
-                    if mode == "w":
-                        writer.writeheader()
-                writer.writerow(avg)
-                f.flush()
-                if progress:
-                    print(
-                        " ".join(
-                            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in avg.items()
-                        ),
-                        flush=True,
-                    )
-            if trainer.step_count % oc.checkpoint_every == 0 or trainer.step_count == oc.steps:
-                tmp = last.with_suffix(".tmp")
-                torch.save({"trainer": trainer.state(), "config": to_dict(cfg)}, tmp)
-                tmp.replace(last)
+    t_train = time.time()
+    while trainer.step_count < oc.steps:
+        if oc.max_seconds > 0 and time.time() - t_train > oc.max_seconds:
+            if progress:
+                print(f"time box: stopping after {trainer.step_count} steps ({oc.max_seconds:.0f} s)")
+            break
+        row = trainer.step()
+        rows.append(row)
+        if trainer.step_count % oc.log_every == 0 or trainer.step_count == oc.steps:
+            avg = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            if oc.eval_every > 0:
+                due = trainer.step_count % oc.eval_every == 0 or trainer.step_count == oc.steps
+                mon = trainer.monitor(out.parent / "cache", out / "val_faces.png") if due else {}
+                avg["val_are"] = mon.get("val_are", float("nan"))
+                avg["val_are_baseline"] = mon.get("val_are_baseline", float("nan"))
+            avg = {"step": trainer.step_count, **avg, "seconds": round(time.time() - t0, 1)}
+            rows = []
+            logger.log(avg)
+            if progress:
+                print(
+                    " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in avg.items()),
+                    flush=True,
+                )
+        if checkpoint_due(trainer.step_count, oc.checkpoint_every, oc.steps):
+            save_checkpoint(last, {"trainer": trainer.state(), "config": kd_config_to_dict(cfg)})
+    logger.close()
     seconds = time.time() - t0
     data = trainer.data
     card = build_card(
@@ -544,7 +476,7 @@ def run_kd(
             "n_face_images": int(len(trainer.images)),
             "n_train_utterances": int(len(trainer.embeddings)),
         },
-        config=to_dict(cfg),
+        config=kd_config_to_dict(cfg),
         metrics={},
         training={
             "framework": "unsupervised knowledge distillation (no 3D targets used)",
@@ -557,9 +489,7 @@ def run_kd(
         },
     )
     card["framework"] = "kd"
-    final = out / "model.pt"
-    tmp = final.with_suffix(".tmp")
-    torch.save(checkpoint_payload(trainer, cfg, card), tmp)
-    tmp.replace(final)
+    save_checkpoint(out / "cascade.pt", checkpoint_payload(trainer, cfg, card, cascade=True))
+    final = save_checkpoint(out / "model.pt", checkpoint_payload(trainer, cfg, card))
     write_card(card, out)
     return final
