@@ -302,6 +302,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
     """
     h = make_handlers(service)
     choices = service.choices()
+    shown = service.resolve_choice(None)  # the default choice: both models side by side when there are two
     cfg = service.config
     delete_cache = (max(1, int(cfg.sweep_interval_s)), max(1, int(cfg.session_ttl_s)))
     with gr.Blocks(title="voice2mesh: a 3D face from a voice", delete_cache=delete_cache) as demo:
@@ -324,13 +325,14 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
             with gr.Column(scale=2):
                 with gr.Row():
                     with gr.Column():
-                        view_a = gr.Model3D(label=service.resolve_choice(None)[0].label, height=420,
+                        view_a = gr.Model3D(label=shown[0].label, height=420,
                                             clear_color=VIEWER_BACKGROUND, elem_id="viewer-a")
                         with gr.Row():
                             dl_a = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
                                     for ext in ("glb", "obj", "ply")]
-                    with gr.Column(visible=False) as col_b:
-                        view_b = gr.Model3D(label="Second model", height=420,
+                    with gr.Column(visible=len(shown) > 1) as col_b:
+                        view_b = gr.Model3D(label=shown[1].label if len(shown) > 1 else "Second model",
+                                            height=420,
                                             clear_color=VIEWER_BACKGROUND, elem_id="viewer-b")
                         with gr.Row():
                             dl_b = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")

@@ -39,7 +39,8 @@ def _sha256s(folder: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------ the committed bundle
 def test_committed_bundle_is_exactly_the_files_its_manifest_names():
     bundle = load_bundle(DEFAULT_BUNDLE_DIR)  # raises on any sha256 mismatch
-    on_disk = {p.relative_to(DEFAULT_BUNDLE_DIR).as_posix() for p in DEFAULT_BUNDLE_DIR.rglob("*") if p.is_file()}
+    on_disk = {p.relative_to(DEFAULT_BUNDLE_DIR).as_posix()
+               for p in DEFAULT_BUNDLE_DIR.rglob("*") if p.is_file()}
     assert on_disk == set(bundle.manifest["files"]) | {MANIFEST_NAME}
     tracked = subprocess.run(["git", "ls-files", "models/default"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=False)
@@ -128,3 +129,16 @@ def test_tiny_build_twice_gives_identical_files(tmp_path, assets_dir):
     assert outs[0] == outs[1]
     assert set(outs[0]) == {"README.md", "bundle.json", "face_model.npz", "kd.onnx", "supervised.onnx"}
     load_bundle(tmp_path / "bundle1")
+
+
+def test_the_app_service_runs_supervised_and_kd_side_by_side_by_default(tmp_path):
+    from voice2mesh.service import BOTH, Voice2MeshService
+
+    service = Voice2MeshService.from_bundle(DEFAULT_BUNDLE_DIR, work_dir=tmp_path)
+    try:
+        assert service.default_choice == BOTH
+        result = service.run(example_voices()[0], None, "visitor")  # no model named: the default
+        assert [f.model for f in result.faces] == ["supervised", "kd"]
+        assert result.agreement and np.isfinite(result.agreement["ARE"])
+    finally:
+        service.close()

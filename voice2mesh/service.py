@@ -232,12 +232,13 @@ class Voice2MeshService:
 
     @property
     def default_choice(self) -> str:
-        return next(iter(self.models))
+        """``both`` (side by side, with their agreement) when the bundle has two or more models."""
+        return BOTH if len(self.models) >= 2 else next(iter(self.models))
 
     def resolve_choice(self, choice: str | None) -> list[LoadedModel]:
-        """The models one choice runs (``None`` → the default model)."""
+        """The models one choice runs (``None`` → the default choice)."""
         if choice in (None, ""):
-            return [next(iter(self.models.values()))]
+            choice = self.default_choice
         if choice == BOTH:
             if len(self.models) < 2:
                 raise InputError("this bundle has only one model, so 'both' is not available")
