@@ -86,8 +86,8 @@ FULL = Size(
     train_config="synthvox", pretrain_epochs=20, augment_copies=1, supervised_epochs=200,
     teacher=("--renders", "3000", "--heldout", "300", "--epochs", "5", "--width", "16"),
     kd_config="synthvox",
-    kd=("optim.steps=800", "optim.d_warmup_steps=300", "optim.ema_decay=0.995", "optim.eval_every=0",
-        "optim.max_seconds=0", "optim.checkpoint_every=400"),
+    kd=("optim.steps=600", "optim.d_warmup_steps=300", "optim.ema_decay=0.995", "optim.eval_every=0",
+        "optim.max_seconds=0", "optim.checkpoint_every=300"),
     eval_utterances=0,
 )
 TINY = Size(
