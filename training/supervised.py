@@ -62,12 +62,8 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
     encoder = encoder.to(dev)
     train_mask, val_mask = data.utt_splits == "train", data.utt_splits == "val"
 
-    def embeddings(mask: np.ndarray, copies: int) -> list[np.ndarray]:
-        return embedding_bank(cfg.model.encoder, data, cfg.data, cfg.augment, cfg.seed, mask, copies, encoder,
-                              digest, out, dev, d)
-
-    train_emb = embeddings(train_mask, cfg.data.augment_copies)
-    val_emb = embeddings(val_mask, 0)
+    train_emb = embedding_bank(cfg, data, train_mask, cfg.data.augment_copies, encoder, digest, out, dev, d)
+    val_emb = embedding_bank(cfg, data, val_mask, 0, encoder, digest, out, dev, d)
     spk_idx = data.utt_speaker_index()
     train_targets = data.params[spk_idx[train_mask]]
     val_targets = data.params[spk_idx[val_mask]]
