@@ -19,6 +19,7 @@ from training.checkpoints import load_checkpoint, load_encoder, save_checkpoint
 from training.config import TrainConfig, config_to_dict, load_config
 from training.data import DataError, VoiceFaceData
 from training.embeddings import data_summary, embedding_bank, prepare_data
+from training.encoders import ge2e
 from training.losses import VertexLoss, supervised_loss, whitening
 from training.modelcard import build_card, write_card
 from training.models import SupervisedHead, VoiceToParams
@@ -151,7 +152,9 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
                           metrics=metrics,
                           training={"epochs": oc.epochs, "seconds": round(time.time() - t0, 1),
                                     "world_size": d.world, "device": str(dev),
-                                    "encoder_weights": digest})
+                                    "encoder_weights": digest,
+                                    **({"encoder_weights_licence": ge2e.LICENCE}
+                                       if cfg.model.encoder == "ge2e" else {})})
         save_checkpoint(final, {
             "stage": "supervised", "config": config_to_dict(cfg), "state_dict": model.state_dict(),
             "param_mean": mean_np, "param_std": std_np, "face_model": data.face_model,
