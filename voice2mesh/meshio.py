@@ -134,64 +134,74 @@ def obj_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | 
     v = np.asarray(vertices, dtype=np.float64)
     top = float(np.abs(v).max()) if v.size else 0.0
     leading = int(np.floor(np.log10(top))) + 1 if top > 0 else 1  # position of the first significant digit
-    decimals = max(0, OBJ_SIGNIFICANT_DIGITS - leading)
-    columns = [_ascii_numbers(v, decimals)]
+    columns = [(v, max(0, OBJ_SIGNIFICANT_DIGITS - leading))]
     if colors is not None:
-        columns.append(_ascii_numbers(np.asarray(colors)[:, :3] / 255.0, OBJ_COLOR_DECIMALS))
+        columns.append((np.asarray(colors)[:, :3] / 255.0, OBJ_COLOR_DECIMALS))
     tri = np.ascontiguousarray(triangles, dtype=np.int64)
-    return _ascii_lines(b"v", *columns) + _obj_face_lines(tri.tobytes())
+    return _ascii_lines(b"v", columns) + _obj_face_lines(tri.tobytes())
 
 
 @functools.lru_cache(maxsize=4)
 def _obj_face_lines(triangles: bytes) -> bytes:
     """``f a b c`` lines of a topology (int64 (F, 3) bytes); formatted once, as every face shares them."""
     tri = np.frombuffer(triangles, dtype=np.int64).reshape(-1, 3)
-    return _ascii_lines(b"f", _ascii_numbers(tri + 1, 0))
+    return _ascii_lines(b"f", [(tri + 1, 0)])
 
 
-def _ascii_numbers(x: np.ndarray, decimals: int) -> np.ndarray:
-    """(N, K, W) uint8: each number as ASCII in fixed point with ``decimals`` decimals; 0 bytes pad.
-
-    Digits come from repeated division of the scaled magnitudes (one numpy pass per digit);
-    leading zeros of the integer part become padding, a minus sign sits in the first byte.
-    """
+def _magnitudes(x: np.ndarray, decimals: int) -> tuple[np.ndarray, int]:
+    """|x| scaled to whole numbers (``decimals`` decimals kept), as unsigned ints; and their digit count."""
     scaled = np.rint(np.abs(x) * 10.0**decimals) if x.dtype.kind == "f" else np.abs(x)
     top = int(scaled.max()) if scaled.size else 0
-    magnitude = scaled.astype(np.uint32 if top < 2**32 else np.uint64).ravel()
-    n_digits = max(len(str(top)), decimals + 1)
-    width = 1 + n_digits + (1 if decimals else 0)  # sign, digits, decimal point
-    out = np.empty((width, magnitude.size), np.uint8)  # one row per character position: contiguous writes
-    whole = magnitude // 10**decimals if decimals else magnitude
-    q = magnitude
-    col = width - 1
+    return scaled.astype(np.uint32 if top < 2**32 else np.uint64), max(len(str(top)), decimals + 1)
+
+
+def _write_digits(x: np.ndarray, magnitude: np.ndarray, decimals: int, n_digits: int,
+                  target: np.ndarray) -> None:
+    """One number per column of ``target`` (W, N) uint8, in fixed point: sign, digits, decimal point.
+
+    Digits come from repeated in-place division (one numpy pass per digit). Leading zeros of the
+    integer part and the sign of a non-negative number stay 0 (padding, dropped later).
+    """
+    q = magnitude.copy()
+    quotient, scratch = np.empty_like(q), np.empty_like(q)
+    row = target.shape[0] - 1
     for k in range(n_digits):
         if decimals and k == decimals:
-            out[col] = ord(".")
-            col -= 1
-        q, digit = np.divmod(q, 10)
-        out[col] = digit + ord("0")
-        if k > decimals:  # a leading zero of the integer part is padding
-            out[col] *= whole >= 10 ** (k - decimals)
-        col -= 1
-    out[0] = np.where((x.ravel() < 0) & (magnitude > 0), ord("-"), 0)  # no "-0.000"
-    return out.T.reshape(*x.shape, width)
+            target[row] = ord(".")
+            row -= 1
+        np.floor_divide(q, 10, out=quotient)
+        np.multiply(quotient, 10, out=scratch)
+        np.subtract(q, scratch, out=scratch)  # the digit
+        np.add(scratch, ord("0"), out=scratch)
+        if k > decimals:  # a leading zero of the integer part (nothing left to print) is padding
+            scratch *= q != 0
+        target[row] = scratch
+        q, quotient = quotient, q
+        row -= 1
+    target[0] = np.where((x < 0) & (magnitude > 0), ord("-"), 0)  # no "-0.000"
 
 
-def _ascii_lines(tag: bytes, *fields: np.ndarray) -> bytes:
-    """``tag f1 f2 ...\n`` per row of (N, K, W) ASCII field blocks (side by side), padding dropped."""
-    n = fields[0].shape[0]
-    widths = [k * (w + 1) for _, k, w in (f.shape for f in fields)]
-    rows = np.empty((n, len(tag) + sum(widths) + 1), np.uint8)
-    rows[:, : len(tag)] = np.frombuffer(tag, np.uint8)
-    start = len(tag)
-    for block, size in zip(fields, widths, strict=True):
-        body = rows[:, start : start + size].reshape(n, block.shape[1], block.shape[2] + 1)
-        body[..., 0] = ord(" ")
-        body[..., 1:] = block
-        start += size
-    rows[:, -1] = ord("\n")
-    flat = rows.ravel()
-    return flat[flat != 0].tobytes()
+def _ascii_lines(tag: bytes, columns: list[tuple[np.ndarray, int]]) -> bytes:
+    """``tag a b c ...\n`` per row of the (N, K) blocks in ``columns`` (each with its decimals).
+
+    The text is built column-major, one row of ``rows_t`` per character position, so every numpy
+    pass writes contiguous memory; padding bytes (0) are dropped when it is read out row by row.
+    """
+    n = columns[0][0].shape[0]
+    prepared = [(x, *_magnitudes(x, decimals), decimals) for x, decimals in columns]
+    widths = [1 + n_digits + (1 if decimals else 0) for _, _, n_digits, decimals in prepared]
+    length = len(tag) + sum(x.shape[1] * (w + 1) for (x, *_), w in zip(prepared, widths, strict=True)) + 1
+    rows_t = np.empty((length, n), np.uint8)
+    rows_t[: len(tag)] = np.frombuffer(tag, np.uint8)[:, None]
+    pos = len(tag)
+    for (x, magnitude, n_digits, decimals), width in zip(prepared, widths, strict=True):
+        for j in range(x.shape[1]):
+            rows_t[pos] = ord(" ")
+            _write_digits(x[:, j], magnitude[:, j], decimals, n_digits, rows_t[pos + 1 : pos + 1 + width])
+            pos += 1 + width
+    rows_t[-1] = ord("\n")
+    rows = rows_t.T
+    return rows[rows != 0].tobytes()
 
 
 # ------------------------------------------------------------------ readers
