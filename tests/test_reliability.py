@@ -396,8 +396,9 @@ def test_rest_flood_is_bounded_and_cleared_by_the_timer(ttl_server, voice):
         for i in range(50):
             [path] = upload(http, srv, "voice.wav", data).json()
             out = rest_call(http, srv, "predict", [file_data(path), MODEL, False])
-            if i == 0:  # the answer's file can be fetched right after the answer
+            if i == 0:  # the answer's file can be fetched right after the answer; its URL has no pid
                 assert http.get(out[0]["url"]).status_code == 200
+                assert f"/{srv.proc.pid}/" not in out[0]["url"], out[0]["url"]
             peak = max(peak, tree_bytes(srv.temp_dir) - base)
         assert peak < 60 * MiB, f"the temp folder grew by {peak / MiB:.0f} MB"
         cleared = wait_until(lambda: not session_folders(srv)
@@ -694,3 +695,12 @@ def test_every_queued_event_shares_one_concurrency_limit(handlers):
         (fn.api_name, fn.concurrency_id) for fn in queued]
     unqueued = [fn.name for fn in demo.fns.values() if not fn.queue]
     assert set(unqueued) <= {"enable_downloads", "show_second", "end"}, unqueued  # no work in them
+
+
+def test_the_bundle_is_shown_by_name_not_path(handlers, bundle):
+    import app as app_module
+
+    h, service = handlers
+    assert h["info"]()["bundle"] == bundle.name
+    about = app_module.about_markdown(service)
+    assert f"`{bundle.name}`" in about and str(bundle.parent) not in about
