@@ -21,8 +21,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from voice2mesh import metrics
 from voice2mesh.service import (
-    PLOT_ORDER,
+    DOWNLOAD_KINDS,
     AudioConfig,
     AudioError,
     InputError,
@@ -31,6 +32,7 @@ from voice2mesh.service import (
     ServiceConfig,
     Voice2MeshService,
     ensure_examples,
+    viewer_kind,
 )
 
 LOG = logging.getLogger("voice2mesh.app")
@@ -39,6 +41,15 @@ PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 CACHE_SWEEP = (900, 3600)  # Gradio's own cache (uploads): every 15 min delete files older than 1 h
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
+PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
+PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
+MEASUREMENT_LABELS = {
+    "OICD": "OICD (outer eye corners, normaliser)",
+    "ER": "ER (ear to ear)",
+    "FR": "FR (forehead width)",
+    "CR": "CR (cheek to cheek)",
+    "MR": "MR (mid face)",
+}
 
 
 @dataclass
@@ -65,6 +76,10 @@ def about_markdown(service: Voice2MeshService) -> str:
     elif info.synthetic:
         demo_note = ("**This is a demonstration model.** It was trained on synthetic voices paired with "
                      "random faces, so its faces say nothing about any real speaker.\n\n")
+    elif info.demonstration is None:
+        demo_note = ("**Unknown training data.** This bundle does not say whether it was trained on "
+                     "synthetic voices or on recordings of real people, or whether it was trained at all; "
+                     "treat its faces as a demonstration.\n\n")
     else:
         demo_note = ""
     card = (f"[model card]({info.model_card})" if info.model_card
@@ -99,6 +114,58 @@ def summary_markdown(result: RunResult, n_triangles: int) -> str:
     return "\n\n".join(lines)
 
 
+# --------------------------------------------------------------------------- tables
+
+
+def readouts_frame(result: RunResult) -> pd.DataFrame:
+    """Readouts table: one row per measurement, one block of columns per model."""
+    headers = ["measurement"]
+    for face in result.faces:
+        prefix = f"{face.label}: " if len(result.faces) > 1 else ""
+        headers += [f"{prefix}ratio to OICD", f"{prefix}distance (mm)", f"{prefix}percentile"]
+    rows = []
+    for name in (metrics.NORMALISER, *metrics.RATIO_NAMES):
+        row: list[Any] = [MEASUREMENT_LABELS.get(name, name)]
+        for face in result.faces:
+            r = face.readouts
+            ratio = 1.0 if name == metrics.NORMALISER else r["ratios"][name]
+            pct = r["percentiles"].get(name)
+            row += [round(float(ratio), 4), round(float(r["distances_mm"][name]), 2),
+                    None if pct is None else round(float(pct), 1)]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=headers)
+
+
+def plot_frame(result: RunResult) -> pd.DataFrame:
+    """Long-format rows for the bar plot: percentile of each ratio in the population, per model."""
+    rows = []
+    for i, face in enumerate(result.faces):
+        tag = "" if len(result.faces) == 1 else f" {PLOT_TAGS[i]}"
+        for name in metrics.RATIO_NAMES:
+            rows.append({"ratio": f"{name}{tag}", "percentile": float(face.readouts["percentiles"][name]),
+                         "model": f"{PLOT_TAGS[i]}: {face.label}" if tag else face.label})
+    return pd.DataFrame(rows)
+
+
+def timings_frame(result: RunResult) -> pd.DataFrame:
+    """Rows (model, stage, milliseconds, execution provider); shared stages under "all models"."""
+    rows = [["all models", stage, round(float(ms), 2), ""] for stage, ms in result.timings_ms.items()]
+    rows += [[face.label, stage, round(float(ms), 2), face.provider]
+             for face in result.faces for stage, ms in face.timings_ms.items()]
+    return pd.DataFrame(rows, columns=["model", "stage", "ms", "provider"])
+
+
+def comparison_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The scan comparison (one row per model), rounded for display."""
+    out = []
+    for r in rows:
+        row = {"model": r["model"], "ARE": r["ARE"], **{k: r[k] for k in metrics.RATIO_NAMES},
+               "keypoint error": r["keypoint_error"], "RMSE (mm)": r["rmse_mm"]}
+        row.update({f"{k} RMSE (mm)": v for k, v in r["region_rmse_mm"].items()})
+        out.append(row)
+    return pd.DataFrame(out).round(4)
+
+
 # --------------------------------------------------------------------------- handlers
 
 
@@ -116,36 +183,33 @@ def _session(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 
 
-def _download(path: Path | None, label: str) -> gr.DownloadButton:
-    return gr.DownloadButton(label=label, value=str(path) if path else None, interactive=path is not None)
+def _paths(files: list[Path | None]) -> list[str | None]:
+    return [None if f is None else str(f) for f in files]
 
 
 def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
     """The functions the UI events call (plain functions: tests may call them too)."""
 
-    def check(audio: str | None) -> None:
-        """Quick input check before the queue: size, format, duration."""
-        try:
-            service.check_audio(audio)
-        except Exception as exc:  # noqa: BLE001 - becomes a message for the visitor
-            raise _as_gr_error(exc, "checking the audio") from exc
-
     def predict(audio: str | None, model: str | None, heatmap: bool, request: gr.Request):
-        """Voice → face(s): 2 viewer GLBs, 6 downloads (GLB/OBJ/PLY per model), summary, readouts table,
+        """Voice → face(s): 2 viewer GLBs (the second None for one model), summary, readouts table,
         plot frame, timings table, JSON (plain values, so API clients get files and numbers)."""
         try:
-            result = service.run(audio, model, _session(request))
+            result = service.run(audio, model, _session(request), kinds=[viewer_kind(bool(heatmap))])
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "making the face") from exc
-        faces = result.faces + [None] * (2 - len(result.faces))
-        viewers = [None if f is None else str(f.viewer_file(bool(heatmap))) for f in faces]
-        downloads = [None if f is None else str(f.files[ext]) for f in faces for ext in ("glb", "obj", "ply")]
-        headers, rows = result.readouts_rows()
-        table = pd.DataFrame(rows, columns=headers)
-        plot = pd.DataFrame(result.plot_rows())
-        timings = pd.DataFrame(result.timings_rows(), columns=["model", "stage", "ms", "provider"])
+        shown = [f.files[viewer_kind(bool(heatmap))] for f in result.faces]
+        viewers = _paths((shown + [None, None])[:2])
         summary = summary_markdown(result, len(service.face_model.triangles))
-        return (*viewers, *downloads, summary, table, plot, timings, result.summary())
+        return (*viewers, summary, readouts_frame(result), plot_frame(result), timings_frame(result),
+                result.summary())
+
+    def downloads(request: gr.Request):
+        """GLB, OBJ and PLY of each face of the session's latest run (written now, when first asked)."""
+        try:
+            by_kind = {kind: service.mesh_files(_session(request), kind) for kind in DOWNLOAD_KINDS}
+        except Exception as exc:  # noqa: BLE001
+            raise _as_gr_error(exc, "writing the mesh files") from exc
+        return _paths([by_kind[kind][i] for i in range(2) for kind in DOWNLOAD_KINDS])
 
     def enable_downloads(*files: str | None):
         """Download buttons are enabled only when they hold a file."""
@@ -153,22 +217,17 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
 
     def view(heatmap: bool, request: gr.Request):
         """Switch the viewers between plain and heatmap colours (no recomputation)."""
-        a, b = service.view(_session(request), bool(heatmap))
-        return (None if a is None else str(a)), (None if b is None else str(b))
+        try:
+            return tuple(_paths(service.view(_session(request), bool(heatmap))))
+        except Exception as exc:  # noqa: BLE001
+            raise _as_gr_error(exc, "colouring the face") from exc
 
     def compare(scan: str | None, request: gr.Request) -> pd.DataFrame:
         """The paper's metrics between an uploaded scan and the latest prediction(s)."""
         try:
-            rows = service.compare_scan(scan, _session(request))
+            return comparison_frame(service.compare_scan(scan, _session(request)))
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "comparing with the scan") from exc
-        out = []
-        for r in rows:
-            row = {"model": r["model"], "ARE": r["ARE"], **{k: r[k] for k in ("ER", "FR", "CR", "MR")},
-                   "keypoint error": r["keypoint_error"], "RMSE (mm)": r["rmse_mm"]}
-            row.update({f"{k} RMSE (mm)": v for k, v in r["region_rmse_mm"].items()})
-            out.append(row)
-        return pd.DataFrame(out).round(4)
 
     def show_second(model: str | None):
         """Second viewer only for "both"; viewer titles name the model they show."""
@@ -184,6 +243,7 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
         """What is loaded: bundle, models, face model, limits."""
         i = service.info
         return {"bundle": i.source, "title": i.title, "trained_on": i.trained_on, "synthetic": i.synthetic,
+                "random_weights": i.random_weights, "demonstration": i.demonstration,
                 "model_card": i.model_card, "face_model": i.face_model, "n_vertices": i.n_vertices,
                 "models": [{"value": v, "label": lbl} for lbl, v in service.choices()],
                 "limits": {"max_seconds": service.config.audio.max_duration_s,
@@ -193,8 +253,8 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
     def end(request: gr.Request) -> None:
         service.end_session(_session(request))
 
-    return {"check": check, "predict": predict, "view": view, "compare": compare,
-            "show_second": show_second, "info": info, "end": end, "enable_downloads": enable_downloads}
+    return {"predict": predict, "downloads": downloads, "enable_downloads": enable_downloads, "view": view,
+            "compare": compare, "show_second": show_second, "info": info, "end": end}
 
 
 # --------------------------------------------------------------------------- layout
@@ -206,7 +266,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
     choices = service.choices()
     with gr.Blocks(title="voice2mesh: a 3D face from a voice", delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown("# voice2mesh: a 3D face from a voice")
-        with gr.Accordion("What this is, and what it is not", open=service.info.synthetic):
+        with gr.Accordion("What this is, and what it is not", open=service.info.demonstration is not False):
             gr.Markdown(about_markdown(service))
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
@@ -263,12 +323,12 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
             with gr.Accordion("Model card", open=False):
                 gr.Markdown(service.info.card_markdown)
 
-        downloads = [*dl_a, *dl_b]
-        outputs = [view_a, view_b, *downloads, summary, readouts, plot, timings, details]
-        # The check is queued too: Gradio 6 shows no error toast for a failed queue=False event.
-        run.click(h["check"], [audio], None, api_visibility="private", show_progress="minimal").success(
-            h["predict"], [audio, model, heatmap], outputs, api_name="predict").success(
-            h["enable_downloads"], downloads, downloads, queue=False, api_visibility="private")
+        # The face first (viewer GLB, tables); the download files right after, in their own event.
+        dl = [*dl_a, *dl_b]
+        run.click(h["predict"], [audio, model, heatmap], [view_a, view_b, summary, readouts, plot, timings,
+                                                          details], api_name="predict").success(
+            h["downloads"], None, dl, api_name="downloads", show_progress="hidden").success(
+            h["enable_downloads"], dl, dl, queue=False, api_visibility="private")
         heatmap.change(h["view"], [heatmap], [view_a, view_b], api_name="view", show_progress="hidden")
         model.change(h["show_second"], [model], [view_a, view_b, col_b], api_visibility="private",
                      queue=False)

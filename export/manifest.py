@@ -18,6 +18,20 @@ SYNTHETIC_NOTICE = (
 )
 
 
+def training_data_entry(summary: str, *, synthetic: bool, random_weights: bool, **details: Any
+                        ) -> dict[str, Any]:
+    """``training_data`` of ``bundle.json``: a summary line, the two explicit flags, other details.
+
+    ``synthetic``: trained on synthetic voices (synthvox), so a demonstration, not a model of real
+    people. ``random_weights``: untrained weights. The runtime reads these flags
+    (``voice2mesh.bundle.read_training_data``), never the free text.
+    """
+    if not isinstance(synthetic, bool) or not isinstance(random_weights, bool):
+        raise TypeError("training_data flags 'synthetic' and 'random_weights' must be booleans")
+    return {"summary": summary or "not recorded", "synthetic": synthetic, "random_weights": random_weights,
+            **{k: v for k, v in details.items() if v not in (None, "")}}
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that produced a bundle."""
     out = {}

@@ -16,7 +16,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.manifest import face_model_entry, finish_bundle, front_end_config, save_predicted_modes
+from export.manifest import (
+    face_model_entry,
+    finish_bundle,
+    front_end_config,
+    save_predicted_modes,
+    training_data_entry,
+)
 
 OPSET = 17
 TEST_NOTICE = "Random weights for tests: the faces mean nothing."
@@ -107,7 +113,7 @@ def make_test_bundle(
         "default_model": next(iter(models)),
         "face_model": face_model_entry(fm, model_id if fm_file is None else fm.name, fm_file),
         "front_end": front_end_config(),
-        "training_data": {"summary": TEST_NOTICE, "random_weights": True, "synthetic": False},
+        "training_data": training_data_entry(TEST_NOTICE, synthetic=False, random_weights=True),
         "evaluation": {},
         "limitations": TEST_NOTICE,
     }

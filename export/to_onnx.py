@@ -33,6 +33,7 @@ from export.manifest import (
     finish_bundle,
     front_end_config,
     save_predicted_modes,
+    training_data_entry,
 )
 from voice2mesh.bundle import ENCODER_INPUTS
 
@@ -451,22 +452,15 @@ def training_data_summary(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
     data = next((c.get("data", {}) for c in cards.values() if c.get("data")), {})
     synthetic = any(bool(c.get("data", {}).get("synthetic")) for c in cards.values())
     random = any(c.get("data", {}).get("kind") == "random-init" for c in cards.values())
-    out: dict[str, Any] = {
-        "summary": (SYNTHETIC_NOTICE if synthetic else data.get("summary", "")) or "not recorded",
-        "synthetic": synthetic,
-    }
-    if random:
-        out["random_weights"] = True
-    for key, name in (
+    details = {name: data.get(key) for key, name in (
         ("name", "dataset"),
         ("kind", "kind"),
         ("n_train_speakers", "train_speakers"),
         ("n_val_speakers", "val_speakers"),
         ("n_train_utterances", "train_utterances"),
-    ):
-        if data.get(key) not in (None, ""):
-            out[name] = data[key]
-    return out
+    )}
+    return training_data_entry(SYNTHETIC_NOTICE if synthetic else data.get("summary", ""),
+                               synthetic=synthetic, random_weights=random, **details)
 
 
 # ---------------------------------------------------------------------- CLI

@@ -25,7 +25,8 @@ from voice2mesh.audio import AudioError  # noqa: E402
 from voice2mesh.bundle import load_bundle  # noqa: E402
 from voice2mesh.inference import Predictor  # noqa: E402
 
-N_OUT = 13  # outputs of /predict: 2 viewers, 6 downloads, summary, readouts, plot, timings, JSON
+N_OUT = 7  # outputs of /predict: 2 viewers, summary, readouts, plot, timings, JSON
+N_DOWNLOADS = 6  # outputs of /downloads: GLB, OBJ, PLY of the first model, then of the second
 MODEL_A, MODEL_B = "supervised", "supervised-ge2e"
 
 
@@ -75,6 +76,18 @@ def predict(client: Client, audio: Path, model: str = MODEL_A, heatmap: bool = F
     return out
 
 
+def downloads(client: Client) -> tuple:
+    out = client.predict(api_name="/downloads")
+    assert len(out) == N_DOWNLOADS
+    return out
+
+
+def session_files(server: AppServer, before: set[Path]) -> list[str]:
+    """Suffixes of the files the server wrote into its session folders since ``before``."""
+    return sorted(p.name.split(".", 1)[1] if "-heatmap" not in p.name else "heatmap.glb"
+                  for p in server.session_root.rglob("*") if p.is_file() and p not in before)
+
+
 def glb_vertices(path: str) -> np.ndarray:
     mesh = trimesh.load(path, force="mesh", process=False)
     return np.asarray(mesh.vertices)
@@ -92,14 +105,9 @@ def test_predict_round_trip(client, voice, local):
     assert len(glb.faces) == len(fm.triangles)
     np.testing.assert_allclose(glb.vertices, ref.vertices, atol=1e-3)  # GLB stores float32
     assert out[1] is None  # no second model asked for
-    glb_file, obj_file, ply_file = out[2:5]
-    assert [Path(f).suffix for f in (glb_file, obj_file, ply_file)] == [".glb", ".obj", ".ply"]
-    for f in (obj_file, ply_file):
-        np.testing.assert_allclose(meshio.read_vertices(f), ref.vertices, atol=1e-3)
-    assert out[5:8] == (None, None, None)
-    table = out[9]
+    table = out[3]
     assert len(table["data"]) == 1 + len(metrics.RATIO_NAMES)
-    result = out[12]
+    result = out[6]
     assert [m["model"] for m in result["models"]] == [MODEL_A]
     reads = result["models"][0]["readouts"]
     for k in metrics.RATIO_NAMES:
@@ -107,6 +115,27 @@ def test_predict_round_trip(client, voice, local):
         assert 0.0 <= reads["percentiles"][k] <= 100.0
     assert set(result["models"][0]["timings_ms"]) >= {"onnx", "features", "write meshes"}
     assert result["models"][0]["provider"].endswith("ExecutionProvider")
+    files = downloads(client)
+    assert [Path(f).suffix for f in files[:3]] == [".glb", ".obj", ".ply"]
+    assert files[3:] == (None, None, None)
+    for f in files:
+        if f is not None:
+            np.testing.assert_allclose(meshio.read_vertices(f), ref.vertices, atol=1e-3)
+
+
+def test_meshes_written_only_when_asked(server, voice):
+    """/predict writes the viewer's GLB only; OBJ and PLY appear when /downloads asks for them."""
+    c = Client(server.url, verbose=False)
+    try:
+        before = set(server.session_root.rglob("*")) if server.session_root.is_dir() else set()
+        predict(c, voice, MODEL_A)
+        assert session_files(server, before) == ["glb"]
+        downloads(c)
+        assert session_files(server, before) == ["glb", "obj", "ply"]
+        c.predict(True, api_name="/view")
+        assert session_files(server, before) == ["glb", "heatmap.glb", "obj", "ply"]
+    finally:
+        c.close()
 
 
 def test_both_models_side_by_side(client, voice, local):
@@ -115,8 +144,8 @@ def test_both_models_side_by_side(client, voice, local):
     ref_a, ref_b = local[MODEL_A].predict(voice).vertices, local[MODEL_B].predict(voice).vertices
     np.testing.assert_allclose(a, ref_a, atol=1e-3)
     np.testing.assert_allclose(b, ref_b, atol=1e-3)
-    assert all(out[2:8]), "both models offer GLB, OBJ and PLY"
-    agreement = out[12]["agreement"]
+    assert all(downloads(client)), "both models offer GLB, OBJ and PLY"
+    agreement = out[6]["agreement"]
     expected = metrics.ratio_errors(ref_a[None], ref_b[None], local[MODEL_A].face_model)["ARE"][0]
     assert agreement["ARE"] == pytest.approx(float(expected), rel=1e-4, abs=1e-7)
     assert agreement["ARE"] > 0  # two different random models do not agree exactly
@@ -136,8 +165,8 @@ def test_heatmap_view_switches_colours(client, voice):
 
 
 def test_compare_with_scan(client, voice, tmp_path):
-    out = predict(client, voice, MODEL_A)
-    obj = out[3]
+    predict(client, voice, MODEL_A)
+    obj = downloads(client)[1]
     same = client.predict(handle_file(obj), api_name="/compare")
     row = dict(zip(same["headers"], same["data"][0], strict=True))
     assert row["ARE"] == pytest.approx(0.0, abs=1e-6)
@@ -166,7 +195,8 @@ def test_compare_rejects_wrong_topology(client, voice, tmp_path):
 def test_info_endpoint_describes_the_bundle(client, bundle):
     info = client.predict(api_name="/info")
     manifest = json.loads((bundle / "bundle.json").read_text())
-    assert info["synthetic"] is True  # a random-weights bundle is never presented as a real model
+    # flags from bundle.json: a random-weights bundle is never presented as a real model
+    assert info["random_weights"] is True and info["synthetic"] is False and info["demonstration"] is True
     assert info["n_vertices"] == manifest["face_model"]["n_vertices"]
     assert [m["value"] for m in info["models"]] == [MODEL_A, MODEL_B, "both"]
     assert info["limits"]["max_seconds"] == 60.0
@@ -330,7 +360,7 @@ def test_built_space_serves(tmp_path, bundle, voice):
             result = predict(c, voice, MODEL_A)
         finally:
             c.close()
-    assert glb_vertices(result[0]).shape[0] == result[12]["models"][0]["n_vertices"]
+    assert glb_vertices(result[0]).shape[0] == result[6]["models"][0]["n_vertices"]
     assert not srv.session_root.exists(), "the server removes its session folders when it stops"
 
 
@@ -343,50 +373,3 @@ def test_no_file_served_from_outside_the_cache(server, bundle):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(url, timeout=10)
         assert info.value.code in (403, 404), outside
-
-
-# --------------------------------------------------------------------------- the service, no server
-
-
-def test_session_store_bounds_and_cleans(tmp_path):
-    from voice2mesh.service import SessionStore
-
-    store = SessionStore(tmp_path / "s", runs_kept=3, ttl_s=60.0)
-    runs = []
-    for _ in range(6):
-        run = store.new_run_dir("../../etc")  # a client-chosen id never becomes a path
-        (run / "face.glb").write_bytes(b"x")
-        runs.append(run)
-        time.sleep(0.01)
-    assert runs[-1].parent.parent == tmp_path / "s"
-    assert [r.exists() for r in runs] == [False, False, False, True, True, True]
-    other = store.new_run_dir("other")
-    assert store.sweep(now=time.monotonic() + 30) == 0
-    assert store.sweep(now=time.monotonic() + 120) == 2  # both sessions idle past the TTL
-    assert not runs[-1].exists() and not other.exists()
-    keep = store.new_run_dir("x")
-    store.end("x")
-    assert not keep.parent.exists()
-
-
-def test_audio_errors_do_not_show_server_paths(tmp_path):
-    from voice2mesh.audio import UnreadableAudioError
-    from voice2mesh.service import _without_server_paths
-
-    path = tmp_path / "cache" / "abc123" / "voice.wav"
-    exc = UnreadableAudioError(f"voice.wav: not readable (Error opening '{path}'; file:{path}: bad)")
-    clean = _without_server_paths(exc, path)
-    assert isinstance(clean, UnreadableAudioError)
-    assert str(tmp_path) not in str(clean) and str(clean).count("voice.wav") == 3
-
-
-def test_model_description_from_bundle_json():
-    from voice2mesh.service import describe_bundle
-
-    test = describe_bundle({"training_data": {"kind": "none", "random_weights": True,
-                                              "note": "Random weights for tests."}}, "/b/test", None)
-    assert test.random_weights and test.synthetic and "Random weights" in test.trained_on
-    demo = describe_bundle({"training_data": {"dataset": "synthvox (espeak-ng voices)"}}, "me/demo@v1", None)
-    assert demo.synthetic and not demo.random_weights and demo.model_card == "https://huggingface.co/me/demo"
-    real = describe_bundle({"training_data": {"dataset": "VoxCeleb-3D"}}, "/models/paper", None)
-    assert not real.synthetic and real.trained_on == "dataset: VoxCeleb-3D"

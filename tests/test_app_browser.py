@@ -112,10 +112,9 @@ def test_upload_renders_a_face(browser, server, voice, artifacts_dir):
     rgb = viewer_pixels(page, artifacts_dir / "app_viewer_upload.png")
     page.screenshot(path=str(artifacts_dir / "app_upload.png"), full_page=True)
     assert_face_drawn(rgb)
-    # downloads are enabled once there is a face
+    # downloads are enabled once their files are written, just after the face is shown
     for label in ("GLB", "OBJ", "PLY"):
-        button = page.get_by_role("button", name=label).first
-        assert button.is_enabled(), f"{label} download is still disabled"
+        playwright_api.expect(page.get_by_role("button", name=label).first).to_be_enabled(timeout=TIMEOUT_MS)
     assert not errors, errors
 
 

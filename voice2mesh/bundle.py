@@ -62,6 +62,36 @@ class FaceModelRef:
     file: str | None = None  # a face model .npz inside the bundle, or None to resolve by id
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What a bundle's models were trained on (``bundle.json`` → ``training_data``).
+
+    ``synthetic`` and ``random_weights`` are explicit booleans in the manifest; ``None`` means the
+    bundle does not say (bundles written before the flags existed), and is shown as "unknown".
+    """
+
+    synthetic: bool | None  # trained on synthetic voices (synthvox): a demonstration, not real people
+    random_weights: bool | None  # untrained (random-init) weights: faces mean nothing
+    summary: str = ""  # one line for people
+    details: dict = field(default_factory=dict)  # other entries (dataset, speaker counts, ...)
+
+
+def read_training_data(manifest: dict[str, Any], where: str = MANIFEST_NAME) -> TrainingData:
+    """The ``training_data`` entry of a manifest; its flags must be booleans when present."""
+    td = manifest.get("training_data") or {}
+    if not isinstance(td, dict):
+        raise BundleError(f"{where}: 'training_data' must be an object, got {type(td).__name__}")
+    flags = {}
+    for key in ("synthetic", "random_weights"):
+        value = td.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise BundleError(f"{where}: training_data.{key} must be true or false, got {value!r}")
+        flags[key] = value
+    details = {k: v for k, v in td.items() if k not in ("synthetic", "random_weights", "summary")}
+    return TrainingData(synthetic=flags["synthetic"], random_weights=flags["random_weights"],
+                        summary=str(td.get("summary") or ""), details=details)
+
+
 @dataclass
 class Bundle:
     """A validated, integrity-checked bundle on disk."""
@@ -73,6 +103,7 @@ class Bundle:
     face_model: FaceModelRef
     front_end: dict[str, Any]
     source: str
+    training: TrainingData = field(default_factory=lambda: TrainingData(None, None))
     _face_model: Any = field(default=None, repr=False, compare=False)
 
     def model(self, name: str | None = None) -> ModelEntry:
@@ -259,6 +290,7 @@ def parse_manifest(manifest: dict[str, Any], where: str) -> tuple[dict[str, Mode
         raise BundleError(f"{where}: default_model {default!r} is not one of {sorted(models)}")
     if ref.file and ref.file not in manifest["files"]:
         raise BundleError(f"{where}: face model file {ref.file} has no sha256 in 'files'")
+    read_training_data(manifest, where)  # flags are checked here, so a bad manifest is never written
     return models, default, ref
 
 
@@ -300,6 +332,7 @@ def load_bundle(
         face_model=ref,
         front_end=dict(manifest["front_end"]),
         source=where,
+        training=read_training_data(manifest, where),
     )
 
 

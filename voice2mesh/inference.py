@@ -20,6 +20,7 @@ import numpy as np
 from voice2mesh import features, ge2e, metrics
 from voice2mesh.audio import Audio, AudioConfig, TooLittleSpeechError, load_audio
 from voice2mesh.bundle import Bundle, ModelEntry, load_bundle
+from voice2mesh.jsonsafe import jsonable
 from voice2mesh.providers import create_session
 
 STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
@@ -50,7 +51,7 @@ class Prediction:
             "duration_s": round(self.duration_s, 3),
             "speech_s": round(self.speech_s, 3),
             "params": self.params.astype(float).tolist(),
-            "readouts": _jsonable(self.readouts),
+            "readouts": jsonable(self.readouts),
             "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
             "n_vertices": int(self.vertices.shape[0]),
             "warnings": list(self.warnings),
@@ -327,18 +328,3 @@ def _index(reads: Any, i: int, n: int) -> Any:
     if arr.ndim >= 1 and arr.shape[0] == n:
         return float(arr[i]) if arr.ndim == 1 else arr[i]
     return reads
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None  # NaN percentiles -> null (valid JSON)
-    if isinstance(x, np.integer):
-        return x.item()
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-

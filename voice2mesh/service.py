@@ -1,53 +1,56 @@
-"""Everything the web app does, without the UI: load bundles, check input, predict, write meshes.
+"""The prediction service behind the web app (no UI): load a bundle, check input, predict, write meshes.
 
 ``app.py`` only wires Gradio components to :class:`Voice2MeshService`. The service
 
 - loads a bundle (a local folder or a Hugging Face Hub repo) and one predictor per model in it
   (supervised, KD, ...), so a visitor can run one model or two side by side;
-- checks an upload before any model runs: file size on disk, then :func:`voice2mesh.audio.load_audio`
-  (format, duration limit, silence, too little speech: :class:`voice2mesh.audio.AudioError`);
-- writes GLB (plain and heatmap), OBJ and PLY into a per-session folder under ``work_dir`` (the app
-  puts ``work_dir`` inside Gradio's own cache, so nothing is served from anywhere else), keeps only the
-  latest runs of each session, and removes a session's folder when the session ends or goes stale;
-- builds the readouts table (ratios, mm distances, percentiles in the model's prior population), a
-  plot-ready frame, the agreement of two models (ARE between their predictions), per-stage timings
-  and the execution provider;
+- checks an upload before any model runs (:func:`voice2mesh.audio.load_audio`: size, format,
+  duration, silence, too little speech; :class:`voice2mesh.audio.AudioError` with a message for people);
+- writes mesh files only in the formats asked for, into the request's folder of the session
+  (:class:`voice2mesh.sessions.SessionStore`): the viewer's GLB with the prediction, other formats
+  (OBJ, PLY, the other GLB colouring) when they are asked for later;
+- reports readouts (ratios, mm distances, percentiles in the model's prior population), the agreement
+  of two models (the paper's ratio errors between their predictions), per-stage timings and the
+  execution provider;
 - compares a visitor's own scan (OBJ/PLY in the model's topology) with the latest prediction using
   the paper's point / line / region metrics.
-
-It also makes the app's example voices with espeak-ng (synthetic speech, no real person).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from huggingface_hub import ModelCard
 
 from voice2mesh import meshio, metrics
 from voice2mesh.audio import Audio, AudioConfig, AudioError, load_audio
+from voice2mesh.bundle import Bundle, TrainingData, load_bundle
+from voice2mesh.inference import Predictor
+from voice2mesh.jsonsafe import jsonable
 from voice2mesh.paths import cache_dir
+from voice2mesh.sessions import SessionStore
 
 # --------------------------------------------------------------------------- configuration
 
 MiB = 2**20
-MESH_FORMATS = ("glb", "obj", "ply")
+# Mesh files of one face: the viewer's GLB (plain or heatmap colours) and the downloads.
+MESH_KINDS = {"glb": ".glb", "glb_heatmap": "-heatmap.glb", "obj": ".obj", "ply": ".ply"}
+DOWNLOAD_KINDS = ("glb", "obj", "ply")
 SCAN_FORMATS = (".obj", ".ply")
 # Model names shown to people; bundles name their models freely, ``framework`` decides the label.
 FRAMEWORK_LABELS = {"supervised": "Supervised", "kd": "KD (knowledge distillation)"}
 ENCODER_LABELS = {"voiceembednet": "log-mel", "ge2e": "GE2E"}
 BOTH = "both"
-PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
-PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
 
 
 @dataclass
@@ -64,23 +67,25 @@ class InputError(ValueError):
     """Bad visitor input that is not audio (scan upload, model choice); the message is for people."""
 
 
+def viewer_kind(heatmap: bool) -> str:
+    """The GLB the 3D viewer shows: heatmap colours or plain."""
+    return "glb_heatmap" if heatmap else "glb"
+
+
 # --------------------------------------------------------------------------- results
 
 
 @dataclass
 class FaceResult:
-    """One model's prediction for one voice, with its files written."""
+    """One model's prediction for one voice, with the mesh files written so far."""
 
     model: str                      # bundle model name
     label: str                      # shown to people
     vertices: np.ndarray            # (N, 3) mm
-    files: dict[str, Path]          # "glb", "glb_heatmap", "obj", "ply"
+    files: dict[str, Path]          # written so far, by MESH_KINDS key
     readouts: dict[str, Any]        # voice2mesh.metrics.readouts of one face
-    timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write meshes"
+    timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write glb"
     provider: str                   # ONNX Runtime execution provider that ran the model
-
-    def viewer_file(self, heatmap: bool) -> Path:
-        return self.files["glb_heatmap" if heatmap else "glb"]
 
 
 @dataclass
@@ -92,159 +97,22 @@ class RunResult:
     warnings: list[str]
     agreement: dict[str, float] | None  # two models: ratio errors between their predictions
     run_dir: Path
-
-    def readouts_rows(self) -> tuple[list[str], list[list[Any]]]:
-        """Readouts table: one row per measurement, one block of columns per model."""
-        headers = ["measurement"]
-        for face in self.faces:
-            prefix = f"{face.label}: " if len(self.faces) > 1 else ""
-            headers += [f"{prefix}ratio to OICD", f"{prefix}distance (mm)", f"{prefix}percentile"]
-        rows = []
-        for name in (metrics.NORMALISER, *metrics.RATIO_NAMES):
-            row: list[Any] = [MEASUREMENT_LABELS.get(name, name)]
-            for face in self.faces:
-                r = face.readouts
-                ratio = 1.0 if name == metrics.NORMALISER else r["ratios"][name]
-                pct = r["percentiles"].get(name)
-                row += [round(float(ratio), 4), round(float(r["distances_mm"][name]), 2),
-                        None if pct is None else round(float(pct), 1)]
-            rows.append(row)
-        return headers, rows
-
-    def plot_rows(self) -> list[dict[str, Any]]:
-        """Long-format rows for a bar plot: percentile of each ratio in the population, per model."""
-        rows = []
-        for i, face in enumerate(self.faces):
-            tag = "" if len(self.faces) == 1 else f" {PLOT_TAGS[i]}"
-            for name in metrics.RATIO_NAMES:
-                rows.append({"ratio": f"{name}{tag}", "percentile": float(face.readouts["percentiles"][name]),
-                             "model": f"{PLOT_TAGS[i]}: {face.label}" if tag else face.label})
-        return rows
-
-    def timings_rows(self) -> list[list[Any]]:
-        """Rows (model, stage, milliseconds, execution provider)."""
-        return [[face.label, stage, round(float(ms), 2), face.provider]
-                for face in self.faces for stage, ms in face.timings_ms.items()]
+    timings_ms: dict[str, float] = field(default_factory=dict)  # stages shared by the faces
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly summary (what the API's JSON output carries)."""
-        return {
+        """JSON-ready summary (what the API's JSON output carries)."""
+        return jsonable({
             "audio_seconds": round(self.audio_seconds, 3),
             "warnings": list(self.warnings),
             "models": [{
                 "model": f.model, "label": f.label, "provider": f.provider,
                 "n_vertices": int(f.vertices.shape[0]),
-                "readouts": _jsonable(f.readouts), "timings_ms": _jsonable(f.timings_ms),
+                "readouts": f.readouts, "timings_ms": f.timings_ms,
             } for f in self.faces],
-            "agreement": _jsonable(self.agreement),
-        }
-
-
-MEASUREMENT_LABELS = {
-    "OICD": "OICD (outer eye corners, normaliser)",
-    "ER": "ER (ear to ear)",
-    "FR": "FR (forehead width)",
-    "CR": "CR (cheek to cheek)",
-    "MR": "MR (mid face)",
-}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-# --------------------------------------------------------------------------- sessions
-
-
-class SessionStore:
-    """Per-session folders under one root; a session id never becomes a path without hashing."""
-
-    def __init__(self, root: Path, runs_kept: int = 2, ttl_s: float = 7200.0) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.runs_kept = max(1, int(runs_kept))
-        self.ttl_s = ttl_s
-        self._lock = threading.Lock()
-        self._last_used: dict[str, float] = {}
-        self._latest: dict[str, RunResult] = {}
-        self._counter = 0
-
-    @staticmethod
-    def key(session_id: str | None) -> str:
-        """Folder name of a session: a hash, since Gradio session ids come from the client."""
-        raw = (session_id or "anonymous").encode("utf-8", "replace")
-        return hashlib.sha256(raw).hexdigest()[:24]
-
-    def session_dir(self, session_id: str | None) -> Path:
-        return self.root / self.key(session_id)
-
-    def new_run_dir(self, session_id: str | None) -> Path:
-        """A fresh folder for one request; older runs beyond ``runs_kept - 1`` are removed."""
-        key = self.key(session_id)
-        with self._lock:
-            self._counter += 1
-            run = self.root / key / f"run-{time.time_ns():x}-{self._counter}"
-            run.mkdir(parents=True)
-            self._last_used[key] = time.monotonic()
-            runs = sorted((p for p in (self.root / key).iterdir() if p.is_dir()),
-                          key=lambda p: p.stat().st_mtime_ns)
-            for old in runs[: max(0, len(runs) - self.runs_kept)]:
-                if old != run:
-                    shutil.rmtree(old, ignore_errors=True)
-        return run
-
-    def remember(self, session_id: str | None, result: RunResult) -> None:
-        with self._lock:
-            self._latest[self.key(session_id)] = result
-
-    def latest(self, session_id: str | None) -> RunResult | None:
-        key = self.key(session_id)
-        with self._lock:
-            result = self._latest.get(key)
-            if result is not None:
-                self._last_used[key] = time.monotonic()
-        if result is not None and not result.run_dir.is_dir():
-            return None
-        return result
-
-    def end(self, session_id: str | None) -> None:
-        """Remove a session's folder and memory (the app calls this when a browser tab closes)."""
-        key = self.key(session_id)
-        with self._lock:
-            self._latest.pop(key, None)
-            self._last_used.pop(key, None)
-            shutil.rmtree(self.root / key, ignore_errors=True)
-
-    def sweep(self, now: float | None = None) -> int:
-        """Remove sessions idle longer than the TTL (API clients never close a tab); returns how many."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            stale = [k for k, t in self._last_used.items() if now - t > self.ttl_s]
-            for key in stale:
-                self._latest.pop(key, None)
-                self._last_used.pop(key, None)
-                shutil.rmtree(self.root / key, ignore_errors=True)
-        return len(stale)
-
-    def clear(self) -> None:
-        """Remove every session and the root folder itself (server shutdown)."""
-        with self._lock:
-            self._latest.clear()
-            self._last_used.clear()
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def n_files(self) -> int:
-        return sum(1 for p in self.root.rglob("*") if p.is_file())
+            "agreement": self.agreement,
+            "timings_ms": self.timings_ms,
+        })
 
 
 # --------------------------------------------------------------------------- the service
@@ -257,7 +125,7 @@ class LoadedModel:
     name: str
     label: str
     framework: str
-    predictor: Any
+    predictor: Predictor
 
 
 @dataclass
@@ -267,13 +135,22 @@ class BundleInfo:
     source: str
     title: str
     trained_on: str
-    synthetic: bool            # trained on synthetic data (or random weights): a demonstration only
-    model_card: str            # URL of the model card ("" when the bundle is a local folder)
+    synthetic: bool | None       # trained on synthetic voices; None: the bundle does not say
+    random_weights: bool | None  # untrained weights; None: the bundle does not say
+    model_card: str              # URL of the model card ("" when the bundle is a local folder)
     face_model: str
     n_vertices: int
     description: str = ""
-    random_weights: bool = False  # an untrained test bundle
-    card_markdown: str = ""    # the bundle's README.md without its YAML header
+    card_markdown: str = ""      # the bundle's README.md without its YAML header
+
+    @property
+    def demonstration(self) -> bool | None:
+        """Its faces say nothing about real people (synthetic data or random weights); None: unknown."""
+        if self.random_weights or self.synthetic:
+            return True
+        if self.random_weights is None or self.synthetic is None:
+            return None
+        return False
 
 
 class Voice2MeshService:
@@ -287,8 +164,8 @@ class Voice2MeshService:
         self.face_model = face_model
         self.info = info
         self.config = config or ServiceConfig()
-        self.sessions = SessionStore(Path(work_dir), self.config.runs_kept_per_session,
-                                     self.config.session_ttl_s)
+        self.sessions: SessionStore[RunResult] = SessionStore(
+            Path(work_dir), self.config.runs_kept_per_session, self.config.session_ttl_s)
         self._triangles = np.asarray(face_model.triangles)
         self._reference = np.asarray(face_model.mean, dtype=np.float64)
 
@@ -298,9 +175,6 @@ class Voice2MeshService:
                     work_dir: str | Path | None = None, config: ServiceConfig | None = None
                     ) -> Voice2MeshService:
         """Load every model of a bundle (folder, Hub repo id, or None for the default bundle)."""
-        from voice2mesh.bundle import load_bundle
-        from voice2mesh.inference import Predictor
-
         config = config or ServiceConfig()
         bundle = load_bundle(source, revision)  # resolved and sha256-checked once for all its models
         models = []
@@ -309,11 +183,9 @@ class Voice2MeshService:
             models.append(LoadedModel(name=name, framework=entry.framework, predictor=predictor,
                                       label=FRAMEWORK_LABELS.get(entry.framework, name)))
         _disambiguate(models, {n: ENCODER_LABELS.get(e.encoder, e.encoder) for n, e in bundle.models.items()})
-        default = bundle.default_model
-        models.sort(key=lambda m: (m.name != default, m.name))
-        face_model = getattr(models[0].predictor, "face_model", None) or bundle.load_face_model()
-        info = describe_bundle(bundle.manifest, bundle.source, face_model)
-        info.card_markdown = read_model_card(bundle.root)
+        models.sort(key=lambda m: (m.name != bundle.default_model, m.name))
+        face_model = bundle.load_face_model()
+        info = describe_bundle(bundle, face_model)
         work = Path(work_dir) if work_dir is not None else cache_dir() / "app-sessions"
         service = cls(models, face_model, info, work, config)
         service.warmup()
@@ -323,10 +195,8 @@ class Voice2MeshService:
         """Write every format once (imports, first-call costs) so the first visitor does not pay them."""
         scratch = self.sessions.root / "_warmup"
         try:
-            mean = self._reference
-            for ext in MESH_FORMATS:
-                meshio.write_mesh(scratch / f"mean.{ext}", mean, self._triangles,
-                                  colors=meshio.heatmap_colors(mean, mean) if ext == "glb" else None)
+            for kind in MESH_KINDS:
+                self._write(kind, scratch / f"mean{MESH_KINDS[kind]}", self._reference)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -377,46 +247,70 @@ class Voice2MeshService:
             raise _without_server_paths(exc, p) from None
 
     # ----------------------------------------------------------------- prediction
-    def run(self, audio_path: str | Path | None, choice: str | None = None, session_id: str | None = None
-            ) -> RunResult:
-        """Check the audio, run the chosen model(s), write the meshes; raises AudioError / InputError."""
+    def run(self, audio_path: str | Path | None, choice: str | None = None, session_id: str | None = None,
+            *, kinds: Iterable[str] = ("glb",)) -> RunResult:
+        """Check the audio, run the chosen model(s), write the mesh files of ``kinds`` (MESH_KINDS keys).
+
+        Other formats are written when asked for (:meth:`mesh_files`). Raises AudioError / InputError.
+        """
+        kinds = _check_kinds(kinds)
         self.sessions.sweep()
         chosen = self.resolve_choice(choice)
+        t0 = time.perf_counter()
         audio = self.check_audio(audio_path)
+        check_ms = (time.perf_counter() - t0) * 1000.0
         run_dir = self.sessions.new_run_dir(session_id)
         try:
-            faces = [self._predict_one(m, audio, run_dir) for m in chosen]
+            faces = [self._predict_one(m, audio, run_dir, kinds) for m in chosen]
         except AudioError as exc:  # too little speech is found by the front end
             raise _without_server_paths(exc, Path(audio_path)) from None
         agreement = None
         if len(faces) == 2:
             agreement = self.agreement(faces[0].vertices, faces[1].vertices)
         result = RunResult(faces=faces, audio_seconds=float(audio.duration_s),
-                           warnings=list(getattr(audio, "warnings", []) or []), agreement=agreement,
-                           run_dir=run_dir)
+                           warnings=list(audio.warnings), agreement=agreement, run_dir=run_dir,
+                           timings_ms={"check audio": check_ms})
         self.sessions.remember(session_id, result)
         return result
 
-    def _predict_one(self, model: LoadedModel, audio: Audio, run_dir: Path) -> FaceResult:
+    def _predict_one(self, model: LoadedModel, audio: Audio, run_dir: Path, kinds: list[str]
+                     ) -> FaceResult:
         pred = model.predictor.predict(audio)
         vertices = np.asarray(pred.vertices, dtype=np.float64)
-        if vertices.ndim == 3:
-            vertices = vertices[0]
+        face = FaceResult(model=model.name, label=model.label, vertices=vertices, files={},
+                          readouts=pred.readouts, timings_ms=dict(pred.timings), provider=pred.provider)
         t0 = time.perf_counter()
-        stem = run_dir / _safe_name(model.name)
-        files = {
-            "glb": meshio.write_mesh(f"{stem}.glb", vertices, self._triangles),
-            "glb_heatmap": meshio.write_mesh(f"{stem}-heatmap.glb", vertices, self._triangles,
-                                             colors=meshio.heatmap_colors(vertices, self._reference)),
-            "obj": meshio.write_mesh(f"{stem}.obj", vertices, self._triangles),
-            "ply": meshio.write_mesh(f"{stem}.ply", vertices, self._triangles),
-        }
-        timings = {str(k): float(v) for k, v in (getattr(pred, "timings", None) or {}).items()}
-        timings["write meshes"] = (time.perf_counter() - t0) * 1000.0
-        readouts = getattr(pred, "readouts", None) or metrics.readouts(vertices, self.face_model)
-        return FaceResult(model=model.name, label=model.label, vertices=vertices, files=files,
-                          readouts=readouts, timings_ms=timings,
-                          provider=str(getattr(pred, "provider", "unknown")))
+        for kind in kinds:
+            face.files[kind] = self._write(kind, run_dir / f"{_safe_name(model.name)}{MESH_KINDS[kind]}",
+                                           vertices)
+        face.timings_ms["write meshes"] = (time.perf_counter() - t0) * 1000.0
+        return face
+
+    def _write(self, kind: str, path: Path, vertices: np.ndarray) -> Path:
+        colors = meshio.heatmap_colors(vertices, self._reference) if kind == "glb_heatmap" else None
+        return meshio.write_mesh(path, vertices, self._triangles, colors=colors)
+
+    def mesh_files(self, session_id: str | None, kind: str) -> list[Path | None]:
+        """One file of ``kind`` per face of the session's latest run, written now if not yet; padded to 2.
+
+        ``[None, None]`` when the session has no result (none yet, or removed).
+        """
+        (kind,) = _check_kinds([kind])
+        result = self.sessions.latest(session_id)
+        if result is None:
+            return [None, None]
+        files: list[Path | None] = []
+        with result.lock:  # two events of one session never write the same file at once
+            for face in result.faces:
+                if kind not in face.files:
+                    path = result.run_dir / f"{_safe_name(face.model)}{MESH_KINDS[kind]}"
+                    face.files[kind] = self._write(kind, path, face.vertices)
+                files.append(face.files[kind])
+        return (files + [None, None])[:2]
+
+    def view(self, session_id: str | None, heatmap: bool) -> list[Path | None]:
+        """The viewer GLBs (plain or heatmap colours) of the session's latest run, padded to 2."""
+        return self.mesh_files(session_id, viewer_kind(heatmap))
 
     def agreement(self, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         """How far two predictions of one voice are apart: the paper's ratio errors and aligned RMSE (mm)."""
@@ -424,12 +318,6 @@ class Voice2MeshService:
         out = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in errs.items()}
         out["rmse_mm"] = float(metrics.aligned_rmse(a[None], b[None])[0])
         return out
-
-    def view(self, session_id: str | None, heatmap: bool) -> list[Path | None]:
-        """GLB files of the session's latest run (plain or heatmap), one per shown model, padded to 2."""
-        result = self.sessions.latest(session_id)
-        files: list[Path | None] = [] if result is None else [f.viewer_file(heatmap) for f in result.faces]
-        return (files + [None, None])[:2]
 
     # ----------------------------------------------------------------- compare with a scan
     def compare_scan(self, scan_path: str | Path | None, session_id: str | None = None
@@ -484,6 +372,14 @@ class Voice2MeshService:
         self.sessions.clear()
 
 
+def _check_kinds(kinds: Iterable[str]) -> list[str]:
+    out = list(dict.fromkeys(kinds))
+    unknown = [k for k in out if k not in MESH_KINDS]
+    if unknown:
+        raise InputError(f"unknown mesh file kind(s) {unknown}; accepted: {', '.join(MESH_KINDS)}")
+    return out
+
+
 def _without_server_paths(exc: AudioError, path: Path) -> AudioError:
     """The same error with the server's folders cut from the message (visitors see the file name only)."""
     text = str(exc)
@@ -515,51 +411,41 @@ def _safe_name(name: str) -> str:
 # --------------------------------------------------------------------------- bundle description
 
 
-def describe_bundle(manifest: dict[str, Any], source: str, face_model: Any) -> BundleInfo:
-    """What the loaded model is, for the "what this is / what it is not" text (from ``bundle.json``).
+def trained_on_text(training: TrainingData) -> str:
+    """One line for people: the bundle's summary and details, and what its flags say."""
+    parts = [training.summary.rstrip(". ")] if training.summary else []
+    parts += [f"{k}: {v}" for k, v in training.details.items() if v not in (None, "", [], {})]
+    if training.synthetic is None or training.random_weights is None:
+        parts.append("unknown whether trained on synthetic data (this bundle.json has no explicit flags)")
+    return "; ".join(parts) if parts else "not stated in this bundle's bundle.json"
 
-    Reads ``training_data`` (the export helper writes what the models were trained on there),
-    ``description`` and ``model_card_url``. A bundle trained on synthetic voices, or holding random
-    weights, is flagged ``synthetic`` so the app labels it as a demonstration.
+
+def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
+    """What the loaded model is, for the "what this is / what it is not" text.
+
+    ``synthetic`` and ``random_weights`` come from the explicit flags of ``bundle.json``'s
+    ``training_data`` (None when an older bundle does not state them).
     """
-    td = manifest.get("training_data") or {}
-    if not isinstance(td, dict):
-        td = {"data": str(td)}
-    shown = {k: v for k, v in td.items()  # flags (booleans) are read below, not shown as text
-             if v not in (None, "", [], {}, "none") and not isinstance(v, bool)}
-    parts = [f"{v}" if k in ("notice", "note", "description", "summary") else f"{k}: {v}"
-             for k, v in shown.items()]
-    text = "; ".join(str(p).rstrip(". ") for p in parts)
-    blob = " ".join([text, str(manifest.get("description", "")), str(manifest.get("name", ""))]).lower()
-    random_weights = bool(td.get("random_weights") or manifest.get("random_weights")
-                          or str(td.get("kind", "")).lower() in ("none", "random")
-                          or "random weights" in blob or "random-weights" in blob)
-    synthetic = bool(td.get("synthetic") or random_weights or "synth" in blob)
-    if not text:
-        text = ("nothing: random weights (a test bundle whose faces mean nothing)" if random_weights
-                else "not stated in this bundle's bundle.json")
+    manifest = bundle.manifest
     card = str(manifest.get("model_card_url") or "")
-    repo = source.split("@")[0]
+    repo = bundle.source.split("@")[0]
     if not card and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and not Path(repo).exists():
         card = f"https://huggingface.co/{repo}"
-    title = str(manifest.get("name") or Path(source).name or "voice2mesh model")
-    return BundleInfo(source=source, title=title, trained_on=text, synthetic=synthetic,
-                      model_card=card, face_model=str(getattr(face_model, "name", "?")),
-                      n_vertices=int(getattr(face_model, "n_vertices", 0)),
-                      description=str(manifest.get("description", "")), random_weights=random_weights)
+    return BundleInfo(source=bundle.source,
+                      title=str(manifest.get("name") or Path(bundle.source).name or "voice2mesh model"),
+                      trained_on=trained_on_text(bundle.training), synthetic=bundle.training.synthetic,
+                      random_weights=bundle.training.random_weights, model_card=card,
+                      face_model=str(face_model.name), n_vertices=int(face_model.n_vertices),
+                      description=str(manifest.get("description", "")),
+                      card_markdown=read_model_card(bundle.root))
 
 
 def read_model_card(root: str | Path, max_chars: int = 20000) -> str:
-    """The bundle's model card (README.md) as Markdown without its YAML front matter ("" if absent)."""
+    """The bundle's model card (README.md) as Markdown without its YAML header ("" if absent)."""
     path = Path(root) / "README.md"
     if not path.is_file():
         return ""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if text.startswith("---"):
-        end = text.find("\n---", 3)
-        if end != -1:
-            text = text[end + 4:]
-    return text.strip()[:max_chars]
+    return ModelCard.load(path).text.strip()[:max_chars]
 
 
 # --------------------------------------------------------------------------- example voices
@@ -630,5 +516,5 @@ def ensure_examples(out_dir: str | Path | None = None, force: bool = False) -> l
 
 __all__ = [
     "BOTH", "AudioConfig", "AudioError", "BundleInfo", "FaceResult", "InputError", "RunResult",
-    "ServiceConfig", "SessionStore", "Voice2MeshService", "describe_bundle", "ensure_examples",
+    "ServiceConfig", "Voice2MeshService", "describe_bundle", "ensure_examples",
 ]
