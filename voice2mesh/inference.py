@@ -101,7 +101,6 @@ class Predictor:
             )
         self._front_end = _front_end(self.entry.encoder, bundle.front_end)
         self._n_mels = _dataclass_from(features.FrontEndConfig, bundle.front_end.get("features", {})).n_mels
-        self.load_timings_ms: dict[str, float] = {}
         if warmup:
             self.warmup()
 
@@ -123,11 +122,6 @@ class Predictor:
         }
         bundle = load_bundle(source, revision, **resolve)
         return cls(bundle, model=model, device=device, threads=threads, warmup=warmup, **kwargs)
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def model_name(self) -> str:
-        return self.entry.name
 
     @property
     def models(self) -> list[str]:
@@ -153,12 +147,10 @@ class Predictor:
     # ------------------------------------------------------------------ stages
     def warmup(self, runs: int = 2) -> None:
         """Run the graph on dummy input and compute the readout prior once (first-call costs)."""
-        t0 = time.perf_counter()
         dummy = self._dummy_input()
         for _ in range(runs):
             self.session.run(None, {self._input: dummy})
         metrics.readouts(self.face_model.mean, self.face_model)
-        self.load_timings_ms["warmup"] = (time.perf_counter() - t0) * 1e3
 
     def _dummy_input(self) -> np.ndarray:
         if self.entry.encoder == "ge2e":
@@ -221,15 +213,9 @@ class Predictor:
         return self._finish([prepared])[0]
 
     def predict_batch(self, sources: Sequence[AudioSource], batch_size: int = 16) -> list[Prediction]:
-        """Many recordings: front end one by one, the model and the mesh decoder in batches.
-
-        Raises on the first bad recording; use ``prepare`` + ``predict_prepared`` to handle errors
-        per input (as the CLI does).
-        """
+        """Many recordings: front end one by one, the model and the mesh decoder in batches of
+        ``batch_size``. Raises on the first bad recording (``predict`` each to handle errors per input)."""
         prepared = [self.prepare(s) for s in sources]
-        return self.predict_prepared(prepared, batch_size)
-
-    def predict_prepared(self, prepared: Sequence[_Prepared], batch_size: int = 16) -> list[Prediction]:
         out: list[Prediction] = []
         for i in range(0, len(prepared), batch_size):
             out.extend(self._finish(list(prepared[i : i + batch_size])))
