@@ -35,14 +35,17 @@ app: venv-app $(DEFAULT_BUNDLE)
 ## Install test needs and run the whole test suite (lint included).
 test: venv-dev
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/lint-imports
 	$(DEV_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 ## A quicker subset for local iteration.
 test-quick: venv-dev
 	$(DEV_VENV)/bin/python -m pytest -m "not slow and not browser" -x -q
 
+## Style (ruff) and architecture (lint-imports: the contracts in pyproject.toml).
 lint: venv-dev
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/lint-imports
 
 bench: venv-dev
 	for f in benchmarks/bench_*.py; do $(DEV_VENV)/bin/python $$f || exit 1; done

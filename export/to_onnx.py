@@ -14,6 +14,8 @@ shared assets (params max abs ≤ 1e-4, vertices ≤ 1e-3 relative) before the b
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 import warnings
@@ -27,6 +29,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from export.hub import push_to_hub
 from export.manifest import (
     SYNTHETIC_NOTICE,
     face_model_entry,
@@ -35,7 +38,19 @@ from export.manifest import (
     save_predicted_modes,
     training_data_entry,
 )
+from training.checkpoints import (
+    is_kd_checkpoint,
+    kd_model_from_checkpoint,
+    load_voice_to_params,
+    read_torch_file,
+)
+from training.models import build_voice_to_params, export_form
+from voice2mesh.audio import load_audio
 from voice2mesh.bundle import ENCODER_INPUTS
+from voice2mesh.facemodel import load_face_model
+from voice2mesh.features import FrontEndConfig, features_from_audio
+from voice2mesh.ge2e import ge2e_input
+from voice2mesh.paths import shared_assets_dir
 
 OPSET = 17
 PARAMS_ATOL = 1e-4  # issue 6: params max abs difference ONNX vs PyTorch
@@ -84,8 +99,6 @@ class ParityReport:
 # ---------------------------------------------------------------------- loading
 def load_checkpoint_model(path: str | Path) -> LoadedModel:
     """A training checkpoint (.pt: config, state_dict, param_mean, param_std, face_model, model card)."""
-    from training.torchfile import read_torch_file
-
     path = Path(path)
     try:
         ckpt = read_torch_file(path, "checkpoint")
@@ -102,7 +115,7 @@ def load_checkpoint_model(path: str | Path) -> LoadedModel:
         or card.get("framework")
         or ("kd" if "kd" in str(card.get("stage", "")).lower() else "supervised")
     )
-    if framework == "kd" or ckpt.get("stage") == "kd":
+    if framework == "kd" or is_kd_checkpoint(ckpt):
         module, encoder, k, e = _build_kd(ckpt, path)
         framework = "kd"
     else:
@@ -130,8 +143,6 @@ def load_checkpoint_model(path: str | Path) -> LoadedModel:
 
 def _build_supervised(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
     """VoiceToParams from a ``training.train supervised`` model.pt (training's own loader)."""
-    from training.train import load_voice_to_params
-
     try:
         model, ck = load_voice_to_params(path)
     except (ValueError, RuntimeError, KeyError) as exc:
@@ -141,13 +152,7 @@ def _build_supervised(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module
 
 def _build_kd(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
     try:
-        from training import kd
-    except ImportError as exc:
-        raise ExportError(
-            f"{path}: a KD checkpoint needs training.kd, which is not available ({exc})"
-        ) from exc
-    try:
-        module = kd.model_from_checkpoint(ckpt)
+        module = kd_model_from_checkpoint(ckpt)
         n_identity, n_expression = int(ckpt["n_identity"]), int(ckpt["n_expression"])
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ExportError(f"{path}: cannot rebuild the KD graph: {exc}") from exc
@@ -156,9 +161,6 @@ def _build_kd(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, i
 
 def random_init_model(encoder: str = "voiceembednet", face_model: str = "ict", seed: int = 0) -> LoadedModel:
     """The real architecture with random weights (tests, the app before training, benchmarks)."""
-    from training.models import build_voice_to_params
-    from voice2mesh.facemodel import load_face_model
-
     torch.manual_seed(seed)
     fm = load_face_model(face_model)
     sample = fm.sample_params(4096, np.random.default_rng(seed))
@@ -228,8 +230,6 @@ def export_graph(model: LoadedModel, out_path: str | Path) -> Path:
     out_path = Path(out_path)
     input_name = ENCODER_INPUTS[model.encoder]
     dyn = {0: "batch", 1: "partials"} if model.encoder == "ge2e" else {0: "batch", 1: "time"}
-    from training.models import export_form
-
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes
         torch.onnx.export(
@@ -255,9 +255,6 @@ def export_graph(model: LoadedModel, out_path: str | Path) -> Path:
 
 def clip_inputs(encoder: str, assets: Path | None = None) -> tuple[list[str], list[np.ndarray]]:
     """Model inputs from the real clips in the shared assets (voices/*.wav), through the runtime front end."""
-    from voice2mesh.audio import load_audio
-    from voice2mesh.paths import shared_assets_dir
-
     assets = assets or shared_assets_dir()
     if assets is None:
         raise ExportError("parity check needs the shared assets (../shared/assets/voices); none found")
@@ -268,12 +265,8 @@ def clip_inputs(encoder: str, assets: Path | None = None) -> tuple[list[str], li
     for wav in wavs:
         audio = load_audio(wav)
         if encoder == "ge2e":
-            from voice2mesh.ge2e import ge2e_input
-
             inputs.append(ge2e_input(audio.samples))
         else:
-            from voice2mesh.features import FrontEndConfig, features_from_audio
-
             inputs.append(np.asarray(features_from_audio(audio, FrontEndConfig()).features, dtype=np.float32))
         names.append(wav.stem)
     return names, inputs
@@ -330,10 +323,6 @@ def export_bundle(
     evaluation: dict[str, Any] | None = None,
 ) -> Path:
     """Export every model into one bundle folder (replaced if present) and return it."""
-    import shutil
-
-    from voice2mesh.facemodel import load_face_model
-
     if not models:
         raise ExportError("nothing to export")
     first = models[0]
@@ -425,8 +414,6 @@ def evaluation_entry(cards: dict[str, dict[str, Any]], held_out: dict[str, Any] 
 
 def read_evaluation(path: str | Path) -> dict[str, Any]:
     """A ``training.evaluate`` result (its folder or evaluation.json); the Markdown table comes along."""
-    import json
-
     p = Path(path)
     jpath = p / "evaluation.json" if p.is_dir() else p
     if not jpath.is_file():
@@ -526,8 +513,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             for f in sorted(out.iterdir()):
                 print(f"  {f.name:32s} {f.stat().st_size / 1e6:8.3f} MB")
         if args.push_to_hub:
-            from export.hub import push_to_hub
-
             res = push_to_hub(
                 out, args.push_to_hub, dry_run=args.dry_run, endpoint=args.endpoint, private=args.private
             )

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.evaluate import evaluate, format_markdown, main, per_speaker, ridge_fit, ridge_predict
+from training.eval_metrics import per_speaker, ridge_fit, ridge_predict
+from training.evaluate import evaluate, format_markdown, main
 
 
 def fake_synthvox(root: Path, hidden_from_params, n_speakers: int = 60, n_utts: int = 2,

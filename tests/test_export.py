@@ -197,7 +197,7 @@ def test_ge2e_export_parity(tmp_path, assets_dir):
 
 @pytest.mark.slow
 def test_kd_checkpoint_exports_as_one_features_to_params_graph(tmp_path, assets_dir):
-    kd = pytest.importorskip("training.kd")
+    from training.checkpoints import is_kd_checkpoint
     from training.kd.nets import Generator, ImageRegressor, KDInference
     from training.models import VoiceEmbedNet
 
@@ -226,7 +226,7 @@ def test_kd_checkpoint_exports_as_one_features_to_params_graph(tmp_path, assets_
         },
         run / "model.pt",
     )
-    assert kd.is_kd_checkpoint(torch.load(run / "model.pt", weights_only=False))
+    assert is_kd_checkpoint(torch.load(run / "model.pt", weights_only=False))
     out = to_onnx.export_bundle([to_onnx.load_checkpoint_model(to_onnx.find_checkpoint(run))], tmp_path / "b")
     b = load_bundle(out)
     assert (

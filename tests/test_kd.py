@@ -327,7 +327,7 @@ def test_student_batchnorm_frozen_is_the_teacher_at_step_0_and_keeps_its_statist
 def test_kd_checkpoint_exports_as_one_onnx_graph(tmp_path):
     import onnxruntime as ort
 
-    from training.kd.export import kd_inference_module
+    from training.checkpoints import kd_model_from_checkpoint, load_kd_model
 
     torch.manual_seed(0)
     module = KDInference(VoiceEmbedNet(), Generator(64, (16, 8, 8, 8, 4)), ImageRegressor(51, 64, 4)).eval()
@@ -341,7 +341,7 @@ def test_kd_checkpoint_exports_as_one_onnx_graph(tmp_path):
     }
     path = tmp_path / "model.pt"
     torch.save(ck, path)
-    rebuilt = kd_inference_module(path)
+    rebuilt, _ = load_kd_model(path)
     x = torch.randn(2, 300, 64)
     with torch.no_grad():
         ref = module(x).numpy()
@@ -366,18 +366,18 @@ def test_kd_checkpoint_exports_as_one_onnx_graph(tmp_path):
         with torch.no_grad():
             np.testing.assert_allclose(got, module(torch.from_numpy(xi)).numpy(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="not a KD checkpoint"):
-        kd_inference_module({"stage": "supervised"})
+        kd_model_from_checkpoint({"stage": "supervised"})
 
 
 # ------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
-    from training import train as tr
     from training.config import apply_overrides, load_config
-    from training.evaluate import per_utterance_metrics
+    from training.eval_metrics import per_utterance_metrics
     from training.kd.evaluate import predict_kd_or_none
     from training.kd.teacher import TeacherTrainConfig, train_teacher
     from training.kd.train import run_kd
+    from training.pretrain import run_pretrain
     from training.synthvox.config import SynthVoxConfig
     from training.synthvox.generate import generate
 
@@ -389,7 +389,7 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
     cfg = apply_overrides(
         load_config("tiny"), [f"data.path={data_dir}", "data.augment_copies=0", "pretrain.epochs=1"]
     )
-    pre = tr.run("pretrain", cfg, tmp_path / "runs" / "pre", "cpu")
+    pre = run_pretrain(cfg, tmp_path / "runs" / "pre", "cpu")
     teacher = train_teacher(
         TeacherTrainConfig(renders=64, heldout=16, epochs=1, width=4, batch_size=16),
         tmp_path / "teacher",

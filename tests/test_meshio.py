@@ -69,7 +69,8 @@ def test_round_trip_keeps_counts_positions_order_and_colours(tmp_path, ext):
     path = meshio.write_mesh(tmp_path / f"mesh{ext}", v, tri, colors)
     v2, tri2, c2 = meshio.read_mesh(path)
     assert v2.shape == v.shape and tri2.shape == tri.shape
-    assert_close(v2, v, atol=1e-4 if ext != ".obj" else 1e-7)  # GLB / PLY store float32
+    # GLB / PLY store float32; OBJ keeps 9 significant digits of the largest coordinate (~130 here)
+    assert_close(v2, v, atol=1e-4 if ext != ".obj" else 1e-6)
     np.testing.assert_array_equal(tri2, tri)
     assert c2 is not None
     np.testing.assert_array_equal(c2, colors)
@@ -128,6 +129,36 @@ def test_glb_is_y_up_with_no_node_transform_and_vertex_colours(tmp_path, bfm_fac
     assert_close(np.array(pos["max"]), v.max(axis=0), atol=1e-3)
     assert "COLOR_0" in prim["attributes"] and "NORMAL" in prim["attributes"]
     assert_close(_glb_attribute(path, "POSITION"), v, atol=1e-4)  # exactly our coordinates, no transform
+
+
+def test_obj_text_is_fixed_point_with_nine_significant_digits():
+    v = np.array([[-0.0, -1e-12, 0.5], [-12.25, 123.456789, -99.9999999], [7.0, -0.000004, 1e-6]])
+    tri = np.array([[0, 1, 2], [2, 1, 0]])
+    text = meshio.obj_bytes(v, tri, np.array([[0, 128, 255, 255], [1, 2, 3, 255], [255, 255, 255, 255]],
+                                             np.uint8)).decode()
+    lines = text.splitlines()
+    assert lines[0] == "v 0.000000 0.000000 0.500000 0.0000 0.5020 1.0000"  # no "-0.000000"
+    assert lines[1] == "v -12.250000 123.456789 -100.000000 0.0039 0.0078 0.0118"
+    assert lines[2] == "v 7.000000 -0.000004 0.000001 1.0000 1.0000 1.0000"
+    assert lines[3:] == ["f 1 2 3", "f 3 2 1"] and text.endswith("\n")
+    # every value as Python prints it with the same decimals (3 integer digits -> 6 decimals)
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(2000, 3)) * 60.0
+    w[0, 0] = 999.0
+    rows = [line.split()[1:] for line in meshio.obj_bytes(w, tri).decode().splitlines()[:2000]]
+    expected = [[f"{x:.6f}" for x in row] for row in w]
+    mismatched = [(r, e) for r, e in zip(rows, expected, strict=True) if r != e]
+    # "%.6f" rounds the exact binary value, ours x * 1e6: a rare tie may differ by one in the last digit
+    assert len(mismatched) <= 5, mismatched[:3]
+    assert_close(np.array(rows, dtype=np.float64), w, atol=1.01e-6)
+
+
+def test_obj_writer_handles_large_and_tiny_coordinates(tmp_path):
+    for scale in (1e-3, 1.0, 1e4, 1e8):
+        v, tri, _ = _random_mesh(6, n=50, f=40)
+        v2, tri2, _ = meshio.read_mesh(meshio.write_mesh(tmp_path / "s.obj", v * scale, tri))
+        np.testing.assert_array_equal(tri2, tri)
+        assert_close(v2, v * scale, rtol=0, atol=np.abs(v * scale).max() * 1e-8)
 
 
 # ------------------------------------------------------------------ readers

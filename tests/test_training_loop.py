@@ -14,8 +14,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.test_training_data import make_voxceleb3d  # noqa: E402
-from training import train as tr  # noqa: E402
+from training import train  # noqa: E402
+from training.checkpoints import load_checkpoint, load_voice_to_params  # noqa: E402
 from training.config import apply_overrides, load_config  # noqa: E402
+from training.pretrain import run_pretrain  # noqa: E402
+from training.supervised import run_supervised  # noqa: E402
 
 pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parent.parent
@@ -50,11 +53,11 @@ def _same_state(a: dict, b: dict) -> None:
 @pytest.mark.slow
 def test_pretrain_resume_continues_identically(tmp_path, voxceleb, device):
     cfg = tiny_cfg(voxceleb)
-    full = tr.load_checkpoint(tr.run("pretrain", cfg, tmp_path / "runs" / "full", device))
+    full = load_checkpoint(run_pretrain(cfg, tmp_path / "runs" / "full", device))
     part = tmp_path / "runs" / "part"
-    assert tr.run("pretrain", cfg, part, device, stop_after=1) == part / "last.pt"
+    assert run_pretrain(cfg, part, device, stop_after=1) == part / "last.pt"
     assert not (part / "pretrain.pt").exists()
-    resumed = tr.load_checkpoint(tr.run("pretrain", cfg, part, device, resume=True))
+    resumed = load_checkpoint(run_pretrain(cfg, part, device, resume=True))
     _same_state(full["state_dict"], resumed["state_dict"])
     assert resumed["epoch"] == 2
     log = (part / "log.csv").read_text().strip().splitlines()
@@ -66,17 +69,17 @@ def test_pretrain_resume_continues_identically(tmp_path, voxceleb, device):
 
 @pytest.mark.slow
 def test_supervised_resume_continues_identically(tmp_path, voxceleb, device):
-    pre = tr.run("pretrain", tiny_cfg(voxceleb, "pretrain.epochs=1"), tmp_path / "runs" / "pre", device)
+    pre = run_pretrain(tiny_cfg(voxceleb, "pretrain.epochs=1"), tmp_path / "runs" / "pre", device)
     cfg = tiny_cfg(voxceleb, f"model.encoder_checkpoint={pre}")
-    full = tr.load_checkpoint(tr.run("supervised", cfg, tmp_path / "runs" / "full", device))
+    full = load_checkpoint(run_supervised(cfg, tmp_path / "runs" / "full", device))
     part = tmp_path / "runs" / "part"
-    tr.run("supervised", cfg, part, device, stop_after=2)
-    resumed = tr.load_checkpoint(tr.run("supervised", cfg, part, device, resume=True))
+    run_supervised(cfg, part, device, stop_after=2)
+    resumed = load_checkpoint(run_supervised(cfg, part, device, resume=True))
     _same_state(full["state_dict"], resumed["state_dict"])
     # the model card says the data is real (the fixture is the Voxceleb-3D layout) and what it is not
     card = resumed["model_card"]
     assert card["encoder"] == "voiceembednet" and card["data"]["synthetic"] is False
-    model, _ = tr.load_voice_to_params(part / "model.pt")
+    model, _ = load_voice_to_params(part / "model.pt")
     out = model(torch.randn(2, 300, 64))
     assert out.shape == (2, 51)
     # targets were whitened with the training speakers' statistics, the model outputs un-whitened params
@@ -84,11 +87,11 @@ def test_supervised_resume_continues_identically(tmp_path, voxceleb, device):
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
-    rc = tr.main(["supervised", "--config", "tiny", "--out", str(tmp_path / "r"), "--device", "cpu",
+    rc = train.main(["supervised", "--config", "tiny", "--out", str(tmp_path / "r"), "--device", "cpu",
                   "--set", f"data.path={tmp_path / 'missing'}"])
     assert rc == 2
     assert "synthvox dataset folder not found" in capsys.readouterr().err
-    assert tr.main(["pretrain", "--config", "tiny", "--set", "nope=1"]) == 2
+    assert train.main(["pretrain", "--config", "tiny", "--set", "nope=1"]) == 2
 
 
 @pytest.mark.slow
@@ -101,7 +104,7 @@ def test_ddp_gloo_two_processes(tmp_path, voxceleb):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ck = tr.load_checkpoint(out / "pretrain.pt")
+    ck = load_checkpoint(out / "pretrain.pt")
     assert ck["model_card"]["training"]["world_size"] == 2
     assert len((out / "log.csv").read_text().strip().splitlines()) == 1 + 2
 
@@ -116,14 +119,14 @@ def test_generate_train_evaluate_loop_under_a_minute(tmp_path, assets_dir, devic
     data = generate(tmp_path / "sv", SynthVoxConfig(speakers=10, utterances=2, workers=1,
                                                      val_fraction=0.2, test_fraction=0.2))
     cfg = apply_overrides(load_config("tiny"), [f"data.path={data}", "data.augment_copies=1"])
-    pre = tr.run("pretrain", cfg, tmp_path / "runs" / "pre", device)
+    pre = run_pretrain(cfg, tmp_path / "runs" / "pre", device)
     cfg = apply_overrides(cfg, [f"model.encoder_checkpoint={pre}"])
-    model = tr.run("supervised", cfg, tmp_path / "runs" / "sup", device)
+    model = run_supervised(cfg, tmp_path / "runs" / "sup", device)
     result = evaluate(data, [model], tmp_path / "eval-cache")
     elapsed = time.perf_counter() - t0
     kinds = [r["kind"] for r in result["rows"]]
     assert kinds == ["baseline", "oracle", "chance", "model"]
     assert result["n_speakers"] == 2 and result["synthetic"]
-    assert tr.load_checkpoint(model)["model_card"]["data"]["synthetic"] is True
+    assert load_checkpoint(model)["model_card"]["data"]["synthetic"] is True
     assert "sup/model.pt" in format_markdown(result)
     assert elapsed < 60, f"the tiny loop took {elapsed:.1f} s"

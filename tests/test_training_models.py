@@ -85,7 +85,7 @@ def test_vertices_torch_matches_the_face_model(assets_dir):
 
 
 def test_vertex_loss_through_the_gram_matrix_equals_decoded_vertices(assets_dir):
-    from training.train import VertexLoss
+    from training.losses import VertexLoss
     from voice2mesh.facemodel import load_face_model
 
     fm = load_face_model("ict")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,9 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
     return _build(TrainConfig, values or {}, where)
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a YAML config; a bare name (``tiny``) means ``training/configs/tiny.yaml``."""
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config; a bare name (``tiny``) means ``training/configs/tiny.yaml``; then apply
+    ``key.sub=value`` overrides."""
     p = Path(path)
     if not p.exists() and not p.suffix:
         p = CONFIG_DIR / f"{p.name}.yaml"
@@ -141,7 +143,8 @@ def load_config(path: str | Path) -> TrainConfig:
         values = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return config_from_dict(values, str(p))
+    cfg = config_from_dict(values, str(p))
+    return apply_overrides(cfg, list(overrides)) if overrides else cfg
 
 
 def override_values(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

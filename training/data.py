@@ -22,8 +22,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from training.augment import augment
 from training.config import AugmentConfig
+from voice2mesh import features as vf
+from voice2mesh.audio import load_audio, to_int16
 
 SPLITS = ("train", "val", "test")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".webm")
@@ -396,9 +400,7 @@ class FeatureBank:
 
 def tile_frames(features: np.ndarray, n_frames: int) -> np.ndarray:
     """Repeat (T, C) along time to exactly ``n_frames`` (voice2mesh.features.tile, the paper's tiling)."""
-    from voice2mesh.features import tile
-
-    return tile(features, n_frames, crop_long=True)
+    return vf.tile(features, n_frames, crop_long=True)
 
 
 def random_crop(features: np.ndarray, n_frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -421,16 +423,11 @@ def _cache_key(data: VoiceFaceData, idx: np.ndarray, copies: int, aug: AugmentCo
 
 def load_waveform(path: Path) -> np.ndarray:
     """Float32 mono 16 kHz samples through voice2mesh.audio (one decoder for the whole project)."""
-    from voice2mesh.audio import load_audio
-
     return load_audio(path).samples
 
 
 def front_end(samples: np.ndarray) -> np.ndarray:
     """The paper's front end on 16 kHz float samples: VAD -> log-mel -> CMVN, untiled (T, 64)."""
-    from voice2mesh import features as vf
-    from voice2mesh.audio import to_int16
-
     cfg = vf.FrontEndConfig()
     voiced = vf.vad(to_int16(samples), 16000)
     if voiced.size < MIN_VOICED_SAMPLES:
@@ -445,8 +442,6 @@ def build_feature_bank(data: VoiceFaceData, cache_dir: str | Path, utt_mask: np.
 
     Feature .npy sources are used as they are (already normalised, no waveform to augment).
     """
-    from training.augment import augment
-
     aug_cfg = augment_cfg or AugmentConfig()
     idx = np.arange(data.n_utterances) if utt_mask is None else np.flatnonzero(utt_mask)
     cache_dir = Path(cache_dir)
@@ -457,8 +452,6 @@ def build_feature_bank(data: VoiceFaceData, cache_dir: str | Path, utt_mask: np.
     chunks, n_var, first, offsets = [], [], [], [0]
     iterator = idx
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(idx, desc=f"features {data.name}", unit="utt", leave=False)
     for i in iterator:
         src = data.utt_paths[i]

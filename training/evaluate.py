@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from training.checkpoints import load_voice_to_params
 from training.data import (
     DataError,
     VoiceFaceData,
@@ -30,13 +32,16 @@ from training.data import (
     load_waveform,
     tile_frames,
 )
+from training.eval_metrics import oracle_params, per_speaker, per_utterance_metrics
+from training.kd.evaluate import predict_kd_or_none
+from voice2mesh.facemodel import load_face_model
+from voice2mesh.ge2e import ge2e_input
+from voice2mesh.metrics import aggregate_by_speaker
 
 MAIN_COLUMNS = ("ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse")
 COLUMN_TITLES = {"ER": "ER", "FR": "FR", "CR": "CR", "MR": "MR", "ARE": "mean ARE",
                  "keypoint_error": "keypoint err.", "rmse": "RMSE (mm)"}
 GAP_COLUMNS = ("ARE", "ER")
-RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
-METRIC_CHUNK = 64
 
 
 def detect_kind(path: str | Path) -> str:
@@ -53,62 +58,10 @@ def detect_kind(path: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# reference predictors
-def ridge_fit(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = RIDGE_ALPHAS, folds: int = 5,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Ridge regression on standardised inputs, alpha chosen by k-fold CV. Returns (W, mu, sd, alpha)."""
-    mu, sd = x.mean(0), np.maximum(x.std(0), 1e-12)
-    xs = (x - mu) / sd
-    ym = y.mean(0)
-
-    def solve(a_x, a_y, alpha):
-        xa = np.concatenate([a_x, np.ones((len(a_x), 1))], 1)
-        reg = alpha * np.eye(xa.shape[1])
-        reg[-1, -1] = 0.0
-        return np.linalg.solve(xa.T @ xa + reg, xa.T @ (a_y - ym))
-
-    fold = np.random.default_rng(seed).permutation(len(x)) % max(2, min(folds, len(x)))
-    errs = []
-    for alpha in alphas:
-        e = 0.0
-        for f in np.unique(fold):
-            tr, te = fold != f, fold == f
-            w = solve(xs[tr], y[tr], alpha)
-            pred = np.concatenate([xs[te], np.ones((te.sum(), 1))], 1) @ w + ym
-            e += float(((pred - y[te]) ** 2).sum())
-        errs.append(e)
-    best = float(alphas[int(np.argmin(errs))])
-    w = solve(xs, y, best)
-    w[-1] += ym  # fold the target mean into the bias
-    return w, mu, sd, best
-
-
-def ridge_predict(w: np.ndarray, mu: np.ndarray, sd: np.ndarray, x: np.ndarray) -> np.ndarray:
-    xs = (x - mu) / sd
-    return np.concatenate([xs, np.ones((len(xs), 1))], 1) @ w
-
-
-def oracle_params(data: VoiceFaceData, train_speakers: np.ndarray, eval_speakers: np.ndarray,
-                  seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Face parameters of the eval speakers predicted from their true hidden voice parameters."""
-    if data.hidden is None:
-        raise DataError(f"{data.root}: no hidden voice parameters (the oracle needs synthvox)")
-    tr = [data.speaker_index[s] for s in train_speakers]
-    ev = [data.speaker_index[s] for s in eval_speakers]
-    w, mu, sd, alpha = ridge_fit(data.hidden[tr], data.params[tr], seed=seed)
-    return ridge_predict(w, mu, sd, data.hidden[ev]).astype(np.float32), {"ridge_alpha": alpha}
-
-
-# ---------------------------------------------------------------------------------------------------
 # model predictions
 def predict_checkpoint(path: str | Path, data: VoiceFaceData, mask: np.ndarray, cache_dir: Path,
                        batch: int = 32) -> np.ndarray:
     """(U, P) un-whitened parameters the model predicts for the selected utterances (clean audio)."""
-    import torch
-
-    from training.kd.evaluate import predict_kd_or_none
-    from training.train import load_voice_to_params
-
     kd = predict_kd_or_none(path, data, mask, cache_dir, batch)
     if kd is not None:
         return kd
@@ -117,8 +70,6 @@ def predict_checkpoint(path: str | Path, data: VoiceFaceData, mask: np.ndarray, 
     out = []
     with torch.no_grad():
         if ck["encoder"] == "ge2e":
-            from voice2mesh.ge2e import ge2e_input
-
             for i in idx:
                 mels = torch.from_numpy(ge2e_input(load_waveform(data.utt_paths[i])))[None]
                 out.append(model(mels).numpy())
@@ -132,34 +83,8 @@ def predict_checkpoint(path: str | Path, data: VoiceFaceData, mask: np.ndarray, 
 
 
 # ---------------------------------------------------------------------------------------------------
-# metrics
-def per_utterance_metrics(face_model, pred_params: np.ndarray, target_params: np.ndarray) -> dict[str, Any]:
-    """voice2mesh.metrics.compare over (U, P) parameter pairs, in memory-bounded chunks."""
-    from voice2mesh.metrics import compare
-
-    parts = []
-    for s in range(0, len(pred_params), METRIC_CHUNK):
-        p = face_model.vertices_from_params(pred_params[s:s + METRIC_CHUNK])
-        t = face_model.vertices_from_params(target_params[s:s + METRIC_CHUNK])
-        parts.append(compare(p, t, face_model))
-
-    def cat(key_parts):
-        if isinstance(key_parts[0], dict):
-            return {k: cat([kp[k] for kp in key_parts]) for k in key_parts[0]}
-        return np.concatenate([np.asarray(kp, dtype=np.float64).reshape(-1) for kp in key_parts])
-
-    return cat(parts)
-
-
-def per_speaker(values: np.ndarray, speakers: np.ndarray) -> np.ndarray:
-    """Mean over each speaker's utterances (sorted speaker order), for paired noise estimates."""
-    _, inv = np.unique(speakers, return_inverse=True)
-    return np.bincount(inv, weights=values) / np.bincount(inv)
-
-
+# the table
 def _row(name: str, kind: str, per_utt: dict[str, Any], speakers: np.ndarray) -> dict[str, Any]:
-    from voice2mesh.metrics import aggregate_by_speaker
-
     agg = aggregate_by_speaker(per_utt, speakers)
     return {"name": name, "kind": kind, "values": agg, "_per_utt": per_utt}
 
@@ -187,8 +112,6 @@ def finish_rows(rows: list[dict[str, Any]], speakers: np.ndarray) -> None:
 def evaluate(data_path: str | Path, checkpoints: Sequence[str | Path], cache_dir: str | Path,
              split: str = "", seed: int = 0, kind: str = "", max_utterances: int = 0) -> dict[str, Any]:
     """The whole table for one dataset: reference rows + one row per checkpoint."""
-    from voice2mesh.facemodel import load_face_model
-
     data = load_dataset(kind or detect_kind(data_path), data_path).limit_per_speaker(max_utterances)
     if data.params is None:
         raise DataError(f"{data_path}: evaluation needs parameter targets")
@@ -290,8 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: more --checkpoints groups than --data entries", file=sys.stderr)
         return 2
     if args.threads > 0:
-        import torch
-
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

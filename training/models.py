@@ -11,8 +11,13 @@ un-whitened. No data-dependent Python control flow in any forward.
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import torch
 from torch import nn
+
+from training.encoders import ge2e
 
 # Paper numbers (VoiceEmbedNet of Wen et al. 2019, as used by Wu et al. 2022): input 64 log-mel channels,
 # conv channels 256, 384, 576, 864, embedding 64; every conv kernel 3, stride 2, padding 1.
@@ -92,8 +97,6 @@ class VoiceEmbedNet2d(nn.Module):
 
 def export_form(module: nn.Module) -> nn.Module:
     """A copy of ``module`` (eval mode) with every VoiceEmbedNet inside replaced by its 2-D form."""
-    import copy
-
     if isinstance(module, VoiceEmbedNet):
         return VoiceEmbedNet2d(module).eval()
     out = copy.deepcopy(module).eval()
@@ -112,8 +115,6 @@ class GE2EPooled(nn.Module):
 
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()
-        from training.encoders import ge2e  # lazy: only runs that choose GE2E need it
-
         self.encoder = ge2e.load_pretrained() if pretrained else ge2e.GE2EEncoder().freeze()
         self.embed_dim = GE2E_DIM
 
@@ -122,7 +123,7 @@ class GE2EPooled(nn.Module):
 
 
 def build_encoder(name: str, pretrained: bool = True) -> nn.Module:
-    """``voiceembednet`` or ``ge2e`` (the latter imports training.encoders.ge2e lazily)."""
+    """``voiceembednet`` or ``ge2e``."""
     if name == "voiceembednet":
         return VoiceEmbedNet()
     if name == "ge2e":
@@ -217,6 +218,25 @@ def vertices_torch(params: torch.Tensor, mean: torch.Tensor, identity_basis: tor
     k = identity_basis.shape[0]
     shape = mean + params[:, 1:1 + k] @ identity_basis + params[:, 1 + k:] @ expression_basis
     return params[:, :1] * shape
+
+
+class MeshDecoder(nn.Module):
+    """Params (B, 1+K+E) -> flat vertices (B, N*3) of a FaceModel set to predict K identity and E
+    expression weights (``vertices_torch`` with the model's bases as buffers)."""
+
+    def __init__(self, face_model) -> None:
+        super().__init__()
+        k, e = face_model.n_identity, face_model.n_expression
+
+        def buffer(x) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+        self.register_buffer("mean", buffer(face_model.mean.reshape(-1)))
+        self.register_buffer("ident", buffer(face_model.identity_basis[:k].reshape(k, -1)))
+        self.register_buffer("expr", buffer(face_model.expression_basis[:e].reshape(e, -1)))
+
+    def forward(self, params: torch.Tensor) -> torch.Tensor:
+        return vertices_torch(params, self.mean, self.ident, self.expr)
 
 
 def freeze(module: nn.Module) -> nn.Module:

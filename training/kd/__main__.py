@@ -4,9 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
+
+from training.kd.ceiling import format_ceiling, route_ceiling
+from training.kd.config import apply_kd_overrides, load_kd_config
+from training.kd.train import run_kd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,14 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ce.add_argument("--out", default="", help="also write the result as JSON here")
     ce.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    from training.kd.config import apply_kd_overrides, load_kd_config
-
     try:
         cfg = apply_kd_overrides(load_kd_config(args.config), args.overrides)
         if args.cmd == "ceiling":
             return _ceiling(cfg, args)
-        from training.kd.train import run_kd
-
         path = run_kd(cfg, Path(args.out), args.device, args.resume, progress=not args.quiet)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -56,12 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ceiling(cfg, args) -> int:
-    import json
-
-    import torch
-
-    from training.kd.ceiling import format_ceiling, route_ceiling
-
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     result = route_ceiling(cfg, args.cache, args.split, args.max_utterances_per_speaker, cfg.seed)

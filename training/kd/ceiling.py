@@ -3,7 +3,7 @@
 KD learns voice -> image -> parameters where the only face information is the teacher's reading of the
 speakers' face images. Its linear ceiling: ridge regression from the frozen encoder's voice embedding to
 the mean teacher reading of the speaker's training images, scored on held-out speakers against the mean
-face and the oracle (``training.evaluate``'s reference rows); for comparison ridge to the true parameters
+face and the oracle (training.eval_metrics' reference rows); for comparison ridge to the true parameters
 (what the supervised framework could reach linearly) and the teacher reading the held-out speakers' own
 images (how well the teacher sees faces at all).
 
@@ -18,14 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.checkpoints import load_pretrained_encoder
+from training.embeddings import clean_embeddings
+from training.eval_metrics import oracle_params, per_utterance_metrics, ridge_fit, ridge_predict
 from training.kd.config import KDConfig
+from training.kd.data import load_identity_images, read_voices_and_faces
+from training.kd.nets import to_unit_range
+from training.kd.teachers import load_teacher, prediction_face_model
 
 
 @torch.no_grad()
 def _teacher_means(teacher, images: np.ndarray, labels: np.ndarray, n: int, batch: int = 256) -> np.ndarray:
     """(n, P) mean teacher reading of each identity's images."""
-    from training.kd.nets import to_unit_range
-
     p = np.concatenate(
         [
             teacher(to_unit_range(torch.from_numpy(images[s : s + batch]))).numpy()
@@ -39,16 +43,11 @@ def route_ceiling(
     cfg: KDConfig, cache_dir: str | Path, split: str = "test", max_utterances: int = 2, seed: int = 0
 ) -> dict[str, Any]:
     """Mean ARE (and gap closed) of the reference rows and the linear KD-route ceiling on ``split``."""
-    from training.evaluate import oracle_params, per_utterance_metrics, ridge_fit, ridge_predict
-    from training.kd.data import load_identity_images, read_voices_and_faces
-    from training.kd.teacher import load_teacher, prediction_face_model
-    from training.kd.train import load_frozen_encoder, utterance_embeddings
-
     dc = cfg.data
     data, folders = read_voices_and_faces(dc.kind, dc.path, dc.images, dc.max_images_per_identity)
     if data.params is None:
         raise ValueError(f"{dc.path}: the ceiling is scored against 3D targets; this dataset has none")
-    encoder, digest = load_frozen_encoder(dc.encoder_checkpoint)
+    encoder, digest = load_pretrained_encoder(dc.encoder_checkpoint)
     teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats)
     fm = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
     train_spk = [s for s in data.speakers_of("train") if s in folders.files]
@@ -58,8 +57,8 @@ def route_ceiling(
     if not ev_mask.any():
         raise ValueError(f"{dc.path}: no utterances in split {split!r}")
     cache = Path(cache_dir)
-    x_tr = utterance_embeddings(encoder, data, tr_mask, cache, dc.eval_frames, digest)
-    x_ev = utterance_embeddings(encoder, ev_data, ev_mask, cache, dc.eval_frames, digest)
+    x_tr = clean_embeddings(encoder, data, tr_mask, cache, dc.eval_frames, digest)
+    x_ev = clean_embeddings(encoder, ev_data, ev_mask, cache, dc.eval_frames, digest)
     ev_spk = ev_data.utt_speakers[ev_mask]
     target = data.params[[data.speaker_index[s] for s in ev_spk]]
 

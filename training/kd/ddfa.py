@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.checkpoints import read_torch_file
 from training.kd.nets import RegressorOutput, resize
 from training.models import freeze
-from training.torchfile import read_torch_file
 
 DDFA_POSE, DDFA_SHAPE, DDFA_EXPRESSION = 12, 40, 10  # 3DDFA-V2's 62 = 12 + 40 + 10
 DDFA_INPUT = 120  # px, square crop

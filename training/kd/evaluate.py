@@ -11,10 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
+from training.checkpoints import is_kd_checkpoint, kd_model_from_checkpoint, read_torch_file
 from training.data import build_feature_bank, tile_frames
-from training.kd.export import is_kd_checkpoint, model_from_checkpoint
-from training.kd.nets import KDInference
+from training.kd.data import load_image
+from training.kd.nets import KDInference, to_unit_range
+from training.kd.teachers import load_teacher
+from training.render import FaceRenderer, RenderConfig, frontal_views
+from training.synthvox.images import albedo_pattern
+from voice2mesh.facemodel import load_face_model
 
 FIGURE_SPEAKERS = 8
 FIGURE_COLUMNS = (
@@ -28,12 +34,9 @@ FIGURE_PX = 128
 
 
 def _load(path: str | Path) -> dict | None:
-    p = Path(path)
-    if not p.is_file():
-        return None
     try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - not ours to diagnose: the supervised loader reports it
+        ck = read_torch_file(path)
+    except (FileNotFoundError, ValueError):  # not ours to diagnose: the supervised loader reports it
         return None
     return ck if is_kd_checkpoint(ck) else None
 
@@ -63,7 +66,7 @@ def predict_kd_or_none(
     ck = _load(path)
     if ck is None:
         return None
-    module = model_from_checkpoint(ck)
+    module = kd_model_from_checkpoint(ck)
     params, faces = predict_kd(module, data, mask, cache_dir, int(ck.get("eval_frames", 1000)), batch)
     if figure:
         out = Path(cache_dir).parent / f"kd_faces_{Path(path).parent.name}.png"
@@ -72,8 +75,6 @@ def predict_kd_or_none(
 
 
 def _teacher_for(ck: dict):
-    from training.kd.teacher import load_teacher
-
     t = ck.get("teacher", {})
     try:
         teacher, _ = load_teacher(
@@ -98,14 +99,6 @@ def write_face_figure(
     """A grid, one row per held-out speaker (first utterance): the speaker's face image (dataset render),
     the face generated from the voice, frontal renders of the teacher's reading of that generated face,
     of the KD prediction and of the true face."""
-    from PIL import Image, ImageDraw
-
-    from training.kd.data import load_image
-    from training.kd.nets import to_unit_range
-    from training.render import FaceRenderer, RenderConfig, frontal_views
-    from training.synthvox.images import albedo_pattern
-    from voice2mesh.facemodel import load_face_model
-
     spk = data.utt_speakers[mask]
     _, first = np.unique(spk, return_index=True)
     rows = np.sort(first)[:n_speakers]

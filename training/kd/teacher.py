@@ -1,14 +1,9 @@
-"""Teachers: frozen ``image -> parameters`` models behind one interface, and the ICT teacher trained here.
+"""The ICT teacher: an ImageRegressor trained on renders of random ICT faces (random identity and expression
+from the prior, random pose, light, skin tone and background: training.render, the same renderer as the
+synthvox face images). Loading any teacher is training.kd.teachers.
 
-Interface (``load_teacher``): an ``nn.Module`` with ``input_size`` and ``n_params`` attributes, whose
-``forward_features(images)`` returns ``RegressorOutput(params, intermediate, pooled)`` for images
-(B, 3, H, W) in [-1, 1] (resized to ``input_size`` inside) and whose ``forward`` returns the params
-(B, 1+K+E) of ``face_model``. Two kinds:
-
-1. ``ict``: an ImageRegressor trained here on renders of random ICT faces (random identity and expression
-   from the prior, random pose, light, skin tone and background: training.render, the same renderer as the
-   synthvox face images). CLI: ``python -m training.kd.teacher train --out DIR``.
-2. ``ddfa``: a 3DDFA-V2-style BFM regressor (training.kd.ddfa) for users with those weights and the BFM.
+``python -m training.kd.teacher train --out DIR``;
+``python -m training.kd.teacher evaluate --checkpoint T.pt``.
 """
 
 from __future__ import annotations
@@ -24,13 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from training.checkpoints import save_checkpoint
+from training.eval_metrics import mean_metrics
 from training.kd.nets import ImageRegressor, to_unit_range
-from training.models import freeze
-from training.torchfile import read_torch_file
-
-TEACHER_FORMAT = "voice2mesh-kd-teacher-1"
+from training.kd.teachers import TEACHER_FORMAT, load_ict_teacher, predict_images, prediction_face_model
+from training.losses import whitening
+from training.models import MeshDecoder, freeze
+from training.synthvox.images import image_params, render_speaker_images
 
 
 @dataclass
@@ -55,15 +51,11 @@ class TeacherTrainConfig:
 
 def render_random_faces(n: int, size: int, face_model, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` renders of random faces: (n, size, size, 3) uint8 and their (n, 1+K+E) parameters."""
-    from training.synthvox.images import render_speaker_images
-
     rng = np.random.default_rng(seed)
     params = face_model.sample_params(n, rng).astype(np.float32)
     # render_speaker_images draws a fresh expression per image: redraw with the same rng and record it
     img_rng = np.random.default_rng([seed, 1])
     probe = np.random.default_rng([seed, 1])
-    from training.synthvox.images import image_params
-
     rendered_params = image_params(params, face_model, 1, probe)
     images = render_speaker_images(face_model, params, 1, size, img_rng)[:, 0]
     return images, rendered_params.astype(np.float32)
@@ -83,61 +75,10 @@ def cached_renders(folder: Path, n: int, size: int, face_model, seed: int) -> tu
     return images, params
 
 
-class MeshDecoder(nn.Module):
-    """Params (B, 1+K+E) -> flat vertices (B, N*3) of a FaceModel (torch twin of vertices_from_params)."""
-
-    def __init__(self, face_model) -> None:
-        super().__init__()
-        k, e = face_model.n_identity, face_model.n_expression
-        self.register_buffer("mean", torch.from_numpy(face_model.mean.reshape(-1).astype(np.float32)))
-        self.register_buffer(
-            "ident",
-            torch.from_numpy(
-                np.ascontiguousarray(face_model.identity_basis[:k].reshape(k, -1), dtype=np.float32)
-            ),
-        )
-        self.register_buffer(
-            "expr",
-            torch.from_numpy(
-                np.ascontiguousarray(face_model.expression_basis[:e].reshape(e, -1), dtype=np.float32)
-            ),
-        )
-        self.k = k
-
-    def forward(self, params: torch.Tensor) -> torch.Tensor:
-        shape = self.mean + params[:, 1 : 1 + self.k] @ self.ident + params[:, 1 + self.k :] @ self.expr
-        return params[:, :1] * shape
-
-
-def prediction_face_model(spec: str, k: int, e: int):
-    """The face model ``spec`` (a voice2mesh.facemodel spec) set to predict ``k`` identity and ``e``
-    expression weights: what a teacher's or student's parameters decode with."""
-    from voice2mesh.facemodel import load_face_model
-
-    return load_face_model(spec).set_prediction_size(k, e)
-
-
-@torch.no_grad()
-def predict_images(model: nn.Module, images_uint8: np.ndarray, batch: int = 128) -> np.ndarray:
-    """(n, P) parameters a teacher predicts for uint8 images (n, H, W, 3)."""
-    model.eval()
-    out = [
-        model(to_unit_range(torch.from_numpy(images_uint8[s : s + batch]))).numpy()
-        for s in range(0, len(images_uint8), batch)
-    ]
-    return np.concatenate(out).astype(np.float32)
-
-
 def accuracy_report(face_model, pred: np.ndarray, target: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:
     """ARE / ratio errors / RMSE of predictions and of a constant baseline (the training mean face)."""
-    from training.evaluate import per_utterance_metrics
-
-    def summary(p: np.ndarray) -> dict[str, float]:
-        m = per_utterance_metrics(face_model, p, target)
-        return {k: float(np.mean(m[k])) for k in ("ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse")}
-
-    model_m = summary(pred)
-    base_m = summary(np.repeat(baseline[None], len(target), 0))
+    model_m = mean_metrics(face_model, pred, target)
+    base_m = mean_metrics(face_model, np.repeat(baseline[None], len(target), 0), target)
     ident = slice(1, 1 + face_model.n_identity)
     corr = [float(np.corrcoef(pred[:, j], target[:, j])[0, 1]) for j in range(ident.start, ident.stop)]
     return {
@@ -151,8 +92,6 @@ def accuracy_report(face_model, pred: np.ndarray, target: np.ndarray, baseline: 
 
 def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = True) -> Path:
     """Render, train, evaluate on held-out renders, save ``out/teacher.pt`` (+ teacher_report.json)."""
-    from training.train import whitening
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:
@@ -212,7 +151,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         }
     )
     path = out / "teacher.pt"
-    torch.save(
+    save_checkpoint(
+        path,
         {
             "format": TEACHER_FORMAT,
             "kind": "ict",
@@ -228,40 +168,9 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
             "report": report,
             "config": asdict(cfg),
         },
-        path,
     )
     (out / "teacher_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return path
-
-
-def load_ict_teacher(path: str | Path) -> tuple[ImageRegressor, dict[str, Any]]:
-    """A frozen ICT teacher from ``teacher.pt`` and its checkpoint dict."""
-    ck = read_torch_file(path, "teacher checkpoint",
-                         hint=" (train one with `python -m training.kd.teacher train --out DIR`)")
-    if not isinstance(ck, dict) or ck.get("format") != TEACHER_FORMAT:
-        raise ValueError(f"{path}: not a KD teacher checkpoint (expected format {TEACHER_FORMAT!r})")
-    model = ImageRegressor(ck["n_params"], ck["input_size"], ck["width"])
-    model.load_state_dict(ck["state_dict"])
-    return freeze(model), ck
-
-
-def load_teacher(kind: str, checkpoint: str, param_stats: str = "") -> tuple[nn.Module, dict[str, Any]]:
-    """Any teacher behind the common interface (frozen): ``ict`` or ``ddfa``. Returns (module, info)
-    where info holds ``face_model``, ``n_identity``, ``n_expression`` (and the checkpoint dict)."""
-    if kind == "ict":
-        model, ck = load_ict_teacher(checkpoint)
-        return model, {
-            "face_model": ck["face_model"],
-            "n_identity": ck["n_identity"],
-            "n_expression": ck["n_expression"],
-            "checkpoint": ck,
-        }
-    if kind == "ddfa":
-        from training.kd.ddfa import load_ddfa_teacher
-
-        model = load_ddfa_teacher(checkpoint, param_stats)
-        return model, {"face_model": "bfm", "n_identity": model.n_shape, "n_expression": model.n_expression}
-    raise ValueError(f"unknown teacher kind {kind!r}; accepted: ict, ddfa")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

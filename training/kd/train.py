@@ -14,8 +14,7 @@ sqrt(#coordinates) (so two random faces are about sqrt(2) apart and the margin 1
 
 from __future__ import annotations
 
-import csv
-import hashlib
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -23,67 +22,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
+from PIL import Image
 from torch import nn
 
-from training.data import build_feature_bank
+from training.checkpoints import load_pretrained_encoder, read_torch_file, save_checkpoint
+from training.embeddings import clean_embeddings
+from training.eval_metrics import per_utterance_metrics
 from training.kd.config import KDConfig, kd_config_to_dict
 from training.kd.data import load_identity_images, read_voices_and_faces
 from training.kd.nets import FaceEmbedNet, Generator, ImageRegressor, KDInference, to_unit_range
 from training.kd.pkt import pkt_loss
-from training.kd.teacher import MeshDecoder, load_teacher, prediction_face_model
-from training.models import VoiceEmbedNet, freeze
+from training.kd.teachers import load_teacher, prediction_face_model
+from training.modelcard import build_card, write_card
+from training.models import MeshDecoder, freeze
+from training.run import RunLogger, checkpoint_due, resolve_device
 
 KD_FORMAT = "voice2mesh-kd-1"
-
-
-def load_frozen_encoder(path: str | Path) -> tuple[VoiceEmbedNet, str]:
-    """The pretrained VoiceEmbedNet of a ``training.train pretrain`` (or supervised) checkpoint, frozen."""
-    from training.train import file_digest, load_checkpoint
-
-    if not path:
-        raise ValueError(
-            "data.encoder_checkpoint is empty: KD needs a pretrained VoiceEmbedNet "
-            "(RUN/pretrain.pt of `python -m training.train pretrain`)"
-        )
-    ck = load_checkpoint(path)
-    state = ck.get("state_dict", {})
-    enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    if not enc_state:
-        raise ValueError(f"{path}: no VoiceEmbedNet weights (no 'encoder.*' entries in state_dict)")
-    enc = VoiceEmbedNet()
-    enc.load_state_dict(enc_state)
-    return freeze(enc), file_digest(path)
-
-
-@torch.no_grad()
-def utterance_embeddings(
-    encoder: nn.Module,
-    data,
-    mask: np.ndarray,
-    cache_dir: Path,
-    n_frames: int,
-    digest: str,
-    batch: int = 64,
-    progress: bool = False,
-) -> np.ndarray:
-    """(U_selected, D) embeddings of the clean utterances (tiled to ``n_frames``), cached by encoder."""
-    from training.data import tile_frames
-
-    idx = np.flatnonzero(mask)
-    h = hashlib.sha1(f"{digest}|{n_frames}".encode())
-    for i in idx:
-        h.update(f"{data.utt_ids[i]}|{data.utt_paths[i]}\n".encode())
-    path = Path(cache_dir) / f"kd-embeddings-{h.hexdigest()[:16]}.npy"
-    if path.is_file():
-        return np.load(path)
-    bank = build_feature_bank(data, cache_dir, mask, 0, progress=progress)
-    out = np.zeros((len(idx), encoder.embed_dim), dtype=np.float32)
-    for s in range(0, len(idx), batch):
-        x = np.stack([tile_frames(bank.get(u), n_frames) for u in range(s, min(s + batch, len(idx)))])
-        out[s : s + len(x)] = encoder(torch.from_numpy(x)).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, out)
-    return out
 
 
 def mesh_scale(face_model, decoder: MeshDecoder, n: int = 512, seed: int = 0) -> torch.Tensor:
@@ -143,7 +98,7 @@ class KDTrainer:
         dc = cfg.data
         data, folders = read_voices_and_faces(dc.kind, dc.path, dc.images, dc.max_images_per_identity)
         self.data, self.folders = data, folders
-        self.encoder, self.encoder_digest = load_frozen_encoder(dc.encoder_checkpoint)
+        self.encoder, self.encoder_digest = load_pretrained_encoder(dc.encoder_checkpoint)
         teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats)
         self.teacher, self.teacher_info = teacher.to(device), info
         self.face_model = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
@@ -154,8 +109,8 @@ class KDTrainer:
         train_spk = [s for s in data.speakers_of("train") if s in folders.files]
         self.identities = train_spk
         mask = (data.utt_splits == "train") & np.isin(data.utt_speakers, train_spk)
-        self.embeddings = utterance_embeddings(
-            self.encoder, data, mask, cache_dir, dc.eval_frames, self.encoder_digest, progress=progress
+        self.embeddings = clean_embeddings(
+            self.encoder, data, mask, cache_dir, dc.eval_frames, self.encoder_digest, show=progress
         )
         lab = {s: i for i, s in enumerate(train_spk)}
         self.utt_labels = np.array([lab[s] for s in data.utt_speakers[mask]], dtype=np.int64)
@@ -192,8 +147,6 @@ class KDTrainer:
     # ---------------------------------------------------------------------------------------------
     def reset_ema(self) -> None:
         """Start the weight averages at the current generator and student."""
-        import copy
-
         self.ema = {
             "generator": freeze(copy.deepcopy(self.generator)),
             "student": freeze(copy.deepcopy(self.student)),
@@ -346,14 +299,12 @@ class KDTrainer:
         """Validation monitoring (not selection): the mean ARE of voice -> generator -> student on the
         validation speakers (clean utterances) and of the mean training face, when the dataset has 3D
         targets; optionally a PNG of 16 faces generated from validation voices."""
-        from training.evaluate import per_utterance_metrics
-
         data = self.data
         mask = data.utt_splits == "val"
         if not mask.any():
             return {}
         if not hasattr(self, "_val"):
-            emb = utterance_embeddings(
+            emb = clean_embeddings(
                 self.encoder, data, mask, cache_dir, self.cfg.data.eval_frames, self.encoder_digest
             )
             self._val = (emb, mask)
@@ -370,8 +321,6 @@ class KDTrainer:
             self.generator.train()
             student_train_mode(self.student, self.cfg.student.batchnorm)
         if figure is not None:
-            from PIL import Image
-
             grid = torch.cat(faces)[:16].cpu()
             grid = ((grid.permute(0, 2, 3, 1) + 1) * 127.5).clamp(0, 255).round().byte().numpy()
             n, s = len(grid), grid.shape[1]
@@ -390,8 +339,6 @@ class KDTrainer:
 
     def inference_module(self) -> KDInference:
         """A CPU copy of voice -> generator -> student for export and evaluation."""
-        import copy
-
         return KDInference(
             copy.deepcopy(self.encoder).cpu(),
             copy.deepcopy(self.nets_for_inference()[0]).cpu().eval(),
@@ -463,23 +410,18 @@ def run_kd(
     cfg: KDConfig, out: str | Path, device: str = "cpu", resume: bool = False, progress: bool = True
 ) -> Path:
     """Train; write ``out/last.pt`` (resumable), ``out/log.csv``, and ``out/model.pt`` + model card."""
-    from training.kd.config import kd_config_to_dict as to_dict
-    from training.modelcard import build_card, write_card
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    import yaml
-
-    (out / "kd_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    dev = resolve_device(device)
+    (out / "kd_config.yaml").write_text(yaml.safe_dump(kd_config_to_dict(cfg), sort_keys=False))
     t0 = time.time()
     trainer = KDTrainer(cfg, out.parent / "cache", dev, progress)
     t_setup = time.time() - t0
     last = out / "last.pt"
     if resume and last.is_file():
-        trainer.load_state(torch.load(last, map_location=dev, weights_only=False)["trainer"])
+        trainer.load_state(read_torch_file(last, "KD checkpoint")["trainer"])
     if trainer.step_count == 0 and cfg.optim.d_warmup_steps > 0:
         acc = trainer.warmup_d(cfg.optim.d_warmup_steps)
         if progress:
@@ -488,46 +430,37 @@ def run_kd(
                 f"({time.time() - t0:.0f} s)",
                 flush=True,
             )
-    log_path = out / "log.csv"
-    mode = "a" if resume and log_path.is_file() else "w"
+    if not resume:
+        (out / "log.csv").unlink(missing_ok=True)
+    logger = RunLogger(out, step_key="step")
     oc = cfg.optim
     rows: list[dict[str, float]] = []
-    with open(log_path, mode, newline="") as f:
-        writer = None
-        t_train = time.time()
-        while trainer.step_count < oc.steps:
-            if oc.max_seconds > 0 and time.time() - t_train > oc.max_seconds:
-                if progress:
-                    print(f"time box: stopping after {trainer.step_count} steps ({oc.max_seconds:.0f} s)")
-                break
-            row = trainer.step()
-            rows.append(row)
-            if trainer.step_count % oc.log_every == 0 or trainer.step_count == oc.steps:
-                avg = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-                if oc.eval_every > 0:
-                    due = trainer.step_count % oc.eval_every == 0 or trainer.step_count == oc.steps
-                    mon = trainer.monitor(out.parent / "cache", out / "val_faces.png") if due else {}
-                    avg["val_are"] = mon.get("val_are", float("nan"))
-                    avg["val_are_baseline"] = mon.get("val_are_baseline", float("nan"))
-                avg = {"step": trainer.step_count, **avg, "seconds": round(time.time() - t0, 1)}
-                rows = []
-                if writer is None:
-                    writer = csv.DictWriter(f, fieldnames=list(avg))
-                    if mode == "w":
-                        writer.writeheader()
-                writer.writerow(avg)
-                f.flush()
-                if progress:
-                    print(
-                        " ".join(
-                            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in avg.items()
-                        ),
-                        flush=True,
-                    )
-            if trainer.step_count % oc.checkpoint_every == 0 or trainer.step_count == oc.steps:
-                tmp = last.with_suffix(".tmp")
-                torch.save({"trainer": trainer.state(), "config": to_dict(cfg)}, tmp)
-                tmp.replace(last)
+    t_train = time.time()
+    while trainer.step_count < oc.steps:
+        if oc.max_seconds > 0 and time.time() - t_train > oc.max_seconds:
+            if progress:
+                print(f"time box: stopping after {trainer.step_count} steps ({oc.max_seconds:.0f} s)")
+            break
+        row = trainer.step()
+        rows.append(row)
+        if trainer.step_count % oc.log_every == 0 or trainer.step_count == oc.steps:
+            avg = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            if oc.eval_every > 0:
+                due = trainer.step_count % oc.eval_every == 0 or trainer.step_count == oc.steps
+                mon = trainer.monitor(out.parent / "cache", out / "val_faces.png") if due else {}
+                avg["val_are"] = mon.get("val_are", float("nan"))
+                avg["val_are_baseline"] = mon.get("val_are_baseline", float("nan"))
+            avg = {"step": trainer.step_count, **avg, "seconds": round(time.time() - t0, 1)}
+            rows = []
+            logger.log(avg)
+            if progress:
+                print(
+                    " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in avg.items()),
+                    flush=True,
+                )
+        if checkpoint_due(trainer.step_count, oc.checkpoint_every, oc.steps):
+            save_checkpoint(last, {"trainer": trainer.state(), "config": kd_config_to_dict(cfg)})
+    logger.close()
     seconds = time.time() - t0
     data = trainer.data
     card = build_card(
@@ -544,7 +477,7 @@ def run_kd(
             "n_face_images": int(len(trainer.images)),
             "n_train_utterances": int(len(trainer.embeddings)),
         },
-        config=to_dict(cfg),
+        config=kd_config_to_dict(cfg),
         metrics={},
         training={
             "framework": "unsupervised knowledge distillation (no 3D targets used)",
@@ -557,9 +490,6 @@ def run_kd(
         },
     )
     card["framework"] = "kd"
-    final = out / "model.pt"
-    tmp = final.with_suffix(".tmp")
-    torch.save(checkpoint_payload(trainer, cfg, card), tmp)
-    tmp.replace(final)
+    final = save_checkpoint(out / "model.pt", checkpoint_payload(trainer, cfg, card))
     write_card(card, out)
     return final

@@ -8,9 +8,14 @@ import json
 import sys
 from collections.abc import Sequence
 
+from PIL import Image
+
+from voice2mesh.facemodel import load_face_model
+
 from .config import SynthVoxConfig
 from .espeak import EspeakError
 from .generate import explained_variance, generate
+from .images import contact_sheet
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,12 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print("explained variance: needs at least 10 speakers (5-fold cross-validation)")
         elif args.command == "contact-sheet":
-            from PIL import Image
-
-            from voice2mesh.facemodel import load_face_model
-
-            from .images import contact_sheet
-
             fm = load_face_model("ict")
             sheet = contact_sheet(fm, args.speakers, args.per_speaker, args.size, args.seed)
             Image.fromarray(sheet).save(args.out)

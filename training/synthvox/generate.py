@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+from scipy.signal import istft, stft
 
 from voice2mesh.facemodel import load_face_model
 
 from . import espeak, link
 from .config import FORMAT_VERSION, SynthVoxConfig
+from .images import write_speaker_images
 from .sentences import SENTENCES
 
 PEAK = 0.9  # output peak level (linear, of full scale)
@@ -71,8 +73,6 @@ def formant_dispersion_warp(x: np.ndarray, sr: int, gamma: float,
     so the harmonics (F0) and phases stay where they are and only the envelope (formants) moves.
     gamma = 1 returns ``x`` unchanged.
     """
-    from scipy.signal import istft, stft
-
     x = np.asarray(x, dtype=np.float32)
     if gamma == 1.0 or x.size < ENVELOPE_NFFT:
         return x
@@ -198,8 +198,6 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
     t_audio = time.perf_counter()
 
     if config.images:
-        from .images import write_speaker_images
-
         write_speaker_images(out, fm, world.params, speaker_ids, config.images, config.image_size,
                              np.random.default_rng(world.seeds[3]))
     t_images = time.perf_counter()
