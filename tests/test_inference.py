@@ -38,23 +38,26 @@ def _graph_weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return init["W"], init["b"]
 
 
-def test_provider_is_what_the_session_runs_on(bundle_dir, predictor):
-    """onnxruntime-gpu offers CUDA here, but the session falls back to the CPU: the provider reported is
-    the one the created session reads back, never the one asked for."""
+def test_provider_is_what_the_session_runs_on(bundle_dir, predictor, monkeypatch):
+    """onnxruntime-gpu offers CUDA here, but a session asked for it falls back to the CPU: the provider
+    reported is the one the created session reads back, never the one asked for."""
     if "CUDAExecutionProvider" not in providers.ort.get_available_providers():
         pytest.skip("this onnxruntime build has no CUDA provider")
-    session, used = providers.create_session(str(bundle_dir / "supervised.onnx"), "auto")
+    model = str(bundle_dir / "supervised.onnx")
+    monkeypatch.setattr(providers, "_cuda_failed", False)  # as in a fresh process
+    assert providers.requested_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    session, used = providers.create_session(model, "auto")
     assert used == session.get_providers()[0]
     assert predictor.provider == predictor.session.get_providers()[0]
     if used == "CUDAExecutionProvider":
         pytest.skip("this machine runs CUDA sessions (the fallback cannot be shown)")
     assert used == "CPUExecutionProvider" and "CUDAExecutionProvider" not in session.get_providers()
+    assert providers.requested_providers("auto") == ["CPUExecutionProvider"]  # no second attempt
     with pytest.raises(providers.DeviceError, match="could not start CUDA"):
-        providers.create_session(str(bundle_dir / "supervised.onnx"), "cuda")
-    cpu, used = providers.create_session(str(bundle_dir / "supervised.onnx"), "cpu")
-    assert used == "CPUExecutionProvider"
+        providers.create_session(model, "cuda")  # "cuda" still tries, and says it failed
+    assert providers.create_session(model, "cpu")[1] == "CPUExecutionProvider"
     with pytest.raises(ValueError, match="device must be one of"):
-        providers.create_session(str(bundle_dir / "supervised.onnx"), "gpu")
+        providers.create_session(model, "gpu")
 
 
 def test_default_thread_count(bundle_dir):

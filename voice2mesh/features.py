@@ -127,16 +127,16 @@ def frame_count(n_samples: int, config: FrontEndConfig = FrontEndConfig()) -> in
 
 
 def _frames(x: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
-    """(frame_count, win_length) float64 samples of every frame (quirks 1-2).
+    """(frame_count, win_length) samples of every frame (quirks 1-2), in the dtype of ``x``.
 
-    The frames that lie inside the signal are a strided view of it (one copy, into the result);
-    the few that run past its end (at most ``ceil(win / hop)``) repeat their own samples
+    The frames that lie inside the signal are a strided view of it (copied into the result); the
+    few that run past its end (at most ``ceil(win / hop)``) repeat their own samples
     (``numpy.resize``); one that starts exactly at the end is all zeros.
     """
     hop, win, n = config.hop_length, config.win_length, len(x)
     n_out = frame_count(n, config)
     n_inside = 0 if n < win else (n - win) // hop + 1
-    out = np.zeros((n_out, win))
+    out = np.zeros((n_out, win), dtype=x.dtype)
     if n_inside:
         out[:n_inside] = np.lib.stride_tricks.sliding_window_view(x, win)[::hop]
     starts = np.arange(n_inside, n_out) * hop
@@ -148,38 +148,36 @@ def _frames(x: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndar
     return out
 
 
-def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
-    """(T, n_mels) float32 log mel filterbank of int16-scale samples, vectorised over all frames.
+_BLOCK = 128  # frames per FFT: each block's temporaries (< 1 MB) are reused by the allocator
 
-    Frames (:func:`_frames`) → per-frame pre-emphasis whose sample 0 takes the previous frame's last
-    sample as predecessor (quirk 3) → Hamming window → one rfft over all frames → power → one matmul
-    with the (sparse) filterbank (quirk 4) → floor and natural log (quirk 5). All in float64 (a float32
-    FFT is off by up to 2e-4 in the log of quiet bins), cast at the end.
+
+def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
+    """(T, n_mels) float32 log mel filterbank of int16-scale samples, vectorised over frames.
+
+    All frames are cut at once (:func:`_frames`, int16 for int16 input); then per block of ``_BLOCK``
+    frames: float64 → pre-emphasis, sample 0 of each frame against the previous frame's last sample
+    (quirk 3) → Hamming window → one rfft → power → one matmul with the (sparse) filterbank (quirk 4);
+    finally floor and natural log (quirk 5). The FFT runs in float64 (a float32 FFT is off by up to
+    2e-4 in the log of quiet bins). Blocks keep the temporaries small: one pass over all frames makes
+    ~15 MB of fresh float64 temporaries per call, which the allocator hands back to the system and
+    page-faults in again on the next call.
     """
     x = np.asarray(int16_samples)
     if x.ndim != 1:
         raise ValueError(f"log_mel takes one channel of samples, got shape {x.shape}")
-    f = _frames(x, config)
-    a = config.preemphasis
-    prev = np.concatenate([[0.0], f[:-1, -1]])         # sample 0's predecessor: the last frame's end
-    f[:, 1:] -= a * f[:, :-1]
-    f[:, 0] -= a * prev
-    f *= _window(config.win_length)
-    spec = np.fft.rfft(f, n=config.n_fft, axis=1)
-    del f
-    pairs = spec.view(np.float64)                      # re, im of every bin side by side
-    np.square(pairs, out=pairs)
-    power = pairs[:, 0::2] + pairs[:, 1::2]
-    del spec, pairs                                    # large temporaries go before the next one comes
-    energies = power @ _sparse_filterbank(config)
+    frames = _frames(x if x.dtype.kind in "iu" else x.astype(np.float64), config)
+    before = np.concatenate([[0.0], frames[:-1, -1]])  # each frame's pre-emphasis predecessor
+    a, window, filterbank = config.preemphasis, _window(config.win_length), _sparse_filterbank(config)
+    energies = np.empty((len(frames), config.n_mels))
+    for b in range(0, len(frames), _BLOCK):
+        f = frames[b: b + _BLOCK].astype(np.float64)
+        f[:, 1:] -= a * f[:, :-1]
+        f[:, 0] -= a * before[b: b + _BLOCK]
+        f *= window
+        pairs = np.fft.rfft(f, n=config.n_fft, axis=1).view(np.float64)  # re, im side by side
+        np.square(pairs, out=pairs)
+        energies[b: b + _BLOCK] = (pairs[:, 0::2] + pairs[:, 1::2]) @ filterbank
     return np.log(np.maximum(energies, config.log_floor)).astype(np.float32)
-
-
-@lru_cache(maxsize=8)
-def _sparse_filterbank(config: FrontEndConfig) -> scipy.sparse.csr_array:
-    """The filterbank as a sparse matrix: each FFT bin is in at most two filters, and a dense matmul
-    would be handed to a multi-threaded BLAS whose workers spin after each call."""
-    return scipy.sparse.csr_array(mel_filterbank(config))
 
 
 @lru_cache(maxsize=4)
@@ -187,6 +185,13 @@ def _window(win_length: int) -> np.ndarray:
     window = np.hamming(win_length)
     window.setflags(write=False)
     return window
+
+
+@lru_cache(maxsize=8)
+def _sparse_filterbank(config: FrontEndConfig) -> scipy.sparse.csr_array:
+    """The filterbank as a sparse matrix: each FFT bin is in at most two filters, and a dense matmul
+    would be handed to a multi-threaded BLAS whose workers spin after each call."""
+    return scipy.sparse.csr_array(mel_filterbank(config))
 
 
 def normalise(logmel: np.ndarray) -> np.ndarray:
