@@ -1,42 +1,53 @@
-"""Web app benchmark: API round trip, 20-way concurrency, cold start, runtime venv size.
+"""Web app benchmark: server time per /predict by stage, round trip against a trivial app, throughput.
 
-    python benchmarks/bench_app.py [--bundle DIR] [--requests 30] [--starts 3] [--json OUT]
+    python benchmarks/bench_app.py [--bundle DIR] [--before DIR] [--requests 40] [--per-client 3]
+                                   [--json OUT]
 
-- round trip: ``gradio_client`` → /predict → GLB, OBJ, PLY and readouts back on the client
-  (upload, queue, prediction, mesh files, download), sequential requests; p50 / p95.
-  Baseline in the same run: ``Voice2MeshService.run`` in this process on the same file (the work
-  without HTTP, queue and transfers); the ratio is the price of serving it.
-- concurrency: 20 clients (sessions) submit at once; wall time and requests per second, against
-  the sequential rate measured above.
-- cold start: process start → first HTTP answer (median of ``--starts`` runs), which includes
-  loading the bundle, ONNX Runtime sessions, warm-up and Gradio.
-- runtime venv: size of ``.venv-app`` (``make venv-app``, requirements.txt only) and whether torch
-  is in it.
+Servers (each a real ``app.py`` process behind ``benchmarks/app_timing_server.py``):
+- ``after``: this checkout's app; ``before`` (with ``--before DIR``): another checkout's app.py on
+  the same bundle and voice, started without ``xxhash`` (which that code did not require);
+- ``floor``: a trivial Gradio app that takes the same audio upload and returns a small file.
 
-Uses the random-weights test bundle unless ``--bundle`` is given (timings of the tiny test graphs:
-the app's own overhead, not a trained model's compute).
+Measured, on a 10 s voice and the bundle's default model:
+1. Sequential ``gradio_client`` round trips (upload, queue, prediction, answer, file downloads),
+   the servers taking turns request by request; p50 / p95, and p50 against the floor's p50.
+2. Server time per request by stage, from the server's own timers: HTTP upload, queue join, wait in
+   the queue, Gradio preprocess, the handler (with the service's own stages from the answer's JSON),
+   Gradio postprocess; "span" = upload received → response ready.
+3. Throughput: 20 clients (sessions), each sending ``--per-client`` requests one after another,
+   all at once: requests per second.
+
+Without ``--bundle``: ``models/default`` when present, else a random-weights VoiceEmbedNet bundle
+made with ``python -m export.to_onnx --random-init`` (the real architecture, so the real compute).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.app_server import make_app_bundle, running_app, start_app, synthesise  # noqa: E402
+from tests.app_server import AppServer, start_app, synthesise  # noqa: E402
 
-TEXT = "This is a benchmark sentence for the voice to mesh application, about five seconds of speech."
+TIMING_SERVER = REPO_ROOT / "benchmarks" / "app_timing_server.py"
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
+TEXT = ("This is a benchmark recording for the voice to mesh application. It lasts about ten seconds, "
+        "spoken at a steady pace, like a typical visitor.")
+MODEL_STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -46,118 +57,200 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def bench_in_process(bundle: Path, voice: Path, n: int, work: Path) -> list[float]:
-    """Baseline: the same work without the server (check, predict, write GLB/OBJ/PLY, readouts)."""
-    from voice2mesh.service import Voice2MeshService
-
-    service = Voice2MeshService.from_bundle(bundle, work_dir=work / "inproc")
-    service.run(voice, "supervised", "warm")
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        service.run(voice, "supervised", "bench")
-        times.append((time.perf_counter() - t0) * 1e3)
-    service.close()
-    return times
+def make_bundle(out: Path) -> Path:
+    """A random-weights VoiceEmbedNet bundle (real architecture) via the export CLI (needs torch)."""
+    cmd = [sys.executable, "-m", "export.to_onnx", "--random-init", "--encoder", "voiceembednet",
+           "--out", str(out)]
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True, text=True)
+    return out
 
 
-def bench_round_trip(url: str, voice: Path, n: int) -> list[float]:
-    from gradio_client import Client, handle_file
+def start(name: str, work: Path, bundle: Path, extra: list[str]) -> tuple[AppServer, Path]:
+    log = work / f"{name}-timings.jsonl"
+    args = ["--timing-log", str(log), *extra, "--no-examples"]
+    server = start_app(None if "--trivial" in extra else bundle, work / name, args, app_file=TIMING_SERVER,
+                       env={"PYTHONPATH": ""})
+    return server, log
 
-    client = Client(url, verbose=False)
-    try:
-        client.predict(handle_file(str(voice)), "supervised", False, api_name="/predict")  # warm
-        times = []
-        for _ in range(n):
+
+def read_log(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def answer_json(out: Any) -> dict | None:
+    last = out[-1] if isinstance(out, (list, tuple)) else None
+    return last if isinstance(last, dict) else None
+
+
+def predict_args(voice: Path, model: str | None) -> tuple:
+    """/predict inputs: the app's (audio, model, heatmap off), or the floor's (audio) when model is None."""
+    from gradio_client import handle_file
+
+    return (handle_file(str(voice)),) if model is None else (handle_file(str(voice)), model, False)
+
+
+def round_trips(clients: dict[str, Any], voice: Path, model: str, n: int
+                ) -> tuple[dict[str, list[float]], dict]:
+    """``n`` sequential requests per server, servers taking turns; (ms per server, answers' JSON)."""
+
+    times: dict[str, list[float]] = {name: [] for name in clients}
+    answers: dict[str, list[dict]] = {name: [] for name in clients}
+    names = list(clients)
+    for i in range(n):
+        order = names if i % 2 == 0 else names[::-1]
+        for name in order:
+            args = predict_args(voice, None if name == "floor" else model)
             t0 = time.perf_counter()
-            out = client.predict(handle_file(str(voice)), "supervised", False, api_name="/predict")
-            times.append((time.perf_counter() - t0) * 1e3)
-            assert out[0] and out[12]["models"][0]["readouts"]
-    finally:
-        client.close()
-    return times
+            out = clients[name].predict(*args, api_name="/predict")
+            times[name].append((time.perf_counter() - t0) * 1e3)
+            if (js := answer_json(out)) is not None:
+                answers[name].append(js)
+    return times, answers
 
 
-def bench_concurrency(url: str, voice: Path, n: int = 20) -> float:
-    """Wall seconds for ``n`` sessions submitting one request each at the same moment."""
-    from gradio_client import Client, handle_file
+def server_stages(log: list[dict[str, Any]], answers: list[dict], n: int) -> dict[str, Any]:
+    """Median ms per stage over the last ``n`` requests of a sequential run (records in order)."""
+    uploads = [r for r in log if r["kind"] == "http" and r["path"].endswith("/upload")][-n:]
+    joins = [r for r in log if r["kind"] == "http" and r["path"].endswith("/queue/join")][-n:]
+    events = [r for r in log if r["kind"] == "event" and r["fn"] == "predict"][-n:]
+    if not (len(uploads) == len(joins) == len(events) == n):
+        return {"error": f"{len(uploads)} uploads, {len(joins)} joins, {len(events)} events for {n} requests"}
+    rows: dict[str, list[float]] = {}
 
-    clients = [Client(url, verbose=False) for _ in range(n)]
-    try:
-        t0 = time.perf_counter()
-        jobs = [c.submit(handle_file(str(voice)), "supervised", False, api_name="/predict") for c in clients]
-        results = [j.result(timeout=600) for j in jobs]
-        wall = time.perf_counter() - t0
-    finally:
-        for c in clients:
-            c.close()
-    assert all(r[0] for r in results)
-    return wall
+    def add(key: str, seconds: float) -> None:
+        rows.setdefault(key, []).append(seconds * 1e3)
+
+    for up, join, ev in zip(uploads, joins, events, strict=True):
+        add("upload (HTTP)", up["end"] - up["start"])
+        add("queue join (HTTP)", join["end"] - join["start"])
+        add("queue wait", ev["start"] - join["end"])
+        add("preprocess (Gradio)", ev.get("preprocess", 0.0))
+        add("handler", ev.get("handler", 0.0))
+        add("postprocess (Gradio)", ev.get("postprocess", 0.0))
+        add("server stages, sum", (up["end"] - up["start"]) + (join["end"] - join["start"])
+            + (ev["end"] - join["end"]))
+        add("span: upload received -> response ready", ev["end"] - up["start"])
+    for js in answers[-n:]:
+        model = js["models"][0]["timings_ms"]
+        for key, ms in js.get("timings_ms", {}).items():
+            rows.setdefault(f"  handler: {key}", []).append(ms)
+        for key in (*MODEL_STAGES, "write meshes"):
+            if key in model:
+                rows.setdefault(f"  handler: {key}", []).append(model[key])
+    out = {k: statistics.median(v) for k, v in rows.items()}
+    inner = sum(v for k, v in out.items() if k.startswith("  handler:"))
+    out["  handler: rest (tables, summary, Gradio call)"] = out["handler"] - inner
+    return out
 
 
-def bench_cold_start(bundle: Path, work: Path, runs: int) -> list[float]:
-    times = []
-    for i in range(runs):
-        srv = start_app(bundle, work / f"cold{i}", ["--no-examples"])
-        times.append(srv.ready_s)
-        srv.stop()
-    return times
+def throughput(url: str, voice: Path, model: str | None, clients: int, per_client: int) -> dict[str, float]:
+    """``clients`` sessions at once, each sending ``per_client`` requests in a row; requests per second."""
+    from gradio_client import Client
 
+    pool = [Client(url, verbose=False) for _ in range(clients)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(clients + 1)
 
-def venv_size(path: Path = REPO_ROOT / ".venv-app") -> dict:
-    if not path.is_dir():
-        return {"path": str(path), "exists": False, "note": "run `make venv-app` first"}
-    out = subprocess.run(["du", "-sm", str(path)], capture_output=True, text=True, check=True).stdout
-    site = next(path.glob("lib/python*/site-packages"), None)
-    torch = bool(site and (site / "torch").exists())
-    biggest = []
-    if site:
-        sizes = subprocess.run(["du", "-sm", *map(str, site.iterdir())], capture_output=True,
-                               text=True).stdout
-        rows = [(int(line.split("\t")[0]), Path(line.split("\t")[1]).name) for line in sizes.splitlines()]
-        biggest = sorted(rows, reverse=True)[:6]
-    return {"path": str(path), "exists": True, "size_mb": int(out.split()[0]), "has_torch": torch,
-            "largest_mb": biggest}
+    def work(c: Any) -> None:
+        start.wait()
+        try:
+            for _ in range(per_client):
+                c.predict(*predict_args(voice, model), api_name="/predict")
+        except BaseException as exc:  # noqa: BLE001 - counted and reported
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in pool]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    for c in pool:
+        c.close()
+    done = clients * per_client - len(errors)
+    return {"requests": clients * per_client, "failed": len(errors), "wall_s": wall,
+            "requests_per_s": done / wall}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gradio_client import Client
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", type=Path, help="bundle folder (default: a fresh random-weights test bundle)")
-    p.add_argument("--requests", type=int, default=30, help="sequential round trips (default 30)")
-    p.add_argument("--starts", type=int, default=3, help="cold starts to time (default 3)")
+    p.add_argument("--bundle", type=Path, help="bundle folder (default: models/default, else random-init)")
+    p.add_argument("--before", type=Path, help="another checkout whose app.py to measure in the same run")
+    p.add_argument("--requests", type=int, default=40, help="sequential requests per server (default 40)")
+    p.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
+    p.add_argument("--per-client", type=int, default=3, help="requests per concurrent client (default 3)")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
+    servers: dict[str, tuple[AppServer, Path]] = {}
     try:
-        bundle = args.bundle or make_app_bundle(tmp / "bundle")
+        bundle = args.bundle or (DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "bundle.json").is_file()
+                                 else make_bundle(tmp / "bundle"))
         voice = synthesise(tmp / "voice.wav", TEXT)
-        base = bench_in_process(bundle, voice, args.requests, tmp)
-        with running_app(bundle, tmp / "server", ["--no-examples"]) as srv:
-            rt = bench_round_trip(srv.url, voice, args.requests)
-            wall = bench_concurrency(srv.url, voice, 20)
-        cold = bench_cold_start(bundle, tmp, args.starts)
-        seq_rate = 1000.0 / statistics.median(rt)
-        res = {
-            "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs",
-            "bundle": str(args.bundle or "random-weights test bundle"),
-            "in_process_ms": {"p50": statistics.median(base), "p95": percentile(base, 95)},
-            "round_trip_ms": {"p50": statistics.median(rt), "p95": percentile(rt, 95), "n": len(rt)},
-            "serving_overhead_x": statistics.median(rt) / statistics.median(base),
-            "concurrency_20": {"wall_s": wall, "requests_per_s": 20 / wall,
-                               "vs_sequential_x": (20 / wall) / seq_rate},
-            "cold_start_s": {"median": statistics.median(cold), "runs": cold},
-            "venv_app": venv_size(),
+        import soundfile as sf
+
+        voice_s = sf.info(str(voice)).duration
+        if args.before:
+            servers["before"] = start("before", tmp, bundle,
+                                      ["--app-root", str(args.before.resolve()), "--without", "xxhash"])
+        servers["after"] = start("after", tmp, bundle, ["--app-root", str(REPO_ROOT)])
+        servers["floor"] = start("floor", tmp, bundle, ["--trivial"])
+        clients = {name: Client(srv.url, verbose=False) for name, (srv, _) in servers.items()}
+        model = json.loads((bundle / "bundle.json").read_text())["default_model"]
+        round_trips(clients, voice, model, 3)  # warm-up: first requests of each server
+        rt, answers = round_trips(clients, voice, model, args.requests)
+        for c in clients.values():
+            c.close()
+        floor_p50 = statistics.median(rt["floor"])
+        res: dict[str, Any] = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+                       f"{os.getloadavg()[0]:.1f} at the end of the round trips",
+            "bundle": str(args.bundle or (DEFAULT_BUNDLE if bundle == DEFAULT_BUNDLE
+                                          else "random-init VoiceEmbedNet (export.to_onnx --random-init)")),
+            "voice_s": round(voice_s, 2), "requests": args.requests, "servers": {},
         }
+        for name, (_, log) in servers.items():
+            entry: dict[str, Any] = {
+                "round_trip_ms": {"p50": statistics.median(rt[name]), "p95": percentile(rt[name], 95)},
+                "vs_floor_p50_x": statistics.median(rt[name]) / floor_p50,
+            }
+            if name != "floor":
+                entry["server_ms"] = server_stages(read_log(log), answers[name], args.requests)
+            res["servers"][name] = entry
+        for name, (srv, _) in servers.items():
+            res["servers"][name]["throughput"] = throughput(
+                srv.url, voice, None if name == "floor" else model, args.clients, args.per_client)
     finally:
+        for srv, _ in servers.values():
+            srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(res, indent=2))
-    print(f"\nround trip p50 {res['round_trip_ms']['p50']:.0f} ms, p95 {res['round_trip_ms']['p95']:.0f} ms "
-          f"(in-process {res['in_process_ms']['p50']:.0f} ms, x{res['serving_overhead_x']:.1f}); "
-          f"20 at once: {wall:.1f} s = {20 / wall:.1f} req/s; "
-          f"cold start {res['cold_start_s']['median']:.1f} s")
+    print_table(res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return 0
+
+
+def print_table(res: dict[str, Any]) -> None:
+    names = [n for n in ("before", "after") if n in res["servers"]]
+    s = res["servers"]
+    print(f"\n{res['machine']}; bundle: {res['bundle']}; voice {res['voice_s']} s; "
+          f"{res['requests']} sequential requests per server (medians, ms)")
+    print(f"{'':46s}" + "".join(f"{n:>10s}" for n in names))
+    keys = list(dict.fromkeys(k for n in names for k in s[n]["server_ms"]))
+    for k in keys:
+        print(f"{k:46s}" + "".join(f"{s[n]['server_ms'].get(k, float('nan')):10.2f}" for n in names))
+    print(f"{'round trip p50 (floor ' + format(s['floor']['round_trip_ms']['p50'], '.1f') + ' ms)':46s}"
+          + "".join(f"{s[n]['round_trip_ms']['p50']:10.1f}" for n in names))
+    print(f"{'round trip p50 / floor p50':46s}" + "".join(f"{s[n]['vs_floor_p50_x']:10.2f}" for n in names))
+    print(f"{'round trip p95':46s}" + "".join(f"{s[n]['round_trip_ms']['p95']:10.1f}" for n in names))
+    t = s["floor"]["throughput"]
+    print(f"{'throughput, requests/s (floor ' + format(t['requests_per_s'], '.1f') + ')':46s}"
+          + "".join(f"{s[n]['throughput']['requests_per_s']:10.1f}" for n in names))
 
 
 if __name__ == "__main__":

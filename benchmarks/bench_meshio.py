@@ -1,10 +1,11 @@
 """Benchmark: writing one face mesh (ICT FaceKit topology) as GLB, PLY and OBJ, medians in one run.
 
-The headline is the OBJ writer against the PLY writer (binary, trimesh) in the same run:
+The headline is the OBJ writer against the PLY writer (binary, trimesh) in the same run, the
+cases taking turns repeat by repeat:
 ``OBJ / PLY`` ratios, plain and with vertex colours. For reference, the OBJ text trimesh writes
 (``trimesh.exchange.obj``) is timed too. Every case writes the file to disk.
 
-    .venv/bin/python benchmarks/bench_meshio.py [--repeats 30] [--json OUT]
+    .venv/bin/python benchmarks/bench_meshio.py [--repeats 50] [--json OUT]
 
 Falls back to the BFM mean face when the ICT model cannot be built from the shared assets.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -47,14 +49,13 @@ def _trimesh_obj(path: Path, v: np.ndarray, tri: np.ndarray) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--json", type=Path, help="also write the medians (ms) here")
     args = parser.parse_args(argv)
 
     model, face = _face()
     tri = np.asarray(model.triangles)
     colors = meshio.heatmap_colors(face, model.mean)
-    rows: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         cases = {
@@ -67,8 +68,13 @@ def main(argv=None) -> int:
             "OBJ + colours": lambda: meshio.write_mesh(out / "f.obj", face, tri, colors),
             "OBJ by trimesh (reference)": lambda: _trimesh_obj(out / "g.obj", face, tri),
         }
-        for name, fn in cases.items():
-            rows[name] = 1000.0 * median_seconds(fn, args.repeats, warmup=True)
+        for fn in cases.values():
+            fn()  # warm-up (imports, the OBJ face lines of the topology)
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.repeats):  # round robin: every case sees the same machine load
+            for name, fn in cases.items():
+                times[name].append(1000.0 * median_seconds(fn, 1))
+        rows = {name: statistics.median(ts) for name, ts in times.items()}
         sizes = {p.name: p.stat().st_size for p in out.iterdir()}
     ratios = {"OBJ / PLY": rows["OBJ"] / rows["PLY"],
               "OBJ / PLY (colours)": rows["OBJ + colours"] / rows["PLY + colours"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import HfApi
+
 from voice2mesh.bundle import load_bundle
 
 
@@ -27,6 +29,9 @@ class PushResult:
 def upload_plan(bundle_dir: str | Path) -> list[UploadItem]:
     """The files a push would upload: bundle.json plus every file it lists (verified first)."""
     bundle = load_bundle(bundle_dir)
+    if bundle.manifest.get("local_only"):
+        raise ValueError(f"{bundle_dir} is a local-only bundle and must not be published: "
+                         f"{bundle.manifest.get('local_only_reason', '')}")
     root = bundle.root
     items = [
         UploadItem(rel, (root / rel).stat().st_size, sha) for rel, sha in bundle.manifest["files"].items()
@@ -49,13 +54,11 @@ def push_to_hub(
     """Upload a verified bundle folder with ``HfApi.create_repo`` + ``HfApi.upload_folder``.
 
     ``dry_run`` lists what would be uploaded and touches no network. ``endpoint`` overrides
-    ``HF_ENDPOINT`` (tests point it at a loopback stand-in).
+    ``HF_ENDPOINT``.
     """
     items = upload_plan(bundle_dir)
     if dry_run:
         return PushResult(repo_id, items, dry_run=True)
-    from huggingface_hub import HfApi
-
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(

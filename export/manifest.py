@@ -8,6 +8,7 @@ import importlib.metadata as _md
 from pathlib import Path
 from typing import Any
 
+from training.modelcard import with_metadata
 from voice2mesh.bundle import BUNDLE_FORMAT_VERSION, MODEL_CARD_NAME, write_manifest
 
 LIBRARIES = ("voice2mesh", "numpy", "onnx", "onnxruntime-gpu", "onnxruntime", "torch", "huggingface_hub")
@@ -116,15 +117,6 @@ def model_card(manifest: dict[str, Any]) -> str:
     """A Markdown model card (Hub README) from the manifest."""
     fm = manifest["face_model"]
     lines = [
-        "---",
-        "license: mit",
-        "library_name: onnx",
-        "tags:",
-        "- voice2mesh",
-        "- onnx",
-        "- 3d-face",
-        "---",
-        "",
         f"# {manifest.get('name', 'voice2mesh bundle')}",
         "",
         manifest.get("description", ""),
@@ -202,7 +194,8 @@ def model_card(manifest: dict[str, Any]) -> str:
         "Every file's sha256 is in `bundle.json`; voice2mesh refuses files that do not match.",
         "",
     ]
-    return "\n".join(lines)
+    return with_metadata("\n".join(lines), license="mit", library_name="onnx",
+                         tags=["voice2mesh", "onnx", "3d-face"])
 
 
 def _fmt(v: Any) -> str:

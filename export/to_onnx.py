@@ -41,8 +41,8 @@ from export.manifest import (
 from training.checkpoints import (
     is_kd_checkpoint,
     kd_model_from_checkpoint,
-    load_voice_to_params,
     read_torch_file,
+    voice_to_params_from_checkpoint,
 )
 from training.models import build_voice_to_params, export_form
 from voice2mesh.audio import load_audio
@@ -144,10 +144,10 @@ def load_checkpoint_model(path: str | Path) -> LoadedModel:
 def _build_supervised(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
     """VoiceToParams from a ``training.train supervised`` model.pt (training's own loader)."""
     try:
-        model, ck = load_voice_to_params(path)
+        model = voice_to_params_from_checkpoint(ckpt, path)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise ExportError(f"{path}: cannot rebuild the supervised model: {exc}") from exc
-    return model, str(ck["encoder"]), int(ck["n_identity"]), int(ck["n_expression"])
+    return model, str(ckpt["encoder"]), int(ckpt["n_identity"]), int(ckpt["n_expression"])
 
 
 def _build_kd(ckpt: dict[str, Any], path: Path) -> tuple[torch.nn.Module, str, int, int]:
@@ -458,6 +458,24 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--all", nargs="+", metavar="RUN_DIR", help="run folders: export each one's checkpoint")
     src.add_argument("--random-init", action="store_true", help="the real architecture with random weights")
     src.add_argument("--bundle", help="an existing bundle folder (only with --push-to-hub)")
+    src.add_argument(
+        "--cmp-voice-embedding",
+        metavar="PTH",
+        help="the authors' voice_embedding.pth (with --cmp-supervised and --cmp-3dmm; docs/paper.md)",
+    )
+    src.add_argument(
+        "--cmp-generator", metavar="PTH", help="the authors' KD generator (not importable: says why)"
+    )
+    p.add_argument("--cmp-supervised", metavar="PTH", help="the authors' supervised_64 head .pth")
+    p.add_argument("--cmp-3dmm", metavar="TAR", help="the authors' 2D-to-3D-pretrained.tar (BFM 3DMM data)")
+    p.add_argument(
+        "--cmp-reference",
+        metavar="DIR",
+        help="train.configs/ of the authors' zip (BFM topology; default: shared assets)",
+    )
+    p.add_argument(
+        "--cmp-image3d", metavar="PTH", help="the authors' KD image-to-3D student (not importable)"
+    )
     p.add_argument(
         "--encoder", default="voiceembednet", choices=sorted(ENCODER_INPUTS), help="encoder for --random-init"
     )
@@ -484,6 +502,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_cmp(args: argparse.Namespace) -> Path:
+    """``--cmp-*``: the authors' released supervised model -> a local-only bundle (export.cmp)."""
+    from export import cmp
+
+    if args.cmp_generator or args.cmp_image3d:
+        raise ExportError(cmp.KD_MISSING)
+    missing = [
+        f for f, v in (("--cmp-supervised", args.cmp_supervised), ("--cmp-3dmm", args.cmp_3dmm)) if not v
+    ]
+    if missing:
+        raise ExportError(f"--cmp-voice-embedding also needs {' and '.join(missing)}")
+    return cmp.export_cmp_bundle(
+        args.cmp_voice_embedding,
+        args.cmp_supervised,
+        args.cmp_3dmm,
+        args.out,
+        reference=args.cmp_reference,
+        check=not args.no_check,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -494,6 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if not args.out:
                 raise ExportError("--out is required")
+            if args.cmp_voice_embedding or args.cmp_generator or args.cmp_image3d:
+                out = _export_cmp(args)
+                print(f"wrote bundle {out} (local only: the authors' weights and BFM data)")
+                return 0
             if args.random_init:
                 models = [random_init_model(args.encoder, args.face_model)]
             else:

@@ -85,7 +85,8 @@ def downloads(client: Client) -> tuple:
 def session_files(server: AppServer, before: set[Path]) -> list[str]:
     """Suffixes of the files the server wrote into its session folders since ``before``."""
     return sorted(p.name.split(".", 1)[1] if "-heatmap" not in p.name else "heatmap.glb"
-                  for p in server.session_root.rglob("*") if p.is_file() and p not in before)
+                  for p in server.session_root.rglob("*")
+                  if p.is_file() and p not in before and ".trash" not in p.parts)
 
 
 def glb_vertices(path: str) -> np.ndarray:
@@ -301,9 +302,13 @@ def test_twenty_concurrent_requests(server, voice, local):
 
 def test_session_folder_removed_when_the_client_leaves(server, voice):
     c = Client(server.url, verbose=False)
-    before = {p.name for p in server.session_root.iterdir()} if server.session_root.is_dir() else set()
+    def sessions() -> set[str]:
+        root = server.session_root
+        return {p.name for p in root.iterdir() if not p.name.startswith(".")} if root.is_dir() else set()
+
+    before = sessions()
     predict(c, voice, MODEL_A)
-    mine = {p.name for p in server.session_root.iterdir()} - before
+    mine = sessions() - before
     assert len(mine) == 1, "one folder for the new session"
     c.close()  # ends the heartbeat: the server runs its unload handler
     folder = server.session_root / mine.pop()

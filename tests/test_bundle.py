@@ -1,4 +1,5 @@
-"""Model bundles: validation, sha256 checks, Hub download (loopback stand-in), offline mode, revisions."""
+"""Model bundles: validation, sha256 checks, Hub upload/download (huggingface_hub faked at its public API),
+offline mode, revisions."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 pytest.importorskip("onnx")
 
 from export.hub import push_to_hub, upload_plan  # noqa: E402
-from export.hub_standin import HubStandIn  # noqa: E402
-from export.testing import make_test_bundle  # noqa: E402
+from tests.bundles import make_test_bundle  # noqa: E402
+from tests.hub_fake import FakeHub  # noqa: E402
 from voice2mesh.bundle import (  # noqa: E402
     BundleError,
     BundleIntegrityError,
@@ -106,24 +107,29 @@ def test_dry_run_lists_files_without_network(bundle_dir):
 def test_push_download_revision_and_offline(bundle_dir, tmp_path, monkeypatch):
     other = make_test_bundle(tmp_path / "v2", seed=7)
     cache = tmp_path / "hf-cache"
-    with HubStandIn() as hub:
-        first = push_to_hub(bundle_dir, "user/v2m", endpoint=hub.url, token="hf_test")
-        assert ("POST", "/api/models/user/v2m/commit/main") in hub.requests
-        first_sha = hub.repos["user/v2m"].branches["main"]
-        push_to_hub(other, "user/v2m", endpoint=hub.url, token="hf_test")
-        assert first.commit_url
-        latest = load_bundle("user/v2m", endpoint=hub.url, cache_dir=cache, token=False)
-        assert latest.manifest["files"]["supervised.onnx"] == file_sha256(other / "supervised.onnx")
-        pinned = load_bundle("user/v2m", revision=first_sha, endpoint=hub.url, cache_dir=cache, token=False)
-        assert pinned.manifest["files"]["supervised.onnx"] == file_sha256(bundle_dir / "supervised.onnx")
-        assert pinned.source == f"user/v2m@{first_sha}"
-        with pytest.raises(BundleError, match="cannot download|not in the Hugging Face cache"):
-            load_bundle("user/nothere", endpoint=hub.url, cache_dir=cache, token=False)
-    # the server is gone: offline mode serves the cache
+    hub = FakeHub(tmp_path / "hub").install(monkeypatch)
+    first = push_to_hub(bundle_dir, "user/v2m", endpoint=hub.endpoint, token="hf_test")
+    first_sha = hub.repos["user/v2m"].branches["main"]
+    assert first.commit_oid == first_sha and first.commit_url.endswith(first_sha)
+    upload = dict(hub.calls)["upload_folder"]
+    assert sorted(upload["allow_patterns"]) == [i.path for i in upload_plan(bundle_dir)]
+    push_to_hub(other, "user/v2m", endpoint=hub.endpoint, token="hf_test")
+    latest = load_bundle("user/v2m", endpoint=hub.endpoint, cache_dir=cache, token=False)
+    assert latest.manifest["files"]["supervised.onnx"] == file_sha256(other / "supervised.onnx")
+    pinned = load_bundle("user/v2m", revision=first_sha, endpoint=hub.endpoint, cache_dir=cache, token=False)
+    assert pinned.manifest["files"]["supervised.onnx"] == file_sha256(bundle_dir / "supervised.onnx")
+    assert pinned.source == f"user/v2m@{first_sha}"
+    download = [kw for name, kw in hub.calls if name == "snapshot_download"][-1]
+    assert (download["revision"], download["endpoint"], download["local_files_only"]) == (
+        first_sha, hub.endpoint, False)
+    with pytest.raises(BundleError, match="cannot download bundle user/nothere@main"):
+        load_bundle("user/nothere", endpoint=hub.endpoint, cache_dir=cache, token=False)
+    # offline mode asks huggingface_hub for cached files only
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     offline = load_bundle("user/v2m", cache_dir=cache)
+    assert hub.calls[-1][1]["local_files_only"] is True
     assert offline.manifest["files"] == latest.manifest["files"]
-    with pytest.raises(BundleError, match="offline mode"):
+    with pytest.raises(BundleError, match="not in the Hugging Face cache and offline mode"):
         load_bundle("user/v2m", cache_dir=tmp_path / "empty-cache")
     # a cached file modified on disk is refused too
     cached = offline.root / "supervised.onnx"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trimesh
 
-from export.testing import make_test_bundle
+from tests.bundles import make_test_bundle
 from voice2mesh.__main__ import main, output_stems, parse_formats
 
 
@@ -64,14 +64,21 @@ def test_predict_writes_every_format_and_json(bundle_dir, assets_dir, tmp_path, 
 
 def test_all_good_inputs_exit_zero_and_bad_bundle_exits_two(bundle_dir, assets_dir, tmp_path, capsys):
     clip = sorted((assets_dir / "voices").glob("*.wav"))[0]
-    copy = tmp_path / "same-name" / clip.name
-    copy.parent.mkdir()
-    shutil.copy(clip, copy)
-    code = main(
-        ["predict", str(clip), str(copy), "-o", str(tmp_path / "o"), "--bundle", str(bundle_dir), "-q"]
-    )
-    assert code == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [f"{clip.stem}-2.glb", f"{clip.stem}.glb"]
+    for folder in ("a", "b"):  # the same file name in two folders: each gets its own outputs
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        shutil.copy(clip, tmp_path / "in" / folder / clip.name)
+    inputs = [str(tmp_path / "in" / f / clip.name) for f in ("a", "b")]
+    out = tmp_path / "o"
+    assert main(["predict", *inputs, "-o", str(out), "--bundle", str(bundle_dir), "-q"]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.glb")) == [
+        f"a/{clip.stem}.glb", f"b/{clip.stem}.glb"]
+    capsys.readouterr()
+    # never overwritten silently
+    before = (out / "a" / f"{clip.stem}.glb").stat().st_mtime_ns
+    assert main(["predict", *inputs, "-o", str(out), "--bundle", str(bundle_dir), "-q"]) == 2
+    assert f"a/{clip.stem}.glb" in capsys.readouterr().err.replace("\\", "/")
+    assert (out / "a" / f"{clip.stem}.glb").stat().st_mtime_ns == before
+    assert main(["predict", *inputs, "-o", str(out), "--bundle", str(bundle_dir), "-q", "--overwrite"]) == 0
     capsys.readouterr()
     assert main(["predict", str(clip), "-o", str(tmp_path / "x"), "--bundle", str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
@@ -81,4 +88,11 @@ def test_format_and_name_helpers():
     assert parse_formats("GLB, .ply") == ["glb", "ply"]
     with pytest.raises(argparse.ArgumentTypeError, match="accepted: glb,obj,ply"):
         parse_formats("stl")
-    assert output_stems(["a/x.wav", "b/x.mp3", "y.wav"]) == ["x", "x-2", "y"]
+    assert [p.as_posix() for p in output_stems(["a/x.wav", "b/y.mp3"])] == ["x", "y"]
+    assert [p.as_posix() for p in output_stems(["a/x.wav", "b/x.mp3", "y.wav"])] == ["a/x", "b/x", "y"]
+    same_folder = output_stems(["d/voice.wav", "d/voice.flac"])
+    assert [p.as_posix() for p in same_folder] == ["voice.wav", "voice.flac"]
+    assert [p.as_posix() for p in output_stems(["f/1/a/00001.npy", "f/2/a/00001.npy"], ["f"])] == [
+        "1/a/00001", "2/a/00001"]
+    with pytest.raises(ValueError, match="given twice"):
+        output_stems(["a/x.wav", "a/../a/x.wav"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from huggingface_hub import ModelCard
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.torch
 import onnxruntime as ort  # noqa: E402
 
 from export import to_onnx  # noqa: E402
-from export.hub_standin import HubStandIn  # noqa: E402
+from tests.hub_fake import FakeHub  # noqa: E402
 from voice2mesh.bundle import file_sha256, load_bundle  # noqa: E402
 from voice2mesh.inference import Predictor  # noqa: E402
 
@@ -156,16 +158,17 @@ def test_cli_exports_a_training_run_and_pushes_it(tmp_path, assets_dir, capsys, 
     )
     listed = capsys.readouterr().out
     assert "would upload to user/demo" in listed and "supervised.onnx" in listed and "bundle.json" in listed
-    # real upload call against the loopback stand-in
+    # the upload, through huggingface_hub's HfApi (faked at its public API)
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    with HubStandIn() as hub:
-        assert to_onnx.main(["--bundle", str(out), "--push-to-hub", "user/demo", "--endpoint", hub.url]) == 0
-        sha, files = hub.repos["user/demo"].resolve("main")
-        assert sorted(files) == ["README.md", "bundle.json", "supervised.onnx"]
-        import hashlib
-
-        assert hashlib.sha256(files["supervised.onnx"]).hexdigest() == file_sha256(out / "supervised.onnx")
-        assert hub.validated and hub.validated[0].startswith("---")
+    hub = FakeHub(tmp_path / "hub").install(monkeypatch)
+    assert to_onnx.main(["--bundle", str(out), "--push-to-hub", "user/demo", "--endpoint", hub.endpoint]) == 0
+    files = hub.files("user/demo")
+    assert sorted(files) == ["README.md", "bundle.json", "supervised.onnx"]
+    assert hashlib.sha256(files["supervised.onnx"]).hexdigest() == file_sha256(out / "supervised.onnx")
+    # the model card's YAML front matter is what the Hub reads
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.license == "mit" and "voice2mesh" in card.data.tags
+    assert f"commit: {hub.endpoint}/user/demo/commit/" in capsys.readouterr().out
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export.testing import make_test_bundle
+from tests.bundles import make_test_bundle
 from tests.conftest import assert_close
 from voice2mesh import providers
 from voice2mesh.audio import AudioError, load_audio

@@ -3,6 +3,7 @@ tiny end-to-end run (generate -> pretrain -> teacher -> KD -> evaluate -> figure
 
 from __future__ import annotations
 
+import math
 import pickle
 import time
 from pathlib import Path
@@ -17,45 +18,66 @@ from training.data import DataError
 from training.kd import ddfa
 from training.kd.config import PAPER, KDConfig, apply_kd_overrides, kd_config_from_dict, load_kd_config
 from training.kd.data import load_identity_images, read_image_folders, read_voices_and_faces
-from training.kd.nets import FaceEmbedNet, Generator, ImageRegressor, KDInference, to_unit_range
-from training.kd.pkt import conditional_probabilities, pkt_loss
+from training.kd.nets import (
+    FaceEmbedNet,
+    Generator,
+    ImageRegressor,
+    KDInference,
+    RegressorOutput,
+    resize,
+    to_unit_range,
+)
+from training.kd.pkt import pkt_loss, similarity_probabilities
 from training.kd.train import triplet_indices
 from training.models import VoiceEmbedNet, l2_normalise
 
 
 # ----------------------------------------------------------------------------------------------- PKT
-def _reference_conditional(x: np.ndarray) -> np.ndarray:
-    """Plain-loop PKT probabilities straight from the paper's definition (reference implementation)."""
-    n = len(x)
-    k = np.zeros((n, n))
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                cos = x[i] @ x[j] / (np.linalg.norm(x[i]) * np.linalg.norm(x[j]))
-                k[i, j] = (cos + 1) / 2
-    return k / k.sum(axis=0, keepdims=True)
+def test_pkt_2x2_by_hand():
+    # first (m): orthogonal rows -> cosines [[1, 0], [0, 1]] -> kernel [[1, 1/2], [1/2, 1]]
+    #            -> rows / 1.5 -> [[2/3, 1/3], [1/3, 2/3]]
+    # second (t): parallel rows (different lengths) -> cosines all 1 -> kernel all 1 -> rows [1/2, 1/2]
+    # loss = mean of 4 entries t log(t/m) = (2 * 0.5 log(0.5 / (2/3)) + 2 * 0.5 log(0.5 / (1/3))) / 4
+    #      = (log(3/4) + log(3/2)) / 4 = log(9/8) / 4
+    first = torch.tensor([[2.0, 0.0], [0.0, 5.0]])
+    second = torch.tensor([[1.0, 1.0], [3.0, 3.0]])
+    assert float(pkt_loss(first, second)) == pytest.approx(math.log(9 / 8) / 4, abs=1e-6)
+    # swapped: t = [[2/3, 1/3], [1/3, 2/3]], m = 1/2 everywhere
+    # loss = (2 * (2/3) log(4/3) + 2 * (1/3) log(2/3)) / 4
+    swapped = (2 * (2 / 3) * math.log(4 / 3) + 2 * (1 / 3) * math.log(2 / 3)) / 4
+    assert float(pkt_loss(second, first)) == pytest.approx(swapped, abs=1e-6)
 
 
-def test_pkt_probabilities_match_a_plain_reference():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(7, 5))
-    got = conditional_probabilities(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got, _reference_conditional(x), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(got.sum(0), 1.0, rtol=1e-6)
-    assert np.all(np.diag(got) == 0)
+def test_pkt_3x3_by_hand_with_the_diagonal_and_different_widths():
+    # first: directions at 0, 60 and 120 degrees (scaled rows: only directions count)
+    # cosines: (0,1) 1/2, (0,2) -1/2, (1,2) 1/2 -> kernel [[1, 3/4, 1/4], [3/4, 1, 3/4], [1/4, 3/4, 1]]
+    # row sums 2, 5/2, 2 -> m = [[1/2, 3/8, 1/8], [3/10, 2/5, 3/10], [1/8, 3/8, 1/2]]
+    first = torch.tensor([[1.0, 0.0], [1.5, 1.5 * math.sqrt(3.0)], [-2.0, 2.0 * math.sqrt(3.0)]])
+    m = [[1 / 2, 3 / 8, 1 / 8], [3 / 10, 2 / 5, 3 / 10], [1 / 8, 3 / 8, 1 / 2]]
+    # second (3-d features): rows e1, e2, e1 -> cosines (0,1) 0, (0,2) 1, (1,2) 0
+    # kernel [[1, 1/2, 1], [1/2, 1, 1/2], [1, 1/2, 1]], row sums 5/2, 2, 5/2
+    # -> t = [[2/5, 1/5, 2/5], [1/4, 1/2, 1/4], [2/5, 1/5, 2/5]]
+    second = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [7.0, 0.0, 0.0]])
+    t = [[2 / 5, 1 / 5, 2 / 5], [1 / 4, 1 / 2, 1 / 4], [2 / 5, 1 / 5, 2 / 5]]
+    eps = 1e-7
+    by_hand = sum(t[i][j] * math.log((t[i][j] + eps) / (m[i][j] + eps)) for i in range(3) for j in range(3))
+    by_hand /= 9
+    assert float(pkt_loss(first, second)) == pytest.approx(by_hand, rel=1e-5)
 
 
-def test_pkt_loss_zero_for_same_geometry_positive_otherwise_and_only_student_learns():
+def test_pkt_similarity_rows_sum_to_one_and_gradients_reach_both_arguments():
     torch.manual_seed(0)
+    p = similarity_probabilities(torch.randn(6, 4))
+    np.testing.assert_allclose(p.sum(1).numpy(), 1.0, rtol=1e-6)
     t = torch.randn(16, 32)
     assert float(pkt_loss(3.0 * t, t)) == pytest.approx(0.0, abs=1e-6)  # scale-invariant kernel
-    s = torch.randn(16, 8, requires_grad=True)  # other dims are fine
-    teacher = torch.randn(16, 32, requires_grad=True)
-    loss = pkt_loss(s, teacher)
-    assert float(loss.detach()) > 1e-3
+    teacher = torch.randn(16, 8, 2, 2, requires_grad=True)  # a feature map, flattened inside
+    student = torch.randn(16, 32, requires_grad=True)
+    loss = pkt_loss(teacher, student)
+    assert float(loss.detach()) > 1e-4
     loss.backward()
-    assert s.grad is not None and float(s.grad.abs().sum()) > 0
-    assert teacher.grad is None  # the teacher is a target
+    for x in (teacher, student):
+        assert x.grad is not None and float(x.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="same batch"):
         pkt_loss(torch.randn(4, 3), torch.randn(5, 3))
 
@@ -65,16 +87,15 @@ def test_pkt_training_pulls_student_geometry_towards_teacher():
     teacher = torch.randn(32, 16)
     s = torch.randn(32, 16, requires_grad=True)
     opt = torch.optim.Adam([s], lr=0.05)
-    first = float(pkt_loss(s, teacher).detach())
+    first = float(pkt_loss(teacher, s).detach())
     for _ in range(200):
         opt.zero_grad()
-        loss = pkt_loss(s, teacher)
+        loss = pkt_loss(teacher, s)
         loss.backward()
         opt.step()
-    assert float(pkt_loss(s, teacher).detach()) < 0.1 * first
+    assert float(pkt_loss(teacher, s).detach()) < 0.1 * first
 
 
-# ---------------------------------------------------------------------------------------------- nets
 def test_generator_has_the_paper_layers_and_makes_64px_faces():
     g = Generator()
     convs = [m for m in g.layers if isinstance(m, torch.nn.ConvTranspose2d | torch.nn.Conv2d)]
@@ -151,7 +172,7 @@ def test_ddfa_loads_a_renamed_random_state_dict_and_uses_the_62d_statistics(tmp_
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         p62, inter, pooled = teacher.params62(x)
-        expect = src.eval()(((ddfa.resize(x, 120).flip(1) * 127.5 + 127.5) - 127.5) / 128.0)
+        expect = src.eval()(((resize(x, 120).flip(1) * 127.5 + 127.5) - 127.5) / 128.0)
     torch.testing.assert_close(p62, expect * torch.from_numpy(std) + torch.from_numpy(mean))
     out = teacher.forward_features(x)
     assert out.params.shape == (2, 51) and torch.all(out.params[:, 0] == 1)
@@ -323,6 +344,69 @@ def test_student_batchnorm_frozen_is_the_teacher_at_step_0_and_keeps_its_statist
         assert float((bn.running_mean - before).abs().max()) > 0
 
 
+def test_paper_student_is_a_fresh_network_of_the_teachers_architecture_in_training_mode():
+    from training.kd.train import build_student
+
+    teacher = _teacher_with_statistics()
+    student = build_student(KDConfig(), teacher)  # the paper's default: init random, BatchNorm train
+    assert type(student) is ImageRegressor and student.width == teacher.width
+    s_state, t_state = student.state_dict(), teacher.state_dict()
+    assert [(k, v.shape) for k, v in s_state.items()] == [(k, v.shape) for k, v in t_state.items()]
+    torch.testing.assert_close(s_state["param_mean"], t_state["param_mean"])  # the teacher's whitening
+    assert float((s_state["stages.0.0.weight"] - t_state["stages.0.0.weight"]).abs().max()) > 1e-3
+    bns = [m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.training for m in bns) and all(float(m.running_var.min()) == 1.0 for m in bns)
+    assert all(p.requires_grad for p in student.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    big = build_student(KDConfig(), ddfa.DDFATeacher(np.zeros(62), np.ones(62)))
+    assert type(big) is ddfa.DDFATeacher and big.training
+
+
+def test_distillation_reaches_the_images_through_both_networks_with_the_teacher_frozen():
+    from types import SimpleNamespace
+
+    from training.kd.train import KDTrainer, build_student
+
+    torch.manual_seed(0)
+    teacher = _teacher_with_statistics()
+    cfg = KDConfig()
+    obj = SimpleNamespace(cfg=cfg, teacher=teacher, student=build_student(cfg, teacher))
+    images = (torch.rand(8, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    t_out = teacher.forward_features(images)
+    terms, s_out = KDTrainer.distill(obj, images, t_out)
+    torch.testing.assert_close(terms["mse"], ((t_out.raw - s_out.raw) ** 2).mean())
+    expected = pkt_loss(t_out.pooled, s_out.pooled) + pkt_loss(t_out.intermediate, s_out.intermediate)
+    torch.testing.assert_close(terms["pkt"], expected)
+    # through the teacher alone: the student's side detached, the images still get a gradient
+    g_teacher = torch.autograd.grad(pkt_loss(t_out.pooled, s_out.pooled.detach()), images, retain_graph=True)
+    assert float(g_teacher[0].abs().sum()) > 0
+    (terms["mse"] + terms["pkt"]).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in obj.student.parameters())
+
+
+def test_triplet_units_are_the_teachers_image_frame(tmp_path):
+    from training.kd.teachers import TEACHER_FORMAT, load_ict_teacher
+    from training.render import RenderConfig
+
+    # ICT teacher: px of its input renders (64 px over a field of view RenderConfig.field_mm high)
+    r = ImageRegressor(51, input_size=64, width=4)
+    torch.save({"format": TEACHER_FORMAT, "kind": "ict", "state_dict": r.state_dict(), "n_params": 51,
+                "input_size": 64, "width": 4}, tmp_path / "teacher.pt")
+    teacher, _ = load_ict_teacher(tmp_path / "teacher.pt")
+    assert RenderConfig().field_mm == 220.0
+    out = teacher.forward_features(torch.zeros(1, 3, 64, 64))
+    v = torch.tensor([[110.0, -22.0, 0.0]])  # mm
+    torch.testing.assert_close(teacher.image_frame_vertices(out, v), torch.tensor([[32.0, -6.4, 0.0]]))
+    # 3DDFA teacher: v' = sR v + t with the pose of its own 62 outputs; here raw 0 -> the mean pose
+    mean = np.zeros(62)
+    mean[:12] = [2, 0, 0, 5, 0, 2, 0, 6, 0, 0, 2, 7]  # s = 2, R = I, t = (5, 6, 7)
+    big = ddfa.DDFATeacher(mean, np.ones(62))
+    fake = RegressorOutput(torch.zeros(1, 51), torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 62))
+    got = big.image_frame_vertices(fake, torch.tensor([[1.0, 2.0, 3.0, -1.0, 0.0, 0.5]]))
+    torch.testing.assert_close(got, torch.tensor([[7.0, 10.0, 13.0, 3.0, 6.0, 8.0]]))
+
+
 # ------------------------------------------------------------------------------------------- export
 def test_kd_checkpoint_exports_as_one_onnx_graph(tmp_path):
     import onnxruntime as ort
@@ -422,6 +506,15 @@ def test_tiny_kd_end_to_end_under_90_s(tmp_path, assets_dir, artifacts_dir):
     more = apply_kd_overrides(kd_cfg, ["optim.steps=8", "optim.ema_decay=0.9"])  # EMA starts at resume
     run_kd(more, tmp_path / "runs" / "kd", "cpu", resume=True, progress=False)
     assert len((tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()) == 1 + 4
+    # the cascade baseline beside model.pt: the same generator read by the frozen teacher
+    from training.checkpoints import load_kd_model
+    from training.kd.teachers import load_ict_teacher
+
+    cascade, _ = load_kd_model(tmp_path / "runs" / "kd" / "cascade.pt")
+    frozen, _ = load_ict_teacher(teacher)
+    x = torch.randn(2, 40, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(cascade(x), frozen(cascade.faces(x)))
 
     from training.data import load_dataset
 

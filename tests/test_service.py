@@ -17,7 +17,7 @@ from voice2mesh.sessions import SessionStore
 
 @pytest.fixture(scope="module")
 def test_bundle(tmp_path_factory) -> Path:
-    from export.testing import make_test_bundle
+    from tests.bundles import make_test_bundle
 
     try:
         return make_test_bundle(tmp_path_factory.mktemp("bundle") / "bundle")
@@ -35,6 +35,9 @@ def test_session_store_bounds_and_cleans(tmp_path):
         time.sleep(0.01)
     assert runs[-1].parent.parent == tmp_path / "s"
     assert [r.exists() for r in runs] == [False, False, False, True, True, True]
+    store.empty_trash()  # what the background thread does
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".trash", store.key("../../etc")]
+    assert not any((tmp_path / "s" / ".trash").iterdir())
     other = store.new_run_dir("other")
     assert store.sweep(now=time.monotonic() + 30) == 0
     assert store.sweep(now=time.monotonic() + 120) == 2  # both sessions idle past the TTL
@@ -42,6 +45,12 @@ def test_session_store_bounds_and_cleans(tmp_path):
     keep = store.new_run_dir("x")
     store.end("x")
     assert not keep.parent.exists()
+    deadline = time.monotonic() + 10  # the background thread empties the trash by itself
+    while any((tmp_path / "s" / ".trash").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any((tmp_path / "s" / ".trash").iterdir())
+    store.clear()
+    assert not (tmp_path / "s").exists()
 
 
 def test_session_store_forgets_a_result_whose_folder_is_gone(tmp_path):
@@ -117,10 +126,10 @@ def test_bundle_description_from_flags(test_bundle, tmp_path):
 
 def test_audio_errors_do_not_show_server_paths(tmp_path):
     from voice2mesh.audio import UnreadableAudioError
-    from voice2mesh.service import _without_server_paths
+    from voice2mesh.service import _public
 
     path = tmp_path / "cache" / "abc123" / "voice.wav"
     exc = UnreadableAudioError(f"voice.wav: not readable (Error opening '{path}'; file:{path}: bad)")
-    clean = _without_server_paths(exc, path)
+    clean = _public(exc)
     assert isinstance(clean, UnreadableAudioError)
     assert str(tmp_path) not in str(clean) and str(clean).count("voice.wav") == 3

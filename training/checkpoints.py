@@ -7,10 +7,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from training.config import config_from_dict
+from training.kd.mobilenet import DDFATeacher
 from training.kd.nets import Generator, ImageRegressor, KDInference
 from training.models import VoiceEmbedNet, VoiceToParams, build_encoder, build_voice_to_params, freeze
 
@@ -114,10 +116,14 @@ def kd_model_from_checkpoint(ckpt: dict[str, Any]) -> KDInference:
         if key not in ckpt:
             raise ValueError(f"KD checkpoint lacks {key!r}; keys: {sorted(ckpt)}")
     g, s = ckpt["generator_arch"], ckpt["student_arch"]
+    if s.get("kind", "ict") == "ddfa":  # a student of the 3DDFA teacher's architecture
+        student = DDFATeacher(np.zeros(62), np.ones(62))
+    else:
+        student = ImageRegressor(int(s["n_params"]), int(s["input_size"]), int(s["width"]))
     module = KDInference(
         VoiceEmbedNet(),
         Generator(int(g["embed_dim"]), tuple(g["channels"]), float(g["noise_std"])),
-        ImageRegressor(int(s["n_params"]), int(s["input_size"]), int(s["width"])),
+        student,
     )
     module.load_state_dict(ckpt["state_dict"])
     return module.eval()
@@ -131,12 +137,3 @@ def load_kd_model(path: str | Path) -> tuple[KDInference, dict[str, Any]]:
         raise ValueError(f"{path}: not a KD checkpoint (stage={stage!r}); pass RUN/model.pt of "
                          "`python -m training.kd train`")
     return kd_model_from_checkpoint(ck), ck
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Any final model (supervised or KD) as an eval-mode CPU module mapping its encoder's input to
-    un-whitened parameters, and its checkpoint dict."""
-    ck = load_checkpoint(path)
-    if is_kd_checkpoint(ck):
-        return kd_model_from_checkpoint(ck), ck
-    return voice_to_params_from_checkpoint(ck, path), ck

@@ -1,16 +1,24 @@
-"""Training configuration: dataclasses loaded from small YAML files (``training/configs/*.yaml``)."""
+"""Training configuration: typed dataclasses (OmegaConf structured configs) read from small YAML files
+(``training/configs/*.yaml``) with dotted overrides (``--set data.path=/x``).
+
+``load_typed`` is the one loader of every training YAML (this module's ``TrainConfig`` and
+``training.kd.config.KDConfig``): unknown keys and values of the wrong type are ``ConfigError``s that
+name the key.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+T = TypeVar("T")
 
 
 @dataclass
@@ -96,89 +104,74 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key or holds a value of the wrong kind."""
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; accepted: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in values.items():
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple):
-            if not isinstance(value, list | tuple) or len(value) != len(default):
-                raise ConfigError(f"{where}.{name}: expected a list of {len(default)} numbers, got {value!r}")
-            kwargs[name] = tuple(float(v) for v in value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}.{name}: expected true/false, got {value!r}")
-            kwargs[name] = value
-        elif isinstance(default, int | float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{where}.{name}: expected a number, got {value!r}")
-            kwargs[name] = type(default)(value)
-        else:
-            kwargs[name] = str(value)
-    return cls(**kwargs)
+def _problem(exc: OmegaConfBaseException) -> str:
+    """OmegaConf's message, first line, with the dotted key it concerns."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    key = getattr(exc, "full_key", None)
+    if type(exc).__name__ == "ConfigKeyError" and key:
+        return f"unknown key {key!r} ({first})"
+    return f"{key}: {first}" if key else first
 
 
-def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
-    """A TrainConfig from nested plain values (unknown keys are errors, not silently ignored)."""
-    return _build(TrainConfig, values or {}, where)
+def build_typed(schema: type[T], values: Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
+                where: str = "config") -> T:
+    """An instance of the dataclass ``schema``: its defaults, then ``values`` (nested plain values), then
+    ``key.sub=value`` overrides (YAML-parsed values)."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r}: expected KEY=VALUE (e.g. data.path=/data/x)")
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+    values = dict(values or {})
+    cfg = _merged(OmegaConf.structured(schema), values, where)
+    if overrides:
+        cfg = _merged(cfg, OmegaConf.from_dotlist(list(overrides)), "overrides (--set)")
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{where}: {_problem(exc)}") from exc
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML config; a bare name (``tiny``) means ``training/configs/tiny.yaml``; then apply
-    ``key.sub=value`` overrides."""
+def _merged(cfg: Any, values: Any, where: str) -> Any:
+    try:
+        return OmegaConf.merge(cfg, values)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{where}: {_problem(exc)}") from exc
+
+
+def load_typed(schema: type[T], path: str | Path, config_dir: Path, overrides: Sequence[str] = ()) -> T:
+    """Read a YAML file into ``schema``; a bare name (``tiny``) means ``config_dir/tiny.yaml``."""
     p = Path(path)
     if not p.exists() and not p.suffix:
-        p = CONFIG_DIR / f"{p.name}.yaml"
+        p = config_dir / f"{p.name}.yaml"
     if not p.is_file():
         raise ConfigError(f"config file not found: {path} (give a YAML path or one of "
-                          f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))})")
+                          f"{sorted(q.stem for q in config_dir.glob('*.yaml'))})")
     try:
         values = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    cfg = config_from_dict(values, str(p))
-    return apply_overrides(cfg, list(overrides)) if overrides else cfg
-
-
-def override_values(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (YAML-parsed values) to nested config values, in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. data.path=/data/x)")
-        key, raw = item.split("=", 1)
-        node = values
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if part not in node or not isinstance(node[part], dict):
-                raise ConfigError(f"override {item!r}: unknown section {part!r}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; accepted: {sorted(node)}")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return values
+    return build_typed(schema, values, overrides, str(p))
 
 
 def plain_values(cfg: Any) -> dict[str, Any]:
-    """A config dataclass as plain nested values (checkpoints, model cards); tuples become lists."""
-    out = asdict(cfg)
-    for section in out.values():
-        if isinstance(section, dict):
-            for k, v in section.items():
-                if isinstance(v, tuple):
-                    section[k] = list(v)
-    return out
+    """A config dataclass as plain nested values (checkpoints, model cards, YAML); tuples become lists."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
-def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A training config from YAML (a path or a name in ``training/configs/``) and overrides."""
+    return load_typed(TrainConfig, path, CONFIG_DIR, overrides)
+
+
+def config_from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
+    """A TrainConfig from nested plain values (e.g. the ``config`` stored in a checkpoint)."""
+    return build_typed(TrainConfig, values or {}, where=where)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     """``key.sub=value`` overrides (YAML-parsed values), e.g. ``data.path=/data/x``."""
-    return config_from_dict(override_values(asdict(cfg), overrides), "overrides")
+    return build_typed(TrainConfig, plain_values(cfg), overrides, "overrides")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

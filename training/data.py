@@ -31,7 +31,6 @@ from voice2mesh.audio import load_audio, to_int16
 
 SPLITS = ("train", "val", "test")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".webm")
-MESH_SUFFIXES = (".obj", ".ply", ".xyz", ".npy")
 FEATURE_CACHE_VERSION = 1
 MIN_VOICED_SAMPLES = 1600  # 0.1 s at 16 kHz: less than this after VAD -> use the whole utterance
 # Voxceleb-3D (Wu et al. 2022, release notes): identities whose names start with A-E form the validation

@@ -34,6 +34,7 @@ from training.data import (
 )
 from training.eval_metrics import oracle_params, per_speaker, per_utterance_metrics
 from training.kd.evaluate import predict_kd_or_none
+from training.run import set_threads
 from voice2mesh.facemodel import load_face_model
 from voice2mesh.ge2e import ge2e_input
 from voice2mesh.metrics import aggregate_by_speaker
@@ -41,7 +42,6 @@ from voice2mesh.metrics import aggregate_by_speaker
 MAIN_COLUMNS = ("ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse")
 COLUMN_TITLES = {"ER": "ER", "FR": "FR", "CR": "CR", "MR": "MR", "ARE": "mean ARE",
                  "keypoint_error": "keypoint err.", "rmse": "RMSE (mm)"}
-GAP_COLUMNS = ("ARE", "ER")
 
 
 def detect_kind(path: str | Path) -> str:
@@ -212,8 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(ckpts) > len(args.data):
         print("error: more --checkpoints groups than --data entries", file=sys.stderr)
         return 2
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache) if args.cache else out / "cache"

@@ -1,10 +1,17 @@
-"""Model cards: ``model_card.md`` + ``model_card.json`` written next to each checkpoint."""
+"""Model cards: ``model_card.md`` + ``model_card.json`` written next to each checkpoint, and the Hub card
+format (YAML metadata + Markdown) that bundles use too (``with_metadata``: huggingface_hub's ModelCard)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+# The metadata block is written by huggingface_hub (ModelCardData.to_yaml), the body follows as it is.
+CARD_TEMPLATE = "---\n{{ card_data }}\n---\n{{ body }}"
+TAGS = ("voice2mesh", "3d-face")
 
 NOT_FOR = (
     "It does not identify people and makes no claim about anyone's identity, ethnicity, gender, age or "
@@ -30,6 +37,11 @@ def build_card(*, name: str, stage: str, encoder: str, face_model: str, data: di
         "Perceptionist idea (Wu, Hsu, Neumann, CVPR 2022): how much face geometry a voice carries.",
         "not_for": NOT_FOR,
     }
+
+
+def with_metadata(body: str, **metadata: Any) -> str:
+    """A Hub model card: the YAML metadata ``ModelCardData(**metadata)`` above the Markdown ``body``."""
+    return str(ModelCard.from_template(ModelCardData(**metadata), template_str=CARD_TEMPLATE, body=body))
 
 
 def _metrics_md(metrics: dict[str, Any]) -> list[str]:
@@ -59,5 +71,6 @@ def write_card(card: dict[str, Any], folder: str | Path) -> tuple[Path, Path]:
         "## Intended use", "", card["intended_use"], "",
         "## What it is not", "", card["not_for"], "",
     ]
-    mpath.write_text("\n".join(lines))
+    mpath.write_text(with_metadata("\n".join(lines), license="mit", library_name="pytorch",
+                                   tags=[*TAGS, card["stage"]]))
     return mpath, jpath

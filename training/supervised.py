@@ -8,7 +8,6 @@ Loss = param_weight * L2(whitened params) + vertex_weight * L2(vertices) / prior
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,13 +28,12 @@ from training.run import (
     barrier,
     checkpoint_due,
     distributed,
-    end_distributed,
-    main_process,
     make_optimizer,
     make_scheduler,
     optimizer_step,
     progress,
     rng_state,
+    run_command,
     set_rng_state,
     shard_batches,
     start_run,
@@ -183,21 +181,13 @@ def validation_metrics(model: VoiceToParams, val_x: torch.Tensor, data: VoiceFac
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training.train supervised") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     add_run_arguments(parser, "YAML file or a name in training/configs/")
-    parser.add_argument("--stop-after", type=int, default=0, metavar="N",
-                        help="stop after N epochs of this call (time-boxed jobs; continue with --resume)")
-    args = parser.parse_args(argv)
-    try:
+
+    def train(args: argparse.Namespace) -> Path:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-supervised"
-        path = run_supervised(cfg, out, args.device, args.resume, args.stop_after)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        end_distributed()
-    if main_process():
-        print(f"wrote {path}")
-    return 0
+        return run_supervised(cfg, out, args.device, args.resume, args.stop_after)
+
+    return run_command(parser, argv, train)
 
 
 if __name__ == "__main__":

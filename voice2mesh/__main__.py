@@ -1,18 +1,28 @@
-"""Command line: ``python -m voice2mesh predict AUDIO... -o OUTDIR --format glb,obj,ply --json``.
+"""Command line: ``python -m voice2mesh predict INPUT... -o OUTDIR --format glb,obj,ply --json``.
 
 Also ``python -m voice2mesh info [--bundle B]`` to print what a bundle holds and which provider runs it.
-Each input gets ``OUTDIR/<name>.<format>`` meshes and, with ``--json``, ``OUTDIR/<name>.json`` (readouts,
-parameters, timings). A bad recording is reported (which file, what was wrong) and skipped; the exit
-status is 1 when any input failed, 2 when nothing could run (bad bundle, bad arguments).
+Inputs are recordings (wav, flac, mp3, ...) or precomputed feature files (``.npy``, (T, 64), already
+normalised, e.g. the paper's released ``fbank/<id>/<yt>/00001.npy``: fed to the network as they are), or
+folders of them (searched recursively). Outputs are named after the inputs; when two inputs share a file
+name, the input folders are mirrored under OUTDIR, relative to the folder the inputs have in common
+(``OUTDIR/<id>/<yt>/00001.obj``), so they never share outputs; files already in OUTDIR are never
+overwritten unless ``--overwrite`` is given. Each input
+gets ``<name>.<format>`` meshes and, with ``--json``, ``<name>.json`` (readouts, parameters, timings).
+The meshes hold the predicted vertices as they are, in the face model's frame (no re-centring or flip).
+A bad input is reported (which file, what was wrong) and skipped; the exit status is 1 when any input
+failed, 2 when nothing could run (bad bundle, bad arguments, outputs that would be overwritten).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from voice2mesh.audio import AudioError
 from voice2mesh.bundle import BundleError
@@ -33,29 +43,84 @@ def parse_formats(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def output_stems(paths: Sequence[str]) -> list[str]:
-    """A distinct output name per input (``voice``, ``voice-2`` when two inputs share a file name)."""
-    seen: dict[str, int] = {}
-    stems = []
-    for p in paths:
-        stem = Path(p).stem or "audio"
-        n = seen.get(stem, 0) + 1
-        seen[stem] = n
-        stems.append(stem if n == 1 else f"{stem}-{n}")
-    return stems
+FEATURE_SUFFIX = ".npy"
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm")
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """Files to predict (folders searched recursively for audio and ``.npy`` files, in name order) and the
+    roots their outputs are mirrored from (a folder given is its own root, a file its parent)."""
+    files: list[Path] = []
+    roots: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in (FEATURE_SUFFIX, *AUDIO_SUFFIXES))
+            if not found:
+                raise ValueError(f"{path}: folder holds no audio or .npy feature files "
+                                 f"(accepted: {', '.join((FEATURE_SUFFIX, *AUDIO_SUFFIXES))})")
+            files += found
+            roots.append(path)
+        else:
+            files.append(path)
+            roots.append(path.parent)
+    return files, roots
+
+
+def output_stems(paths: Sequence[str | Path], roots: Sequence[str | Path] | None = None) -> list[Path]:
+    """The output name (without extension) of each input.
+
+    Its file name when all inputs have different names; otherwise its path relative to the folder all
+    inputs have in common (``roots``: folders given on the command line, else each file's folder), so
+    inputs that share a file name in different folders get different outputs (the folders are mirrored).
+    Two inputs that differ only in their extension keep it (``voice.wav``, ``voice.flac``). The same
+    file given twice is an error.
+    """
+    resolved = [Path(p).resolve() for p in paths]
+    seen: dict[Path, int] = {}
+    for i, r in enumerate(resolved):
+        if r in seen:
+            raise ValueError(f"{paths[i]} is given twice (also as {paths[seen[r]]})")
+        seen[r] = i
+    rel = [Path(r.name) for r in resolved]
+    if len({r.stem for r in rel}) < len(rel):
+        bases = [Path(b).resolve() for b in (roots if roots is not None else [r.parent for r in resolved])]
+        common = Path(os.path.commonpath([str(b) for b in bases]))
+        rel = [r.relative_to(common) if r.is_relative_to(common) else Path(r.name) for r in resolved]
+    stems = [r.with_suffix("") for r in rel]
+    counts: dict[Path, int] = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    return [r if counts[s] > 1 else s for r, s in zip(rel, stems, strict=True)]
+
+
+def existing_outputs(out_dir: Path, stems: Sequence[Path], formats: Sequence[str],
+                     json_too: bool) -> list[Path]:
+    """Output files of this run that are already in ``out_dir``."""
+    exts = [*formats, *(["json"] if json_too else [])]
+    return [p for s in stems for e in exts if (p := out_dir / f"{s}.{e}").exists()]
+
+
+def read_features(path: Path) -> np.ndarray:
+    """A ``.npy`` feature file as an array (ValueError naming the file when it is not a plain array)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npy feature array ({exc})") from exc
 
 
 def write_outputs(
     prediction,
     face_model,
     out_dir: Path,
-    stem: str,
+    stem: str | Path,
     formats: Sequence[str],
     write_json: bool,
     heatmap: bool = False,
 ) -> list[Path]:
     """Mesh files (and the JSON summary) of one prediction; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
     colors = heatmap_colors(prediction.vertices, face_model.mean * prediction.params[0]) if heatmap else None
     written = [
         write_mesh(out_dir / f"{stem}.{fmt}", prediction.vertices, face_model.triangles, colors)
@@ -76,6 +141,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from voice2mesh.inference import Predictor
 
+    files, roots = expand_inputs(args.audio)
+    stems = output_stems(files, roots)
+    out_dir = Path(args.output)
+    clash = existing_outputs(out_dir, stems, args.format, args.json)
+    if clash and not args.overwrite:
+        more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+        shown = ", ".join(str(p) for p in clash[:3]) + more
+        raise ValueError(f"outputs already exist: {shown}; choose another -o folder or pass --overwrite")
     predictor = Predictor.from_bundle(
         args.bundle, revision=args.revision, device=args.device, threads=args.threads, model=args.model
     )
@@ -85,21 +158,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"on {predictor.provider}",
         file=sys.stderr,
     )
-    out_dir = Path(args.output)
-    failed: list[tuple[str, str]] = []
-    stems = output_stems(args.audio)
+    failed: list[tuple[Path, str]] = []
     bar = tqdm(
-        list(zip(args.audio, stems, strict=True)),
+        list(zip(files, stems, strict=True)),
         desc="predict",
         unit="file",
-        disable=len(args.audio) < 2 or args.quiet,
+        disable=len(files) < 2 or args.quiet,
         file=sys.stderr,
     )
     for path, stem in bar:
         try:
-            pred = predictor.predict(path)
+            if path.suffix.lower() == FEATURE_SUFFIX:
+                pred = predictor.predict_features(read_features(path), source=str(path))
+            else:
+                pred = predictor.predict(str(path))
             write_outputs(pred, predictor.face_model, out_dir, stem, args.format, args.json, args.heatmap)
-        except AudioError as exc:
+        except (AudioError, ValueError) as exc:
             failed.append((path, str(exc)))
             tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
             continue
@@ -111,9 +185,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"({pred.timings['total']:.1f} ms)",
             file=sys.stdout,
         )
-    done = len(args.audio) - len(failed)
+    done = len(files) - len(failed)
     print(
-        f"{done} of {len(args.audio)} file(s) done, {len(failed)} failed; outputs in {out_dir}",
+        f"{done} of {len(files)} file(s) done, {len(failed)} failed; outputs in {out_dir}",
         file=sys.stderr,
     )
     return 1 if failed else 0
@@ -140,9 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when a GPU is usable")
         sp.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
 
-    pr = sub.add_parser("predict", help="predict a face mesh for each recording")
-    pr.add_argument("audio", nargs="+", help="audio files (wav, flac, mp3, ogg, m4a, ...)")
-    pr.add_argument("-o", "--output", required=True, help="output folder")
+    pr = sub.add_parser("predict", help="predict a face mesh for each recording or feature file")
+    pr.add_argument("audio", nargs="+", metavar="INPUT",
+                    help="audio files (wav, flac, mp3, ogg, m4a, ...), .npy feature files (T, 64) as "
+                         "released with the paper (fbank/<id>/<yt>/NNNNN.npy), or folders of them")
+    pr.add_argument("-o", "--output", required=True,
+                    help="output folder (input folders are mirrored under it when file names repeat)")
+    pr.add_argument("--overwrite", action="store_true", help="replace outputs already in the folder")
     pr.add_argument("--format", type=parse_formats, default=["glb"], help="comma list of glb,obj,ply")
     pr.add_argument("--json", action="store_true", help="also write <name>.json with readouts and timings")
     pr.add_argument("--heatmap", action="store_true", help="colour vertices by distance from the mean face")

@@ -11,7 +11,8 @@ Definitions (Wu, Hsu, Neumann, "Cross-Modal Perceptionist", CVPR 2022; docs/metr
 - dataset numbers: mean over a speaker's utterances, then mean over speakers.
 
 Everything takes (N, 3) or (B, N, 3) arrays (a single target broadcasts against a batch) and
-returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-model MODEL --json``.
+returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-model MODEL --json``
+(two folders: Table 1 over the released layout, voice2mesh.table1).
 """
 
 from __future__ import annotations
@@ -95,13 +96,15 @@ def _soa(x: np.ndarray) -> np.ndarray:
 
 
 _MM_PER_UNIT = {"mm": 1.0, "millimetres": 1.0, "millimeters": 1.0, "um": 1e-3, "µm": 1e-3,
-                "micrometres": 1e-3, "micrometers": 1e-3, "cm": 10.0, "m": 1000.0}
+                "micrometres": 1e-3, "micrometers": 1e-3, "cm": 10.0, "m": 1000.0,
+                "px": float("nan")}  # an image frame (the authors' BFM outputs): no physical size
 
 
 def mm_per_unit(face_model: Any) -> float:
     """Millimetres per unit of the face model's vertices, from ``metadata["units"]`` (default mm).
 
-    The contract stores models in mm; the BFM reference layouts keep BFM's micrometres ("um ...").
+    The contract stores models in mm; the BFM reference layouts keep BFM's micrometres ("um ...");
+    ``px`` (the authors' model predicts faces in an image frame) has no physical size: NaN.
     """
     units = (getattr(face_model, "metadata", None) or {}).get("units", "mm")
     key = str(units).strip().split(" ")[0].lower() if units else "mm"
@@ -460,20 +463,33 @@ def compare_files(pred_path: str, target_path: str, face_model: Any) -> dict[str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m voice2mesh.metrics",
-        description="The paper's errors between a predicted and a target face mesh of one topology.")
-    parser.add_argument("pred", help="predicted mesh: .obj, .ply, .xyz ('x y z' per line) or .npy (N, 3)")
-    parser.add_argument("target", help="target mesh, same formats and vertex order as PRED")
+        description="The paper's errors between a predicted and a target face mesh of one topology; with two "
+                    "folders, Table 1 over the released VoxCeleb-3D layout (voice2mesh.table1).")
+    parser.add_argument("pred", help="predicted mesh (.obj, .ply, .xyz, .npy (N, 3)), or PRED_ROOT with "
+                        "<Name>/*.obj (up to 3 per identity)")
+    parser.add_argument("target", help="target mesh, same formats and vertex order as PRED, or TARGET_ROOT "
+                        "with <Name>/<one>.xyz")
     parser.add_argument("--face-model", required=True,
                         help="face model file, or a built-in layout: bfm-53215, bfm-38365, ict")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the last line)")
     args = parser.parse_args(argv)
+    folders = Path(args.pred).is_dir() and Path(args.target).is_dir()
     try:
         model = _load_model(args.face_model)
-        result = compare_files(args.pred, args.target, model)
+        if folders:
+            from voice2mesh import table1  # imports this module: loaded here to avoid a cycle
+
+            folder_result = table1.evaluate_folders(args.pred, args.target, model)
+        else:
+            result = compare_files(args.pred, args.target, model)
     except (MetricsInputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    if folders:
+        print(table1.format_table(folder_result), file=sys.stderr if args.json else sys.stdout)
+        if args.json:
+            print(json.dumps(folder_result.as_dict()))
+    elif args.json:
         print(json.dumps(result))
     else:
         rows = [(f"{k}.{r}", x) for k, v in result.items() if isinstance(v, dict) for r, x in v.items()]

@@ -1,4 +1,5 @@
-"""Configuration of the knowledge-distillation (KD) framework: dataclasses loaded from small YAML files.
+"""Configuration of the knowledge-distillation (KD) framework: typed dataclasses read from small YAML files
+(``training/kd/configs/*.yaml``) by the one config loader, ``training.config.load_typed``.
 
 Every paper number lives in ``PAPER`` below with where it comes from; the dataclass defaults use them,
 so ``configs/paper.yaml`` is the paper's setting and the other configs only list what they change.
@@ -6,13 +7,12 @@ so ``configs/paper.yaml`` is the paper's setting and the other configs only list
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from training.config import ConfigError, _build, override_values, plain_values
+from training.config import ConfigError, build_typed, load_typed, plain_values
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -25,9 +25,9 @@ PAPER: dict[str, Any] = {
     "generator_channels": (1024, 512, 256, 128, 64),  # ConvTranspose 64->1024 k4 s1, then k4 s2 p1
     "face_embed_channels": (32, 64, 128, 256, 512),  # Wen et al.'s FaceEmbedNet convs (k3 s2 p1)
     "face_embed_dim": 64,
-    "mse_weight": 0.5,  # 0.5 * MSE(teacher mesh, student mesh)
-    "pkt_weight": 1e4,  # lambda on PKT(pooled) + PKT(intermediate)
-    "triplet_weight": 1.5,  # triplet margin loss on meshes
+    "mse_weight": 0.5,  # 0.5 * MSE(teacher output, student output)
+    "pkt_weight": 1e4,  # lambda on PKT(teacher, student) of the pooled and the intermediate features
+    "triplet_weight": 1.5,  # triplet margin loss (p = 2) on the student's dense vertices, teacher frame units
     "triplet_margin": 1.0,
     "lr": 2e-4,
     "betas": (0.5, 0.999),
@@ -79,10 +79,9 @@ class TeacherConfig:
 
 @dataclass
 class StudentConfig:
-    """The image -> parameters student (same architecture as the ICT teacher)."""
+    """The image -> parameters student: a network of the teacher's architecture."""
 
-    init: str = "teacher"  # teacher (start from the teacher's weights) | random
-    width: int = 32  # first conv width of a random-init student
+    init: str = "random"  # random (freshly initialised: the paper) | teacher (starts from its weights)
     # BatchNorm while training: "train" (batch statistics, running averages updated: the usual) or
     # "frozen" (the initial running statistics, as the frozen teacher uses them; weights still train).
     # With ``init: teacher`` "frozen" makes student == teacher at step 0 and the same function in
@@ -145,69 +144,39 @@ class KDConfig:
     optim: KDOptimConfig = field(default_factory=KDOptimConfig)
 
 
-def _tuples_as_ints(cfg: KDConfig) -> KDConfig:
-    """The shared builder reads tuples as floats; channel lists are ints."""
-    cfg.generator.channels = tuple(int(c) for c in cfg.generator.channels)
-    cfg.discriminator.channels = tuple(int(c) for c in cfg.discriminator.channels)
-    return cfg
-
-
-def kd_config_from_dict(values: dict[str, Any], where: str = "config") -> KDConfig:
-    """A KDConfig from nested plain values (unknown keys are errors)."""
-    values = dict(values or {})
-    chans = {}
+def validate_kd_config(cfg: KDConfig, where: str = "config") -> KDConfig:
+    """Checks of values the types alone do not express (choices, ranges); returns ``cfg``."""
     for section in ("generator", "discriminator"):
-        sec = dict(values.get(section) or {})
-        if "channels" in sec:
-            ch = sec.pop("channels")
-            if (
-                not isinstance(ch, list | tuple)
-                or not ch
-                or not all(isinstance(c, int) and c > 0 for c in ch)
-            ):
-                raise ConfigError(
-                    f"{where}.{section}.channels: expected a list of positive integers, got {ch!r}"
-                )
-            chans[section] = tuple(int(c) for c in ch)
-        values[section] = sec
-    cfg = _build(KDConfig, values, where)
-    for section, ch in chans.items():
-        getattr(cfg, section).channels = ch
+        ch = getattr(cfg, section).channels
+        if not ch or not all(c > 0 for c in ch):
+            raise ConfigError(f"{where}.{section}.channels: expected a list of positive integers, "
+                              f"got {list(ch)}")
     if len(cfg.generator.channels) < 2:
         raise ConfigError(f"{where}.generator.channels: need at least 2 layers (4x4 start, then x2 each)")
     if cfg.optim.utterances_per_speaker < 2 and cfg.loss.triplet_weight > 0:
         raise ConfigError(f"{where}.optim.utterances_per_speaker must be >= 2 for the triplet loss")
-    if cfg.teacher.kind not in ("ict", "ddfa"):
-        raise ConfigError(f"{where}.teacher.kind: {cfg.teacher.kind!r}; accepted: ict, ddfa")
-    if cfg.discriminator.identity_features not in ("own", "teacher"):
-        raise ConfigError(
-            f"{where}.discriminator.identity_features: {cfg.discriminator.identity_features!r}; "
-            "accepted: own, teacher"
-        )
-    if cfg.student.init not in ("teacher", "random"):
-        raise ConfigError(f"{where}.student.init: {cfg.student.init!r}; accepted: teacher, random")
+    choices = {
+        "teacher.kind": (cfg.teacher.kind, ("ict", "ddfa")),
+        "discriminator.identity_features": (cfg.discriminator.identity_features, ("own", "teacher")),
+        "student.init": (cfg.student.init, ("teacher", "random")),
+        "student.batchnorm": (cfg.student.batchnorm, ("train", "frozen")),
+    }
+    for key, (value, accepted) in choices.items():
+        if value not in accepted:
+            raise ConfigError(f"{where}.{key}: {value!r}; accepted: {', '.join(accepted)}")
     if not 0.0 <= cfg.optim.ema_decay < 1.0:
         raise ConfigError(f"{where}.optim.ema_decay: {cfg.optim.ema_decay}; expected 0 (off) <= decay < 1")
-    if cfg.student.batchnorm not in ("train", "frozen"):
-        raise ConfigError(f"{where}.student.batchnorm: {cfg.student.batchnorm!r}; accepted: train, frozen")
-    return _tuples_as_ints(cfg)
+    return cfg
 
 
-def load_kd_config(path: str | Path) -> KDConfig:
-    """Read a YAML config; a bare name (``tiny``) means ``training/kd/configs/tiny.yaml``."""
-    p = Path(path)
-    if not p.exists() and not p.suffix:
-        p = CONFIG_DIR / f"{p.name}.yaml"
-    if not p.is_file():
-        raise ConfigError(
-            f"KD config file not found: {path} (give a YAML path or one of "
-            f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))})"
-        )
-    try:
-        values = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return kd_config_from_dict(values, str(p))
+def kd_config_from_dict(values: Mapping[str, Any], where: str = "config") -> KDConfig:
+    """A KDConfig from nested plain values (unknown keys are errors)."""
+    return validate_kd_config(build_typed(KDConfig, values or {}, where=where), where)
+
+
+def load_kd_config(path: str | Path, overrides: Sequence[str] = ()) -> KDConfig:
+    """Read a YAML config (a path or a name in ``training/kd/configs/``) and apply overrides."""
+    return validate_kd_config(load_typed(KDConfig, path, CONFIG_DIR, overrides), str(path))
 
 
 def kd_config_to_dict(cfg: KDConfig) -> dict[str, Any]:
@@ -215,6 +184,6 @@ def kd_config_to_dict(cfg: KDConfig) -> dict[str, Any]:
     return plain_values(cfg)
 
 
-def apply_kd_overrides(cfg: KDConfig, overrides: list[str]) -> KDConfig:
+def apply_kd_overrides(cfg: KDConfig, overrides: Sequence[str]) -> KDConfig:
     """``section.key=value`` overrides (YAML-parsed values)."""
-    return kd_config_from_dict(override_values(kd_config_to_dict(cfg), overrides), "overrides")
+    return validate_kd_config(build_typed(KDConfig, plain_values(cfg), overrides, "overrides"), "overrides")

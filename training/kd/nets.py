@@ -95,11 +95,13 @@ class FaceEmbedNet(nn.Module):
 
 
 class RegressorOutput(NamedTuple):
-    """What a teacher or student returns: un-whitened parameters and two feature levels for PKT."""
+    """What a teacher or student returns: un-whitened parameters, two feature levels for PKT and the
+    network's own output (whitened, as its last layer emits it: what the distillation MSE compares)."""
 
     params: torch.Tensor  # (B, P)
     intermediate: torch.Tensor  # (B, C, h, w) feature map
     pooled: torch.Tensor  # (B, F) globally pooled features
+    raw: torch.Tensor  # (B, R) the last layer's output
 
 
 class ImageRegressor(nn.Module):
@@ -108,7 +110,10 @@ class ImageRegressor(nn.Module):
     Four stages (conv3x3 s2 + conv3x3 s1, BatchNorm + ReLU) of width w, 2w, 4w, 8w; global average pooling;
     a linear layer to whitened parameters, de-whitened with the training statistics (buffers).
     Input: (B, 3, H, W) in [-1, 1], resized to ``input_size``.
+    ``frame_scale``: image-frame units (px of the input) per face-model unit, for ``image_frame_vertices``.
     """
+
+    frame_scale: float = 1.0
 
     def __init__(
         self,
@@ -152,8 +157,12 @@ class ImageRegressor(nn.Module):
             x = stage(x)
             feats.append(x)
         pooled = x.mean(dim=(2, 3))
-        params = self.head(pooled) * self.param_std + self.param_mean
-        return RegressorOutput(params, feats[2], pooled)
+        raw = self.head(pooled)
+        return RegressorOutput(raw * self.param_std + self.param_mean, feats[2], pooled, raw)
+
+    def image_frame_vertices(self, out: RegressorOutput, vertices: torch.Tensor) -> torch.Tensor:
+        """Flat vertices (B, N*3) decoded from ``out.params`` -> the same in input-image px (frontal)."""
+        return vertices * self.frame_scale
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_features(images).params

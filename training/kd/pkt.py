@@ -1,11 +1,15 @@
 """Probabilistic knowledge transfer (PKT; Passalis & Tefas, "Learning deep representations with
-probabilistic knowledge transfer", ECCV 2018), implemented from the paper's description.
+probabilistic knowledge transfer", ECCV 2018), as published and as the KD paper uses it.
 
-The samples of a batch define, in each model's feature space, conditional probabilities
-p_{i|j} = K(x_i, x_j) / sum_{k != j} K(x_k, x_j) with the cosine-similarity kernel shifted to [0, 1],
-K(a, b) = (cos(a, b) + 1) / 2. The student matches the teacher's distribution by minimising
-KL(teacher || student) = sum_{i != j} p^t_{i|j} log(p^t_{i|j} / p^s_{i|j}). Feature dimensions of the two
-models may differ: only similarities between samples are compared.
+For features ``a`` (first argument) and ``b`` (second argument), both (B, ...) and flattened per sample:
+1. each row is L2-normalised;
+2. cosine similarities are mapped to [0, 1] by (s + 1) / 2;
+3. each row of the (B, B) similarity matrix is normalised to sum to 1 (diagonal included);
+4. with ``m`` from ``a`` and ``t`` from ``b`` the loss is the mean over all B x B entries of
+   ``t * log((t + 1e-7) / (m + 1e-7))``.
+The KD paper calls it as ``pkt_loss(teacher_features, student_features)``; gradients flow into both
+arguments (the generator is reached through both networks' activations). Feature dimensions of the two
+arguments may differ: only similarities between samples are compared.
 """
 
 from __future__ import annotations
@@ -15,22 +19,18 @@ import torch
 EPS = 1e-7
 
 
-def conditional_probabilities(features: torch.Tensor) -> torch.Tensor:
-    """(B, ...) features -> (B, B) matrix P[i, j] = p_{i|j} (diagonal excluded, columns sum to 1)."""
+def similarity_probabilities(features: torch.Tensor) -> torch.Tensor:
+    """(B, ...) features -> (B, B) row-stochastic matrix of cosine similarities mapped to [0, 1]."""
     x = features.flatten(1)
     x = x / (x.norm(dim=1, keepdim=True) + EPS)
     k = (x @ x.t() + 1.0) / 2.0
-    k = k * (1.0 - torch.eye(k.shape[0], dtype=k.dtype, device=k.device))
-    return k / (k.sum(dim=0, keepdim=True) + EPS)
+    return k / k.sum(dim=1, keepdim=True)
 
 
-def pkt_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """KL divergence between the teacher's and the student's conditional probabilities (summed over
-    pairs, averaged over the conditioning samples); gradients flow into ``student`` only."""
-    if student.shape[0] != teacher.shape[0]:
-        raise ValueError(f"PKT needs the same batch for both: {student.shape[0]} vs {teacher.shape[0]}")
-    ps = conditional_probabilities(student)
-    pt = conditional_probabilities(teacher.detach())
-    off = 1.0 - torch.eye(ps.shape[0], dtype=ps.dtype, device=ps.device)
-    kl = pt * (torch.log(pt + EPS) - torch.log(ps + EPS)) * off
-    return kl.sum() / ps.shape[0]
+def pkt_loss(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Mean over all B x B entries of t * log((t + eps) / (m + eps)); m from ``first``, t from ``second``."""
+    if first.shape[0] != second.shape[0]:
+        raise ValueError(f"PKT needs the same batch for both: {first.shape[0]} vs {second.shape[0]}")
+    m = similarity_probabilities(first)
+    t = similarity_probabilities(second)
+    return (t * torch.log((t + EPS) / (m + EPS))).mean()

@@ -23,6 +23,7 @@ from training.checkpoints import read_torch_file
 from training.kd.ddfa import load_ddfa_teacher
 from training.kd.nets import ImageRegressor, to_unit_range
 from training.models import freeze
+from training.render import RenderConfig
 from voice2mesh.facemodel import load_face_model
 
 TEACHER_FORMAT = "voice2mesh-kd-teacher-1"
@@ -46,13 +47,18 @@ def predict_images(model: nn.Module, images_uint8: np.ndarray, batch: int = 128)
 
 
 def load_ict_teacher(path: str | Path) -> tuple[ImageRegressor, dict[str, Any]]:
-    """A frozen ICT teacher from ``teacher.pt`` and its checkpoint dict."""
+    """A frozen ICT teacher from ``teacher.pt`` and its checkpoint dict.
+
+    Its image frame (``image_frame_vertices``): px of its ``input_size`` renders, whose field of view is
+    ``RenderConfig.field_mm`` high at the face centre, so face-model mm * input_size / field_mm (frontal,
+    no pose: the equivalent of the BFM teacher's 120-px frame)."""
     ck = read_torch_file(path, "teacher checkpoint",
                          hint=" (train one with `python -m training.kd.teacher train --out DIR`)")
     if not isinstance(ck, dict) or ck.get("format") != TEACHER_FORMAT:
         raise ValueError(f"{path}: not a KD teacher checkpoint (expected format {TEACHER_FORMAT!r})")
     model = ImageRegressor(ck["n_params"], ck["input_size"], ck["width"])
     model.load_state_dict(ck["state_dict"])
+    model.frame_scale = ck["input_size"] / RenderConfig().field_mm
     return freeze(model), ck
 
 

@@ -5,11 +5,12 @@ a student reads generated faces and is distilled from a frozen teacher (Wu et al
 Per step (batch of ``batch_size`` utterances: ``batch_size / utterances_per_speaker`` speakers):
 - discriminator step: BCE(real faces -> 1) + BCE(generated -> 0) + d_id_weight * NLL(identity of real faces);
 - generator + student step: adv_weight * BCE(generated -> 1) + id_weight * NLL(identity of generated faces)
-  + mse_weight * MSE(teacher mesh, student mesh) + pkt_weight * (PKT(pooled) + PKT(intermediate map))
-  + triplet_weight * triplet(student meshes; positive: another utterance of the speaker, negative: another
-  speaker). Teacher outputs are targets (no gradient through them); the teacher is frozen.
-Meshes are compared after scaling each coordinate by the prior's vertex standard deviation and dividing by
-sqrt(#coordinates) (so two random faces are about sqrt(2) apart and the margin 1 is on that scale).
+  + mse_weight * MSE(teacher output, student output) + pkt_weight * (PKT(teacher, student pooled features)
+  + PKT(teacher, student intermediate maps)) + triplet_weight * triplet(student's dense vertices;
+  positive: another utterance of the speaker, negative: another speaker).
+The teacher's weights are frozen; gradients reach the generator through both networks' activations. The
+MSE compares the networks' own (whitened) outputs; the triplet margin is in the teacher's image-frame units
+(``image_frame_vertices``: px of its input image).
 """
 
 from __future__ import annotations
@@ -31,36 +32,25 @@ from training.embeddings import clean_embeddings
 from training.eval_metrics import per_utterance_metrics
 from training.kd.config import KDConfig, kd_config_to_dict
 from training.kd.data import load_identity_images, read_voices_and_faces
-from training.kd.nets import FaceEmbedNet, Generator, ImageRegressor, KDInference, to_unit_range
+from training.kd.mobilenet import DDFATeacher
+from training.kd.nets import FaceEmbedNet, Generator, KDInference, to_unit_range
 from training.kd.pkt import pkt_loss
 from training.kd.teachers import load_teacher, prediction_face_model
 from training.modelcard import build_card, write_card
 from training.models import MeshDecoder, freeze
-from training.run import RunLogger, checkpoint_due, resolve_device
+from training.run import RunLogger, checkpoint_due, resolve_device, set_threads
 
 KD_FORMAT = "voice2mesh-kd-1"
 
 
-def mesh_scale(face_model, decoder: MeshDecoder, n: int = 512, seed: int = 0) -> torch.Tensor:
-    """Per-coordinate std of prior faces * sqrt(#coords): dividing meshes by it gives ~unit-spaced faces."""
-    p = torch.from_numpy(face_model.sample_params(n, np.random.default_rng(seed)).astype(np.float32))
-    with torch.no_grad():
-        v = decoder(p)
-    std = v.std(0).clamp_min(1e-6)
-    return std * float(np.sqrt(v.shape[1]))
-
-
-def build_student(cfg: KDConfig, teacher: nn.Module) -> ImageRegressor:
-    """The student: the teacher's weights (ICT teacher, ``init: teacher``) or a fresh ImageRegressor."""
-    if cfg.student.init == "teacher" and isinstance(teacher, ImageRegressor):
-        student = ImageRegressor(teacher.n_params, teacher.input_size, teacher.width)
-        student.load_state_dict(teacher.state_dict())
-    else:
-        mean = getattr(teacher, "param_mean", None)
-        student = ImageRegressor(teacher.n_params, teacher.input_size, cfg.student.width)
-        if mean is not None and mean.shape[-1] == teacher.n_params:
-            student.param_mean.copy_(mean.reshape(1, -1))
-            student.param_std.copy_(teacher.param_std.reshape(1, -1))
+def build_student(cfg: KDConfig, teacher: nn.Module) -> nn.Module:
+    """The student: a network of the teacher's architecture (and output whitening), freshly initialised
+    (``init: random``, the paper) or starting from the teacher's weights (``init: teacher``)."""
+    student = copy.deepcopy(teacher)
+    if cfg.student.init == "random":
+        for m in student.modules():
+            if m is not student and hasattr(m, "reset_parameters"):
+                m.reset_parameters()  # BatchNorm: running statistics too
     for p in student.parameters():
         p.requires_grad_(True)
     return student_train_mode(student, cfg.student.batchnorm)
@@ -103,8 +93,6 @@ class KDTrainer:
         self.teacher, self.teacher_info = teacher.to(device), info
         self.face_model = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
         self.decoder = MeshDecoder(self.face_model).to(device)
-        self.scale = mesh_scale(self.face_model, self.decoder.cpu()).to(device)
-        self.decoder.to(device)
         # identities: training speakers with both voices and images
         train_spk = [s for s in data.speakers_of("train") if s in folders.files]
         self.identities = train_spk
@@ -183,8 +171,9 @@ class KDTrainer:
         real = to_unit_range(torch.from_numpy(self.images[img_idx])).to(self.device)
         return emb, labels, real, torch.from_numpy(self.image_labels[img_idx]).to(self.device)
 
-    def meshes(self, params: torch.Tensor) -> torch.Tensor:
-        return self.decoder(params) / self.scale
+    def frame_vertices(self, out) -> torch.Tensor:
+        """Dense vertices (B, N*3) of a student (or teacher) output in the teacher's image-frame units."""
+        return self.teacher.image_frame_vertices(out, self.decoder(out.params))
 
     def judge(self, images: torch.Tensor, teacher_out=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The face embedding net on ``images`` (with the teacher's pooled features when configured)."""
@@ -195,26 +184,24 @@ class KDTrainer:
                 teacher_out = self.teacher.forward_features(images)
         return self.d_net(images, teacher_out.pooled)
 
-    def distill(self, images: torch.Tensor, t=None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """MSE + PKT terms of the student against the teacher on ``images``: (terms, student meshes).
-        ``t``: the teacher's output on ``images`` when already computed (used as a detached target)."""
+    def distill(self, images: torch.Tensor, t=None) -> tuple[dict[str, torch.Tensor], Any]:
+        """MSE + PKT terms of the student against the teacher on ``images``: (terms, student output).
+        ``t``: the teacher's output on ``images`` when already computed. Nothing is detached: on generated
+        images the gradients reach the generator through the teacher's activations too (its weights are
+        frozen)."""
         lc = self.cfg.loss
         if t is None:
-            with torch.no_grad():
+            with torch.set_grad_enabled(images.requires_grad):
                 t = self.teacher.forward_features(images)
-        t = type(t)(*(x.detach() for x in t))
         s = self.student.forward_features(images)
-        ms, mt = self.meshes(s.params), self.meshes(t.params)
-        # self.scale holds sqrt(#coords): the sum over coordinates is the mean squared error of
-        # unit-variance coordinates
-        terms = {"mse": ((ms - mt) ** 2).sum(1).mean()}
+        terms = {"mse": F.mse_loss(t.raw, s.raw)}
         pkt = torch.zeros((), device=images.device)
         if lc.pkt_pooled:
-            pkt = pkt + pkt_loss(s.pooled, t.pooled)
+            pkt = pkt + pkt_loss(t.pooled, s.pooled)
         if lc.pkt_intermediate:
-            pkt = pkt + pkt_loss(s.intermediate, t.intermediate)
+            pkt = pkt + pkt_loss(t.intermediate, s.intermediate)
         terms["pkt"] = pkt
-        return terms, ms
+        return terms, s
 
     def warmup_d(self, steps: int) -> float:
         """Identity-only discriminator steps on real faces; returns the last batch's identity accuracy."""
@@ -251,17 +238,18 @@ class KDTrainer:
         self.opt_d.step()
         # generator + student step
         fake = self.generator(emb, noise=True)
-        # the teacher's output on the generated faces: a distillation target and, with
+        # the teacher's output on the generated faces: the distillation's other side and, with
         # identity_features "teacher", the identity classifier's input (gradients reach the generator)
-        t_fake = self.teacher.forward_features(fake) if self.teacher_ids else None
+        t_fake = self.teacher.forward_features(fake)
         rf, idl = self.judge(fake, t_fake)
         y = torch.from_numpy(labels).to(self.device)
         terms = {"adv": F.binary_cross_entropy_with_logits(rf, ones), "id": F.nll_loss(idl, y)}
-        dist_terms, ms = self.distill(fake, t_fake)
+        dist_terms, s_fake = self.distill(fake, t_fake)
         terms.update(dist_terms)
         if lc.triplet_weight > 0:
             pos, neg = triplet_indices(labels, self.rng)
-            terms["triplet"] = F.triplet_margin_loss(ms, ms[pos], ms[neg], margin=lc.triplet_margin)
+            v = self.frame_vertices(s_fake)
+            terms["triplet"] = F.triplet_margin_loss(v, v[pos], v[neg], margin=lc.triplet_margin, p=2)
         else:
             terms["triplet"] = torch.zeros((), device=self.device)
         loss = (
@@ -337,12 +325,14 @@ class KDTrainer:
         out["val_are_baseline"] = self._val_base
         return out
 
-    def inference_module(self) -> KDInference:
-        """A CPU copy of voice -> generator -> student for export and evaluation."""
+    def inference_module(self, cascade: bool = False) -> KDInference:
+        """A CPU copy of voice -> generator -> student for export and evaluation; ``cascade``: the
+        teacher in the student's place (the paper's baseline: voice -> generated image -> teacher)."""
+        generator, student = self.nets_for_inference()
         return KDInference(
             copy.deepcopy(self.encoder).cpu(),
-            copy.deepcopy(self.nets_for_inference()[0]).cpu().eval(),
-            copy.deepcopy(self.nets_for_inference()[1]).cpu().eval(),
+            copy.deepcopy(generator).cpu().eval(),
+            copy.deepcopy(self.teacher if cascade else student).cpu().eval(),
         ).eval()
 
     def state(self) -> dict[str, Any]:
@@ -374,12 +364,22 @@ class KDTrainer:
                     avg.load_state_dict(st[f"ema_{k}"])
 
 
+def student_arch(student: nn.Module) -> dict[str, Any]:
+    """What rebuilds the student (training.checkpoints.kd_model_from_checkpoint; weights and buffers
+    come from the state dict)."""
+    if isinstance(student, DDFATeacher):
+        return {"kind": "ddfa", "n_params": student.n_params, "input_size": student.input_size}
+    return {"kind": "ict", "n_params": student.n_params, "input_size": student.input_size,
+            "width": student.width}
+
+
 def checkpoint_payload(
-    trainer: KDTrainer, cfg: KDConfig, card: dict[str, Any] | None = None
+    trainer: KDTrainer, cfg: KDConfig, card: dict[str, Any] | None = None, cascade: bool = False
 ) -> dict[str, Any]:
-    """What ``model.pt`` holds (the export and evaluation rebuild KDInference from it)."""
-    module = trainer.inference_module()
-    st = trainer.student
+    """What ``model.pt`` holds (the export and evaluation rebuild KDInference from it); ``cascade``: the
+    same generator read by the teacher instead of the student (``cascade.pt``)."""
+    module = trainer.inference_module(cascade)
+    st = trainer.teacher if cascade else trainer.student
     return {
         "format": KD_FORMAT,
         "framework": "kd",
@@ -392,7 +392,7 @@ def checkpoint_payload(
             "channels": list(cfg.generator.channels),
             "noise_std": cfg.generator.noise_std,
         },
-        "student_arch": {"n_params": st.n_params, "input_size": st.input_size, "width": st.width},
+        "student_arch": student_arch(st),
         "teacher": {"kind": cfg.teacher.kind, "checkpoint": cfg.teacher.checkpoint},
         "face_model": trainer.teacher_info["face_model"],
         "n_identity": trainer.face_model.n_identity,
@@ -412,8 +412,7 @@ def run_kd(
     """Train; write ``out/last.pt`` (resumable), ``out/log.csv``, and ``out/model.pt`` + model card."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     dev = resolve_device(device)
     (out / "kd_config.yaml").write_text(yaml.safe_dump(kd_config_to_dict(cfg), sort_keys=False))
     t0 = time.time()
@@ -490,6 +489,7 @@ def run_kd(
         },
     )
     card["framework"] = "kd"
+    save_checkpoint(out / "cascade.pt", checkpoint_payload(trainer, cfg, card, cascade=True))
     final = save_checkpoint(out / "model.pt", checkpoint_payload(trainer, cfg, card))
     write_card(card, out)
     return final

@@ -151,7 +151,10 @@ def build(mean, shape_basis=None, expression_basis=None, triangles=None, keypoin
         mean_v = mean_v + np.tensordot(mu_s, ident, 1) + np.tensordot(mu_e, expr, 1)
         ident = ident * sd_s[:, None, None].astype(np.float32)
         expr = expr * sd_e[:, None, None].astype(np.float32)
-        notes["whitening"] = "3DDFA param_mean_std folded in: weights ~ N(0, 1)"
+        notes["whitening"] = ("3DDFA param_mean_std folded in: weights ~ N(0, 1); weight = (coefficient - "
+                              "mean) / std (coefficient_whitening)")
+        notes["coefficient_whitening"] = {"shape_mean": mu_s.tolist(), "shape_std": sd_s.tolist(),
+                                          "expression_mean": mu_e.tolist(), "expression_std": sd_e.tolist()}
     if n == BFM_FULL:
         pairs = dict(BFM_PAIRS_53215)
     else:
@@ -242,8 +245,8 @@ def _with_reference(mean, w_shp, w_exp, tri, keypoints, reference, param_stats, 
             raise BFMConversionError("no keypoints in the input; pass --reference DIR (keypoints_sim.npy)")
         keypoints = ref["keypoints_full"] if n == BFM_FULL else noneck_keypoints(ref["keypoints_full"],
                                                                                   ref["indices"])
-    stats = None
-    if param_stats is not None:
+    stats = param_stats
+    if param_stats is not None and not isinstance(param_stats, dict):
         with open(param_stats, "rb") as f:
             stats = pickle.load(f)  # noqa: S301
     return build(mean, w_shp, w_exp, tri, keypoints, indices=ref.get("indices"), full_mean=ref.get("mean"),
@@ -255,3 +258,47 @@ def _load_npy(path: str | Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except Exception as exc:
         raise BFMConversionError(f"{path}: not a readable .npy array ({exc})") from exc
+
+
+def noneck_rows(indices: np.ndarray) -> np.ndarray:
+    """Rows of a 53,215-layout xyz-interleaved vector/basis that form the 38,365-vertex no-neck layout."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1, 1)
+    return (3 * idx + np.arange(3)).reshape(-1)
+
+
+def from_full_arrays(u, w_shp, w_exp, reference: str | Path, param_stats: dict | None = None,
+                     layout: int = BFM_FULL, source: str = "", **kwargs) -> FaceModel:
+    """FaceModel of ``layout`` from 53,215-vertex BFM arrays (xyz interleaved: ``u`` (3N,) or (3N, 1),
+    bases (3N, K)), e.g. the 3DMM data of the authors' ``2D-to-3D-pretrained.tar``.
+
+    Triangles and keypoints come from ``reference`` (a bfm-reference / ``train.configs`` folder); the
+    no-neck layout is cut out with its ``indices.npy``. ``param_stats`` (``{"mean", "std"}``, entries
+    12-51 shape and 52-61 expression) is folded in so that the weights are the whitened coefficients.
+    """
+    u = np.asarray(u, np.float32).reshape(-1)
+    if u.size != 3 * BFM_FULL:
+        raise BFMConversionError(f"{source or 'BFM arrays'}: mean has {u.size // 3} vertices, expected "
+                                 f"{BFM_FULL} (the paper's full layout)")
+    w_shp, w_exp = np.asarray(w_shp, np.float32), np.asarray(w_exp, np.float32)
+    if layout == BFM_NONECK:
+        ref = read_reference(reference)
+        if "indices" not in ref:
+            raise BFMConversionError(f"{reference}: the no-neck layout needs indices.npy")
+        rows = noneck_rows(ref["indices"])
+        u, w_shp, w_exp = u[rows], w_shp[rows], w_exp[rows]
+    elif layout != BFM_FULL:
+        raise BFMConversionError(f"unknown BFM layout {layout}; accepted: {BFM_FULL}, {BFM_NONECK}")
+    return _with_reference(u, w_shp, w_exp, None, None, reference, param_stats, source=source, **kwargs)
+
+
+def weights_from_coefficients(model: FaceModel, shape, expression) -> tuple[np.ndarray, np.ndarray]:
+    """BFM coefficients (…, >=K) and (…, >=E) (e.g. a released ``.npy``: 199 shape + 29 expression) ->
+    the model's weights: the first K and E, whitened as folded into the model (identity when not)."""
+    k, e = model.n_identity, model.n_expression
+    a = np.asarray(shape, np.float64)[..., :k]
+    b = np.asarray(expression, np.float64)[..., :e]
+    w = model.metadata.get("coefficient_whitening")
+    if w:
+        a = (a - np.asarray(w["shape_mean"][:k])) / np.asarray(w["shape_std"][:k])
+        b = (b - np.asarray(w["expression_mean"][:e])) / np.asarray(w["expression_std"][:e])
+    return a.astype(np.float32), b.astype(np.float32)

@@ -27,7 +27,8 @@ ICT_KNOWN_FILES: dict[str, tuple[str, int]] = {
     "identity001.obj": ("325115059deb6691cb2d55da07ae38bb08ce36e4ea146982f294a17513155b3b", 2558978),
     "jawOpen.obj": ("8d84355e10f48b05550980cee385bcd426f4797090da76a20de0535bb2f99f4a", 2558596),
 }
-BUILTIN_NAMES = ("ict", "bfm-53215", "bfm-38365")
+BFM_NAMES = ("bfm-53215", "bfm-38365")
+BUILTIN_NAMES = ("ict", *BFM_NAMES)
 
 
 class FaceModelDownloadError(RuntimeError):
@@ -119,25 +120,56 @@ def build_ict(assets: Path | None = None, base_url: str | None = None, force: bo
     return out
 
 
+def bfm_cache_path(name: str) -> Path:
+    """Where a converted BFM model of a built-in name lives: ``cache_dir()/bfm/<name>.npz``
+    (written by ``python -m export.cmp facemodel`` or ``python -m voice2mesh.facemodel convert bfm-pkl``)."""
+    if name not in BFM_NAMES:
+        raise ValueError(f"unknown BFM layout name {name!r}; accepted: {', '.join(BFM_NAMES)}")
+    return cache_dir() / "bfm" / f"{name}.npz"
+
+
+def bfm_missing_hint(name: str) -> str:
+    """What to do when the full BFM model (with bases) of ``name`` is not on this machine."""
+    return (f"the BFM shape/expression bases are not shipped with voice2mesh (academic licence); build "
+            f"{bfm_cache_path(name)} from your own download: the authors' pretrained zip "
+            "(pretrained_models/2D-to-3D-pretrained.tar + train.configs/, linked from the README of "
+            "github.com/choyingw/Cross-Modal-Perceptionist) with `python -m export.cmp facemodel "
+            "--cmp-3dmm 2D-to-3D-pretrained.tar --reference train.configs`, or 3DDFA-V2's "
+            "bfm_noneck_v3.pkl with `python -m voice2mesh.facemodel convert bfm-pkl bfm_noneck_v3.pkl "
+            f"--reference train.configs -o {bfm_cache_path('bfm-38365')}` (docs/facemodel.md)")
+
+
 def load_face_model(name_or_path, bfm_reference: str | Path | None = None, **kwargs) -> FaceModel:
-    """A face model file (.npz written by ``FaceModel.save``), or a built-in name:
-    ``ict`` (cached), ``bfm-53215``/``bfm-38365`` (mean face from a bfm-reference folder: ``bfm_reference``
-    or the shared assets' ``bfm-reference``)."""
+    """A face model file (.npz written by ``FaceModel.save``), or a built-in name.
+
+    - ``ict``: converted once and cached.
+    - ``bfm-53215`` / ``bfm-38365``: the converted BFM model with its 40 + 10 bases in the cache
+      (:func:`bfm_cache_path`) when it has been built; otherwise the mean face, topology, landmarks and
+      metric pairs of a bfm-reference folder (``bfm_reference`` or the shared assets), enough for the
+      paper's metrics; asking that one for identity modes raises an error saying how to build the
+      full model.
+    """
     if isinstance(name_or_path, FaceModel):
         return name_or_path
     key = str(name_or_path)
     if key == "ict":
         return FaceModel.load(build_ict(**kwargs))
-    if key in ("bfm-53215", "bfm-38365"):
+    if key in BFM_NAMES:
+        cached = bfm_cache_path(key)
+        if cached.is_file() and bfm_reference is None:
+            return FaceModel.load(cached)
         folder = Path(bfm_reference) if bfm_reference else None
         if folder is None:
             assets = shared_assets_dir()
             folder = assets / "bfm-reference" if assets is not None else None
         if folder is None or not folder.is_dir():
-            raise FileNotFoundError(f"{key} needs a bfm-reference folder (u_shp.npy, u_exp.npy, tri.mat, "
-                                    "keypoints_sim.npy, indices.npy, tri.pkl); none found in the shared "
-                                    "assets")
-        return bfm.reference_model(folder, int(key.split("-")[1]))
+            raise FileNotFoundError(f"face model {key}: {cached} not found; {bfm_missing_hint(key)}. "
+                                    "(For the metrics alone a bfm-reference folder with the mean face "
+                                    "is enough: u_shp.npy, u_exp.npy, tri.mat, keypoints_sim.npy, "
+                                    "indices.npy, tri.pkl.)")
+        model = bfm.reference_model(folder, int(key.split("-")[1]))
+        model.metadata["bases_missing"] = bfm_missing_hint(key)
+        return model
     path = Path(key)
     if not path.is_file():
         raise FileNotFoundError(f"face model {key!r}: no such file, and not a built-in name {BUILTIN_NAMES}")

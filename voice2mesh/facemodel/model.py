@@ -128,7 +128,9 @@ class FaceModel:
         self._stacked_cache.clear()
         self._sha_cache.clear()
         if not 0 <= n_identity <= self.max_identity:
-            raise ValueError(f"n_identity={n_identity} outside 0..{self.max_identity} for {self.name}")
+            hint = self.metadata.get("bases_missing")
+            raise ValueError(f"n_identity={n_identity} outside 0..{self.max_identity} for {self.name}"
+                             + (f": this is the mean face only; {hint}" if hint else ""))
         if not 0 <= n_expression <= self.max_expression:
             raise ValueError(f"n_expression={n_expression} outside 0..{self.max_expression} for {self.name}")
         self.n_identity, self.n_expression = int(n_identity), int(n_expression)

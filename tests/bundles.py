@@ -1,4 +1,4 @@
-"""Small random-weights bundles for tests and for the app before trained weights exist (no torch).
+"""Small random-weights bundles for tests (no torch).
 
 ``make_test_bundle(dir)`` writes a valid bundle whose graphs follow the ONNX contract
 (docs/ARCHITECTURE.md) but are tiny: mean over time (and partials) of the input, then one random linear
@@ -54,7 +54,7 @@ def tiny_graph(encoder: str, n_params: int, n_identity: int, seed: int = 0) -> o
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="voice2mesh.export.testing"
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="voice2mesh tests.bundles"
     )
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
