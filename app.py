@@ -38,7 +38,6 @@ from voice2mesh.service import (
 from voice2mesh.sessions import instance_root
 
 LOG = logging.getLogger("voice2mesh.app")
-PROJECT_URL = "https://github.com/voice2mesh/voice2mesh"
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
