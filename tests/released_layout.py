@@ -5,9 +5,10 @@
   ``2D-to-3D-pretrained.tar``, the authors' files with random values in their exact keys and shapes
   (tests/cmp_files.py);
 - ``OUT/voxceleb3d/vox1_meta.csv`` (tab-separated, header row), ``fbank/<id>/<yt>/<NNNNN>.npy`` ((T, 64)
-  float32: the 15 released feature files, and for the other identities those files with an identity's
-  own offset and noise), and one 3D folder per identity under ``3D/<Name>/`` with ``.jpg``, ``_b.jpg``,
-  ``.obj``, ``.xyz`` (53,215 points) and ``.npy`` (199 shape + 29 expression coefficients) per face:
+  float32: the 15 released feature files; for the other identities one synthvox voice (espeak-ng through
+  our features stage) and released files moved by an identity's own offset and noise), and one 3D
+  folder per identity under ``3D/<Name>/`` with ``.jpg``, ``_b.jpg``, ``.obj``, ``.xyz`` (53,215 points)
+  and ``.npy`` (199 shape + 29 expression coefficients) per face:
   F-Z identities have two faces, A-E one. A face is ``s * (u + w_shp @ a[:40] + w_exp @ e[:10])`` of the
   random-basis 3DMM file, plus a small residual standing in for the coefficients beyond the 40 + 10.
 """
@@ -15,9 +16,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from scipy.io import loadmat
 
@@ -31,6 +34,24 @@ IDENTITIES = {"rand_id00001": "Abe_Alpha", "rand_id00002": "Bea_Bravo", "rand_id
               "id10007": "Kim_Kilo", "id10008": "Mia_Mike", "id10009": "Pat_Papa", "id10010": "Zoe_Zulu",
               "id10011": "No_Face"}  # the last has voices but no 3D folder
 UTTERANCES = 3
+
+
+SENTENCES = ("The quick brown fox jumps over the lazy dog near the river bank.",
+             "She sells sea shells by the sea shore every summer morning.",
+             "A journey of a thousand miles begins with a single step forward.")
+
+
+def synthvox_features(text: str, speaker: int) -> np.ndarray:
+    """The features stage of one synthvox voice (espeak-ng, a speaker's own variant and pitch)."""
+    from training.synthvox import espeak
+    from voice2mesh.audio import load_audio
+    from voice2mesh.features import features_from_audio
+
+    variants = espeak.available_variants()
+    samples, sr = espeak.synthesize(text, variants[speaker % len(variants)], 30 + 7 * speaker, 160)
+    buf = io.BytesIO()
+    sf.write(buf, samples, sr, format="WAV")
+    return np.asarray(features_from_audio(load_audio(buf.getvalue())).features, dtype=np.float32)
 
 
 def _face_files(folder: Path, stem: str, vertices: np.ndarray, coefficients: np.ndarray,
@@ -69,8 +90,11 @@ def write_release(out: str | Path, seed: int = 0) -> dict[str, Path]:
             else:
                 path = root / "fbank" / vid / f"yt{n:04d}" / f"{k + 1:05d}.npy"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                base = np.load(src)
-                feats = base + offset + rng.normal(0, 0.05, base.shape).astype(np.float32)
+                if k == 0:  # a synthvox voice (espeak-ng) through our front end: (1000, 64), normalised
+                    feats = synthvox_features(SENTENCES[n % len(SENTENCES)], n)
+                else:  # a released file moved towards this identity
+                    base = np.load(src)
+                    feats = base + offset + rng.normal(0, 0.05, base.shape).astype(np.float32)
                 np.save(path, feats.astype(np.float32))
         if name == "No_Face":
             continue
