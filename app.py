@@ -13,6 +13,7 @@ import argparse
 import html
 import logging
 import os
+import secrets
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from starlette.middleware import Middleware
 
 from voice2mesh import metrics
 from voice2mesh.publictext import public_message
@@ -42,6 +44,7 @@ PROJECT_URL = "https://github.com/voice2mesh/voice2mesh"
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
+VISITOR_COOKIE = "voice2mesh_visitor"  # see VisitorCookie
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
 PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
 PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
@@ -196,14 +199,47 @@ def _unknown_event(request: Any, exc: KeyError) -> Any:
     raise exc
 
 
+class VisitorCookie:
+    """ASGI middleware: a random, HttpOnly visitor cookie on every response to a request without one.
+
+    A browser keeps it from the page load on and sends it with every event and heartbeat of the page;
+    the app keys results by Gradio's session hash *and* this cookie (:func:`_session`), so a session
+    hash alone (chosen by the client, visible to anyone it leaks to) opens no browser's results. The
+    cookie does not depend on addresses, so proxies in front of the app change nothing.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or VISITOR_COOKIE.encode() + b"=" in _header(scope, b"cookie"):
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == b"https"
+        # Cross-site frames (a Space on its hub page) send only SameSite=None cookies, partitioned.
+        site = "SameSite=None; Secure; Partitioned" if https else "SameSite=Lax"
+        cookie = f"{VISITOR_COOKIE}={secrets.token_urlsafe(18)}; Path=/; HttpOnly; {site}".encode()
+
+        async def send_with_cookie(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _header(scope: dict, name: bytes) -> bytes:
+    return b";".join(v for k, v in scope.get("headers", []) if k.lower() == name)
+
+
 def _session(request: gr.Request | None) -> str | None:
-    """The key of a visitor's results: Gradio's session hash bound to the client's address, so a session
-    hash alone (chosen by the client, visible to anyone it leaks to) opens no one else's results."""
+    """The key of a visitor's results: Gradio's session hash and the visitor cookie (a browser's; API
+    clients that keep no cookies are keyed by the session hash alone, as Gradio keys them)."""
     session_hash = getattr(request, "session_hash", None) if request is not None else None
     if session_hash is None:
         return None
-    client = getattr(request, "client", None)
-    return f"{session_hash}@{getattr(client, 'host', None) or '?'}"
+    cookies = getattr(request, "cookies", None) or {}
+    return f"{session_hash}#{cookies.get(VISITOR_COOKIE, '')}"
 
 
 def _via_heartbeat(request: gr.Request | None) -> bool:
@@ -479,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share,
                     max_file_size=service.config.max_upload_bytes,
-                    app_kwargs={"exception_handlers": {KeyError: _unknown_event}},
+                    app_kwargs={"exception_handlers": {KeyError: _unknown_event},
+                                "middleware": [Middleware(VisitorCookie)]},
                     allowed_paths=[], show_error=False,
                     footer_links=["api", "gradio"])
     finally:
