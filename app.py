@@ -10,11 +10,14 @@ VOICE2MESH_QUEUE_SIZE, VOICE2MESH_MAX_SECONDS, VOICE2MESH_MAX_UPLOAD_MB. See doc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import logging
 import os
 import secrets
 import sys
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
 VISITOR_COOKIE = "voice2mesh_visitor"  # see VisitorCookie
+UPLOAD_CAP_EVERY_S = 2.0  # how often the sum of Gradio's uploads is checked against --upload-disk-mb
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
 PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
 PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
@@ -226,6 +230,50 @@ class VisitorCookie:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+def cap_uploads(files: set[str], max_bytes: int) -> int:
+    """Delete the oldest of ``files`` (Gradio's uploads) until they take at most ``max_bytes``; returns
+    how many were deleted. Gone files leave the set."""
+    found = []
+    for path in list(files):  # a copy: Gradio adds uploads meanwhile
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            files.discard(path)
+            continue
+        found.append((st.st_ctime, st.st_size, path))
+    total, deleted = sum(size for _, size, _ in found), 0
+    for _, size, path in sorted(found):
+        if total <= max_bytes:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        files.discard(path)
+        total -= size
+        deleted += 1
+    return deleted
+
+
+def start_upload_cap(demo: gr.Blocks, max_bytes: int, every_s: float = UPLOAD_CAP_EVERY_S
+                     ) -> threading.Thread:
+    """Keep Gradio's uploads within ``max_bytes`` (oldest first), checked every ``every_s`` seconds on a
+    daemon thread: Gradio limits each upload (``max_file_size``) and deletes old ones, not their sum."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                deleted = cap_uploads(demo.upload_file_set, max_bytes)
+            except Exception:  # noqa: BLE001 - the cap must outlive one bad file
+                LOG.exception("upload cap failed")
+                continue
+            if deleted:
+                LOG.warning("uploads above %d MB: deleted the %d oldest", max_bytes // MiB, deleted)
+
+    thread = threading.Thread(target=loop, name="upload-cap", daemon=True)
+    thread.start()
+    return thread
 
 
 def _header(scope: dict, name: bytes) -> bytes:
@@ -466,6 +514,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--session-disk-mb", type=int, default=_env_int("VOICE2MESH_SESSION_DISK_MB", 512),
                    help="session files kept at most (least recently used sessions go first); "
                         "env VOICE2MESH_SESSION_DISK_MB (default 512)")
+    p.add_argument("--upload-disk-mb", type=int, default=_env_int("VOICE2MESH_UPLOAD_DISK_MB", 1024),
+                   help="uploads kept at most (oldest deleted first); env VOICE2MESH_UPLOAD_DISK_MB "
+                        "(default 1024)")
     p.add_argument("--no-examples", action="store_true", help="do not make or show the example voices")
     return p.parse_args(argv)
 
@@ -512,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(service, examples)
     demo.queue(default_concurrency_limit=opts.concurrency, max_size=opts.queue_size)
     LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
+    start_upload_cap(demo, int(args.upload_disk_mb) * MiB)
     try:
         demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share,
                     max_file_size=service.config.max_upload_bytes,

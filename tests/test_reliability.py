@@ -338,6 +338,7 @@ def test_hostile_meshes_through_compare(server, client, voice, tmp_path):
 # --------------------------------------------------------------------------- disk, sessions, restarts
 
 TTL_S = 4  # session TTL of the flood server: the timer sweeps every second, uploads age out as fast
+UPLOAD_CAP_MB = 50  # the flood server's cap on the sum of uploads
 
 
 def tree_bytes(folder: Path) -> int:
@@ -371,7 +372,8 @@ def file_data(path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def ttl_server(bundle, tmp_path_factory) -> AppServer:
-    srv = start_app(bundle, tmp_path_factory.mktemp("ttl"), ["--no-examples", "--session-ttl-s", str(TTL_S)])
+    srv = start_app(bundle, tmp_path_factory.mktemp("ttl"), ["--no-examples", "--session-ttl-s", str(TTL_S),
+                                                             "--upload-disk-mb", str(UPLOAD_CAP_MB)])
     yield srv
     srv.stop()
 
@@ -408,7 +410,8 @@ def test_rest_flood_is_bounded_and_cleared_by_the_timer(ttl_server, voice):
 
 
 def test_upload_flood_is_bounded(ttl_server, voice):
-    """Uploads over the one limit are refused before they are stored; uploads under it age out."""
+    """Uploads over the one limit are refused before they are stored; their sum is capped (oldest go
+    first) within seconds, and all of them age out."""
     srv = ttl_server
     limit = 20 * MiB
     with httpx.Client(timeout=120) as http:
@@ -416,9 +419,10 @@ def test_upload_flood_is_bounded(ttl_server, voice):
         too_big = upload(http, srv, "big.obj", os.urandom(limit + 1))
         assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
         assert tree_bytes(srv.temp_dir) - base < MiB, "a refused upload was stored"
-        for i in range(5):
+        for i in range(5):  # 95 MB in a second or two
             assert upload(http, srv, f"u{i}.bin", os.urandom(limit - MiB)).status_code == 200
         assert tree_bytes(srv.temp_dir) - base <= 5 * limit
+        wait_until(lambda: tree_bytes(srv.temp_dir) - base <= UPLOAD_CAP_MB * MiB, timeout_s=TTL_S)
         wait_until(lambda: tree_bytes(srv.temp_dir) <= base + 64 * 1024, timeout_s=TTL_S + 10)
         [path] = upload(http, srv, "voice.wav", voice.read_bytes()).json()
         assert rest_call(http, srv, "predict", [file_data(path), MODEL, False])[0]["url"]
@@ -744,3 +748,19 @@ def test_a_browser_tab_keeps_its_session_and_closing_it_removes_the_files(server
         page.context.close()
         wait_until(lambda: not any(f.exists() for f in mine), timeout_s=30)
         browser.close()
+
+
+def test_upload_cap_deletes_the_oldest_first(tmp_path):
+    from app import cap_uploads
+
+    files = set()
+    for i in range(5):
+        path = tmp_path / f"u{i}.bin"
+        path.write_bytes(bytes(1000))
+        files.add(str(path))
+        time.sleep(0.02)  # ctime order: u0 oldest
+    files.add(str(tmp_path / "gone.bin"))
+    assert cap_uploads(files, 2500) == 3
+    assert sorted(Path(f).name for f in files) == ["u3.bin", "u4.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u3.bin", "u4.bin"]
+    assert cap_uploads(files, 2500) == 0
