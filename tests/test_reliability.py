@@ -8,6 +8,7 @@ gradio_client, real audio and mesh files written here. Memory is read from the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -342,7 +343,13 @@ UPLOAD_CAP_MB = 50  # the flood server's cap on the sum of uploads
 
 
 def tree_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    """Bytes of the files under ``folder`` (files removed while counting count as gone)."""
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def session_folders(server: AppServer) -> list[Path]:
