@@ -22,6 +22,7 @@ import gradio as gr
 import pandas as pd
 
 from voice2mesh import metrics
+from voice2mesh.publictext import public_message
 from voice2mesh.service import (
     DOWNLOAD_KINDS,
     AudioConfig,
@@ -34,12 +35,13 @@ from voice2mesh.service import (
     ensure_examples,
     viewer_kind,
 )
+from voice2mesh.sessions import instance_root
 
 LOG = logging.getLogger("voice2mesh.app")
 PROJECT_URL = "https://github.com/voice2mesh/voice2mesh"
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
-CACHE_SWEEP = (900, 3600)  # Gradio's own cache (uploads): every 15 min delete files older than 1 h
+COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
 PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
 PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
@@ -90,7 +92,7 @@ def about_markdown(service: Voice2MeshService) -> str:
         f"([Wu, Hsu, Neumann, CVPR 2022]({PAPER_URL})): a network predicts the coefficients of a 3D "
         f"morphable face model ({html.escape(info.face_model)}, {info.n_vertices} vertices) from the sound "
         "of a voice. The readouts are the paper's face-shape ratios.\n\n"
-        f"**Loaded model:** {html.escape(info.title)} from `{html.escape(info.source)}`. "
+        f"**Loaded model:** {html.escape(info.title)} from `{html.escape(info.source_name)}`. "
         f"Trained on: {html.escape(info.trained_on)}. See the {card}.\n\n"
         "**What it is not.** It does not recognise or identify anyone, and it makes no claim about a "
         "speaker's identity, ethnicity, age or any other personal attribute. A predicted face is a "
@@ -172,15 +174,39 @@ def comparison_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def _as_gr_error(exc: Exception, what: str) -> gr.Error:
     """A person-readable gr.Error (expected bad input) or a generic one (a bug, logged with traceback)."""
     if isinstance(exc, EXPECTED_ERRORS):
-        return gr.Error(html.escape(str(exc), quote=False), title="Cannot use this input",
+        return gr.Error(html.escape(public_message(str(exc)), quote=False), title="Cannot use this input",
                         print_exception=False)
     LOG.exception("unexpected error while %s", what)
-    return gr.Error(f"Something went wrong on the server while {what} ({type(exc).__name__}). "
-                    "It was logged; please try another recording.", title="Server error")
+    return gr.Error(f"Something went wrong on the server while {what}. It was logged; please try another "
+                    "recording.", title="Server error")
+
+
+def _unknown_event(request: Any, exc: KeyError) -> Any:
+    """An event number (fn_index) the app does not have is the client's mistake: 404 and a message,
+    not a bare 500. Any other KeyError stays a server error."""
+    from fastapi.responses import JSONResponse
+
+    if request.url.path.endswith(("/queue/join", "/run/predict")):
+        return JSONResponse({"error": "unknown event (fn_index); the API is listed at /gradio_api/info"},
+                            status_code=404)
+    raise exc
 
 
 def _session(request: gr.Request | None) -> str | None:
-    return getattr(request, "session_hash", None) if request is not None else None
+    """The key of a visitor's results: Gradio's session hash bound to the client's address, so a session
+    hash alone (chosen by the client, visible to anyone it leaks to) opens no one else's results."""
+    session_hash = getattr(request, "session_hash", None) if request is not None else None
+    if session_hash is None:
+        return None
+    client = getattr(request, "client", None)
+    return f"{session_hash}@{getattr(client, 'host', None) or '?'}"
+
+
+def _via_heartbeat(request: gr.Request | None) -> bool:
+    """Whether an unload event comes from Gradio itself (a closed heartbeat), not from a client calling
+    the event by its number."""
+    url = getattr(getattr(request, "request", None), "url", None)
+    return url is not None and "/heartbeat/" in str(getattr(url, "path", ""))
 
 
 def _paths(files: list[Path | None]) -> list[str | None]:
@@ -242,16 +268,19 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
     def info() -> dict:
         """What is loaded: bundle, models, face model, limits."""
         i = service.info
-        return {"bundle": i.source, "title": i.title, "trained_on": i.trained_on, "synthetic": i.synthetic,
+        return {"bundle": i.source_name, "title": i.title, "trained_on": i.trained_on,
+                "synthetic": i.synthetic,
                 "random_weights": i.random_weights, "demonstration": i.demonstration,
                 "model_card": i.model_card, "face_model": i.face_model, "n_vertices": i.n_vertices,
                 "models": [{"value": v, "label": lbl} for lbl, v in service.choices()],
                 "limits": {"max_seconds": service.config.audio.max_duration_s,
                            "min_speech_seconds": service.config.audio.min_speech_s,
-                           "max_upload_mb": service.config.audio.max_bytes / MiB}}
+                           "max_upload_mb": service.config.max_upload_bytes / MiB}}
 
     def end(request: gr.Request) -> None:
-        service.end_session(_session(request))
+        """A tab closed or a client left: its results go (only when Gradio's heartbeat says so)."""
+        if _via_heartbeat(request):
+            service.end_session(_session(request))
 
     return {"predict": predict, "downloads": downloads, "enable_downloads": enable_downloads, "view": view,
             "compare": compare, "show_second": show_second, "info": info, "end": end}
@@ -261,10 +290,17 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
 
 
 def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -> gr.Blocks:
-    """The Blocks app for one loaded service (no server started)."""
+    """The Blocks app for one loaded service (no server started).
+
+    Every queued event shares one concurrency group (:data:`COMPUTE`), so ``--concurrency`` bounds all
+    work at once, whichever events are called. Gradio's own cache (uploads) is swept on the same
+    timer and age as the session files.
+    """
     h = make_handlers(service)
     choices = service.choices()
-    with gr.Blocks(title="voice2mesh: a 3D face from a voice", delete_cache=CACHE_SWEEP) as demo:
+    cfg = service.config
+    delete_cache = (max(1, int(cfg.sweep_interval_s)), max(1, int(cfg.session_ttl_s)))
+    with gr.Blocks(title="voice2mesh: a 3D face from a voice", delete_cache=delete_cache) as demo:
         gr.Markdown("# voice2mesh: a 3D face from a voice")
         with gr.Accordion("What this is, and what it is not", open=service.info.demonstration is not False):
             gr.Markdown(about_markdown(service))
@@ -325,15 +361,18 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
 
         # The face first (viewer GLB, tables); the download files right after, in their own event.
         dl = [*dl_a, *dl_b]
-        run.click(h["predict"], [audio, model, heatmap], [view_a, view_b, summary, readouts, plot, timings,
-                                                          details], api_name="predict").success(
-            h["downloads"], None, dl, api_name="downloads", show_progress="hidden").success(
+        shown = [view_a, view_b, summary, readouts, plot, timings, details]
+        run.click(h["predict"], [audio, model, heatmap], shown, api_name="predict",
+                  concurrency_id=COMPUTE).success(
+            h["downloads"], None, dl, api_name="downloads", show_progress="hidden",
+            concurrency_id=COMPUTE).success(
             h["enable_downloads"], dl, dl, queue=False, api_visibility="private")
-        heatmap.change(h["view"], [heatmap], [view_a, view_b], api_name="view", show_progress="hidden")
+        heatmap.change(h["view"], [heatmap], [view_a, view_b], api_name="view", show_progress="hidden",
+                       concurrency_id=COMPUTE)
         model.change(h["show_second"], [model], [view_a, view_b, col_b], api_visibility="private",
                      queue=False)
-        compare.click(h["compare"], [scan], [comparison], api_name="compare")
-        gr.api(h["info"], api_name="info")
+        compare.click(h["compare"], [scan], [comparison], api_name="compare", concurrency_id=COMPUTE)
+        gr.api(h["info"], api_name="info", concurrency_id=COMPUTE)
         demo.unload(h["end"])
     return demo
 
@@ -379,22 +418,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=_env_float("VOICE2MESH_MAX_SECONDS", 60.0),
                    help="longest accepted recording, enforced on the server; env VOICE2MESH_MAX_SECONDS")
     p.add_argument("--max-upload-mb", type=int, default=_env_int("VOICE2MESH_MAX_UPLOAD_MB", 20),
-                   help="largest accepted upload; env VOICE2MESH_MAX_UPLOAD_MB (default 20)")
+                   help="largest accepted upload (voice or scan; Gradio refuses larger ones before storing "
+                        "them); env VOICE2MESH_MAX_UPLOAD_MB (default 20)")
+    p.add_argument("--session-ttl-s", type=float, default=_env_float("VOICE2MESH_SESSION_TTL_S", 900.0),
+                   help="results and uploads idle this long are deleted (by a timer); "
+                        "env VOICE2MESH_SESSION_TTL_S (default 900)")
+    p.add_argument("--session-disk-mb", type=int, default=_env_int("VOICE2MESH_SESSION_DISK_MB", 512),
+                   help="session files kept at most (least recently used sessions go first); "
+                        "env VOICE2MESH_SESSION_DISK_MB (default 512)")
     p.add_argument("--no-examples", action="store_true", help="do not make or show the example voices")
     return p.parse_args(argv)
 
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
-    audio = replace(AudioConfig(), max_duration_s=float(args.max_seconds),
-                    max_bytes=int(args.max_upload_mb) * MiB)
-    return ServiceConfig(audio=audio)
+    upload = int(args.max_upload_mb) * MiB  # one limit for voices and scans (and Gradio's max_file_size)
+    audio = replace(AudioConfig(), max_duration_s=float(args.max_seconds), max_bytes=upload)
+    return ServiceConfig(audio=audio, max_scan_bytes=upload, session_ttl_s=float(args.session_ttl_s),
+                         max_session_bytes=int(args.session_disk_mb) * MiB)
 
 
 def session_root() -> Path:
-    """Per-process folder for session files, inside Gradio's cache (the only place files are served from)."""
+    """This process's folder for session files, inside Gradio's cache (the only place files are served
+    from), named at random with an owner file; folders of dead server processes are removed first."""
     from gradio.utils import get_upload_folder
 
-    return Path(get_upload_folder()) / "voice2mesh-sessions" / str(os.getpid())
+    return instance_root(Path(get_upload_folder()) / "voice2mesh-sessions")
 
 
 def load_service(args: argparse.Namespace) -> Voice2MeshService:
@@ -424,10 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(service, examples)
     demo.queue(default_concurrency_limit=opts.concurrency, max_size=opts.queue_size)
     LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
-    max_bytes = max(service.config.audio.max_bytes, service.config.max_scan_bytes)
     try:
         demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share,
-                    max_file_size=max_bytes, allowed_paths=[], show_error=False,
+                    max_file_size=service.config.max_upload_bytes,
+                    app_kwargs={"exception_handlers": {KeyError: _unknown_event}},
+                    allowed_paths=[], show_error=False,
                     footer_links=["api", "gradio"])
     finally:
         service.close()

@@ -7,6 +7,7 @@ gets its own Gradio cache folder (``GRADIO_TEMP_DIR``), so tests can count the f
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from voice2mesh.sessions import OWNER_FILE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 180.0
@@ -42,8 +45,16 @@ class AppServer:
 
     @property
     def session_root(self) -> Path:
-        """Where this process keeps its per-session result folders (see app.session_root)."""
-        return self.temp_dir / "voice2mesh-sessions" / str(self.proc.pid)
+        """Where this process keeps its per-session result folders (see app.session_root): the folder
+        whose owner file names this process (a path that does not exist when there is none)."""
+        parent = self.temp_dir / "voice2mesh-sessions"
+        for owner in parent.glob(f"*/{OWNER_FILE}"):
+            try:
+                if json.loads(owner.read_text()).get("pid") == self.proc.pid:
+                    return owner.parent
+            except (OSError, ValueError):
+                continue
+        return parent / f"none-for-{self.proc.pid}"
 
     def files(self) -> list[Path]:
         """Every file in the server's Gradio cache."""

@@ -102,13 +102,13 @@ def test_ten_minutes_rejected_from_the_header_without_decoding(corpus, monkeypat
     assert elapsed < 1.0, f"rejection took {elapsed:.2f} s"  # generous: the machine may be loaded
     assert "at most 60 s" in str(info.value)
     load_audio(corpus["rate_48k"][0])
-    assert reads == [1], "the spy sees decoding of an accepted file"
+    assert reads, "the spy sees decoding of an accepted file (in blocks)"
 
 
 @pytest.mark.slow
 def test_long_ffmpeg_inputs_rejected(tmp_path, monkeypatch):
     """A 70 s WebM: rejected from ffprobe's duration without running the decoder; a streamed WebM
-    (no duration in the header, as browsers write it): rejected after decoding at most 61 s."""
+    (no duration in the header, as browsers write it): rejected once more than 60 s decoded."""
     tone = ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=16000:duration=70", "-c:a", "libopus"]
     with_duration = tmp_path / "long.webm"
     subprocess.run(["ffmpeg", "-y", "-nostdin", "-v", "error", *tone, str(with_duration)], check=True)
@@ -128,9 +128,9 @@ def test_long_ffmpeg_inputs_rejected(tmp_path, monkeypatch):
         load_audio(with_duration)
     assert calls == ["ffprobe"]
     calls.clear()
-    with pytest.raises(AudioTooLongError, match="61.0 s is too long"):
-        load_audio(streamed)
-    assert calls == ["ffprobe", "ffmpeg"]
+    with pytest.raises(AudioTooLongError, match=r"6\d\.\d s or more is too long"):
+        load_audio(streamed)  # decoding (ffmpeg through a pipe) stops past 60 s
+    assert calls == ["ffprobe"]
 
 
 def test_sixteen_bit_wav_round_trips_exactly_to_int16(speech):

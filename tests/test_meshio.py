@@ -192,7 +192,7 @@ def test_obj_vertex_colours_in_0_255_are_understood(tmp_path):
     [
         ("missing.obj", None, "not found"),
         ("mesh.stl", b"solid x", "unsupported"),
-        ("bad.ply", b"this is not a ply file", "could not read PLY"),
+        ("bad.ply", b"this is not a ply file", "not a PLY file"),
         ("empty.obj", b"# nothing\n", "no vertex"),
         ("two.xyz", b"1 2\n3 4\n", "exactly 3"),
         ("text.xyz", b"a b c\n", "could not read XYZ"),

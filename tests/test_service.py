@@ -126,10 +126,10 @@ def test_bundle_description_from_flags(test_bundle, tmp_path):
 
 def test_audio_errors_do_not_show_server_paths(tmp_path):
     from voice2mesh.audio import UnreadableAudioError
-    from voice2mesh.service import _without_server_paths
+    from voice2mesh.service import _public
 
     path = tmp_path / "cache" / "abc123" / "voice.wav"
     exc = UnreadableAudioError(f"voice.wav: not readable (Error opening '{path}'; file:{path}: bad)")
-    clean = _without_server_paths(exc, path)
+    clean = _public(exc)
     assert isinstance(clean, UnreadableAudioError)
     assert str(tmp_path) not in str(clean) and str(clean).count("voice.wav") == 3

@@ -84,7 +84,8 @@ def trees(tmp_path, bfm_ref):
         preds = []
         for k in range(counts.get(name, 0)):
             v = _face(mean, rng, rng.uniform(4e-4, 8e-4))
-            path = pred_root / name / f"0000{k + 1}.obj"
+            sub = "yt_b" if name == "Eva_Longoria" and k == 3 else "yt_a"  # sub-folders, as predict writes
+            path = pred_root / name / sub / f"0000{k + 1}.obj"
             path.parent.mkdir(parents=True, exist_ok=True)
             if k == 0:
                 write_mesh(path, v, tri)
@@ -111,7 +112,7 @@ def test_folder_metrics_equal_the_hand_computation(trees, tmp_cache, capsys):
         assert out[k] > 1e-4  # the faces differ: the check is not vacuous
     assert (out["identities"], out["predictions"]) == (3, 6)
     assert out["skipped"] == {"no_predictions": ["Dan_Missing"], "no_target": ["Zoe_NoTarget"]}
-    assert out["unused_predictions"] == {"Eva_Longoria": ["00004.obj"]}
+    assert out["unused_predictions"] == {"Eva_Longoria": ["yt_b/00004.obj"]}
 
 
 def test_text_output_is_the_table_row(trees, tmp_cache, capsys):
@@ -122,9 +123,9 @@ def test_text_output_is_the_table_row(trees, tmp_cache, capsys):
 
 
 @pytest.mark.parametrize("damage, where", [
-    ("v 1.0 2.0\n", "Bellamy_Young/00002.obj"),
-    ("v 1.0 2.0 x\n", "Bellamy_Young/00002.obj"),
-    ("short", "Bellamy_Young/00002.obj"),
+    ("v 1.0 2.0\n", "Bellamy_Young/yt_a/00002.obj"),
+    ("v 1.0 2.0 x\n", "Bellamy_Young/yt_a/00002.obj"),
+    ("short", "Bellamy_Young/yt_a/00002.obj"),
     ("xyz", "Asa_Butterfield/Asa_Butterfield.xyz"),
 ])
 def test_a_malformed_file_is_named(trees, tmp_cache, capsys, damage, where):

@@ -2,11 +2,13 @@
 
 Decoding: soundfile (libsndfile) for WAV, FLAC, OGG/Vorbis, Opus and MP3; ffmpeg (a subprocess
 with list arguments, no shell, and a timeout) for WebM (what browsers record), M4A/MP4 and
-anything else it can read. The duration is read from the container header before anything is
-decoded, and a recording longer than :attr:`AudioConfig.max_duration_s` is rejected without
-decoding it. Then: NaN/inf check, clipping warning, downmix to mono, resampling to 16 kHz, and a
-digital-silence check. Bad input raises an :class:`AudioError` subclass whose message says which
-file, what was wrong and what is accepted.
+anything else it can read. The sample rate, channel count and duration are read from the
+container header before anything is decoded, and a recording outside :class:`AudioConfig`'s limits
+is rejected without decoding it. Decoding then runs in blocks of
+:attr:`AudioConfig.block_frames` frames: each block is checked (NaN/inf, clipping), downmixed to
+mono and fed to a streaming resampler, so memory per call is bounded by the block size and the
+16 kHz result, whatever the file claims. Finally a digital-silence check. Bad input raises an
+:class:`AudioError` subclass whose message says which file, what was wrong and what is accepted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,10 @@ class AudioTooLongError(AudioError):
     """Longer than :attr:`AudioConfig.max_duration_s` (rejected before decoding)."""
 
 
+class AudioFormatLimitError(AudioError):
+    """Sample rate or channel count outside :class:`AudioConfig`'s limits (rejected before decoding)."""
+
+
 class AudioTooLargeError(AudioError):
     """More bytes than :attr:`AudioConfig.max_bytes` (rejected before reading)."""
 
@@ -65,9 +72,19 @@ class TooLittleSpeechError(AudioError):
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """Limits and target format of decoded audio."""
+    """Limits and target format of decoded audio.
+
+    The header limits (rate, channels, duration) bound the work a file can ask for: at most
+    ``max_sample_rate * max_channels * max_duration_s`` samples are decoded (46 M by default, about
+    a second of CPU). Memory does not depend on them: decoding runs in blocks of ``block_frames``.
+    96 kHz and 8 channels admit hi-res and multichannel recorders; 8 kHz is telephone speech.
+    """
 
     max_duration_s: float = 60.0     # longer recordings are rejected before decoding
+    min_sample_rate: int = 8000      # header rates outside [min, max] are rejected before decoding
+    max_sample_rate: int = 96000
+    max_channels: int = 8            # more channels are rejected before decoding
+    block_frames: int = 1 << 16      # frames decoded, checked and downmixed at a time (bounded memory)
     min_speech_s: float = 1.0        # less speech after VAD -> TooLittleSpeechError (voice2mesh.features)
     sample_rate: int = 16000         # the paper's front end runs at 16 kHz
     max_bytes: int = 100 * MiB       # files/buffers above this are rejected before reading
@@ -116,18 +133,16 @@ def load_audio(source: str | os.PathLike | bytes | bytearray | memoryview,
     warnings: list[str] = []
     try:
         if suffix in FFMPEG_SUFFIXES:
-            raw, rate = _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
-        else:
-            try:
-                raw, rate = _decode_soundfile(data, path, label, cfg)
-            except _NotForSoundfileError as e:
-                reasons.append(str(e))
-                raw, rate = _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
+            return _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
+        try:
+            return _decode_soundfile(data, path, label, cfg)
+        except _NotForSoundfileError as e:
+            reasons.append(str(e))
+            return _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
     except _FfmpegFailedError as e:
         reasons.append(e.detail)
         raise UnreadableAudioError(f"{label}: not a readable audio file ({'; '.join(reasons)}); "
                                    f"accepted: {ACCEPTED}") from None
-    return _finish(raw, rate, label, cfg, warnings)
 
 
 # ----------------------------------------------------------------------------- input
@@ -168,9 +183,24 @@ def _sniff_suffix(data: bytes | None) -> str:
     return ""
 
 
-def _too_long(label: str, duration: float, cfg: AudioConfig) -> AudioTooLongError:
-    return AudioTooLongError(f"{label}: {duration:.1f} s is too long; accepted: at most "
-                             f"{cfg.max_duration_s:g} s (trim the recording)")
+def _too_long(label: str, duration: float, cfg: AudioConfig, more: bool = False) -> AudioTooLongError:
+    """``more``: decoding stopped at ``duration`` (the file is at least that long)."""
+    return AudioTooLongError(f"{label}: {duration:.1f} s{' or more' if more else ''} is too long; accepted: "
+                             f"at most {cfg.max_duration_s:g} s (trim the recording)")
+
+
+def _check_header(label: str, rate: int, channels: int, duration: float | None, cfg: AudioConfig) -> None:
+    """Refuse what the header announces beyond the limits, before anything is decoded."""
+    if not cfg.min_sample_rate <= rate <= cfg.max_sample_rate:
+        raise AudioFormatLimitError(
+            f"{label}: the header gives a sample rate of {rate} Hz; accepted: {cfg.min_sample_rate}-"
+            f"{cfg.max_sample_rate} Hz (save or export the recording at 16, 44.1 or 48 kHz)")
+    if not 1 <= channels <= cfg.max_channels:
+        raise AudioFormatLimitError(
+            f"{label}: the header gives {channels} audio channels; accepted: 1 to {cfg.max_channels} "
+            "(mono or stereo recordings)")
+    if duration is not None and duration > cfg.max_duration_s:
+        raise _too_long(label, duration, cfg)
 
 
 # ---------------------------------------------------------------------------- soundfile
@@ -178,31 +208,31 @@ class _NotForSoundfileError(Exception):
     """libsndfile cannot open this input (try ffmpeg)."""
 
 
-def _decode_soundfile(data: bytes | None, path: Path | None, label: str,
-                      cfg: AudioConfig) -> tuple[np.ndarray, int]:
-    """(frames, channels) float32 and the rate, or (frames,) int16 for 16-bit mono PCM at the target
-    rate; the header's length is checked before decoding."""
+def _decode_soundfile(data: bytes | None, path: Path | None, label: str, cfg: AudioConfig) -> Audio:
+    """Header checks, then decode in blocks (16-bit mono PCM at the target rate: in one read)."""
     try:
         f = sf.SoundFile(io.BytesIO(data) if data is not None else str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         reason = (getattr(e, "error_string", None) or str(e).split("\n")[0].split(": ", 1)[-1]).strip()
         raise _NotForSoundfileError(reason[:1].lower() + reason[1:].rstrip(".")) from None
     with f:
-        rate, frames = int(f.samplerate), int(f.frames)
+        rate, frames, channels = int(f.samplerate), int(f.frames), int(f.channels)
         if rate <= 0:
             raise UnreadableAudioError(f"{label}: the header gives no sample rate; accepted: {ACCEPTED}")
+        _check_header(label, rate, channels, frames / rate, cfg)
         if frames <= 0:
             raise EmptyAudioError(f"{label}: the file holds no audio samples; accepted: a recording "
                                   f"of {cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
-        if frames / rate > cfg.max_duration_s:
-            raise _too_long(label, frames / rate, cfg)
         try:
-            if f.subtype == "PCM_16" and f.channels == 1 and rate == cfg.sample_rate:
-                return f.read(dtype="int16"), rate  # already the front end's format: see _finish_pcm16
-            raw = f.read(dtype="float32", always_2d=True)
+            if f.subtype == "PCM_16" and channels == 1 and rate == cfg.sample_rate:
+                # already the front end's format (at most max_duration_s of int16): see _finish_pcm16
+                return _finish_pcm16(f.read(dtype="int16"), label, cfg, None)
+            stream = _MonoStream(rate, channels, label, cfg)
+            while (block := f.read(cfg.block_frames, dtype="float32", always_2d=True)).shape[0]:
+                stream.add(block)
         except (sf.LibsndfileError, RuntimeError) as e:
             raise UnreadableAudioError(f"{label}: damaged audio data ({e}); accepted: {ACCEPTED}") from None
-    return raw, rate
+    return stream.finish([])
 
 
 # ------------------------------------------------------------------------------- ffmpeg
@@ -231,8 +261,9 @@ def _run(cmd: list[str], cfg: AudioConfig, label: str) -> subprocess.CompletedPr
 
 
 def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: str,
-                   cfg: AudioConfig, warnings: list[str]) -> tuple[np.ndarray, int]:
-    """ffprobe (stream, rate, channels, duration) then ffmpeg to raw float32, at most max+1 s.
+                   cfg: AudioConfig, warnings: list[str]) -> Audio:
+    """ffprobe (stream, rate, channels, duration), header checks, then ffmpeg to raw float32 read from
+    its pipe in blocks, at most max+1 s.
 
     A file that breaks off (a recording cut short) keeps what decoded, with a warning.
     """
@@ -262,26 +293,48 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
         if rate <= 0 or channels <= 0:
             raise _FfmpegFailedError(label, "the audio stream has no sample rate or channels")
         duration = _float(stream.get("duration")) or _float((info.get("format") or {}).get("duration"))
-        if duration is not None and duration > cfg.max_duration_s:
-            raise _too_long(label, duration, cfg)
+        _check_header(label, rate, channels, duration, cfg)
         # Browser recordings (WebM) often carry no duration: decode at most max + 1 s and check.
         limit = f"{cfg.max_duration_s + 1.0:.3f}"
-        dec = _run([ffmpeg, "-nostdin", "-v", "error", "-i", url, "-map", "0:a:0", "-vn", "-sn", "-dn",
-                    "-t", limit, "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels),
-                    "-ar", str(rate), "pipe:1"], cfg, label)
-    raw = np.frombuffer(dec.stdout, dtype="<f4")
-    raw = raw[: raw.size // channels * channels].reshape(-1, channels)
-    if dec.returncode != 0:
-        if raw.shape[0] == 0:
-            raise _FfmpegFailedError(label, _ffmpeg_reason(dec.stderr, url))
-        warnings.append(f"{label}: the file is damaged or cut short; using the {raw.shape[0] / rate:.1f} s "
+        cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", url, "-map", "0:a:0", "-vn", "-sn", "-dn",
+               "-t", limit, "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(rate),
+               "pipe:1"]
+        mono = _MonoStream(rate, channels, label, cfg)
+        returncode, stderr = _stream_ffmpeg(cmd, Path(tmp) / "stderr.txt", mono, cfg, label)
+    if returncode != 0:
+        if mono.frames == 0:
+            raise _FfmpegFailedError(label, _ffmpeg_reason(stderr, url))
+        warnings.append(f"{label}: the file is damaged or cut short; using the {mono.frames / rate:.1f} s "
                         "that decoded")
-    if raw.shape[0] == 0:
-        raise EmptyAudioError(f"{label}: the file holds no audio samples; accepted: a recording of "
-                              f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
-    if raw.shape[0] / rate > cfg.max_duration_s:
-        raise _too_long(label, raw.shape[0] / rate, cfg)
-    return raw.astype(np.float32, copy=False), rate
+    return mono.finish(warnings)
+
+
+def _stream_ffmpeg(cmd: list[str], stderr_path: Path, mono: _MonoStream, cfg: AudioConfig,
+                   label: str) -> tuple[int, bytes]:
+    """Run ffmpeg, feeding its float32 output to ``mono`` block by block; (return code, stderr).
+
+    The process is killed after ``cfg.ffmpeg_timeout_s`` and when reading stops early (an error).
+    """
+    block_bytes = cfg.block_frames * mono.channels * 4
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+    timer = threading.Timer(cfg.ffmpeg_timeout_s, proc.kill)
+    timer.start()
+    try:
+        while chunk := proc.stdout.read(block_bytes):
+            whole = len(chunk) // (4 * mono.channels) * 4 * mono.channels
+            mono.add(np.frombuffer(chunk[:whole], dtype="<f4").reshape(-1, mono.channels))
+        returncode = proc.wait()
+    finally:
+        timed_out = not timer.is_alive()
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    if timed_out:
+        raise _FfmpegFailedError(label, f"ffmpeg took longer than {cfg.ffmpeg_timeout_s:g} s")
+    return returncode, stderr_path.read_bytes()[-4096:]
 
 
 def _float(value) -> float | None:
@@ -293,33 +346,75 @@ def _float(value) -> float | None:
 
 
 # ------------------------------------------------------------------------------ checks
-def _finish(raw: np.ndarray, rate: int, label: str, cfg: AudioConfig,
-            warnings: list[str] | None = None) -> Audio:
-    """Non-finite check, clipping warning, downmix, resample, silence check."""
-    if raw.dtype == np.int16:
-        return _finish_pcm16(raw, label, cfg, warnings)
-    if raw.size == 0:
-        raise EmptyAudioError(f"{label}: the file holds no audio samples")
-    if not np.isfinite(raw).all():
-        bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
-        raise NonFiniteAudioError(f"{label}: {bad} sample(s) are NaN or infinite (a broken float "
-                                  "recording); accepted: finite samples, e.g. 16-bit PCM")
-    warnings = list(warnings or [])
-    clipped = float(np.count_nonzero(np.abs(raw) >= cfg.clip_level)) / raw.size
-    if clipped > cfg.clip_fraction:
-        warnings.append(_clipping_warning(label, clipped))
-    mono = raw.mean(axis=1, dtype=np.float32) if raw.shape[1] > 1 else raw[:, 0]
-    if rate != cfg.sample_rate:
+class _MonoStream:
+    """Checks and converts decoded blocks as they come: counts NaN/inf and clipped samples, downmixes
+    to mono (the channel mean) and resamples to the target rate with a streaming soxr resampler
+    (the same output as resampling the whole signal at once). Only the mono result is kept."""
+
+    def __init__(self, rate: int, channels: int, label: str, cfg: AudioConfig) -> None:
+        self.rate, self.channels, self.label, self.cfg = rate, channels, label, cfg
+        self.frames = 0
+        self.non_finite = 0
+        self.clipped = 0
+        self._max_frames = int(cfg.max_duration_s * rate) + 1
+        self._parts: list[np.ndarray] = []
         # soxr: a band-limited (linear-phase, anti-aliasing) resampler in C for any ratio
         # (44.1k -> 16k included), faster than scipy's polyphase filter and librosa's default.
-        mono = soxr.resample(mono, rate, cfg.sample_rate, quality="HQ").astype(np.float32, copy=False)
-    mono = np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
-    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
-    if peak < cfg.silence_peak:
-        raise _silent(label, peak)
-    return Audio(samples=np.ascontiguousarray(mono), sample_rate=cfg.sample_rate,
-                 duration_s=mono.size / cfg.sample_rate, original_sample_rate=int(rate),
-                 original_channels=int(raw.shape[1]), warnings=warnings, source=label, config=cfg)
+        self._resampler = (None if rate == cfg.sample_rate else
+                           soxr.ResampleStream(rate, cfg.sample_rate, 1, dtype="float32", quality="HQ"))
+
+    def add(self, block: np.ndarray) -> None:
+        """One (frames, channels) float32 block."""
+        self.frames += block.shape[0]
+        if self.frames > self._max_frames:  # no length in the header, or one that understated it
+            raise _too_long(self.label, self.frames / self.rate, self.cfg, more=True)
+        bad = block.size - int(np.count_nonzero(np.isfinite(block)))
+        self.non_finite += bad
+        if self.non_finite:  # refused in finish(); only counting from here on
+            return
+        self.clipped += int(np.count_nonzero(np.abs(block) >= self.cfg.clip_level))
+        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono, last=False)
+        self._parts.append(np.array(mono, dtype=np.float32))
+
+    def finish(self, warnings: list[str]) -> Audio:
+        """Non-finite check, clipping warning, the mono samples, silence check."""
+        label, cfg = self.label, self.cfg
+        if self.frames == 0:
+            raise EmptyAudioError(f"{label}: the file holds no audio samples; accepted: a recording of "
+                                  f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
+        if self.frames > self.rate * cfg.max_duration_s:
+            raise _too_long(label, self.frames / self.rate, cfg)
+        if self.non_finite:
+            raise NonFiniteAudioError(f"{label}: {self.non_finite} sample(s) are NaN or infinite (a broken "
+                                      "float recording); accepted: finite samples, e.g. 16-bit PCM")
+        warnings = list(warnings)
+        clipped = self.clipped / (self.frames * self.channels)
+        if clipped > cfg.clip_fraction:
+            warnings.append(_clipping_warning(label, clipped))
+        if self._resampler is not None:
+            self._parts.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        mono = np.clip(np.concatenate(self._parts), -1.0, 1.0).astype(np.float32, copy=False)
+        self._parts = []
+        peak = float(np.max(np.abs(mono))) if mono.size else 0.0
+        if peak < cfg.silence_peak:
+            raise _silent(label, peak)
+        return Audio(samples=np.ascontiguousarray(mono), sample_rate=cfg.sample_rate,
+                     duration_s=mono.size / cfg.sample_rate, original_sample_rate=int(self.rate),
+                     original_channels=int(self.channels), warnings=warnings, source=label, config=cfg)
+
+
+def _finish(raw: np.ndarray, rate: int, label: str, cfg: AudioConfig,
+            warnings: list[str] | None = None) -> Audio:
+    """Checks and conversion of samples already in memory: (frames, channels) float32, or int16 mono
+    at the target rate (:func:`_finish_pcm16`)."""
+    if raw.dtype == np.int16:
+        return _finish_pcm16(raw, label, cfg, warnings)
+    stream = _MonoStream(rate, raw.shape[1], label, cfg)
+    for start in range(0, raw.shape[0], cfg.block_frames):
+        stream.add(np.asarray(raw[start:start + cfg.block_frames], dtype=np.float32))
+    return stream.finish(list(warnings or []))
 
 
 def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig, warnings: list[str] | None) -> Audio:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import io
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -192,26 +194,94 @@ def _ascii_lines(tag: bytes, *fields: np.ndarray) -> bytes:
     return flat[flat != 0].tobytes()
 
 
-def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Parse the ``v`` and ``f`` lines of an OBJ file in order (colours from ``v x y z r g b``)."""
-    rows: list[list[str]] = []
+# ------------------------------------------------------------------ readers
+# Readers take files from visitors: every one is bounded before it parses (a vertex cap from the
+# PLY header, from counting OBJ 'v' lines, from an NPY header) and parses with numpy (no Python
+# object per number). Errors name the file as the caller gave it and say what is accepted, with no
+# exception class names; the app shows them through voice2mesh.publictext (no server folders).
+MAX_VERTICES = 1_000_000     # default cap of the readers (24 MB of float64 vertices)
+MAX_PLY_HEADER_BYTES = 1 << 16
+_OBJ_CHUNK_BYTES = 1 << 18   # OBJ files are scanned in chunks of whole lines (bounded temporaries)
+_OBJ_MAX_LINE_BYTES = 1 << 10
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+ACCEPTED_VERTEX_FILES = ("OBJ ('v x y z' lines), PLY (ASCII or binary, first element 'vertex' with x, y, z), "
+                         "XYZ ('x y z' lines), NPY (an (N, 3) array), GLB (one mesh)")
+
+
+class MeshTooLargeError(MeshFileError):
+    """More vertices than the reader's cap (found from the header or a cheap count, before parsing)."""
+
+    def __init__(self, name: str, count: int | None, limit: int) -> None:
+        self.count = count
+        found = f"{count} vertices" if count is not None else f"more than {limit} vertices"
+        super().__init__(f"{name}: {found}; accepted: at most {limit} vertices")
+
+
+def _obj_vertex_lines(data: bytes, name: str) -> tuple[int, bytes]:
+    """(number of 'v' lines, their text without the 'v') of whole lines of OBJ text, found with numpy."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)  # data ends with a newline
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    second = buf[np.minimum(starts + 1, len(buf) - 1)]
+    is_v = (buf[starts] == ord("v")) & ((second == ord(" ")) | (second == ord("\t")))
+    first, last = starts[is_v] + 2, ends[is_v] + 1  # after 'v ', through the newline
+    if first.size and int((last - first).max()) > _OBJ_MAX_LINE_BYTES:
+        raise MeshFileError(f"{name}: a vertex line is longer than {_OBJ_MAX_LINE_BYTES} characters; "
+                            "accepted: 'v x y z' lines, optionally with a weight or r g b [a]")
+    lengths = last - first
+    offsets = np.repeat(first - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return int(is_v.sum()), buf[offsets + np.arange(int(lengths.sum()))].tobytes()
+
+
+def _read_obj_vertices(path: Path, max_vertices: int) -> np.ndarray:
+    """The numbers of every 'v' line, (N, 3/4/6/7): counted first (capped), then parsed by numpy.loadtxt."""
+    name = str(path)
+    count, kept, tail = 0, [], b""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_OBJ_CHUNK_BYTES):
+            data = tail + chunk
+            cut = data.rfind(b"\n") + 1
+            data, tail = data[:cut], data[cut:]
+            if len(tail) > _OBJ_CHUNK_BYTES:
+                raise MeshFileError(f"{name}: a line is longer than {_OBJ_CHUNK_BYTES} characters; "
+                                    f"accepted: {ACCEPTED_VERTEX_FILES}")
+            if data:
+                n, text = _obj_vertex_lines(data, name)
+                count += n
+                if count <= max_vertices:
+                    kept.append(text)
+    if tail:
+        n, text = _obj_vertex_lines(tail + b"\n", name)
+        count += n
+        kept.append(text)
+    if count > max_vertices:
+        raise MeshTooLargeError(name, count, max_vertices)
+    if count == 0:
+        raise MeshFileError(f"{name}: no vertex ('v x y z') lines found in the OBJ file; "
+                            f"accepted: {ACCEPTED_VERTEX_FILES}")
+    try:
+        rows = np.loadtxt(io.BytesIO(b"".join(kept)), dtype=np.float64, ndmin=2)
+    except ValueError:
+        rows = np.zeros((0, 0))
+    if rows.shape[0] != count or rows.shape[1] not in (3, 4, 6, 7):
+        raise MeshFileError(f"{name}: OBJ vertex lines must all hold 3 (x y z), 4 (x y z w) or 6/7 "
+                            "(x y z r g b [a]) numbers")
+    return rows
+
+
+def _read_obj(path: Path, max_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Vertices (colours from ``v x y z r g b``) and the ``f`` lines, fan-triangulated, in order."""
+    arr = _read_obj_vertices(path, max_vertices)
     faces: list[list[int]] = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
-            if line.startswith("v "):
-                rows.append(line.split()[1:])
-            elif line.startswith("f "):
+            if line.startswith("f "):
                 idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
-                # fan-triangulate polygons; OBJ indices are 1-based (negative = relative)
-                idx = [i - 1 if i > 0 else len(rows) + i for i in idx]
+                # fan-triangulate polygons; OBJ indices are 1-based (negative = relative to the end)
+                idx = [i - 1 if i > 0 else len(arr) + i for i in idx]
                 faces.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
-    if not rows:
-        raise MeshFileError(f"{path}: no vertex ('v x y z') lines found in the OBJ file")
-    widths = {len(r) for r in rows}
-    if len(widths) != 1 or widths.pop() not in (3, 4, 6, 7):
-        raise MeshFileError(f"{path}: OBJ vertex lines must all have 3 (xyz), 4 (xyzw) or 6/7 (xyz rgb[a]) "
-                            "numbers")
-    arr = np.array(rows, dtype=np.float64)
     colors = None
     if arr.shape[1] in (6, 7):
         rgb = arr[:, 3:]
@@ -222,15 +292,102 @@ def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return arr[:, :3], tri, colors
 
 
-def _read_xyz(path: Path) -> np.ndarray:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise MeshFileError(f"{path}: empty XYZ file (expected one 'x y z' line per vertex)")
-    arr = np.loadtxt(io.StringIO("\n".join(lines)), dtype=np.float64, ndmin=2)
+@dataclass
+class _PlyHeader:
+    encoding: str                   # "ascii", "binary_little_endian" or "binary_big_endian"
+    n_vertices: int
+    properties: list[tuple[str, str]]  # the vertex element's (name, numpy type)
+    size: int                       # bytes up to and including "end_header\n"
+
+
+def _read_ply_header(path: Path, max_vertices: int) -> _PlyHeader:
+    """The header of a PLY file, checked: a first 'vertex' element of scalar properties with x, y, z,
+    at most ``max_vertices`` of them (nothing after the header is read)."""
+    name = str(path)
+    with open(path, "rb") as fh:
+        head = fh.read(MAX_PLY_HEADER_BYTES)
+    end = head.find(b"end_header")
+    newline = head.find(b"\n", end)
+    if not head.startswith(b"ply") or end < 0 or newline < 0:
+        raise MeshFileError(f"{name}: not a PLY file (no 'ply' ... 'end_header' header in the first "
+                            f"{MAX_PLY_HEADER_BYTES // 1024} KB); accepted: {ACCEPTED_VERTEX_FILES}")
+    lines = [ln.split() for ln in head[:end].decode("ascii", errors="replace").splitlines()[1:]]
+    encoding, elements = "", []
+    for words in lines:
+        if words[:1] == ["format"] and len(words) >= 2:
+            encoding = words[1]
+        elif words[:1] == ["element"] and len(words) == 3:
+            elements.append((words[1], words[2], []))
+        elif words[:1] == ["property"] and elements:
+            elements[-1][2].append(words[1:])
+    if encoding not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise MeshFileError(f"{name}: unknown PLY format {encoding!r}; accepted: ascii, "
+                            "binary_little_endian, binary_big_endian")
+    if not elements or elements[0][0] != "vertex" or not elements[0][1].isdigit():
+        raise MeshFileError(f"{name}: the first PLY element is not 'vertex <count>'; "
+                            f"accepted: {ACCEPTED_VERTEX_FILES}")
+    count = int(elements[0][1])
+    if count > max_vertices:
+        raise MeshTooLargeError(name, count, max_vertices)
+    props = []
+    for words in elements[0][2]:
+        if len(words) != 2 or words[0] not in _PLY_TYPES:
+            raise MeshFileError(f"{name}: vertex property {' '.join(words)!r} is not a number type; "
+                                f"accepted: scalar vertex properties ({', '.join(sorted(_PLY_TYPES))})")
+        props.append((words[1], _PLY_TYPES[words[0]]))
+    if not {"x", "y", "z"} <= {p for p, _ in props}:
+        raise MeshFileError(f"{name}: the PLY vertices have no x, y, z properties")
+    return _PlyHeader(encoding, count, props, newline + 1)
+
+
+def _read_ply_vertices(path: Path, max_vertices: int) -> np.ndarray:
+    """Vertices (N, 3) float64 of a PLY file: header first (capped), then numpy reads N records."""
+    name = str(path)
+    header = _read_ply_header(path, max_vertices)
+    n, names = header.n_vertices, [p for p, _ in header.properties]
+    with open(path, "rb") as fh:
+        fh.seek(header.size)
+        if header.encoding == "ascii":
+            try:
+                rows = np.loadtxt(fh, dtype=np.float64, ndmin=2, max_rows=n, comments=None) if n else None
+            except ValueError:
+                rows = None
+            if rows is None or rows.shape != (n, len(names)):
+                raise MeshFileError(f"{name}: the PLY vertex lines do not hold {n} x {len(names)} numbers "
+                                    "as the header says")
+            return rows[:, [names.index(c) for c in "xyz"]]
+        order = "<" if header.encoding == "binary_little_endian" else ">"
+        dtype = np.dtype([(p, order + t) for p, t in header.properties])
+        records = np.fromfile(fh, dtype=dtype, count=n)
+    if len(records) != n:
+        raise MeshFileError(f"{name}: the file ends after {len(records)} of the {n} vertices its header "
+                            "gives")
+    return np.stack([records[c].astype(np.float64) for c in "xyz"], axis=1)
+
+
+def _read_xyz(path: Path, max_vertices: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():  # comment lines do not count towards max_rows: that is meant
+            warnings.simplefilter("ignore", UserWarning)
+            arr = np.loadtxt(path, dtype=np.float64, ndmin=2, max_rows=max_vertices + 1)
+    except ValueError:
+        raise MeshFileError(f"{str(path)}: could not read XYZ file (every line must be 'x y z' numbers)") \
+            from None
+    if arr.size == 0:
+        raise MeshFileError(f"{str(path)}: empty XYZ file (expected one 'x y z' line per vertex)")
+    if arr.shape[0] > max_vertices:
+        raise MeshTooLargeError(str(path), None, max_vertices)
     if arr.shape[1] != 3:
-        raise MeshFileError(f"{path}: XYZ lines must have exactly 3 numbers ('x y z'), got {arr.shape[1]}")
+        raise MeshFileError(f"{str(path)}: XYZ lines must have exactly 3 numbers ('x y z'), "
+                            f"got {arr.shape[1]}")
     return arr
+
+
+def _read_npy(path: Path, max_vertices: int) -> np.ndarray:
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only, until sliced
+    if arr.ndim == 2 and arr.shape[0] > max_vertices:
+        raise MeshTooLargeError(str(path), int(arr.shape[0]), max_vertices)
+    return np.array(arr)
 
 
 def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -240,13 +397,14 @@ def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     if isinstance(loaded, trimesh.Scene):
         geoms = list(loaded.geometry.values())
         if len(geoms) != 1:
-            raise MeshFileError(f"{path}: expected exactly one mesh in the file, found {len(geoms)}")
+            raise MeshFileError(f"{str(path)}: expected exactly one mesh in the file, found {len(geoms)}")
         transform, _ = loaded.graph.get(loaded.graph.nodes_geometry[0])
         if not np.allclose(transform, np.eye(4)):
-            raise MeshFileError(f"{path}: the mesh node has a transform; voice2mesh files have none")
+            raise MeshFileError(f"{str(path)}: the mesh node has a transform; voice2mesh files have none")
         loaded = geoms[0]
     v = np.asarray(loaded.vertices, dtype=np.float64)
-    f = np.asarray(loaded.faces, dtype=np.int64)
+    f = np.asarray(getattr(loaded, "faces", None) if getattr(loaded, "faces", None) is not None
+                   else np.zeros((0, 3)), dtype=np.int64)  # a point cloud has no faces
     colors = None
     visual = getattr(loaded, "visual", None)
     if visual is not None and getattr(visual, "kind", None) == "vertex":
@@ -254,38 +412,72 @@ def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     return v, f, colors
 
 
-def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Read (vertices (N, 3) float64, triangles (F, 3) int64, colors (N, 4) uint8 or None).
-
-    Formats: .glb, .obj, .ply (vertex order preserved). XYZ and NPY give no triangles.
-    """
+def _checked_path(path: str | Path) -> Path:
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in VERTEX_FORMATS:
-        raise MeshFileError(f"{path}: unsupported file type {ext!r}; accepted: {', '.join(VERTEX_FORMATS)}")
+        raise MeshFileError(f"{str(path)}: unsupported file type {ext or '(none)'!r}; "
+                            f"accepted: {ACCEPTED_VERTEX_FILES}")
     if not path.is_file():
-        raise MeshFileError(f"{path}: file not found")
+        raise MeshFileError(f"{str(path)}: file not found")
+    return path
+
+
+def _reading(path: Path, read):
+    """``read()``, with any parser failure turned into one clear MeshFileError (no class names)."""
     try:
-        if ext == ".obj":
-            v, f, c = _read_obj(path)
-        elif ext == ".xyz":
-            v, f, c = _read_xyz(path), np.zeros((0, 3), np.int64), None
-        elif ext == ".npy":
-            v, f, c = np.load(path, allow_pickle=False), np.zeros((0, 3), np.int64), None
-        else:
-            v, f, c = _read_trimesh(path)
+        return read()
     except MeshFileError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every parser failure becomes one clear error
-        raise MeshFileError(f"{path}: could not read {ext[1:].upper()} file ({type(exc).__name__}: {exc})") \
-            from exc
+    except (ValueError, OSError, KeyError, IndexError, TypeError, EOFError, AttributeError):
+        kind = path.suffix.lower()[1:].upper()
+        raise MeshFileError(f"{str(path)}: could not read {kind} file (damaged, or not {kind}); "
+                            f"accepted: {ACCEPTED_VERTEX_FILES}") from None
+
+
+def read_mesh(path: str | Path, max_vertices: int = MAX_VERTICES
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Read (vertices (N, 3) float64, triangles (F, 3) int64, colors (N, 4) uint8 or None).
+
+    Formats: .glb, .obj, .ply (vertex order preserved). XYZ and NPY give no triangles. More than
+    ``max_vertices`` vertices is an error found before the vertices are parsed.
+    """
+    path = _checked_path(path)
+    ext = path.suffix.lower()
+
+    def read():
+        if ext == ".obj":
+            return _read_obj(path, max_vertices)
+        if ext in (".xyz", ".npy"):
+            return read_vertices(path, max_vertices), np.zeros((0, 3), np.int64), None
+        if ext == ".ply":
+            _read_ply_header(path, max_vertices)  # the cap, before trimesh parses anything
+        return _read_trimesh(path)
+
+    v, f, c = _reading(path, read)
     v = _check_vertices(v, str(path))
+    if len(v) > max_vertices:
+        raise MeshTooLargeError(str(path), len(v), max_vertices)
     return v.astype(np.float64), f, c
 
 
-def read_vertices(path: str | Path) -> np.ndarray:
-    """Vertices (N, 3) float64 of an OBJ / PLY / XYZ (``x y z`` lines) / NPY (N, 3) / GLB file, in order."""
-    return read_mesh(path)[0]
+def read_vertices(path: str | Path, max_vertices: int = MAX_VERTICES) -> np.ndarray:
+    """Vertices (N, 3) float64 of an OBJ / PLY / XYZ (``x y z`` lines) / NPY (N, 3) / GLB file, in order.
+
+    Only the vertices are parsed (no faces). More than ``max_vertices`` is a :class:`MeshTooLargeError`
+    found before parsing (OBJ, PLY, NPY: from a count or the header).
+    """
+    path = _checked_path(path)
+    ext = path.suffix.lower()
+    readers = {".obj": lambda: _read_obj_vertices(path, max_vertices)[:, :3],
+               ".ply": lambda: _read_ply_vertices(path, max_vertices),
+               ".xyz": lambda: _read_xyz(path, max_vertices),
+               ".npy": lambda: _read_npy(path, max_vertices),
+               ".glb": lambda: _read_trimesh(path)[0]}
+    v = _check_vertices(_reading(path, readers[ext]), str(path))
+    if len(v) > max_vertices:
+        raise MeshTooLargeError(str(path), len(v), max_vertices)
+    return v.astype(np.float64)
 
 
 def heatmap_colors(

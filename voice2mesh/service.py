@@ -38,6 +38,7 @@ from voice2mesh.bundle import Bundle, TrainingData, load_bundle
 from voice2mesh.inference import Predictor
 from voice2mesh.jsonsafe import jsonable
 from voice2mesh.paths import cache_dir
+from voice2mesh.publictext import public_message
 from voice2mesh.sessions import SessionStore
 
 # --------------------------------------------------------------------------- configuration
@@ -58,9 +59,21 @@ class ServiceConfig:
     """Server-side limits and housekeeping (the app passes the same numbers to Gradio)."""
 
     audio: AudioConfig = field(default_factory=lambda: AudioConfig(max_bytes=20 * MiB))  # limits of a voice
-    max_scan_bytes: int = 50 * MiB        # "compare with your own scan" uploads
+    max_scan_bytes: int = 20 * MiB        # "compare with your own scan" uploads
     runs_kept_per_session: int = 4        # a session's older result folders are deleted (bounded disk use)
-    session_ttl_s: float = 2 * 3600.0     # a session idle this long is removed (API clients never "unload")
+    session_ttl_s: float = 900.0          # a session idle this long is removed (API clients never "unload")
+    max_sessions: int = 128               # sessions kept at most (results in memory); least recently used go
+    max_session_bytes: int = 512 * MiB    # session files kept at most; least recently used sessions go
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The one upload limit (Gradio's ``max_file_size``): the larger of the voice and scan limits."""
+        return max(self.audio.max_bytes, self.max_scan_bytes)
+
+    @property
+    def sweep_interval_s(self) -> float:
+        """How often the timer removes idle sessions: a fifth of the TTL, between 1 s and 60 s."""
+        return min(60.0, max(1.0, self.session_ttl_s / 5))
 
 
 class InputError(ValueError):
@@ -144,6 +157,12 @@ class BundleInfo:
     card_markdown: str = ""      # the bundle's README.md without its YAML header
 
     @property
+    def source_name(self) -> str:
+        """Where the bundle came from, for people: a Hub repo id as is, a local folder by its name only."""
+        path = Path(self.source.split("@")[0])
+        return path.name if path.is_absolute() or path.exists() else self.source
+
+    @property
     def demonstration(self) -> bool | None:
         """Its faces say nothing about real people (synthetic data or random weights); None: unknown."""
         if self.random_weights or self.synthetic:
@@ -164,8 +183,11 @@ class Voice2MeshService:
         self.face_model = face_model
         self.info = info
         self.config = config or ServiceConfig()
+        cfg = self.config
         self.sessions: SessionStore[RunResult] = SessionStore(
-            Path(work_dir), self.config.runs_kept_per_session, self.config.session_ttl_s)
+            Path(work_dir), cfg.runs_kept_per_session, cfg.session_ttl_s, max_sessions=cfg.max_sessions,
+            max_bytes=cfg.max_session_bytes)
+        self.sessions.start_sweeping(cfg.sweep_interval_s)
         self._triangles = np.asarray(face_model.triangles)
         self._reference = np.asarray(face_model.mean, dtype=np.float64)
 
@@ -242,9 +264,9 @@ class Voice2MeshService:
             raise InputError(f"the audio file {p.name!r} did not arrive on the server; "
                              "please upload it again")
         try:
-            return load_audio(p, self.config.audio)  # size, then duration from the header, then decode
+            return load_audio(p, self.config.audio)  # size, then the header's limits, then decode
         except AudioError as exc:
-            raise _without_server_paths(exc, p) from None
+            raise _public(exc) from None
 
     # ----------------------------------------------------------------- prediction
     def run(self, audio_path: str | Path | None, choice: str | None = None, session_id: str | None = None,
@@ -263,13 +285,13 @@ class Voice2MeshService:
         try:
             faces = [self._predict_one(m, audio, run_dir, kinds) for m in chosen]
         except AudioError as exc:  # too little speech is found by the front end
-            raise _without_server_paths(exc, Path(audio_path)) from None
+            raise _public(exc) from None
         agreement = None
         if len(faces) == 2:
             agreement = self.agreement(faces[0].vertices, faces[1].vertices)
         result = RunResult(faces=faces, audio_seconds=float(audio.duration_s),
-                           warnings=list(audio.warnings), agreement=agreement, run_dir=run_dir,
-                           timings_ms={"check audio": check_ms})
+                           warnings=[public_message(w) for w in audio.warnings], agreement=agreement,
+                           run_dir=run_dir, timings_ms={"check audio": check_ms})
         self.sessions.remember(session_id, result)
         return result
 
@@ -341,17 +363,15 @@ class Voice2MeshService:
         result = self.sessions.latest(session_id)
         if result is None:
             raise InputError("make a face from a voice first; the scan is compared with that prediction")
-        try:
-            target = meshio.read_vertices(path)
-        except Exception as exc:  # noqa: BLE001 - any parse failure becomes a message for people
-            raise InputError(f"{path.name}: could not read the mesh ({exc})") from exc
         n = self.face_model.n_vertices
-        if target.ndim != 2 or target.shape[0] != n:
-            raise InputError(f"{path.name} has {target.shape[0]} vertices, but the model's topology "
-                             f"({self.info.face_model}) has {n}: the scan must be registered to that mesh, "
-                             "vertex for vertex (for example a mesh downloaded from this app)")
-        if not np.all(np.isfinite(target)):
-            raise InputError(f"{path.name}: the mesh contains NaN or infinite coordinates")
+        try:  # the vertex count is checked from the header / a count of 'v' lines, before parsing
+            target = meshio.read_vertices(path, max_vertices=n)
+        except meshio.MeshTooLargeError as exc:
+            raise InputError(self._wrong_topology(path.name, exc.count)) from None
+        except meshio.MeshFileError as exc:
+            raise InputError(public_message(str(exc))) from None
+        if target.shape[0] != n:
+            raise InputError(self._wrong_topology(path.name, target.shape[0]))
         out = []
         for face in result.faces:
             c = metrics.compare(face.vertices[None], target[None], self.face_model)
@@ -363,6 +383,12 @@ class Voice2MeshService:
                                      for k, v in c["region_rmse"].items()}
             out.append(row)
         return out
+
+    def _wrong_topology(self, name: str, count: int | None) -> str:
+        found = f"has {count} vertices" if count is not None else "has more vertices than the model"
+        return (f"{name} {found}, but the model's topology ({self.info.face_model}) has "
+                f"{self.face_model.n_vertices}: the scan must be registered to that mesh, vertex for vertex "
+                "(for example a mesh downloaded from this app)")
 
     # ----------------------------------------------------------------- housekeeping
     def end_session(self, session_id: str | None) -> None:
@@ -380,13 +406,9 @@ def _check_kinds(kinds: Iterable[str]) -> list[str]:
     return out
 
 
-def _without_server_paths(exc: AudioError, path: Path) -> AudioError:
-    """The same error with the server's folders cut from the message (visitors see the file name only)."""
-    text = str(exc)
-    for full in {str(path), str(path.resolve())}:
-        text = text.replace(full, path.name)
-    for folder in {str(path.parent), str(path.resolve().parent)}:
-        text = text.replace(folder + os.sep, "")
+def _public(exc: AudioError) -> AudioError:
+    """The same error with its message for people (:func:`voice2mesh.publictext.public_message`)."""
+    text = public_message(str(exc))
     try:
         return type(exc)(text)
     except TypeError:  # a subclass with another constructor: keep its type's meaning, plain AudioError

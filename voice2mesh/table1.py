@@ -2,7 +2,8 @@
 PRED_ROOT TARGET_ROOT --face-model bfm-53215 --json``).
 
 As the authors' evaluation does it:
-- predictions: ``PRED_ROOT/<Name>/*.obj``, the first ``MAX_PREDICTIONS`` in name order; only the ``v``
+- predictions: ``PRED_ROOT/<Name>/*.obj`` (also in sub-folders, as ``python -m voice2mesh predict``
+  mirrors ``fbank/<id>/<yt>/``), the first ``MAX_PREDICTIONS`` in path order; only the ``v``
   lines are read, from the first one up to the next line that is not a vertex (a header before the
   first vertex, such as comments or ``mtllib``, is skipped);
 - target: the identity's one ``.xyz`` point cloud, ``TARGET_ROOT/<Name>/*.xyz`` (one ``x y z`` line per
@@ -88,8 +89,12 @@ def _checked(v: np.ndarray, path: Path, n: int) -> np.ndarray:
     return v
 
 
-def _identities(root: Path, pattern: str) -> set[str]:
-    return {p.name for p in root.iterdir() if p.is_dir() and any(p.glob(pattern))}
+def _predictions(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.obj"), key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _identities(root: Path, files) -> set[str]:
+    return {p.name for p in root.iterdir() if p.is_dir() and any(files(p))}
 
 
 def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model: Any,
@@ -99,7 +104,8 @@ def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model:
     for root, what in ((pred_root, "PRED_ROOT"), (target_root, "TARGET_ROOT")):
         if not root.is_dir():
             raise ReleasedLayoutError(f"{what} {root} is not a folder")
-    preds, targets = _identities(pred_root, "*.obj"), _identities(target_root, "*.xyz")
+    preds = _identities(pred_root, _predictions)
+    targets = _identities(target_root, lambda p: p.glob("*.xyz"))
     both = sorted(preds & targets)
     if not both:
         raise ReleasedLayoutError(f"no identity has both predictions ({pred_root}/<Name>/*.obj) and a target "
@@ -115,9 +121,9 @@ def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model:
             target = _checked(read_vertices(tpath), tpath, n)
         except MeshFileError as exc:
             raise ReleasedLayoutError(str(exc)) from exc
-        files = sorted((pred_root / name).glob("*.obj"))
+        files = _predictions(pred_root / name)
         if len(files) > max_predictions:
-            unused[name] = [f.name for f in files[max_predictions:]]
+            unused[name] = [f.relative_to(pred_root / name).as_posix() for f in files[max_predictions:]]
         files = files[:max_predictions]
         batch = np.stack([_checked(read_obj_vertices(f), f, n) for f in files])
         errs = ratio_errors(batch, target, face_model)
@@ -125,7 +131,7 @@ def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model:
         for k in COLUMNS:
             per_pred[k].append(errs[k])
         speakers += [name] * len(files)
-        used[name] = [f.name for f in files]
+        used[name] = [f.relative_to(pred_root / name).as_posix() for f in files]
     values = {k: np.concatenate(v) for k, v in per_pred.items()}
     spk = np.array(speakers)
     per_identity = {name: {k: float(values[k][spk == name].mean()) for k in COLUMNS} for name in both}
