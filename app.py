@@ -119,8 +119,11 @@ def summary_markdown(result: RunResult, n_triangles: int) -> str:
 # --------------------------------------------------------------------------- tables
 
 
-def readouts_frame(result: RunResult) -> pd.DataFrame:
-    """Readouts table: one row per measurement, one block of columns per model."""
+Table = dict[str, list]  # what gr.Dataframe shows: {"headers": [...], "data": [[...], ...]}
+
+
+def readouts_table(result: RunResult) -> Table:
+    """Readouts: one row per measurement, one block of columns per model."""
     headers = ["measurement"]
     for face in result.faces:
         prefix = f"{face.label}: " if len(result.faces) > 1 else ""
@@ -135,7 +138,7 @@ def readouts_frame(result: RunResult) -> pd.DataFrame:
             row += [round(float(ratio), 4), round(float(r["distances_mm"][name]), 2),
                     None if pct is None else round(float(pct), 1)]
         rows.append(row)
-    return pd.DataFrame(rows, columns=headers)
+    return {"headers": headers, "data": rows}
 
 
 def plot_frame(result: RunResult) -> pd.DataFrame:
@@ -149,23 +152,24 @@ def plot_frame(result: RunResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def timings_frame(result: RunResult) -> pd.DataFrame:
+def timings_table(result: RunResult) -> Table:
     """Rows (model, stage, milliseconds, execution provider); shared stages under "all models"."""
     rows = [["all models", stage, round(float(ms), 2), ""] for stage, ms in result.timings_ms.items()]
     rows += [[face.label, stage, round(float(ms), 2), face.provider]
              for face in result.faces for stage, ms in face.timings_ms.items()]
-    return pd.DataFrame(rows, columns=["model", "stage", "ms", "provider"])
+    return {"headers": ["model", "stage", "ms", "provider"], "data": rows}
 
 
-def comparison_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def comparison_table(rows: list[dict[str, Any]]) -> Table:
     """The scan comparison (one row per model), rounded for display."""
-    out = []
-    for r in rows:
-        row = {"model": r["model"], "ARE": r["ARE"], **{k: r[k] for k in metrics.RATIO_NAMES},
-               "keypoint error": r["keypoint_error"], "RMSE (mm)": r["rmse_mm"]}
-        row.update({f"{k} RMSE (mm)": v for k, v in r["region_rmse_mm"].items()})
-        out.append(row)
-    return pd.DataFrame(out).round(4)
+    headers = ["model", "ARE", *metrics.RATIO_NAMES, "keypoint error", "RMSE (mm)"]
+    regions = list(rows[0]["region_rmse_mm"]) if rows else []
+    headers += [f"{k} RMSE (mm)" for k in regions]
+    data = [[r["model"], *(round(v, 4) for v in (r["ARE"], *(r[k] for k in metrics.RATIO_NAMES),
+                                                  r["keypoint_error"], r["rmse_mm"],
+                                                  *(r["region_rmse_mm"][k] for k in regions)))]
+            for r in rows]
+    return {"headers": headers, "data": data}
 
 
 # --------------------------------------------------------------------------- handlers
@@ -226,7 +230,7 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
         shown = [f.files[viewer_kind(bool(heatmap))] for f in result.faces]
         viewers = _paths((shown + [None, None])[:2])
         summary = summary_markdown(result, len(service.face_model.triangles))
-        return (*viewers, summary, readouts_frame(result), plot_frame(result), timings_frame(result),
+        return (*viewers, summary, readouts_table(result), plot_frame(result), timings_table(result),
                 result.summary())
 
     def downloads(request: gr.Request):
@@ -248,10 +252,10 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "colouring the face") from exc
 
-    def compare(scan: str | None, request: gr.Request) -> pd.DataFrame:
+    def compare(scan: str | None, request: gr.Request) -> Table:
         """The paper's metrics between an uploaded scan and the latest prediction(s)."""
         try:
-            return comparison_frame(service.compare_scan(scan, _session(request)))
+            return comparison_table(service.compare_scan(scan, _session(request)))
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "comparing with the scan") from exc
 

@@ -27,7 +27,6 @@ import voice2mesh.bundle
 class FakeRepo:
     commits: list[str] = field(default_factory=list)  # oldest first
     branches: dict[str, str] = field(default_factory=dict)
-    private: bool = False
 
 
 class FakeHub:
@@ -61,7 +60,7 @@ class FakeHub:
         self.calls.append(("create_repo", {"repo_id": repo_id, "private": private, "exist_ok": exist_ok}))
         if repo_id in self.repos and not exist_ok:
             raise ValueError(f"repo {repo_id} exists")
-        self.repos.setdefault(repo_id, FakeRepo(private=bool(private)))
+        self.repos.setdefault(repo_id, FakeRepo())
         return f"{self.endpoint}/{repo_id}"
 
     def upload_folder(self, *, repo_id: str, folder_path: str | Path, revision: str | None = None,

@@ -122,13 +122,19 @@ def build_typed(schema: type[T], values: Mapping[str, Any] | None = None, overri
         raise ConfigError(f"override {bad[0]!r}: expected KEY=VALUE (e.g. data.path=/data/x)")
     if values is not None and not isinstance(values, Mapping):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+    values = dict(values or {})
+    cfg = _merged(OmegaConf.structured(schema), values, where)
+    if overrides:
+        cfg = _merged(cfg, OmegaConf.from_dotlist(list(overrides)), "overrides (--set)")
     try:
-        cfg = OmegaConf.structured(schema)
-        if values:
-            cfg = OmegaConf.merge(cfg, dict(values))
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{where}: {_problem(exc)}") from exc
+
+
+def _merged(cfg: Any, values: Any, where: str) -> Any:
+    try:
+        return OmegaConf.merge(cfg, values)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{where}: {_problem(exc)}") from exc
 

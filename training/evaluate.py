@@ -34,6 +34,7 @@ from training.data import (
 )
 from training.eval_metrics import oracle_params, per_speaker, per_utterance_metrics
 from training.kd.evaluate import predict_kd_or_none
+from training.run import set_threads
 from voice2mesh.facemodel import load_face_model
 from voice2mesh.ge2e import ge2e_input
 from voice2mesh.metrics import aggregate_by_speaker
@@ -206,25 +207,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torch threads (1 suits shared CPUs; 0 leaves PyTorch's default)")
     parser.add_argument("--max-utterances-per-speaker", type=int, default=0,
                         help="evaluate at most N utterances of each speaker (0: all)")
+    parser.add_argument("--face-model", default="bfm-53215",
+                        help="Voxceleb-3D release: the BFM face model (built once, docs/paper.md)")
+    parser.add_argument("--bundles", action="append", nargs="*", default=[],
+                        help="Voxceleb-3D release: model bundles to score as well (e.g. the authors' model)")
     args = parser.parse_args(argv)
     ckpts = list(args.checkpoints) + [[]] * (len(args.data) - len(args.checkpoints))
     if len(ckpts) > len(args.data):
         print("error: more --checkpoints groups than --data entries", file=sys.stderr)
         return 2
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache) if args.cache else out / "cache"
-    results = []
+    results, released = [], []
+    bundles = list(args.bundles) + [[]] * (len(args.data) - len(args.bundles))
     try:
-        for data_path, cks in zip(args.data, ckpts, strict=True):
+        for data_path, cks, bds in zip(args.data, ckpts, bundles, strict=True):
+            if detect_kind(data_path) == "voxceleb3d":  # the release: Table 1 as the paper evaluates it
+                from training import released_eval  # it imports predict_checkpoint from here
+
+                released.append(released_eval.evaluate_released(data_path, args.face_model, cks, bds, cache,
+                                                                 args.seed))
+                continue
             results.append(evaluate(data_path, cks, cache, args.split, args.seed,
                                     max_utterances=args.max_utterances_per_speaker))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    md = "\n".join(format_markdown(r) for r in results)
+    if released:
+        from training.released_eval import format_markdown as released_markdown
+
+        results += released
+    md = "\n".join(released_markdown(r) if r in released else format_markdown(r) for r in results)
     (out / "evaluation.md").write_text(md)
     (out / "evaluation.json").write_text(json.dumps(results, indent=2))
     print(md)

@@ -8,7 +8,6 @@ Checkpoints hold the model, optimizer, scheduler, epoch and RNG states (``--resu
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,13 +28,12 @@ from training.run import (
     barrier,
     checkpoint_due,
     distributed,
-    end_distributed,
-    main_process,
     make_optimizer,
     make_scheduler,
     optimizer_step,
     progress,
     rng_state,
+    run_command,
     set_rng_state,
     shard_batches,
     start_run,
@@ -156,24 +154,16 @@ def pretrain_accuracy(model: PretrainNet, bank: FeatureBank, idx: np.ndarray, la
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training.train pretrain") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     add_run_arguments(parser, "YAML file or a name in training/configs/")
-    parser.add_argument("--stop-after", type=int, default=0, metavar="N",
-                        help="stop after N epochs of this call (time-boxed jobs; continue with --resume)")
     parser.add_argument("--keep-every", type=int, default=0, metavar="N",
                         help="also keep RUN_DIR/epoch-NNN.pt every N epochs (encoder snapshots for "
                         "choosing the amount of pretraining on validation speakers)")
-    args = parser.parse_args(argv)
-    try:
+
+    def train(args: argparse.Namespace) -> Path:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-pretrain"
-        path = run_pretrain(cfg, out, args.device, args.resume, args.stop_after, args.keep_every)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        end_distributed()
-    if main_process():
-        print(f"wrote {path}")
-    return 0
+        return run_pretrain(cfg, out, args.device, args.resume, args.stop_after, args.keep_every)
+
+    return run_command(parser, argv, train)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import os
 import random
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,14 +97,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def set_threads(threads: int) -> None:
+    """``torch.set_num_threads`` when ``threads`` > 0 (0 leaves PyTorch's default)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def start_run(out: str | Path, stage: str, config: dict[str, Any], device: str = "auto", seed: int = 0,
               threads: int = 0, resume: bool = False) -> tuple[Path, torch.device, Dist]:
     """Device, process group, threads and seeds; the run folder (stale logs removed unless resuming)
     with ``<stage>_config.yaml``. Returns (run folder, device, Dist)."""
     dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     d = init_distributed(dev)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     seed_everything(seed + d.rank)
     out = Path(out)
     if d.main:
@@ -224,10 +229,29 @@ def progress(iterable: Iterable, enabled: bool, desc: str) -> Iterable:
 # ---------------------------------------------------------------------------------------------------
 # command line
 def add_run_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
-    """The options every training command takes: --config, --out, --resume, --device, --set."""
+    """The options every training command takes: --config, --out, --resume, --stop-after, --device, --set."""
     parser.add_argument("--config", required=True, help=config_help)
-    parser.add_argument("--out", default=None, help="run folder")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<config name>-<stage>)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument("--stop-after", type=int, default=0, metavar="N",
+                        help="stop after N epochs of this call (time-boxed jobs; continue with --resume)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set data.path=data/synthvox (repeatable)")
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                train: Callable[[argparse.Namespace], Path]) -> int:
+    """Parse ``argv``, call ``train(args)`` and print ``wrote PATH`` (rank 0); a bad input is one line on
+    stderr and exit status 2, never a traceback."""
+    args = parser.parse_args(argv)
+    try:
+        path = train(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        end_distributed()
+    if main_process():
+        print(f"wrote {path}")
+    return 0

@@ -8,7 +8,6 @@ Loss = param_weight * L2(whitened params) + vertex_weight * L2(vertices) / prior
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from training.checkpoints import load_checkpoint, load_encoder, save_checkpoint
 from training.config import TrainConfig, config_to_dict, load_config
 from training.data import DataError, VoiceFaceData
 from training.embeddings import data_summary, embedding_bank, prepare_data
+from training.encoders import ge2e
 from training.losses import VertexLoss, supervised_loss, whitening
 from training.modelcard import build_card, write_card
 from training.models import SupervisedHead, VoiceToParams
@@ -29,13 +29,12 @@ from training.run import (
     barrier,
     checkpoint_due,
     distributed,
-    end_distributed,
-    main_process,
     make_optimizer,
     make_scheduler,
     optimizer_step,
     progress,
     rng_state,
+    run_command,
     set_rng_state,
     shard_batches,
     start_run,
@@ -64,12 +63,8 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
     encoder = encoder.to(dev)
     train_mask, val_mask = data.utt_splits == "train", data.utt_splits == "val"
 
-    def embeddings(mask: np.ndarray, copies: int) -> list[np.ndarray]:
-        return embedding_bank(cfg.model.encoder, data, cfg.data, cfg.augment, cfg.seed, mask, copies, encoder,
-                              digest, out, dev, d)
-
-    train_emb = embeddings(train_mask, cfg.data.augment_copies)
-    val_emb = embeddings(val_mask, 0)
+    train_emb = embedding_bank(cfg, data, train_mask, cfg.data.augment_copies, encoder, digest, out, dev, d)
+    val_emb = embedding_bank(cfg, data, val_mask, 0, encoder, digest, out, dev, d)
     spk_idx = data.utt_speaker_index()
     train_targets = data.params[spk_idx[train_mask]]
     val_targets = data.params[spk_idx[val_mask]]
@@ -157,7 +152,9 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
                           metrics=metrics,
                           training={"epochs": oc.epochs, "seconds": round(time.time() - t0, 1),
                                     "world_size": d.world, "device": str(dev),
-                                    "encoder_weights": digest})
+                                    "encoder_weights": digest,
+                                    **({"encoder_weights_licence": ge2e.LICENCE}
+                                       if cfg.model.encoder == "ge2e" else {})})
         save_checkpoint(final, {
             "stage": "supervised", "config": config_to_dict(cfg), "state_dict": model.state_dict(),
             "param_mean": mean_np, "param_std": std_np, "face_model": data.face_model,
@@ -183,21 +180,13 @@ def validation_metrics(model: VoiceToParams, val_x: torch.Tensor, data: VoiceFac
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training.train supervised") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     add_run_arguments(parser, "YAML file or a name in training/configs/")
-    parser.add_argument("--stop-after", type=int, default=0, metavar="N",
-                        help="stop after N epochs of this call (time-boxed jobs; continue with --resume)")
-    args = parser.parse_args(argv)
-    try:
+
+    def train(args: argparse.Namespace) -> Path:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-supervised"
-        path = run_supervised(cfg, out, args.device, args.resume, args.stop_after)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        end_distributed()
-    if main_process():
-        print(f"wrote {path}")
-    return 0
+        return run_supervised(cfg, out, args.device, args.resume, args.stop_after)
+
+    return run_command(parser, argv, train)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,6 @@ class BundleInfo:
     model_card: str              # URL of the model card ("" when the bundle is a local folder)
     face_model: str
     n_vertices: int
-    description: str = ""
     card_markdown: str = ""      # the bundle's README.md without its YAML header
 
     @property
@@ -458,7 +457,6 @@ def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
                       trained_on=trained_on_text(bundle.training), synthetic=bundle.training.synthetic,
                       random_weights=bundle.training.random_weights, model_card=card,
                       face_model=str(face_model.name), n_vertices=int(face_model.n_vertices),
-                      description=str(manifest.get("description", "")),
                       card_markdown=read_model_card(bundle.root))
 
 

@@ -9,11 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from training.kd.ceiling import format_ceiling, route_ceiling
 from training.kd.config import load_kd_config
 from training.kd.train import run_kd
+from training.run import set_threads
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ceiling(cfg, args) -> int:
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     result = route_ceiling(cfg, args.cache, args.split, args.max_utterances_per_speaker, cfg.seed)
     print(format_ceiling(result))
     if args.out:

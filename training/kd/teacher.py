@@ -26,6 +26,7 @@ from training.kd.nets import ImageRegressor, to_unit_range
 from training.kd.teachers import TEACHER_FORMAT, load_ict_teacher, predict_images, prediction_face_model
 from training.losses import whitening
 from training.models import MeshDecoder, freeze
+from training.run import seed_everything, set_threads
 from training.synthvox.images import image_params, render_speaker_images
 
 
@@ -94,9 +95,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
     """Render, train, evaluate on held-out renders, save ``out/teacher.pt`` (+ teacher_report.json)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
     fm = prediction_face_model(cfg.face_model, cfg.n_identity, cfg.n_expression)
     t0 = time.time()
     images, params = cached_renders(out / "cache", cfg.renders, cfg.size, fm, cfg.seed)

@@ -38,7 +38,7 @@ from training.kd.pkt import pkt_loss
 from training.kd.teachers import load_teacher, prediction_face_model
 from training.modelcard import build_card, write_card
 from training.models import MeshDecoder, freeze
-from training.run import RunLogger, checkpoint_due, resolve_device
+from training.run import RunLogger, checkpoint_due, resolve_device, set_threads
 
 KD_FORMAT = "voice2mesh-kd-1"
 
@@ -413,8 +413,7 @@ def run_kd(
     """Train; write ``out/last.pt`` (resumable), ``out/log.csv``, and ``out/model.pt`` + model card."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     dev = resolve_device(device)
     (out / "kd_config.yaml").write_text(yaml.safe_dump(kd_config_to_dict(cfg), sort_keys=False))
     t0 = time.time()
