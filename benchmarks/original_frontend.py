@@ -7,7 +7,7 @@ pre-emphasises each frame against the last sample of the previous frame, fills s
 with ``numpy.resize``, and multiplies each frame's power spectrum by the filter matrix. The
 filters are built with Python loops over FFT bins; the VAD collector is the deque-based loop.
 
-Used only by benchmarks/bench_frontend.py (speed baseline) and tests/test_features.py
+Used only by benchmarks/bench_frontend.py and bench_predict.py (speed baseline) and tests/test_features.py
 (the vectorised front end must agree with it); voice2mesh never imports it.
 """
 

@@ -255,14 +255,20 @@ def test_features_need_the_configured_rate(voices):
         features_from_audio(dataclasses.replace(audio, sample_rate=8000))
 
 
-def test_block_size_does_not_change_the_log_mel(voices, monkeypatch):
-    """Frames are independent: any block size (the per-thread buffers grow to it) gives the same rows, up to
-    the last bits of the float32 filter matmul (BLAS picks its kernels by matrix size)."""
-    import voice2mesh.features as vf
 
-    x = _ref(voices, "Alicja_Bachleda")["vad_int16"]
-    want = log_mel(x, threads=1)
-    for block in (7, 200, 1 << 30):
-        monkeypatch.setattr(vf, "_BLOCK", block)
-        assert_close(log_mel(x, threads=1), want, atol=1e-5)
-        assert_close(log_mel(x, threads=2), want, atol=1e-5)
+def test_log_mel_by_hand_on_a_short_signal():
+    """Two frames computed by hand with numpy.resize, per-frame pre-emphasis and a dense DFT matrix."""
+    cfg = FrontEndConfig()
+    x = (np.random.default_rng(7).standard_normal(300) * 2000).astype(np.int16)  # shorter than a window
+    n = frame_count(len(x))                          # int(300 / 160 + 1) = 2 frames, both short
+    assert n == 2
+    frames = [np.resize(x[k * 160:].astype(np.float64), 400) for k in range(n)]
+    dft = np.exp(-2j * np.pi * np.outer(np.arange(400), np.arange(513)) / 1024)  # 1024-point, zero-padded
+    rows = []
+    prior = 0.0
+    for f in frames:
+        emph = np.concatenate([[f[0] - 0.97 * prior], f[1:] - 0.97 * f[:-1]])
+        prior = f[-1]
+        power = np.abs((emph * np.hamming(400)) @ dft) ** 2
+        rows.append(np.log(np.maximum(power @ mel_filterbank(cfg), 1e-5)))
+    assert_close(log_mel(x), np.array(rows, np.float32), atol=1e-4)

@@ -1,37 +1,28 @@
 """Runtime inference: audio → features → ONNX Runtime → parameters → vertices → readouts.
 
 ``Predictor.from_bundle(dir_or_hub_repo)`` loads a model bundle (voice2mesh.bundle), creates one ONNX
-Runtime session for the chosen model (CUDA only when a GPU is really usable, see voice2mesh.providers),
-warms it up, and then ``predict`` runs the whole path with per-stage timings in milliseconds.
-The face decoder (params → vertices) is ``FaceModel.vertices_from_params`` run as an ONNX graph on the
-CPU (voice2mesh.decoder; numpy beside a CUDA session), chosen by ``benchmarks/bench_predict.py``
-(docs/runtime.md).
+Runtime session for the chosen model (the provider reported is the one the session really runs on, see
+voice2mesh.providers), warms it up, and then ``predict`` runs the whole path with per-stage timings in
+milliseconds. The face decoder (params → vertices) is ``FaceModel.vertices_from_params`` (numpy).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from voice2mesh import features, logmel_process, metrics
-from voice2mesh.audio import Audio, AudioConfig, load_audio
+from voice2mesh import features, ge2e, metrics
+from voice2mesh.audio import Audio, AudioConfig, TooLittleSpeechError, load_audio
 from voice2mesh.bundle import Bundle, ModelEntry, load_bundle
-from voice2mesh.decoder import OnnxFaceDecoder
 from voice2mesh.jsonsafe import jsonable
-from voice2mesh.providers import SessionConfig, create_session
+from voice2mesh.providers import create_session
 
-# Intra-op threads by default: up to 2 (VoiceEmbedNet on a 10 s clip, idle 2-core CPU: 1 thread 3.5 ms,
-# 2 threads 1.8 ms; benchmarks/bench_predict.py, docs/runtime.md). Workers spin only within a run
-# (voice2mesh.providers), so an idle second thread costs nothing between runs. ``threads=N`` to choose;
-# 0 = ONNX Runtime's default.
-DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
 STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
 AudioSource = str | Path | bytes | Audio
 
@@ -93,18 +84,14 @@ class Predictor:
         threads: int | None = None,
         warmup: bool = True,
         audio_config: AudioConfig | None = None,
-        helper_process: bool = True,
     ) -> None:
+        """``threads``: ONNX Runtime intra-op threads (None: voice2mesh.providers.default_threads;
+        0: ONNX Runtime's own default)."""
         self.bundle = bundle
         self.entry: ModelEntry = bundle.model(model)
         self.face_model = bundle.load_face_model()
         self.audio_config = audio_config or AudioConfig()
-        threads = DEFAULT_THREADS if threads is None else threads
-        self.session, self.provider = create_session(
-            str(bundle.path(self.entry.file)),
-            device,
-            SessionConfig(intra_op_threads=threads),
-        )
+        self.session, self.provider = create_session(str(bundle.path(self.entry.file)), device, threads)
         self._input = self.entry.input_name
         names = [i.name for i in self.session.get_inputs()]
         if self._input not in names:
@@ -114,12 +101,6 @@ class Predictor:
             )
         self._front_end = _front_end(self.entry.encoder, bundle.front_end)
         self._n_mels = _dataclass_from(features.FrontEndConfig, bundle.front_end.get("features", {})).n_mels
-        # params -> vertices: ONNX Runtime on the CPU (voice2mesh.decoder); numpy beside a CUDA session
-        self._decoder = (OnnxFaceDecoder(self.face_model, threads)
-                         if self.provider == "CPUExecutionProvider" else None)
-        if helper_process and self.entry.encoder != "ge2e" and features.default_threads() > 1:
-            logmel_process.enable()  # half of each log mel in a second process (voice2mesh.logmel_process)
-        self.load_timings_ms: dict[str, float] = {}
         if warmup:
             self.warmup()
 
@@ -141,11 +122,6 @@ class Predictor:
         }
         bundle = load_bundle(source, revision, **resolve)
         return cls(bundle, model=model, device=device, threads=threads, warmup=warmup, **kwargs)
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def model_name(self) -> str:
-        return self.entry.name
 
     @property
     def models(self) -> list[str]:
@@ -171,13 +147,10 @@ class Predictor:
     # ------------------------------------------------------------------ stages
     def warmup(self, runs: int = 2) -> None:
         """Run the graph on dummy input and compute the readout prior once (first-call costs)."""
-        t0 = time.perf_counter()
         dummy = self._dummy_input()
         for _ in range(runs):
             self.session.run(None, {self._input: dummy})
         metrics.readouts(self.face_model.mean, self.face_model)
-        logmel_process.wait_ready(5.0)  # a no-op when it is off
-        self.load_timings_ms["warmup"] = (time.perf_counter() - t0) * 1e3
 
     def _dummy_input(self) -> np.ndarray:
         if self.entry.encoder == "ge2e":
@@ -211,16 +184,9 @@ class Predictor:
         x = np.ascontiguousarray(inputs, dtype=np.float32)
         return self.session.run([self.entry.output_name], {self._input: x})[0]
 
-    @property
-    def uses_onnx_decoder(self) -> bool:
-        """Whether ``decode_mesh`` runs the ONNX graph (CPU sessions) rather than numpy."""
-        return self._decoder is not None
-
     def decode_mesh(self, params: np.ndarray) -> np.ndarray:
-        """(B, 1+K+E) parameters → (B, N, 3) vertices: ``FaceModel.vertices_from_params`` as an ONNX
-        Runtime graph on the CPU (voice2mesh.decoder), numpy otherwise."""
-        p = np.atleast_2d(np.asarray(params, dtype=np.float32))
-        return self._decoder(p) if self._decoder is not None else self.face_model.vertices_from_params(p)
+        """(B, 1+K+E) parameters → (B, N, 3) vertices (``FaceModel.vertices_from_params``)."""
+        return self.face_model.vertices_from_params(np.atleast_2d(params))
 
     # ------------------------------------------------------------------ predict
     def predict(self, source: AudioSource) -> Prediction:
@@ -247,15 +213,9 @@ class Predictor:
         return self._finish([prepared])[0]
 
     def predict_batch(self, sources: Sequence[AudioSource], batch_size: int = 16) -> list[Prediction]:
-        """Many recordings: front end one by one, the model and the mesh decoder in batches.
-
-        Raises on the first bad recording; use ``prepare`` + ``predict_prepared`` to handle errors
-        per input (as the CLI does).
-        """
+        """Many recordings: front end one by one, the model and the mesh decoder in batches of
+        ``batch_size``. Raises on the first bad recording (``predict`` each to handle errors per input)."""
         prepared = [self.prepare(s) for s in sources]
-        return self.predict_prepared(prepared, batch_size)
-
-    def predict_prepared(self, prepared: Sequence[_Prepared], batch_size: int = 16) -> list[Prediction]:
         out: list[Prediction] = []
         for i in range(0, len(prepared), batch_size):
             out.extend(self._finish(list(prepared[i : i + batch_size])))
@@ -305,8 +265,6 @@ class Predictor:
 def _front_end(encoder: str, config: dict[str, Any]):
     """A function Audio → (model input, speech seconds, timings) for the encoder of a model."""
     if encoder == "ge2e":
-        from voice2mesh import ge2e
-
         cfg = _dataclass_from(ge2e.GE2EFrontEndConfig, config.get("ge2e", {}))
 
         def run_ge2e(audio: Audio) -> tuple[np.ndarray, float, dict[str, float]]:
@@ -314,8 +272,6 @@ def _front_end(encoder: str, config: dict[str, Any]):
             wav = ge2e.preprocess_wav(audio.samples, cfg)
             t1 = time.perf_counter()
             if len(wav) == 0:
-                from voice2mesh.audio import TooLittleSpeechError
-
                 raise TooLittleSpeechError(f"{audio.source}: voice activity detection found no speech")
             mels = ge2e.partials(wav, cfg)
             t2 = time.perf_counter()
@@ -326,24 +282,12 @@ def _front_end(encoder: str, config: dict[str, Any]):
     cfg = _dataclass_from(features.FrontEndConfig, config.get("features", {}))
 
     def run_features(audio: Audio) -> tuple[np.ndarray, float, dict[str, float]]:
-        t0 = time.perf_counter()
         result = features.features_from_audio(audio, cfg)
-        total = (time.perf_counter() - t0) * 1e3
-        times = dict(getattr(result, "timings", {}) or {})
-        vad_ms = _ms(times, "vad")
-        fe_ms = max(total - vad_ms, 0.0) if vad_ms else total
-        speech = float(getattr(result, "speech_s", 0.0) or len(result.vad) / audio.sample_rate)
-        return np.asarray(result.features, dtype=np.float32), speech, {"vad": vad_ms, "features": fe_ms}
+        t = result.timings
+        return result.features, result.speech_s, {"vad": t["vad_ms"],
+                                                  "features": t["logmel_ms"] + t["features_ms"]}
 
     return run_features
-
-
-def _ms(times: dict[str, Any], key: str) -> float:
-    """A stage time from a timings dict that may be in ms (``vad_ms``/``vad``) or s (``vad_s``)."""
-    for name, factor in ((f"{key}_ms", 1.0), (key, 1.0), (f"{key}_s", 1e3)):
-        if name in times:
-            return float(times[name]) * factor
-    return 0.0
 
 
 def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
@@ -370,8 +314,3 @@ def _index(reads: Any, i: int, n: int) -> Any:
     if arr.ndim >= 1 and arr.shape[0] == n:
         return float(arr[i]) if arr.ndim == 1 else arr[i]
     return reads
-
-
-def predict_files(predictor: Predictor, sources: Iterable[AudioSource]) -> list[Prediction]:
-    """Convenience: ``predict`` for each source in order."""
-    return [predictor.predict(s) for s in sources]

@@ -1,53 +1,33 @@
-"""ONNX Runtime execution providers: use CUDA only when a GPU is really usable.
+"""ONNX Runtime sessions: the provider they really run on, and the default thread count.
 
-onnxruntime-gpu lists ``CUDAExecutionProvider`` whether or not the machine has a GPU (or a driver), so
-the list is not proof. We ask the CUDA driver itself (``libcuda`` → ``cuInit`` → ``cuDeviceGetCount``)
-and, after creating a session, read back the providers it really uses.
+onnxruntime-gpu lists ``CUDAExecutionProvider`` as available whether or not the machine has a usable
+GPU, and a session asked for CUDA silently falls back to the CPU when it cannot start it. So the list
+of available providers is not proof: the provider reported is the one the created session reads back
+(``session.get_providers()``). ONNX Runtime logs why it could not start CUDA; after one such fallback,
+``device="auto"`` asks for the CPU only, for the rest of the process.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
-from dataclasses import dataclass
 
 import onnxruntime as ort
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
+_cuda_failed = False  # a session asked for CUDA ran on the CPU: "auto" stops asking (and logging why)
 
 
 class DeviceError(RuntimeError):
     """A device was requested that this machine cannot provide."""
 
 
-@functools.lru_cache(maxsize=1)
-def cuda_device_count() -> int:
-    """Number of CUDA devices the driver reports (0 without a driver, a GPU, or with CUDA hidden)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return 0
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll", "libcuda.dylib"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        try:
-            if lib.cuInit(0) != 0:
-                return 0
-            count = ctypes.c_int(0)
-            if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-                return 0
-            return int(count.value)
-        except AttributeError:
-            return 0
-    return 0
-
-
-def cuda_usable() -> bool:
-    """A CUDA GPU is present and this onnxruntime build has the CUDA provider."""
-    return CUDA in ort.get_available_providers() and cuda_device_count() > 0
+def default_threads() -> int:
+    """Intra-op threads when none are asked for: the CPUs this process may use, at most 2 (the
+    networks are small; more threads mostly wait on each other, and a server runs several requests)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(2, usable or 1))
 
 
 def requested_providers(device: str = "auto") -> list[str]:
@@ -56,60 +36,39 @@ def requested_providers(device: str = "auto") -> list[str]:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if device == "cpu":
         return [CPU]
-    if cuda_usable():
+    if CUDA in ort.get_available_providers() and (device == "cuda" or not _cuda_failed):
         return [CUDA, CPU]
     if device == "cuda":
-        have = ort.get_available_providers()
-        raise DeviceError(
-            f"device='cuda' requested but no usable CUDA GPU: driver reports "
-            f"{cuda_device_count()} device(s), onnxruntime offers {have}"
-        )
+        raise DeviceError(f"device='cuda' requested but this onnxruntime build offers only "
+                          f"{ort.get_available_providers()}")
     return [CPU]
 
 
-@dataclass(frozen=True)
-class SessionConfig:
-    """Thread and optimisation settings of an ONNX Runtime session."""
-
-    intra_op_threads: int | None = None  # None or 0: ONNX Runtime's default (one per physical core)
-    inter_op_threads: int = 1
-    optimization: str = "all"  # "basic" | "extended" | "all"
-    # Worker threads spin-wait for the next operator within a run (ONNX Runtime's default) and stop when the
-    # run ends ("session.force_spinning_stop"): left spinning after a run they took the CPU from whatever ran
-    # next (an earlier benchmark: 11.3 ms vs 3.6 ms median on a busy machine), and inside predict from the
-    # next clip's front end; spinning only inside runs makes the network 0.1 ms faster (1.82 vs 1.95 ms).
-    allow_spinning: bool = True
-    stop_spinning_after_run: bool = True
-
-
-def session_options(config: SessionConfig) -> ort.SessionOptions:
-    levels = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """All graph optimisations, sequential execution, ``threads`` intra-op threads (0: ONNX Runtime's
+    default; None: :func:`default_threads`), errors-only logging."""
     so = ort.SessionOptions()
-    so.graph_optimization_level = levels[config.optimization]
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if config.intra_op_threads:
-        so.intra_op_num_threads = int(config.intra_op_threads)
-    so.inter_op_num_threads = int(config.inter_op_threads)
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
-    if config.stop_spinning_after_run:
-        so.add_session_config_entry("session.force_spinning_stop", "1")
+    threads = default_threads() if threads is None else threads
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
     so.log_severity_level = 3
     return so
 
 
-def create_session(
-    model_path: str, device: str = "auto", config: SessionConfig | None = None
-) -> tuple[ort.InferenceSession, str]:
-    """An InferenceSession and the provider it really runs on (``session.get_providers()[0]``)."""
+def create_session(model_path: str, device: str = "auto",
+                   threads: int | None = None) -> tuple[ort.InferenceSession, str]:
+    """An InferenceSession and the provider it really runs on (``session.get_providers()[0]``), which
+    is CUDA only when the created session runs on it; ``device='cuda'`` raises DeviceError otherwise."""
     providers = requested_providers(device)
-    session = ort.InferenceSession(
-        model_path, session_options(config or SessionConfig()), providers=providers
-    )
+    session = ort.InferenceSession(model_path, session_options(threads), providers=providers)
     used = session.get_providers()[0]
+    if used != CUDA and device != "cpu" and CUDA in ort.get_available_providers():
+        global _cuda_failed
+        _cuda_failed = True
     if device == "cuda" and used != CUDA:
-        raise DeviceError(f"device='cuda' requested but ONNX Runtime fell back to {used} for {model_path}")
+        raise DeviceError(f"device='cuda' requested but ONNX Runtime could not start CUDA for {model_path} "
+                          f"and runs on {used} (no usable GPU or CUDA libraries)")
     return session, used

@@ -97,7 +97,7 @@ class FaceResult:
     vertices: np.ndarray            # (N, 3) mm
     files: dict[str, Path]          # written so far, by MESH_KINDS key
     readouts: dict[str, Any]        # voice2mesh.metrics.readouts of one face
-    timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write glb"
+    timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write meshes"
     provider: str                   # ONNX Runtime execution provider that ran the model
 
 

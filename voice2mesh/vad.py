@@ -189,22 +189,13 @@ def vad(samples: np.ndarray, sample_rate: int = 16000, config: VadConfig = VadCo
     ``detector``: a ``webrtcvad.Vad`` to reuse across calls (the original shares one for a whole
     run, quirk 3); by default a fresh one per call, so the result depends on this input only.
     """
-    frames, keep = voiced_frames(samples, sample_rate, config, detector)
-    return frames[keep].reshape(-1)
-
-
-def voiced_frames(samples: np.ndarray, sample_rate: int = 16000, config: VadConfig = VadConfig(),
-                  detector: webrtcvad.Vad | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(the (F, n) VAD frames, the mask of the frames kept): :func:`vad` before the concatenation.
-
-    Frame ``k`` holds samples ``k * n .. (k + 1) * n - 1`` of the input, so the mask also says where
-    each stretch of the voiced output comes from.
-    """
     if sample_rate not in (8000, 16000, 32000, 48000):
         raise ValueError(f"WebRTC VAD runs at 8, 16, 32 or 48 kHz, not {sample_rate} Hz")
     frames = frames_of(samples, sample_rate, config)
     if len(frames) == 0:
-        return frames, np.zeros(0, dtype=bool)
+        return frames.reshape(-1)
     if config.recount:
-        return frames, collect_recount(frames, sample_rate, config, detector)
-    return frames, collect(speech_flags(frames, sample_rate, config, detector), config)
+        keep = collect_recount(frames, sample_rate, config, detector)
+    else:
+        keep = collect(speech_flags(frames, sample_rate, config, detector), config)
+    return frames[keep].reshape(-1)
