@@ -13,8 +13,8 @@
   call, and the seconds until the timer has removed them (no request after the flood).
 - concurrency: ``--clients`` gradio_client sessions submit /predict at once to a server with the
   default limits (2 at a time, 32 waiting): answers, "queue is full" refusals, other failures,
-  latency p50 / p95 of the answers. Twice: with gradio_client's own HTTP timeouts (5 s for the
-  upload; clients that give up count as failures), and with clients that wait up to 120 s per HTTP
+  latency p50 / p95 of the answers. Twice: with gradio_client's own HTTP timeouts (httpx's 5 s for
+  uploads; clients that give up count as failures), and with clients that wait up to 120 s per HTTP
   call (as a browser does).
 
 Uses the random-weights test bundle (the model's compute is tiny: the app's own costs).
