@@ -10,16 +10,21 @@ VOICE2MESH_QUEUE_SIZE, VOICE2MESH_MAX_SECONDS, VOICE2MESH_MAX_UPLOAD_MB. See doc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import logging
 import os
+import secrets
 import sys
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
+from starlette.middleware import Middleware
 
 from voice2mesh import metrics
 from voice2mesh.publictext import public_message
@@ -42,6 +47,8 @@ PROJECT_URL = "https://github.com/voice2mesh/voice2mesh"
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
+VISITOR_COOKIE = "voice2mesh_visitor"  # see VisitorCookie
+UPLOAD_CAP_EVERY_S = 2.0  # how often the sum of Gradio's uploads is checked against --upload-disk-mb
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
 PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
 PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
@@ -196,14 +203,91 @@ def _unknown_event(request: Any, exc: KeyError) -> Any:
     raise exc
 
 
+class VisitorCookie:
+    """ASGI middleware: a random, HttpOnly visitor cookie on every response to a request without one.
+
+    A browser keeps it from the page load on and sends it with every event and heartbeat of the page;
+    the app keys results by Gradio's session hash *and* this cookie (:func:`_session`), so a session
+    hash alone (chosen by the client, visible to anyone it leaks to) opens no browser's results. The
+    cookie does not depend on addresses, so proxies in front of the app change nothing.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or VISITOR_COOKIE.encode() + b"=" in _header(scope, b"cookie"):
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == b"https"
+        # Cross-site frames (a Space on its hub page) send only SameSite=None cookies, partitioned.
+        site = "SameSite=None; Secure; Partitioned" if https else "SameSite=Lax"
+        cookie = f"{VISITOR_COOKIE}={secrets.token_urlsafe(18)}; Path=/; HttpOnly; {site}".encode()
+
+        async def send_with_cookie(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def cap_uploads(files: set[str], max_bytes: int) -> int:
+    """Delete the oldest of ``files`` (Gradio's uploads) until they take at most ``max_bytes``; returns
+    how many were deleted. Gone files leave the set."""
+    found = []
+    for path in list(files):  # a copy: Gradio adds uploads meanwhile
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            files.discard(path)
+            continue
+        found.append((st.st_ctime, st.st_size, path))
+    total, deleted = sum(size for _, size, _ in found), 0
+    for _, size, path in sorted(found):
+        if total <= max_bytes:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        files.discard(path)
+        total -= size
+        deleted += 1
+    return deleted
+
+
+def start_upload_cap(demo: gr.Blocks, max_bytes: int, every_s: float = UPLOAD_CAP_EVERY_S
+                     ) -> threading.Thread:
+    """Keep Gradio's uploads within ``max_bytes`` (oldest first), checked every ``every_s`` seconds on a
+    daemon thread: Gradio limits each upload (``max_file_size``) and deletes old ones, not their sum."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                deleted = cap_uploads(demo.upload_file_set, max_bytes)
+            except Exception:  # noqa: BLE001 - the cap must outlive one bad file
+                LOG.exception("upload cap failed")
+                continue
+            if deleted:
+                LOG.warning("uploads above %d MB: deleted the %d oldest", max_bytes // MiB, deleted)
+
+    thread = threading.Thread(target=loop, name="upload-cap", daemon=True)
+    thread.start()
+    return thread
+
+
+def _header(scope: dict, name: bytes) -> bytes:
+    return b";".join(v for k, v in scope.get("headers", []) if k.lower() == name)
+
+
 def _session(request: gr.Request | None) -> str | None:
-    """The key of a visitor's results: Gradio's session hash bound to the client's address, so a session
-    hash alone (chosen by the client, visible to anyone it leaks to) opens no one else's results."""
+    """The key of a visitor's results: Gradio's session hash and the visitor cookie (a browser's; API
+    clients that keep no cookies are keyed by the session hash alone, as Gradio keys them)."""
     session_hash = getattr(request, "session_hash", None) if request is not None else None
     if session_hash is None:
         return None
-    client = getattr(request, "client", None)
-    return f"{session_hash}@{getattr(client, 'host', None) or '?'}"
+    cookies = getattr(request, "cookies", None) or {}
+    return f"{session_hash}#{cookies.get(VISITOR_COOKIE, '')}"
 
 
 def _via_heartbeat(request: gr.Request | None) -> bool:
@@ -430,6 +514,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--session-disk-mb", type=int, default=_env_int("VOICE2MESH_SESSION_DISK_MB", 512),
                    help="session files kept at most (least recently used sessions go first); "
                         "env VOICE2MESH_SESSION_DISK_MB (default 512)")
+    p.add_argument("--upload-disk-mb", type=int, default=_env_int("VOICE2MESH_UPLOAD_DISK_MB", 1024),
+                   help="uploads kept at most (oldest deleted first); env VOICE2MESH_UPLOAD_DISK_MB "
+                        "(default 1024)")
     p.add_argument("--no-examples", action="store_true", help="do not make or show the example voices")
     return p.parse_args(argv)
 
@@ -476,10 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(service, examples)
     demo.queue(default_concurrency_limit=opts.concurrency, max_size=opts.queue_size)
     LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
+    start_upload_cap(demo, int(args.upload_disk_mb) * MiB)
     try:
         demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share,
                     max_file_size=service.config.max_upload_bytes,
-                    app_kwargs={"exception_handlers": {KeyError: _unknown_event}},
+                    app_kwargs={"exception_handlers": {KeyError: _unknown_event},
+                                "middleware": [Middleware(VisitorCookie)]},
                     allowed_paths=[], show_error=False,
                     footer_links=["api", "gradio"])
     finally:

@@ -2,8 +2,11 @@
 
 The headline is the OBJ writer against the PLY writer (binary, trimesh) in the same run, the
 cases taking turns repeat by repeat:
-``OBJ / PLY`` ratios, plain and with vertex colours. For reference, the OBJ text trimesh writes
-(``trimesh.exchange.obj``) is timed too. Every case writes the file to disk.
+``OBJ / PLY`` ratios of the medians, plain and with vertex colours. Each call is timed twice: wall
+time, and the CPU time of the writing thread (``time.thread_time``: user + system, file writes
+included), which is what the writer costs; on a shared, loaded machine wall time also counts the
+waits for a free core, and those hit longer calls more often. For reference, the OBJ text trimesh writes
+(``trimesh.exchange.obj``) is timed too. Every call writes a new file to disk, as the app does.
 
     .venv/bin/python benchmarks/bench_meshio.py [--repeats 50] [--json OUT]
 
@@ -15,16 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from benchmarks.timing import median_seconds  # noqa: E402
 from voice2mesh import meshio  # noqa: E402
 
 
@@ -56,39 +60,46 @@ def main(argv=None) -> int:
     model, face = _face()
     tri = np.asarray(model.triangles)
     colors = meshio.heatmap_colors(face, model.mean)
+    cases = {
+        "GLB": ("a.glb", lambda path: meshio.write_mesh(path, face, tri)),
+        "GLB + heatmap colours": ("b.glb", lambda path: meshio.write_mesh(
+            path, face, tri, meshio.heatmap_colors(face, model.mean))),
+        "PLY": ("c.ply", lambda path: meshio.write_mesh(path, face, tri)),
+        "OBJ": ("d.obj", lambda path: meshio.write_mesh(path, face, tri)),
+        "PLY + colours": ("e.ply", lambda path: meshio.write_mesh(path, face, tri, colors)),
+        "OBJ + colours": ("f.obj", lambda path: meshio.write_mesh(path, face, tri, colors)),
+        "OBJ by trimesh (reference)": ("g.obj", lambda path: _trimesh_obj(path, face, tri)),
+    }
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        cases = {
-            "GLB": lambda: meshio.write_mesh(out / "a.glb", face, tri),
-            "GLB + heatmap colours": lambda: meshio.write_mesh(
-                out / "b.glb", face, tri, meshio.heatmap_colors(face, model.mean)),
-            "PLY": lambda: meshio.write_mesh(out / "c.ply", face, tri),
-            "OBJ": lambda: meshio.write_mesh(out / "d.obj", face, tri),
-            "PLY + colours": lambda: meshio.write_mesh(out / "e.ply", face, tri, colors),
-            "OBJ + colours": lambda: meshio.write_mesh(out / "f.obj", face, tri, colors),
-            "OBJ by trimesh (reference)": lambda: _trimesh_obj(out / "g.obj", face, tri),
-        }
-        for fn in cases.values():
-            fn()  # warm-up (imports, the OBJ face lines of the topology)
-        times: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(args.repeats):  # round robin: every case sees the same machine load
-            for name, fn in cases.items():
-                times[name].append(1000.0 * median_seconds(fn, 1))
-        rows = {name: statistics.median(ts) for name, ts in times.items()}
-        sizes = {p.name: p.stat().st_size for p in out.iterdir()}
-    ratios = {"OBJ / PLY": rows["OBJ"] / rows["PLY"],
-              "OBJ / PLY (colours)": rows["OBJ + colours"] / rows["PLY + colours"],
-              "trimesh OBJ / our OBJ": rows["OBJ by trimesh (reference)"] / rows["OBJ"]}
+        for i in range(args.repeats + 1):  # round robin: every case sees the same machine load
+            round_dir = Path(tmp) / str(i)  # a new file each time, as in the app (no overwriting)
+            round_dir.mkdir()
+            for name, (file, write) in cases.items():
+                t0, c0 = time.perf_counter(), time.thread_time()
+                write(round_dir / file)
+                if i:  # round 0 warms up (imports, the OBJ face lines of the topology)
+                    wall[name].append(1000.0 * (time.perf_counter() - t0))
+                    cpu[name].append(1000.0 * (time.thread_time() - c0))
+            sizes = {p.name: p.stat().st_size for p in round_dir.iterdir()}
+            shutil.rmtree(round_dir)
+    medians = {kind: {name: statistics.median(ts) for name, ts in times.items()}
+               for kind, times in (("wall", wall), ("cpu", cpu))}
+    pairs = {"OBJ / PLY": ("OBJ", "PLY"), "OBJ / PLY (colours)": ("OBJ + colours", "PLY + colours"),
+             "trimesh OBJ / our OBJ": ("OBJ by trimesh (reference)", "OBJ")}
+    ratios = {kind: {k: m[a] / m[b] for k, (a, b) in pairs.items()} for kind, m in medians.items()}
     print(f"writing one {model.name} face ({len(face)} vertices, {len(tri)} triangles) to disk; "
           f"median of {args.repeats} runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'case':<30s} {'ms':>8s}")
-    for name, ms in rows.items():
-        print(f"{name:<30s} {ms:8.2f}")
-    for name, r in ratios.items():
-        print(f"{name:<30s} {r:7.2f}x")
+    print(f"{'case':<30s} {'wall ms':>9s} {'CPU ms':>8s}")
+    for name in cases:
+        print(f"{name:<30s} {medians['wall'][name]:9.2f} {medians['cpu'][name]:8.2f}")
+    for name in pairs:
+        print(f"{name:<30s} {ratios['wall'][name]:8.2f}x {ratios['cpu'][name]:7.2f}x")
     print("file sizes: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(sizes.items())))
     if args.json:
-        args.json.write_text(json.dumps({"ms": rows, "ratios": ratios, "repeats": args.repeats}, indent=2))
+        args.json.write_text(json.dumps({"median_ms": medians, "ratios": ratios, "repeats": args.repeats,
+                                         "load_average": os.getloadavg()[0]}, indent=2))
     return 0
 
 

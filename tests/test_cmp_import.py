@@ -181,3 +181,20 @@ def test_predict_on_released_feature_files_writes_the_authors_vertices(cmp_bundl
     capsys.readouterr()
     rc = cli_main(["predict", str(bad), "-o", str(tmp_path / "o2"), "--bundle", str(cmp_bundle), "-q"])
     assert rc == 1 and "00001.npy" in capsys.readouterr().err
+
+
+def test_the_app_service_serves_the_imported_bundle(cmp_bundle, assets_dir, tmp_path):
+    from app import build_demo, readouts_table
+    from voice2mesh.service import Voice2MeshService
+
+    service = Voice2MeshService.from_bundle(cmp_bundle, work_dir=tmp_path / "sessions")
+    try:
+        result = service.run(str(assets_dir / "voices" / "Alan_Tudyk.wav"))
+        face = result.faces[0]
+        assert face.vertices.shape == (53215, 3)  # the face on the BFM topology
+        assert all(np.isfinite(v) for v in face.readouts["ratios"].values())
+        assert service.info.face_model == "bfm-53215" and service.info.synthetic is False
+        readouts_table(result)  # the millimetre column is empty: no physical size
+        build_demo(service)
+    finally:
+        service.close()

@@ -8,6 +8,7 @@ gradio_client, real audio and mesh files written here. Memory is read from the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -338,10 +339,17 @@ def test_hostile_meshes_through_compare(server, client, voice, tmp_path):
 # --------------------------------------------------------------------------- disk, sessions, restarts
 
 TTL_S = 4  # session TTL of the flood server: the timer sweeps every second, uploads age out as fast
+UPLOAD_CAP_MB = 50  # the flood server's cap on the sum of uploads
 
 
 def tree_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    """Bytes of the files under ``folder`` (files removed while counting count as gone)."""
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def session_folders(server: AppServer) -> list[Path]:
@@ -371,7 +379,8 @@ def file_data(path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def ttl_server(bundle, tmp_path_factory) -> AppServer:
-    srv = start_app(bundle, tmp_path_factory.mktemp("ttl"), ["--no-examples", "--session-ttl-s", str(TTL_S)])
+    srv = start_app(bundle, tmp_path_factory.mktemp("ttl"), ["--no-examples", "--session-ttl-s", str(TTL_S),
+                                                             "--upload-disk-mb", str(UPLOAD_CAP_MB)])
     yield srv
     srv.stop()
 
@@ -396,8 +405,9 @@ def test_rest_flood_is_bounded_and_cleared_by_the_timer(ttl_server, voice):
         for i in range(50):
             [path] = upload(http, srv, "voice.wav", data).json()
             out = rest_call(http, srv, "predict", [file_data(path), MODEL, False])
-            if i == 0:  # the answer's file can be fetched right after the answer
+            if i == 0:  # the answer's file can be fetched right after the answer; its URL has no pid
                 assert http.get(out[0]["url"]).status_code == 200
+                assert f"/{srv.proc.pid}/" not in out[0]["url"], out[0]["url"]
             peak = max(peak, tree_bytes(srv.temp_dir) - base)
         assert peak < 60 * MiB, f"the temp folder grew by {peak / MiB:.0f} MB"
         cleared = wait_until(lambda: not session_folders(srv)
@@ -407,7 +417,8 @@ def test_rest_flood_is_bounded_and_cleared_by_the_timer(ttl_server, voice):
 
 
 def test_upload_flood_is_bounded(ttl_server, voice):
-    """Uploads over the one limit are refused before they are stored; uploads under it age out."""
+    """Uploads over the one limit are refused before they are stored; their sum is capped (oldest go
+    first) within seconds, and all of them age out."""
     srv = ttl_server
     limit = 20 * MiB
     with httpx.Client(timeout=120) as http:
@@ -415,9 +426,10 @@ def test_upload_flood_is_bounded(ttl_server, voice):
         too_big = upload(http, srv, "big.obj", os.urandom(limit + 1))
         assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
         assert tree_bytes(srv.temp_dir) - base < MiB, "a refused upload was stored"
-        for i in range(5):
+        for i in range(5):  # 95 MB in a second or two
             assert upload(http, srv, f"u{i}.bin", os.urandom(limit - MiB)).status_code == 200
         assert tree_bytes(srv.temp_dir) - base <= 5 * limit
+        wait_until(lambda: tree_bytes(srv.temp_dir) - base <= UPLOAD_CAP_MB * MiB, timeout_s=TTL_S)
         wait_until(lambda: tree_bytes(srv.temp_dir) <= base + 64 * 1024, timeout_s=TTL_S + 10)
         [path] = upload(http, srv, "voice.wav", voice.read_bytes()).json()
         assert rest_call(http, srv, "predict", [file_data(path), MODEL, False])[0]["url"]
@@ -455,30 +467,31 @@ def test_orphans_of_a_killed_server_are_removed_at_start(bundle, voice, tmp_path
 
 
 def test_a_session_hash_alone_opens_no_results(server, voice):
-    """Another client (another address) with a visitor's session hash sees none of its results, and the
-    private unload event called by its number deletes nothing."""
-    victim = Client(server.url, verbose=False)
-    victim.predict(handle_file(str(voice)), MODEL, False, api_name="/predict")
-    session_hash = victim.session_hash
-    other = httpx.Client(timeout=60, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
-    with other:
+    """Another client with a browser's session hash (but not its visitor cookie) sees none of its
+    results, and the private unload event called by its number deletes nothing."""
+    session_hash = "victim-" + os.urandom(6).hex()
+    with httpx.Client(timeout=120) as browser, httpx.Client(timeout=120) as other:
+        assert browser.get(server.url).status_code == 200 and browser.cookies.get("voice2mesh_visitor")
+        [path] = upload(browser, server, "voice.wav", voice.read_bytes()).json()
+        mine = rest_call(browser, server, "predict", [file_data(path), MODEL, False],
+                         session_hash=session_hash)
+        assert rest_call(browser, server, "view", [True], session_hash=session_hash)[0]["url"]
         assert rest_call(other, server, "view", [True], session_hash=session_hash) == [None, None]
-        with pytest.raises(AssertionError, match="error"):
-            rest_call(other, server, "compare", [file_data("x.obj")], session_hash=session_hash)
-    config = httpx.get(server.url + "config", timeout=30).json()
-    [end] = [d["id"] for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
-    with httpx.Client(timeout=60) as same_host:
-        r = same_host.post(server.url + "gradio_api/queue/join",
-                           json={"data": [], "fn_index": end, "session_hash": session_hash})
-        if r.status_code == 200:  # queued: wait for it to finish
-            with same_host.stream("GET", f"{server.url}gradio_api/queue/data",
-                                  params={"session_hash": session_hash}) as stream:
-                for line in stream.iter_lines():
-                    if "process_completed" in line:
-                        break
-    a, b = victim.predict(False, api_name="/view")
-    assert a and Path(a).is_file() and b is None
-    victim.close()
+        assert rest_call(other, server, "downloads", [], session_hash=session_hash) == [None] * 6
+        assert all(rest_call(browser, server, "downloads", [], session_hash=session_hash)[:3])  # GLB OBJ PLY
+        config = other.get(server.url + "config").json()
+        [end] = [d["id"] for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
+        for client in (other, browser):  # called by its number, even with the cookie: not Gradio's heartbeat
+            r = client.post(server.url + "gradio_api/queue/join",
+                            json={"data": [], "fn_index": end, "session_hash": session_hash})
+            if r.status_code == 200:  # queued: wait for it to finish
+                with client.stream("GET", f"{server.url}gradio_api/queue/data",
+                                   params={"session_hash": session_hash}) as stream:
+                    for line in stream.iter_lines():
+                        if "process_completed" in line:
+                            break
+        again = rest_call(browser, server, "view", [False], session_hash=session_hash)
+        assert again[0]["path"] == mine[0]["path"] and browser.get(again[0]["url"]).status_code == 200
 
 
 def test_unknown_event_number_is_a_clear_answer(server):
@@ -487,3 +500,274 @@ def test_unknown_event_number_is_a_clear_answer(server):
     assert r.status_code in (400, 404, 422), (r.status_code, r.text[:300])
     assert not CLASS_NAME.search(r.text) and "Traceback" not in r.text
     assert httpx.get(server.url + "config", timeout=30).status_code == 200
+
+
+# --------------------------------------------------------------------------- one sanitiser, every path
+
+
+def test_public_message_cuts_paths_pids_and_class_names():
+    text = ("could not read /srv/cache/3f2a/upload/scan.obj (AttributeError: 'PointCloud' object has no "
+            "attribute 'faces') in /srv/voice2mesh-sessions/4242/ab; file:/tmp/x/voice.wav; "
+            "<_io.BufferedReader object at 0x7f3a2b> numpy.linalg.LinAlgError")
+    out = public_message(text, pid=4242)
+    assert "scan.obj" in out and "voice.wav" in out and "'faces'" in out
+    assert not SERVER_PATH.search(out) and "/srv" not in out and "/tmp" not in out, out
+    assert not CLASS_NAME.search(out) and "4242" not in out and "0x7f" not in out, out
+    kept = "see https://huggingface.co/owner/name; OGG/Vorbis or M4A/MP4; 16/44.1 kHz; 1/2 of it"
+    assert public_message(kept, pid=4242) == kept
+
+
+@pytest.fixture(scope="module")
+def handlers(bundle, tmp_path_factory):
+    """The app's event handlers on a real service (the functions the server calls), in this process."""
+    import app as app_module
+    from voice2mesh.service import ServiceConfig, Voice2MeshService
+
+    config = ServiceConfig(audio=AudioConfig(max_bytes=2 * MiB), max_scan_bytes=3 * MiB)
+    service = Voice2MeshService.from_bundle(bundle, work_dir=tmp_path_factory.mktemp("sessions"),
+                                            config=config)
+    yield app_module.make_handlers(service), service
+    service.close()
+
+
+def _visitor(session: str):
+    import gradio as gr
+
+    return gr.Request(session_hash=session)
+
+
+def _public_error(call, tmp_path: Path, expected: str) -> str:
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as info:
+        call()
+    message = info.value.message
+    assert expected in message, message
+    assert not SERVER_PATH.search(message) and str(tmp_path) not in message, message
+    assert not CLASS_NAME.search(message) and str(os.getpid()) not in message, message
+    return message
+
+
+def test_every_predict_error_is_public(handlers, voice, tmp_path, monkeypatch):
+    h, service = handlers
+    rate = 16000
+    speech, _ = sf.read(voice, dtype="float32")
+    cases = {"no audio": (None, "no audio")}
+    deep = tmp_path / "cache" / "0123abcd" / "upload"
+    deep.mkdir(parents=True)
+
+    def wav(name: str, x: np.ndarray, sr: int = rate, subtype: str = "PCM_16") -> str:
+        sf.write(deep / name, x, sr, subtype=subtype)
+        return str(deep / name)
+
+    (deep / "empty.wav").write_bytes(b"")
+    (deep / "text.wav").write_text("not audio\n" * 50)
+    (deep / "big.wav").write_bytes(bytes(3 * MiB))
+    nan = np.full(rate, 0.1, np.float32)
+    nan[7] = np.nan
+    cases.update({
+        "gone": (str(deep / "gone.wav"), "did not arrive"),
+        "empty": (str(deep / "empty.wav"), "empty.wav: the file is empty"),
+        "text": (str(deep / "text.wav"), "text.wav: not a readable audio file"),
+        "big": (str(deep / "big.wav"), "big.wav: 3.0 MB is too large"),
+        "silent": (wav("silent.wav", np.zeros(rate)), "silent.wav: the recording is silent"),
+        "long": (wav("long.wav", np.full(70 * 8000, 0.1), sr=8000), "long.wav: 70.0 s is too long"),
+        "rate": (str(wav_with_header_rate(deep / "rate.wav", 2**31 - 1)), "rate.wav: the header gives a "
+                 "sample rate of 2147483647 Hz"),
+        "channels": (wav("nine.wav", np.full((rate, 9), 0.1)), "nine.wav: the header gives 9 audio channels"),
+        "nan": (wav("nan.wav", nan, subtype="FLOAT"), "nan.wav: 1 sample(s) are NaN or infinite"),
+        "short": (wav("short.wav", speech[: rate // 3]), "short.wav"),
+    })
+    for audio, expected in cases.values():
+        _public_error(lambda a=audio: h["predict"](a, MODEL, False, _visitor("p")), tmp_path, expected)
+    _public_error(lambda: h["predict"](str(voice), "nope", False, _visitor("p")), tmp_path, "unknown model")
+    out = h["predict"](wav("loud.wav", np.clip(speech * 30, -1, 1)), MODEL, False, _visitor("p"))
+    assert "clipped" in out[2] and not SERVER_PATH.search(out[2]) and "clipped" in out[-1]["warnings"][0]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"failed at {deep}/model.onnx in process {os.getpid()}")
+
+    monkeypatch.setattr(service, "run", broken)
+    message = _public_error(lambda: h["predict"](str(voice), MODEL, False, _visitor("p")), tmp_path,
+                            "Something went wrong on the server while making the face")
+    assert "model.onnx" not in message
+
+
+def test_every_compare_error_is_public(handlers, voice, tmp_path, monkeypatch):
+    h, service = handlers
+    deep = tmp_path / "cache" / "89abcdef" / "upload"
+    deep.mkdir(parents=True)
+    n = service.face_model.n_vertices
+    _public_error(lambda: h["compare"](str(deep / "scan.obj"), _visitor("fresh")), tmp_path,
+                  "did not arrive")
+    (deep / "first.obj").write_text("v 0 0 0\n" * n)
+    _public_error(lambda: h["compare"](str(deep / "first.obj"), _visitor("fresh")), tmp_path,
+                  "make a face from a voice first")
+    h["predict"](str(voice), MODEL, False, _visitor("c"))
+    files = {
+        "scan.stl": (b"solid x", "scan.stl: unsupported scan format .stl"),
+        "huge.obj": (bytes(3 * MiB + 1), "huge.obj: the scan is larger than 3 MB"),
+        "junk.ply": (os.urandom(2048), "junk.ply: not a PLY file"),
+        "few.obj": (b"v 0 0 0\n" * 10, "few.obj has 10 vertices, but the model's topology"),
+        "many.ply": (b"ply\nformat ascii 1.0\nelement vertex 99999999\nproperty float x\nproperty float y\n"
+                     b"property float z\nend_header\n", "many.ply has 99999999 vertices"),
+        "nan.obj": (b"v nan 0 0\n" + b"v 0 0 0\n" * (n - 1), "nan.obj: vertices contain NaN"),
+        "ragged.obj": (b"v 0 0\n" + b"v 0 0 0\n" * (n - 1), "ragged.obj: OBJ vertex lines must all hold"),
+        "empty.obj": (b"# nothing\n", "empty.obj: no vertex"),
+        "short.ply": (b"ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\n"
+                      b"property float y\nproperty float z\nend_header\n" % n + bytes(12),
+                      "short.ply: the file ends after 1 of the"),
+    }
+    _public_error(lambda: h["compare"](None, _visitor("c")), tmp_path, "no scan")
+    for name, (content, expected) in files.items():
+        (deep / name).write_bytes(content)
+        _public_error(lambda p=str(deep / name): h["compare"](p, _visitor("c")), tmp_path, expected)
+    (deep / "same.obj").write_text(_obj_text(service.sessions.latest("c#").faces[0].vertices))
+    table = h["compare"](str(deep / "same.obj"), _visitor("c"))
+    assert len(table["data"]) == 1 and table["data"][0][1] == 0.0  # ARE of a face with itself
+
+    def broken(*args, **kwargs):
+        raise KeyError(f"{deep}/regions.npz")
+
+    monkeypatch.setattr(service, "compare_scan", broken)
+    _public_error(lambda: h["compare"](str(deep / "same.obj"), _visitor("c")), tmp_path,
+                  "Something went wrong on the server while comparing with the scan")
+
+
+# --------------------------------------------------------------------------- session store bounds
+
+
+def test_least_recently_used_sessions_go_first(tmp_path):
+    from voice2mesh.sessions import SessionStore
+
+    class Result:
+        def __init__(self, run_dir: Path) -> None:
+            self.run_dir = run_dir
+
+    store = SessionStore(tmp_path / "s", runs_kept=1, ttl_s=3600, max_sessions=3, max_bytes=10_000)
+    dirs = {}
+    for name in "abc":
+        dirs[name] = store.new_run_dir(name)
+        (dirs[name] / "face.glb").write_bytes(bytes(3000))
+        store.remember(name, Result(dirs[name]))
+        time.sleep(0.01)
+    assert store.latest("a") is not None  # a was used: b is now the least recently used
+    dirs["d"] = store.new_run_dir("d")  # a fourth session: b goes
+    assert not dirs["b"].exists() and dirs["a"].exists() and dirs["c"].exists()
+    (dirs["d"] / "face.glb").write_bytes(bytes(6000))  # 3000 + 3000 + 6000 bytes > 10,000
+    store.sweep()  # the timer's sweep: the least recently used (c) goes for bytes
+    assert not dirs["c"].exists() and dirs["a"].exists() and dirs["d"].exists()
+    store.empty_trash()
+    assert store.n_bytes() <= 10_000
+    store.clear()
+
+
+def test_the_timer_sweeps_without_a_request(tmp_path):
+    from voice2mesh.sessions import SessionStore
+
+    store = SessionStore(tmp_path / "s", ttl_s=0.5)
+    run = store.new_run_dir("idle")
+    stray = tmp_path / "s" / "left-behind"  # a folder nobody knows (an earlier store's)
+    stray.mkdir()
+    os.utime(stray, (time.time() - 60, time.time() - 60))
+    store.start_sweeping(0.2)
+    wait_until(lambda: not run.parent.exists() and not stray.exists(), timeout_s=5)
+    store.clear()
+
+
+def test_instance_folders_and_orphans(tmp_path):
+    from voice2mesh.sessions import OWNER_FILE, instance_root, owner_alive
+
+    parent = tmp_path / "voice2mesh-sessions"
+    mine = instance_root(parent)
+    owner = json.loads((mine / OWNER_FILE).read_text())
+    assert owner["pid"] == os.getpid() and str(os.getpid()) not in mine.name and owner_alive(mine)
+    dead = parent / "deadbeef"
+    dead.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    (dead / OWNER_FILE).write_text(json.dumps({"pid": child.pid, "started": 1}))
+    reused = parent / "reused"  # a live pid, but another start time: the pid was reused
+    reused.mkdir()
+    (reused / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": -1}))
+    fresh = parent / "being-created"  # no owner file yet, just made: left alone
+    fresh.mkdir()
+    second = instance_root(parent)
+    assert mine.is_dir() and second.is_dir() and fresh.is_dir()
+    assert not dead.exists() and not reused.exists()
+
+
+def test_every_queued_event_shares_one_concurrency_limit(handlers):
+    """Private events (and named ones) get no concurrency of their own beyond the public limit."""
+    import app as app_module
+
+    demo = app_module.build_demo(handlers[1])
+    queued = [fn for fn in demo.fns.values() if fn.queue and not any(t[1] == "unload" for t in fn.targets)]
+    assert {fn.api_name for fn in queued} >= {"predict", "downloads", "view", "compare", "info"}
+    assert {fn.concurrency_id for fn in queued} == {app_module.COMPUTE}, [
+        (fn.api_name, fn.concurrency_id) for fn in queued]
+    unqueued = [fn.name for fn in demo.fns.values() if not fn.queue]
+    assert set(unqueued) <= {"enable_downloads", "show_second", "end"}, unqueued  # no work in them
+
+
+def test_the_bundle_is_shown_by_name_not_path(handlers, bundle):
+    import app as app_module
+
+    h, service = handlers
+    assert h["info"]()["bundle"] == bundle.name
+    about = app_module.about_markdown(service)
+    assert f"`{bundle.name}`" in about and str(bundle.parent) not in about
+
+
+@pytest.mark.browser
+def test_a_browser_tab_keeps_its_session_and_closing_it_removes_the_files(server, voice, tmp_path):
+    """In Chromium: the visitor cookie keeps the page's events on its results (heatmap toggle after the
+    face, downloads), and closing the tab removes its files (Gradio's heartbeat ends, unload runs)."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from tests.test_app_browser import (
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        TIMEOUT_MS,
+        assert_face_drawn,
+        open_app,
+        viewer_pixels,
+    )
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} (Debian package chromium) is not installed")
+    before = set(session_folders(server))
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page, errors = open_app(browser, server)
+        assert any(c["name"] == "voice2mesh_visitor" for c in page.context.cookies())
+        page.set_input_files("#voice-input input[type=file]", str(voice))
+        page.locator("#voice-input").get_by_role("button", name="Clear").wait_for(timeout=TIMEOUT_MS)
+        page.click("#run")
+        page.locator("#readouts [role=gridcell]", has_text="ER (ear to ear)").wait_for(timeout=TIMEOUT_MS)
+        playwright_api.expect(page.get_by_role("button", name="PLY").first).to_be_enabled(timeout=TIMEOUT_MS)
+        page.get_by_label("Colour by distance from the average face", exact=False).check()
+        time.sleep(2.0)  # the heatmap GLB is written and shown
+        rgb = viewer_pixels(page, tmp_path / "heatmap.png")
+        assert_face_drawn(rgb)
+        assert ((rgb[..., 0] - rgb[..., 2]) > 12).mean() > 0.01, "the toggle found no result to colour"
+        mine = set(session_folders(server)) - before
+        assert len(mine) == 1 and not errors, (mine, errors)
+        page.context.close()
+        wait_until(lambda: not any(f.exists() for f in mine), timeout_s=30)
+        browser.close()
+
+
+def test_upload_cap_deletes_the_oldest_first(tmp_path):
+    from app import cap_uploads
+
+    files = set()
+    for i in range(5):
+        path = tmp_path / f"u{i}.bin"
+        path.write_bytes(bytes(1000))
+        files.add(str(path))
+        time.sleep(0.02)  # ctime order: u0 oldest
+    files.add(str(tmp_path / "gone.bin"))
+    assert cap_uploads(files, 2500) == 3
+    assert sorted(Path(f).name for f in files) == ["u3.bin", "u4.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u3.bin", "u4.bin"]
+    assert cap_uploads(files, 2500) == 0

@@ -21,13 +21,30 @@ from training.data import (
     read_voxceleb3d,
 )
 
-# cmp-features speaker folder -> the VGGFace1 name given to it in the fixture (A-E: val, F-Z: train)
+# cmp-features speaker folder -> the VGGFace1 name given to it in the fixture (A-E: test, F-Z: train)
 FIXTURE_NAMES = {"rand_id00001": "Abe_Alpha", "rand_id00002": "Frank_Foxtrot", "rand_id00003": "Zoe_Zulu",
                  "rand_id00004": "Eve_Echo"}  # rand_id00005 has no face: must be left out
 
 
-def make_voxceleb3d(root: Path, assets_dir: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A tiny Voxceleb-3D tree: vox1_meta.csv, fbank/<id>/<video>/<utt>.npy, faces/<name>/*.npy."""
+@pytest.fixture(scope="module")
+def bfm_file(assets_dir, tmp_path_factory) -> Path:
+    """A BFM face model file with random bases in the authors' 3DMM layout (whitening folded in)."""
+    from export.cmp import face_model
+    from tests.cmp_files import tdmm_state
+
+    sd = tdmm_state(np.random.default_rng(7), assets_dir / "bfm-reference")
+    tdmm = {k.removeprefix("module."): v.numpy() for k, v in sd.items() if "IGM" not in k}
+    return face_model(tdmm, assets_dir / "bfm-reference").save(tmp_path_factory.mktemp("bfm") / "bfm.npz")
+
+
+def make_voxceleb3d(root: Path, assets_dir: Path, rng: np.random.Generator,
+                    bfm: Path) -> dict[str, np.ndarray]:
+    """A tiny Voxceleb-3D tree: vox1_meta.csv, fbank/<id>/<video>/<utt>.npy, faces/<name>/ with .npy
+    coefficients (199 + 29) and .xyz full fits per face. Returns name -> expected [scale, weights]."""
+    from voice2mesh.facemodel import FaceModel
+
+    fm = FaceModel.load(bfm)
+    white = fm.metadata["coefficient_whitening"]
     shutil.copytree(assets_dir / "cmp-features", root / "fbank")
     rows = ["VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"]
     rows += [f"{vid}\t{name}\tm\tUSA\tdev" for vid, name in FIXTURE_NAMES.items()]
@@ -38,29 +55,37 @@ def make_voxceleb3d(root: Path, assets_dir: Path, rng: np.random.Generator) -> d
         folder = root / "faces" / name
         folder.mkdir(parents=True)
         n_faces = 1 if name[0] in "ABCDE" else 2  # the release: several faces per training identity
-        faces = rng.normal(size=(n_faces, 228)).astype(np.float32)
-        for j, f in enumerate(faces):
-            np.save(folder / f"{name}_{j:04d}.npy", f)
-            (folder / f"{name}_{j:04d}.xyz").write_text("0 0 0\n")  # other release files are ignored
-        truth[name] = faces.mean(0)
+        expected = []
+        for j in range(n_faces):
+            z = rng.normal(size=50)
+            scale = rng.uniform(5e-4, 7e-4)
+            shape = np.asarray(white["shape_mean"]) + np.asarray(white["shape_std"]) * z[:40]
+            expr = np.asarray(white["expression_mean"]) + np.asarray(white["expression_std"]) * z[40:]
+            coefficients = np.concatenate([shape, rng.normal(size=159), expr, rng.normal(size=19)])
+            np.save(folder / f"{name}_{j:04d}.npy", coefficients.astype(np.float32))
+            np.savetxt(folder / f"{name}_{j:04d}.xyz", scale * fm.vertices(z[:40], z[40:]), fmt="%.6f")
+            (folder / f"{name}_{j:04d}.jpg").write_bytes(b"")  # other release files are ignored
+            expected.append(np.concatenate([[scale], z]))
+        truth[name] = np.mean(expected, axis=0)
     return truth
 
 
-def test_voxceleb3d_reader_pairs_by_identity_and_splits_by_initial(tmp_path, assets_dir):
-    truth = make_voxceleb3d(tmp_path, assets_dir, np.random.default_rng(0))
-    data = read_voxceleb3d(tmp_path)
+def test_voxceleb3d_reader_pairs_by_identity_and_splits_by_initial(tmp_path, assets_dir, bfm_file):
+    truth = make_voxceleb3d(tmp_path, assets_dir, np.random.default_rng(0), bfm_file)
+    data = read_voxceleb3d(tmp_path, face_model=str(bfm_file))
     assert sorted(data.speaker_ids) == sorted(FIXTURE_NAMES.values())
     assert data.n_utterances == 12  # 4 paired speakers x 3 feature files; rand_id00005 is unpaired
     assert data.meta["unpaired_voice_ids"] == ["rand_id00005"]
     split_of = dict(zip(data.utt_speakers, data.utt_splits, strict=True))
-    assert split_of == {"Abe_Alpha": "val", "Eve_Echo": "val", "Frank_Foxtrot": "train", "Zoe_Zulu": "train"}
-    for name, full in truth.items():
+    assert split_of == {"Abe_Alpha": "test", "Eve_Echo": "test", "Frank_Foxtrot": "train",
+                        "Zoe_Zulu": "train"}
+    for name, expected in truth.items():
         p = data.targets_for(np.array([name]))[0]
         assert p.shape == (51,)
-        assert p[0] == 1.0
-        assert_close(p[1:41], full[:40], atol=1e-6)      # first 40 of the 199 shape weights
-        assert_close(p[41:], full[199:209], atol=1e-6)   # first 10 of the 29 expression weights
+        assert p[0] == pytest.approx(expected[0], rel=1e-4)  # the scale of the .xyz full fit
+        assert_close(p[1:], expected[1:], atol=2e-4)  # first 40 + 10 coefficients, whitened as the authors do
     assert all(p.suffix == ".npy" for p in data.utt_paths)
+    assert len(data.meta["targets_xyz"]["Frank_Foxtrot"]) == 2
 
 
 def test_3dmm_parameter_files_in_the_accepted_shapes():
@@ -117,9 +142,9 @@ def test_csv_manifest_errors(tmp_path):
         read_csv_manifest(tmp_path / "bad3.csv")
 
 
-def test_feature_bank_from_feature_files_is_cached(tmp_path, assets_dir):
-    make_voxceleb3d(tmp_path / "vc", assets_dir, np.random.default_rng(1))
-    data = read_voxceleb3d(tmp_path / "vc")
+def test_feature_bank_from_feature_files_is_cached(tmp_path, assets_dir, bfm_file):
+    make_voxceleb3d(tmp_path / "vc", assets_dir, np.random.default_rng(1), bfm_file)
+    data = read_voxceleb3d(tmp_path / "vc", face_model=str(bfm_file))
     bank = build_feature_bank(data, tmp_path / "cache", augment_copies=2, progress=False)
     assert list(bank.utt_ids) == list(data.utt_ids)
     assert (bank.n_variants == 1).all()  # feature files: no waveform to augment

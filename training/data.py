@@ -33,8 +33,9 @@ SPLITS = ("train", "val", "test")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".webm")
 FEATURE_CACHE_VERSION = 1
 MIN_VOICED_SAMPLES = 1600  # 0.1 s at 16 kHz: less than this after VAD -> use the whole utterance
-# Voxceleb-3D (Wu et al. 2022, release notes): identities whose names start with A-E form the validation
-# set, F-Z the training set. Its 3DMM .npy files hold 199 BFM-2009 shape + 29 expression weights; models
+# Voxceleb-3D (Wu et al. 2022, release notes): identities whose names start with A-E form the validation /
+# test set (one face each; here only reported), F-Z the training set (several faces each). Its 3DMM .npy
+# files hold 199 BFM-2009 shape + 29 expression weights; models
 # use the first 40 shape and 10 expression weights (3DDFA-V2 / SynergyNet convention).
 VOXCELEB3D_VAL_INITIALS = "ABCDE"
 BFM_SHAPE_DIM, BFM_EXPR_DIM = 199, 29
@@ -213,14 +214,65 @@ def _load_param_file(path: Path, n_identity: int, n_expression: int) -> np.ndarr
     return params_from_3dmm(values, n_identity, n_expression, str(path))
 
 
+def _identity_folders(root: Path, names: set[str]) -> dict[str, Path]:
+    """Folders named like a VGGFace1 name of the meta file that hold 3DMM ``.npy`` files (anywhere under
+    ``root`` except the voice and image folders: ``faces/<Name>``, ``A-E/<Name>``, ``<Name>`` ...)."""
+    skip = {"fbank", "wav", "vggface"}
+    found: dict[str, Path] = {}
+    for folder in sorted(p for p in root.rglob("*") if p.is_dir() and p.name in names):
+        if skip & set(folder.relative_to(root).parts) or not any(folder.glob("*.npy")):
+            continue
+        if folder.name in found:
+            raise DataError(f"{root}: two 3D folders for {folder.name}: {found[folder.name]} and {folder}")
+        found[folder.name] = folder
+    return found
+
+
+def released_targets(folder: Path, face_model, n_identity: int, n_expression: int) -> np.ndarray:
+    """Mean ``[scale, identity, expression]`` of one identity's faces in the face model's parameterisation.
+
+    Each face: its ``.npy`` (199 shape + 29 expression coefficients) gives the first K and E coefficients,
+    whitened as the face model holds them (``bfm.weights_from_coefficients``: the authors' param_mean /
+    param_std); its ``.xyz`` (the full fit) gives the scale, by least squares against the face those
+    weights make at scale 1 (vertices = s * face, as the authors' model predicts). The mean over an
+    identity's faces: for a squared-error loss, training against their mean has the same expected
+    gradient as against each face in turn.
+    """
+    from voice2mesh.facemodel.bfm import weights_from_coefficients
+    from voice2mesh.meshio import MeshFileError, read_vertices
+
+    out = []
+    for npy in sorted(folder.glob("*.npy")):
+        p = _load_param_file(npy, n_identity, n_expression)
+        ident, expr = weights_from_coefficients(face_model, p[1:1 + n_identity], p[1 + n_identity:])
+        xyz = npy.with_suffix(".xyz")
+        if not xyz.is_file():
+            raise DataError(f"{npy}: no {xyz.name} beside it (the full-fit point cloud gives the scale)")
+        try:
+            cloud = read_vertices(xyz).reshape(-1)
+        except MeshFileError as exc:
+            raise DataError(str(exc)) from exc
+        face = face_model.vertices(ident, expr).reshape(-1).astype(np.float64)
+        if cloud.size != face.size:
+            raise DataError(f"{xyz}: {cloud.size // 3} points, face model {face_model.name} has "
+                            f"{face_model.n_vertices}")
+        scale = float(cloud @ face / (face @ face))
+        out.append(np.concatenate([[scale], ident, expr]))
+    return np.mean(out, axis=0).astype(np.float32)
+
+
 def read_voxceleb3d(root: str | Path, n_identity: int = 40, n_expression: int = 10,
                     face_model: str = "bfm-53215") -> VoiceFaceData:
-    """The Voxceleb-3D layout (docs/training.md): ``vox1_meta.csv``, ``fbank/`` or ``wav/``, ``faces/``.
-
-    Voice files: ``fbank/<VoxCeleb1 id>/<video>/<utt>.npy`` ((T, 64) normalised features) or
-    ``wav/<id>/<video>/<utt>.wav``. Faces: ``faces/<VGGFace1 name>/*.npy`` (3DMM parameters, averaged
-    over an identity's faces) and/or ``*.obj`` meshes. Split by the name's initial: A-E val, F-Z train.
+    """The Voxceleb-3D release (docs/paper.md): ``vox1_meta.csv`` (tab-separated: VoxCeleb1 ID, VGGFace1
+    ID, ...), ``fbank/<id>/<video>/<utt>.npy`` ((T, 64) normalised features) or ``wav/<id>/...`` audio,
+    and one 3D folder per identity (``<Name>/`` with ``.npy`` 3DMM coefficients and ``.xyz`` full fits,
+    anywhere under the root). Targets: :func:`released_targets` with ``face_model`` (it needs the BFM
+    bases: docs/facemodel.md). Split by the name's initial: A-E ``test`` (the paper's evaluation set, one
+    face each; only reported), F-Z ``train`` (validation speakers are carved from them by the training
+    run, ``data.val_fraction``). ``meta["targets_xyz"]``: name -> its ``.xyz`` files.
     """
+    from voice2mesh.facemodel import load_face_model
+
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"Voxceleb-3D folder not found: {root}")
@@ -228,22 +280,17 @@ def read_voxceleb3d(root: str | Path, n_identity: int = 40, n_expression: int = 
     _need_columns(root / "vox1_meta.csv", meta_rows, ("VoxCeleb1 ID", "VGGFace1 ID"))
     id_to_name = {r["VoxCeleb1 ID"]: r["VGGFace1 ID"] for r in meta_rows}
     voice_dirs = [d for d in (root / "fbank", root / "wav") if d.is_dir()]
-    faces_dir = root / "faces"
     if not voice_dirs:
         raise DataError(f"{root}: no voice folder; expected fbank/ (feature .npy) or wav/ (audio)")
-    if not faces_dir.is_dir():
-        raise DataError(f"{root}: no faces/ folder (one sub-folder per VGGFace1 name)")
-    speakers, params, meshes = [], [], []
-    for name_dir in sorted(p for p in faces_dir.iterdir() if p.is_dir()):
-        pfiles = sorted(name_dir.glob("*.npy")) + sorted(name_dir.glob("*.pkl"))
-        mfiles = sorted(name_dir.glob("*.obj"))
-        if not pfiles and not mfiles:
-            continue
-        speakers.append(name_dir.name)
-        params.append(np.mean([_load_param_file(p, n_identity, n_expression) for p in pfiles], axis=0)
-                      if pfiles else None)
-        meshes.append(mfiles[0] if mfiles else None)
-    known = set(speakers)
+    folders = _identity_folders(root, set(id_to_name.values()))
+    if not folders:
+        raise DataError(f"{root}: no 3D folder named like a VGGFace1 ID of vox1_meta.csv (each <Name>/ holds "
+                        ".npy 3DMM coefficients and .xyz point clouds)")
+    try:
+        fm = load_face_model(face_model).set_prediction_size(n_identity, n_expression)
+    except (ValueError, FileNotFoundError) as exc:
+        raise DataError(f"{root}: the targets need the face model {face_model!r}: {exc}") from exc
+    known = set(folders)
     utt_ids, utt_spk, utt_paths = [], [], []
     skipped = set()
     for vdir in voice_dirs:
@@ -260,16 +307,15 @@ def read_voxceleb3d(root: str | Path, n_identity: int = 40, n_expression: int = 
     if not utt_ids:
         raise DataError(f"{root}: no voice file could be paired with a face through vox1_meta.csv")
     used = sorted(set(utt_spk))
-    keep = [speakers.index(s) for s in used]
-    has_params = all(params[i] is not None for i in keep)
-    splits = np.array(["val" if s[:1].upper() in VOXCELEB3D_VAL_INITIALS else "train" for s in utt_spk])
+    params = np.stack([released_targets(folders[s], fm, n_identity, n_expression) for s in used])
+    splits = np.array(["test" if s[:1].upper() in VOXCELEB3D_VAL_INITIALS else "train" for s in utt_spk])
     return VoiceFaceData(
         name=root.name, kind="voxceleb3d", root=root, synthetic=False, face_model=face_model,
         utt_ids=np.array(utt_ids), utt_speakers=np.array(utt_spk), utt_splits=splits, utt_paths=utt_paths,
-        speaker_ids=np.array(used),
-        params=np.stack([params[i] for i in keep]).astype(np.float32) if has_params else None,
-        meshes=[meshes[i] for i in keep],
-        meta={"unpaired_voice_ids": sorted(skipped), "source": "Voxceleb-3D (Wu et al., CVPR 2022)"})
+        speaker_ids=np.array(used), params=params, meshes=None,
+        meta={"unpaired_voice_ids": sorted(skipped), "source": "Voxceleb-3D (Wu et al., CVPR 2022)",
+              "targets_xyz": {s: [str(p) for p in sorted(folders[s].glob("*.xyz"))] for s in used},
+              "n_identity": n_identity, "n_expression": n_expression})
 
 
 def _parse_params(text: str, where: str) -> np.ndarray:

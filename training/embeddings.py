@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from training.augment import augment
-from training.config import AugmentConfig, DataConfig
+from training.config import AugmentConfig, DataConfig, TrainConfig
 from training.data import (
     DataError,
     FeatureBank,
@@ -93,21 +93,20 @@ def embed_ge2e(encoder: nn.Module, data: VoiceFaceData, idx: np.ndarray, copies:
     return out
 
 
-def embedding_bank(encoder_kind: str, data: VoiceFaceData, data_cfg: DataConfig, augment_cfg: AugmentConfig,
-                   seed: int, mask: np.ndarray, copies: int, encoder: nn.Module, digest: str, out: Path,
-                   device: torch.device, d: Dist) -> list[np.ndarray]:
+def embedding_bank(cfg: TrainConfig, data: VoiceFaceData, mask: np.ndarray, copies: int, encoder: nn.Module,
+                   digest: str, out: Path, device: torch.device, d: Dist) -> list[np.ndarray]:
     """Per-utterance (variants, D) embeddings of the frozen encoder, cached next to the run."""
     idx = np.flatnonzero(mask)
-    h = hashlib.sha1(f"{digest}|{copies}|{seed}|{data_cfg.eval_frames}|{augment_cfg!r}".encode())
+    h = hashlib.sha1(f"{digest}|{copies}|{cfg.seed}|{cfg.data.eval_frames}|{cfg.augment!r}".encode())
     for i in idx:
         h.update(f"{data.utt_ids[i]}|{data.utt_paths[i]}\n".encode())
-    path = cache_dir_for(out) / f"embeddings-{encoder_kind}-{h.hexdigest()[:16]}.npz"
+    path = cache_dir_for(out) / f"embeddings-{cfg.model.encoder}-{h.hexdigest()[:16]}.npz"
     if d.main and not path.is_file():
-        if encoder_kind == "ge2e":
-            embs = embed_ge2e(encoder, data, idx, copies, augment_cfg, seed, device, d.main)
+        if cfg.model.encoder == "ge2e":
+            embs = embed_ge2e(encoder, data, idx, copies, cfg.augment, cfg.seed, device, d.main)
         else:
-            bank = build_feature_bank(data, cache_dir_for(out), mask, copies, augment_cfg, seed)
-            embs = embed_voiceembednet(encoder, bank, data_cfg.eval_frames, device)
+            bank = build_feature_bank(data, cache_dir_for(out), mask, copies, cfg.augment, cfg.seed)
+            embs = embed_voiceembednet(encoder, bank, cfg.data.eval_frames, device)
         path.parent.mkdir(parents=True, exist_ok=True)
         counts = np.array([len(e) for e in embs])
         tmp = path.with_suffix(".tmp.npz")
@@ -132,10 +131,8 @@ def clean_embeddings(encoder: nn.Module, data: VoiceFaceData, mask: np.ndarray, 
     if path.is_file():
         return np.load(path)
     bank = build_feature_bank(data, cache_dir, mask, 0, progress=show)
-    out = np.zeros((len(idx), encoder.embed_dim), dtype=np.float32)
-    for s in range(0, len(idx), batch):
-        x = np.stack([tile_frames(bank.get(u), n_frames) for u in range(s, min(s + batch, len(idx)))])
-        out[s:s + len(x)] = encoder(torch.from_numpy(x)).numpy()
+    embs = embed_voiceembednet(encoder, bank, n_frames, torch.device("cpu"), batch)
+    out = np.stack([e[0] for e in embs]) if embs else np.zeros((0, encoder.embed_dim), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out

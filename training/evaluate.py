@@ -207,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torch threads (1 suits shared CPUs; 0 leaves PyTorch's default)")
     parser.add_argument("--max-utterances-per-speaker", type=int, default=0,
                         help="evaluate at most N utterances of each speaker (0: all)")
+    parser.add_argument("--face-model", default="bfm-53215",
+                        help="Voxceleb-3D release: the BFM face model (built once, docs/paper.md)")
+    parser.add_argument("--bundles", action="append", nargs="*", default=[],
+                        help="Voxceleb-3D release: model bundles to score as well (e.g. the authors' model)")
     args = parser.parse_args(argv)
     ckpts = list(args.checkpoints) + [[]] * (len(args.data) - len(args.checkpoints))
     if len(ckpts) > len(args.data):
@@ -216,15 +220,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache) if args.cache else out / "cache"
-    results = []
+    results, released = [], []
+    bundles = list(args.bundles) + [[]] * (len(args.data) - len(args.bundles))
     try:
-        for data_path, cks in zip(args.data, ckpts, strict=True):
+        for data_path, cks, bds in zip(args.data, ckpts, bundles, strict=True):
+            if detect_kind(data_path) == "voxceleb3d":  # the release: Table 1 as the paper evaluates it
+                from training import released_eval  # it imports predict_checkpoint from here
+
+                released.append(released_eval.evaluate_released(data_path, args.face_model, cks, bds, cache,
+                                                                 args.seed))
+                continue
             results.append(evaluate(data_path, cks, cache, args.split, args.seed,
                                     max_utterances=args.max_utterances_per_speaker))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    md = "\n".join(format_markdown(r) for r in results)
+    if released:
+        from training.released_eval import format_markdown as released_markdown
+
+        results += released
+    md = "\n".join(released_markdown(r) if r in released else format_markdown(r) for r in results)
     (out / "evaluation.md").write_text(md)
     (out / "evaluation.json").write_text(json.dumps(results, indent=2))
     print(md)

@@ -19,6 +19,7 @@ from training.checkpoints import load_checkpoint, load_encoder, save_checkpoint
 from training.config import TrainConfig, config_to_dict, load_config
 from training.data import DataError, VoiceFaceData
 from training.embeddings import data_summary, embedding_bank, prepare_data
+from training.encoders import ge2e
 from training.losses import VertexLoss, supervised_loss, whitening
 from training.modelcard import build_card, write_card
 from training.models import SupervisedHead, VoiceToParams
@@ -62,12 +63,8 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
     encoder = encoder.to(dev)
     train_mask, val_mask = data.utt_splits == "train", data.utt_splits == "val"
 
-    def embeddings(mask: np.ndarray, copies: int) -> list[np.ndarray]:
-        return embedding_bank(cfg.model.encoder, data, cfg.data, cfg.augment, cfg.seed, mask, copies, encoder,
-                              digest, out, dev, d)
-
-    train_emb = embeddings(train_mask, cfg.data.augment_copies)
-    val_emb = embeddings(val_mask, 0)
+    train_emb = embedding_bank(cfg, data, train_mask, cfg.data.augment_copies, encoder, digest, out, dev, d)
+    val_emb = embedding_bank(cfg, data, val_mask, 0, encoder, digest, out, dev, d)
     spk_idx = data.utt_speaker_index()
     train_targets = data.params[spk_idx[train_mask]]
     val_targets = data.params[spk_idx[val_mask]]
@@ -155,7 +152,9 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
                           metrics=metrics,
                           training={"epochs": oc.epochs, "seconds": round(time.time() - t0, 1),
                                     "world_size": d.world, "device": str(dev),
-                                    "encoder_weights": digest})
+                                    "encoder_weights": digest,
+                                    **({"encoder_weights_licence": ge2e.LICENCE}
+                                       if cfg.model.encoder == "ge2e" else {})})
         save_checkpoint(final, {
             "stage": "supervised", "config": config_to_dict(cfg), "state_dict": model.state_dict(),
             "param_mean": mean_np, "param_std": std_np, "face_model": data.face_model,

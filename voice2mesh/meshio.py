@@ -28,6 +28,9 @@ import numpy as np
 MESH_FORMATS = (".glb", ".obj", ".ply")
 OBJ_SIGNIFICANT_DIGITS = 9  # of the largest |coordinate|: float32 coordinates survive exactly
 OBJ_COLOR_DECIMALS = 4  # colours as r g b in [0, 1]: enough to recover every 8-bit level
+# the text of each 8-bit colour level in an OBJ file ("0.5020" for 128), looked up, not formatted
+_COLOR_TEXT = np.frombuffer("".join(f"{i / 255:.{OBJ_COLOR_DECIMALS}f}" for i in range(256)).encode(),
+                            np.uint8).reshape(256, OBJ_COLOR_DECIMALS + 2)
 VERTEX_FORMATS = (".obj", ".ply", ".xyz", ".npy", ".glb")
 
 # Heatmap scale: per-vertex distance to the reference (mean) face in millimetres. Fixed, so that
@@ -117,7 +120,8 @@ def write_mesh(
     c = _check_colors(colors, len(v), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     if ext == ".obj":
-        path.write_bytes(obj_bytes(v, f, c))
+        with open(path, "wb") as fh:
+            fh.writelines(obj_parts(v, f, c))
         return path
     normals = vertex_normals(v, f) if ext == ".glb" else None  # ours: ~5x faster than trimesh's
     mesh = trimesh.Trimesh(vertices=v, faces=f.astype(np.int64), vertex_normals=normals, vertex_colors=c,
@@ -130,22 +134,30 @@ def write_mesh(
 
 
 def obj_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None) -> bytes:
-    """Wavefront OBJ text: ``v x y z [r g b]`` lines (colours in [0, 1]), then ``f a b c`` (1-based)."""
+    """Wavefront OBJ text: ``v x y z [r g b]`` lines (colours in [0, 1]), then ``f a b c`` (1-based).
+
+    ``colors``: 8-bit levels, (N, 3) or (N, 4) (alpha is not written).
+    """
+    return b"".join(obj_parts(vertices, triangles, colors))
+
+
+def obj_parts(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None
+              ) -> tuple[np.ndarray, bytes]:
+    """The two blocks of :func:`obj_bytes` (``v`` lines as a uint8 array, ``f`` lines), written in turn."""
     v = np.asarray(vertices, dtype=np.float64)
     top = float(np.abs(v).max()) if v.size else 0.0
     leading = int(np.floor(np.log10(top))) + 1 if top > 0 else 1  # position of the first significant digit
-    columns = [(v, max(0, OBJ_SIGNIFICANT_DIGITS - leading))]
-    if colors is not None:
-        columns.append((np.asarray(colors)[:, :3] / 255.0, OBJ_COLOR_DECIMALS))
+    rgb = None if colors is None else _COLOR_TEXT[np.asarray(colors, dtype=np.uint8)[:, :3]]
     tri = np.ascontiguousarray(triangles, dtype=np.int64)
-    return _ascii_lines(b"v", columns) + _obj_face_lines(tri.tobytes())
+    return (_ascii_lines(b"v", [(v, max(0, OBJ_SIGNIFICANT_DIGITS - leading))], rgb),
+            _obj_face_lines(tri.tobytes()))
 
 
 @functools.lru_cache(maxsize=4)
 def _obj_face_lines(triangles: bytes) -> bytes:
     """``f a b c`` lines of a topology (int64 (F, 3) bytes); formatted once, as every face shares them."""
     tri = np.frombuffer(triangles, dtype=np.int64).reshape(-1, 3)
-    return _ascii_lines(b"f", [(tri + 1, 0)])
+    return _ascii_lines(b"f", [(tri + 1, 0)]).tobytes()
 
 
 def _magnitudes(x: np.ndarray, decimals: int) -> tuple[np.ndarray, int]:
@@ -157,17 +169,17 @@ def _magnitudes(x: np.ndarray, decimals: int) -> tuple[np.ndarray, int]:
 
 def _write_digits(x: np.ndarray, magnitude: np.ndarray, decimals: int, n_digits: int,
                   target: np.ndarray) -> None:
-    """One number per column of ``target`` (W, N) uint8, in fixed point: sign, digits, decimal point.
+    """Numbers (N, K) as ASCII into ``target`` (K, W, N) uint8, in fixed point: sign, digits, point.
 
-    Digits come from repeated in-place division (one numpy pass per digit). Leading zeros of the
-    integer part and the sign of a non-negative number stay 0 (padding, dropped later).
+    Digits come from repeated in-place division of all K columns at once (one numpy pass per
+    digit); leading zeros of the integer part become padding (0), as does the sign of a number >= 0.
     """
-    q = magnitude.copy()
+    q = np.ascontiguousarray(magnitude.T)
     quotient, scratch = np.empty_like(q), np.empty_like(q)
-    row = target.shape[0] - 1
+    row = target.shape[1] - 1
     for k in range(n_digits):
         if decimals and k == decimals:
-            target[row] = ord(".")
+            target[:, row] = ord(".")
             row -= 1
         np.floor_divide(q, 10, out=quotient)
         np.multiply(quotient, 10, out=scratch)
@@ -175,14 +187,16 @@ def _write_digits(x: np.ndarray, magnitude: np.ndarray, decimals: int, n_digits:
         np.add(scratch, ord("0"), out=scratch)
         if k > decimals:  # a leading zero of the integer part (nothing left to print) is padding
             scratch *= q != 0
-        target[row] = scratch
+        target[:, row] = scratch
         q, quotient = quotient, q
         row -= 1
-    target[0] = np.where((x < 0) & (magnitude > 0), ord("-"), 0)  # no "-0.000"
+    target[:, 0] = np.where((x.T < 0) & (magnitude.T > 0), ord("-"), 0)  # no "-0.000"
 
 
-def _ascii_lines(tag: bytes, columns: list[tuple[np.ndarray, int]]) -> bytes:
-    """``tag a b c ...\n`` per row of the (N, K) blocks in ``columns`` (each with its decimals).
+def _ascii_lines(tag: bytes, columns: list[tuple[np.ndarray, int]], text: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """ASCII (uint8 array): ``tag a b c ...\n`` per row of the (N, K) blocks in ``columns`` (each with
+    its decimals), then the ready-made (N, K, W) ASCII fields ``text`` if given.
 
     The text is built column-major, one row of ``rows_t`` per character position, so every numpy
     pass writes contiguous memory; padding bytes (0) are dropped when it is read out row by row.
@@ -191,17 +205,24 @@ def _ascii_lines(tag: bytes, columns: list[tuple[np.ndarray, int]]) -> bytes:
     prepared = [(x, *_magnitudes(x, decimals), decimals) for x, decimals in columns]
     widths = [1 + n_digits + (1 if decimals else 0) for _, _, n_digits, decimals in prepared]
     length = len(tag) + sum(x.shape[1] * (w + 1) for (x, *_), w in zip(prepared, widths, strict=True)) + 1
+    if text is not None:
+        length += text.shape[1] * (text.shape[2] + 1)
     rows_t = np.empty((length, n), np.uint8)
     rows_t[: len(tag)] = np.frombuffer(tag, np.uint8)[:, None]
     pos = len(tag)
     for (x, magnitude, n_digits, decimals), width in zip(prepared, widths, strict=True):
-        for j in range(x.shape[1]):
-            rows_t[pos] = ord(" ")
-            _write_digits(x[:, j], magnitude[:, j], decimals, n_digits, rows_t[pos + 1 : pos + 1 + width])
-            pos += 1 + width
+        block = rows_t[pos : pos + x.shape[1] * (width + 1)].reshape(x.shape[1], width + 1, n)
+        block[:, 0] = ord(" ")
+        _write_digits(x, magnitude, decimals, n_digits, block[:, 1:])
+        pos += x.shape[1] * (width + 1)
+    if text is not None:
+        block = rows_t[pos : pos + text.shape[1] * (text.shape[2] + 1)].reshape(
+            text.shape[1], text.shape[2] + 1, n)
+        block[:, 0] = ord(" ")
+        block[:, 1:] = text.transpose(1, 2, 0)
     rows_t[-1] = ord("\n")
     rows = rows_t.T
-    return rows[rows != 0].tobytes()
+    return rows[rows != 0]
 
 
 # ------------------------------------------------------------------ readers

@@ -16,6 +16,7 @@ Identities on only one side are listed and skipped; a malformed file is an error
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,30 @@ def _identities(root: Path, files) -> set[str]:
     return {p.name for p in root.iterdir() if p.is_dir() and any(files(p))}
 
 
+def score_identities(predictions: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray],
+                     face_model: Any) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The paper's numbers for vertices already read: ``predictions`` name -> (n, N, 3) (n >= 1),
+    ``targets`` name -> (N, 3). Per prediction (OICD-scaled to the target), mean per identity, then
+    over identities. Returns (the Table 1 numbers, the per-identity numbers)."""
+    names = sorted(predictions)
+    if not names:
+        raise ReleasedLayoutError("no identities to score")
+    per_pred: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
+    speakers: list[str] = []
+    for name in names:
+        batch = np.asarray(predictions[name], dtype=np.float64)
+        batch = batch[None] if batch.ndim == 2 else batch
+        errs = ratio_errors(batch, targets[name], face_model)
+        errs["keypoint_error"] = keypoint_error(batch, targets[name], face_model)
+        for k in COLUMNS:
+            per_pred[k].append(errs[k])
+        speakers += [name] * len(batch)
+    values = {k: np.concatenate(v) for k, v in per_pred.items()}
+    spk = np.array(speakers)
+    per_identity = {name: {k: float(values[k][spk == name].mean()) for k in COLUMNS} for name in names}
+    return aggregate_by_speaker(values, spk), per_identity
+
+
 def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model: Any,
                      max_predictions: int = MAX_PREDICTIONS) -> FolderResult:
     """Table 1 of the predictions under ``pred_root`` against the targets under ``target_root``."""
@@ -111,33 +136,30 @@ def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model:
         raise ReleasedLayoutError(f"no identity has both predictions ({pred_root}/<Name>/*.obj) and a target "
                                   f"({target_root}/<Name>/*.xyz)")
     n = face_model.n_vertices
-    per_pred: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
-    speakers: list[str] = []
+    pred_vertices: dict[str, np.ndarray] = {}
+    target_vertices: dict[str, np.ndarray] = {}
     used: dict[str, list[str]] = {}
     unused: dict[str, list[str]] = {}
     for name in both:
-        tpath = _target(target_root / name)
-        try:
-            target = _checked(read_vertices(tpath), tpath, n)
-        except MeshFileError as exc:
-            raise ReleasedLayoutError(str(exc)) from exc
+        target_vertices[name] = read_target(_target(target_root / name), n)
         files = _predictions(pred_root / name)
         if len(files) > max_predictions:
             unused[name] = [f.relative_to(pred_root / name).as_posix() for f in files[max_predictions:]]
         files = files[:max_predictions]
-        batch = np.stack([_checked(read_obj_vertices(f), f, n) for f in files])
-        errs = ratio_errors(batch, target, face_model)
-        errs["keypoint_error"] = keypoint_error(batch, target, face_model)
-        for k in COLUMNS:
-            per_pred[k].append(errs[k])
-        speakers += [name] * len(files)
+        pred_vertices[name] = np.stack([_checked(read_obj_vertices(f), f, n) for f in files])
         used[name] = [f.relative_to(pred_root / name).as_posix() for f in files]
-    values = {k: np.concatenate(v) for k, v in per_pred.items()}
-    spk = np.array(speakers)
-    per_identity = {name: {k: float(values[k][spk == name].mean()) for k in COLUMNS} for name in both}
-    return FolderResult(metrics=aggregate_by_speaker(values, spk), per_identity=per_identity,
-                        predictions_per_identity=used, missing_predictions=sorted(targets - preds),
-                        missing_targets=sorted(preds - targets), unused_predictions=unused)
+    metrics, per_identity = score_identities(pred_vertices, target_vertices, face_model)
+    return FolderResult(metrics=metrics, per_identity=per_identity, predictions_per_identity=used,
+                        missing_predictions=sorted(targets - preds), missing_targets=sorted(preds - targets),
+                        unused_predictions=unused)
+
+
+def read_target(path: Path, n_vertices: int) -> np.ndarray:
+    """A released ``.xyz`` point cloud (one ``x y z`` line per vertex) of ``n_vertices`` points."""
+    try:
+        return _checked(read_vertices(path), path, n_vertices)
+    except MeshFileError as exc:
+        raise ReleasedLayoutError(str(exc)) from exc
 
 
 def format_table(result: FolderResult) -> str:

@@ -75,6 +75,9 @@ class TeacherConfig:
     kind: str = "ict"  # ict (training.kd.teacher) | ddfa (3DDFA-V2-style BFM regressor)
     checkpoint: str = ""  # teacher .pt (ict) or state dict (ddfa)
     param_stats: str = ""  # ddfa: param_mean_std_62d_120x120.pkl
+    # ddfa: the BFM face model its parameters decode with (a built-in name or a FaceModel .npz; build it
+    # from your own BFM files: docs/facemodel.md); an ict teacher names its own face model
+    face_model: str = "bfm-38365"
 
 
 @dataclass

@@ -10,9 +10,9 @@ Weights are loaded from a state dict with the same tensor shapes in the same ord
 BatchNorm counters are skipped): ``load_state_dict_by_order``. Nothing here is copied from 3DDFA-V2's code.
 
 As a teacher it returns voice2mesh parameters ``[scale, identity (40), expression (10)]`` of a BFM
-FaceModel: scale 1 (pose belongs to the photo, not the face), shape and expression coefficients divided by
-``shape_std`` / ``expression_std`` (the per-mode standard deviations of the user's BFM basis, so that the
-identity weights are N(0, 1) as the FaceModel contract says; default 1 = coefficients as they are).
+FaceModel (``teacher.face_model``, default ``bfm-38365``: 3DDFA-V2's no-neck layout): scale 1 (pose belongs
+to the photo, not the face) and the model's weights, i.e. the coefficients whitened as the model folds them
+in (a BFM model built with ``--param-stats``: weights ~ N(0, 1)).
 """
 
 from __future__ import annotations
@@ -78,15 +78,14 @@ def read_param_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def load_ddfa_teacher(
-    weights: str | Path,
-    param_stats: str | Path,
-    shape_std: np.ndarray | None = None,
-    expression_std: np.ndarray | None = None,
-) -> DDFATeacher:
-    """A frozen DDFATeacher from a state-dict file (.pth/.pt) and the 62-d statistics file."""
+def load_ddfa_teacher(weights: str | Path, param_stats: str | Path, face_model=None) -> DDFATeacher:
+    """A frozen DDFATeacher from a state-dict file (.pth/.pt) and the 62-d statistics file; with
+    ``face_model`` (a BFM FaceModel), its parameters are that model's weights (its folded whitening)."""
     mean, std = read_param_stats(param_stats)
-    teacher = DDFATeacher(mean, std, shape_std, expression_std)
+    w = (face_model.metadata.get("coefficient_whitening") if face_model is not None else None) or {}
+    weight_mean = np.r_[w["shape_mean"], w["expression_mean"]] if w else None
+    weight_std = np.r_[w["shape_std"], w["expression_std"]] if w else None
+    teacher = DDFATeacher(mean, std, weight_mean, weight_std)
     state = read_torch_file(weights, "3DDFA-V2-style weights", weights_only=True)
     load_state_dict_by_order(teacher.backbone, state, str(weights))
     return freeze(teacher)

@@ -75,12 +75,13 @@ def predict_kd_or_none(
 
 
 def _teacher_for(ck: dict):
-    t = ck.get("teacher", {})
+    t = ck.get("config", {}).get("teacher", {})
     try:
         teacher, _ = load_teacher(
             t.get("kind", "ict"),
             t.get("checkpoint", ""),
-            ck.get("config", {}).get("teacher", {}).get("param_stats", ""),
+            t.get("param_stats", ""),
+            t.get("face_model", "bfm-38365"),
         )
         return teacher
     except (FileNotFoundError, ValueError):

@@ -77,7 +77,12 @@ class MobileNetV1(nn.Module):
 
 
 class DDFATeacher(nn.Module):
-    """The common teacher interface over a 3DDFA-V2-style regressor (see the module docstring)."""
+    """The common teacher interface over a 3DDFA-V2-style regressor.
+
+    ``params``: ``[1, weights]`` of a BFM FaceModel, weights = (coefficient - weight_mean) / weight_std for
+    the 40 shape and 10 expression coefficients (the whitening a BFM model built with 3DDFA's statistics
+    folds in: ``metadata["coefficient_whitening"]``; default: the coefficients as they are).
+    """
 
     input_size = DDFA_INPUT
     n_shape, n_expression = DDFA_SHAPE, DDFA_EXPRESSION
@@ -87,16 +92,18 @@ class DDFATeacher(nn.Module):
         self,
         param_mean: np.ndarray,
         param_std: np.ndarray,
-        shape_std: np.ndarray | None = None,
-        expression_std: np.ndarray | None = None,
+        weight_mean: np.ndarray | None = None,
+        weight_std: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.backbone = MobileNetV1(62)
         self.register_buffer("param_mean", torch.as_tensor(param_mean, dtype=torch.float32).reshape(1, 62))
         self.register_buffer("param_std", torch.as_tensor(param_std, dtype=torch.float32).reshape(1, 62))
-        s = np.ones(DDFA_SHAPE) if shape_std is None else np.asarray(shape_std)
-        e = np.ones(DDFA_EXPRESSION) if expression_std is None else np.asarray(expression_std)
-        self.register_buffer("mode_std", torch.as_tensor(np.r_[s, e], dtype=torch.float32).reshape(1, -1))
+        n = DDFA_SHAPE + DDFA_EXPRESSION
+        m = np.zeros(n) if weight_mean is None else np.asarray(weight_mean)
+        sd = np.ones(n) if weight_std is None else np.asarray(weight_std)
+        self.register_buffer("weight_mean", torch.as_tensor(m, dtype=torch.float32).reshape(1, n))
+        self.register_buffer("weight_std", torch.as_tensor(sd, dtype=torch.float32).reshape(1, n))
 
     def backbone_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(whitened 62 outputs, intermediate map, pooled features) of images (B, 3, H, W) RGB in [-1, 1]."""
@@ -124,7 +131,7 @@ class DDFATeacher(nn.Module):
 
     def forward_features(self, images: torch.Tensor) -> RegressorOutput:
         raw, inter, pooled = self.backbone_outputs(images)
-        coeffs = self.unwhiten(raw)[:, DDFA_POSE:] / self.mode_std
+        coeffs = (self.unwhiten(raw)[:, DDFA_POSE:] - self.weight_mean) / self.weight_std
         params = torch.cat([torch.ones_like(coeffs[:, :1]), coeffs], dim=1)
         return RegressorOutput(params, inter, pooled, raw)
 

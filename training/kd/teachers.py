@@ -21,6 +21,7 @@ from torch import nn
 
 from training.checkpoints import read_torch_file
 from training.kd.ddfa import load_ddfa_teacher
+from training.kd.mobilenet import DDFA_EXPRESSION, DDFA_SHAPE
 from training.kd.nets import ImageRegressor, to_unit_range
 from training.models import freeze
 from training.render import RenderConfig
@@ -62,9 +63,11 @@ def load_ict_teacher(path: str | Path) -> tuple[ImageRegressor, dict[str, Any]]:
     return freeze(model), ck
 
 
-def load_teacher(kind: str, checkpoint: str, param_stats: str = "") -> tuple[nn.Module, dict[str, Any]]:
+def load_teacher(kind: str, checkpoint: str, param_stats: str = "",
+                 face_model: str = "bfm-38365") -> tuple[nn.Module, dict[str, Any]]:
     """Any teacher behind the common interface (frozen): ``ict`` or ``ddfa``. Returns (module, info)
-    where info holds ``face_model``, ``n_identity``, ``n_expression`` (and the checkpoint dict)."""
+    where info holds ``face_model``, ``n_identity``, ``n_expression`` (and the checkpoint dict).
+    ``face_model``: what a ``ddfa`` teacher's parameters decode with (an ``ict`` teacher names its own)."""
     if kind == "ict":
         model, ck = load_ict_teacher(checkpoint)
         return model, {
@@ -74,6 +77,8 @@ def load_teacher(kind: str, checkpoint: str, param_stats: str = "") -> tuple[nn.
             "checkpoint": ck,
         }
     if kind == "ddfa":
-        model = load_ddfa_teacher(checkpoint, param_stats)
-        return model, {"face_model": "bfm", "n_identity": model.n_shape, "n_expression": model.n_expression}
+        fm = prediction_face_model(face_model, DDFA_SHAPE, DDFA_EXPRESSION)  # says how to build a BFM
+        model = load_ddfa_teacher(checkpoint, param_stats, fm)
+        return model, {"face_model": face_model, "n_identity": model.n_shape,
+                       "n_expression": model.n_expression}
     raise ValueError(f"unknown teacher kind {kind!r}; accepted: ict, ddfa")

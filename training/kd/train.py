@@ -89,7 +89,8 @@ class KDTrainer:
         data, folders = read_voices_and_faces(dc.kind, dc.path, dc.images, dc.max_images_per_identity)
         self.data, self.folders = data, folders
         self.encoder, self.encoder_digest = load_pretrained_encoder(dc.encoder_checkpoint)
-        teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats)
+        teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats,
+                                     cfg.teacher.face_model)
         self.teacher, self.teacher_info = teacher.to(device), info
         self.face_model = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
         self.decoder = MeshDecoder(self.face_model).to(device)
