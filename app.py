@@ -38,13 +38,12 @@ from voice2mesh.service import (
     RunResult,
     ServiceConfig,
     Voice2MeshService,
-    ensure_examples,
+    example_voices,
     viewer_kind,
 )
 from voice2mesh.sessions import instance_root
 
 LOG = logging.getLogger("voice2mesh.app")
-PROJECT_URL = "https://github.com/voice2mesh/voice2mesh"
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
@@ -435,6 +434,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
     h = make_handlers(service)
     lh = make_live_handlers(service, LiveStreams(service))
     choices = service.choices()
+    shown = service.resolve_choice(None)  # the default choice: both models side by side when there are two
     cfg = service.config
     delete_cache = (max(1, int(cfg.sweep_interval_s)), max(1, int(cfg.session_ttl_s)))
     with gr.Blocks(title="voice2mesh: a 3D face from a voice", delete_cache=delete_cache) as demo:
@@ -464,13 +464,14 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
             with gr.Column(scale=2):
                 with gr.Row():
                     with gr.Column():
-                        view_a = gr.Model3D(label=service.resolve_choice(None)[0].label, height=420,
+                        view_a = gr.Model3D(label=shown[0].label, height=420,
                                             clear_color=VIEWER_BACKGROUND, elem_id="viewer-a")
                         with gr.Row():
                             dl_a = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
                                     for ext in ("glb", "obj", "ply")]
-                    with gr.Column(visible=False) as col_b:
-                        view_b = gr.Model3D(label="Second model", height=420,
+                    with gr.Column(visible=len(shown) > 1) as col_b:
+                        view_b = gr.Model3D(label=shown[1].label if len(shown) > 1 else "Second model",
+                                            height=420,
                                             clear_color=VIEWER_BACKGROUND, elem_id="viewer-b")
                         with gr.Row():
                             dl_b = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
@@ -583,7 +584,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--upload-disk-mb", type=int, default=_env_int("VOICE2MESH_UPLOAD_DISK_MB", 1024),
                    help="uploads kept at most (oldest deleted first); env VOICE2MESH_UPLOAD_DISK_MB "
                         "(default 1024)")
-    p.add_argument("--no-examples", action="store_true", help="do not make or show the example voices")
+    p.add_argument("--no-examples", action="store_true", help="do not show the example voices")
     return p.parse_args(argv)
 
 
@@ -622,10 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     service = load_service(args)
     examples: list[Path] = []
     if opts.examples:
-        try:
-            examples = ensure_examples()
-        except Exception as exc:  # noqa: BLE001 - examples are optional
-            LOG.warning("no example voices: %s", exc)
+        examples = example_voices()
     demo = build_demo(service, examples)
     demo.queue(default_concurrency_limit=opts.concurrency, max_size=opts.queue_size)
     LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
