@@ -18,10 +18,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterable
@@ -471,37 +469,8 @@ def read_model_card(root: str | Path, max_chars: int = 20000) -> str:
 
 # --------------------------------------------------------------------------- example voices
 
-ESPEAK_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class ExampleVoice:
-    """One synthetic example: espeak-ng voice, speaking rate (words per minute), pitch (0-99), text."""
-
-    name: str
-    voice: str
-    speed: int
-    pitch: int
-    text: str
-
-
 EXAMPLES_DIR = REPO_ROOT / "examples"  # committed synthetic voices (scripts/make_examples.py)
 EXAMPLE_SUFFIXES = (".flac", ".wav")
-
-
-def synthesise_voice(example: ExampleVoice, path: str | Path) -> Path:
-    """Write one example WAV with espeak-ng (a subprocess with a timeout, no shell)."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError("espeak-ng is not installed (Debian package `espeak-ng`); cannot make examples")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.wav")
-    cmd = [exe, "-v", example.voice, "-s", str(example.speed), "-p", str(example.pitch), "-w", str(tmp),
-           example.text]
-    subprocess.run(cmd, check=True, timeout=ESPEAK_TIMEOUT_S, capture_output=True)
-    os.replace(tmp, path)
-    return path
 
 
 def example_voices(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
