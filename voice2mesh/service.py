@@ -97,6 +97,7 @@ class FaceResult:
     readouts: dict[str, Any]        # voice2mesh.metrics.readouts of one face
     timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write meshes"
     provider: str                   # ONNX Runtime execution provider that ran the model
+    speech_s: float = 0.0           # seconds of speech the VAD kept
 
 
 @dataclass
@@ -298,7 +299,8 @@ class Voice2MeshService:
         pred = model.predictor.predict(audio)
         vertices = np.asarray(pred.vertices, dtype=np.float64)
         face = FaceResult(model=model.name, label=model.label, vertices=vertices, files={},
-                          readouts=pred.readouts, timings_ms=dict(pred.timings), provider=pred.provider)
+                          readouts=pred.readouts, timings_ms=dict(pred.timings), provider=pred.provider,
+                          speech_s=float(pred.speech_s))
         t0 = time.perf_counter()
         for kind in kinds:
             face.files[kind] = self._write(kind, run_dir / f"{_safe_name(model.name)}{MESH_KINDS[kind]}",
