@@ -27,6 +27,7 @@ import pandas as pd
 from starlette.middleware import Middleware
 
 from voice2mesh import metrics
+from voice2mesh.live import LiveStreams, history_rows
 from voice2mesh.publictext import public_message
 from voice2mesh.service import (
     DOWNLOAD_KINDS,
@@ -46,6 +47,8 @@ LOG = logging.getLogger("voice2mesh.app")
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
+LIVE = "live"  # live streams: a stream holds its worker between chunks, so streams get their own group
+LIVE_CHUNK_S = 0.5  # the browser sends the microphone every this many seconds; each chunk is one update
 VISITOR_COOKIE = "voice2mesh_visitor"  # see VisitorCookie
 UPLOAD_CAP_EVERY_S = 2.0  # how often the sum of Gradio's uploads is checked against --upload-disk-mb
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
@@ -300,6 +303,55 @@ def _paths(files: list[Path | None]) -> list[str | None]:
     return [None if f is None else str(f) for f in files]
 
 
+def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool) -> tuple:
+    """What the page shows for a result: 2 viewer GLBs (the second None for one model), summary,
+    readouts table, plot frame, timings table, JSON (plain values, so API clients get files and numbers)."""
+    shown = [f.files[viewer_kind(heatmap)] for f in result.faces]
+    viewers = _paths((shown + [None, None])[:2])
+    summary = summary_markdown(result, len(service.face_model.triangles))
+    return (*viewers, summary, readouts_table(result), plot_frame(result), timings_table(result),
+            result.summary())
+
+
+def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[str, Any]:
+    """The live microphone mode's events: start a stream, one update per chunk, end."""
+
+    def live_start(request: gr.Request):
+        """A new recording: an empty stream for the session, an empty plot."""
+        live.start(_session(request))
+        return pd.DataFrame(history_rows([])), "Listening…"
+
+    def live_update(chunk: tuple[int, Any] | None, model: str | None, heatmap: bool, request: gr.Request):
+        """One chunk: the face from all the speech so far (outputs of /predict, the 6 downloads, the 16 kHz
+        WAV it was predicted from, the live plot, a status line); no new face while there is too little
+        speech yet."""
+        kinds = (viewer_kind(bool(heatmap)), *DOWNLOAD_KINDS)
+        try:
+            update = live.update(_session(request), chunk, model, kinds)
+        except Exception as exc:  # noqa: BLE001
+            raise _as_gr_error(exc, "making the face from the microphone") from exc
+        plot = pd.DataFrame(history_rows(update.history))
+        points = len(update.history) // max(1, len({p.model for p in update.history}))
+        status = (f"Heard {update.heard_s:.1f} s; {points} faces so far."
+                  + (f" {html.escape(public_message(update.message))}" if update.message else ""))
+        if update.result is None:
+            return (*[gr.skip()] * 14, plot, status)
+        downloads = [service.mesh_files(_session(request), kind) for kind in DOWNLOAD_KINDS]
+        files = [by_kind[i] for i in range(2) for by_kind in downloads]
+        buttons = [gr.DownloadButton(value=None if f is None else str(f), interactive=f is not None)
+                   for f in files]
+        heard = live.heard_wav(_session(request))
+        return (*result_outputs(service, update.result, bool(heatmap)), *buttons,
+                gr.DownloadButton(value=str(heard) if heard else None, interactive=heard is not None), plot,
+                status)
+
+    def end(request: gr.Request) -> None:
+        if _via_heartbeat(request):
+            live.end(_session(request))
+
+    return {"live_start": live_start, "live_update": live_update, "end": end}
+
+
 def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
     """The functions the UI events call (plain functions: tests may call them too)."""
 
@@ -310,11 +362,7 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
             result = service.run(audio, model, _session(request), kinds=[viewer_kind(bool(heatmap))])
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "making the face") from exc
-        shown = [f.files[viewer_kind(bool(heatmap))] for f in result.faces]
-        viewers = _paths((shown + [None, None])[:2])
-        summary = summary_markdown(result, len(service.face_model.triangles))
-        return (*viewers, summary, readouts_table(result), plot_frame(result), timings_table(result),
-                result.summary())
+        return result_outputs(service, result, bool(heatmap))
 
     def downloads(request: gr.Request):
         """GLB, OBJ and PLY of each face of the session's latest run (written now, when first asked)."""
@@ -384,6 +432,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
     timer and age as the session files.
     """
     h = make_handlers(service)
+    lh = make_live_handlers(service, LiveStreams(service))
     choices = service.choices()
     shown = service.resolve_choice(None)  # the default choice: both models side by side when there are two
     cfg = service.config
@@ -402,6 +451,13 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                                  visible=len(choices) > 1)
                 heatmap = gr.Checkbox(value=False, label="Colour by distance from the average face (heatmap)")
                 run = gr.Button("Make a face", variant="primary", elem_id="run")
+                with gr.Group():
+                    live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
+                                          label="Live: speak and watch the face form", elem_id="live-input")
+                    heard = gr.DownloadButton("WAV heard (16 kHz)", interactive=False, size="sm",
+                                              elem_id="live-heard")
+                    live_status = gr.Markdown("Record here to see the face change while you speak.",
+                                              elem_id="live-status")
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[audio],
                                 label="Synthetic example voices (espeak-ng, no real person)")
@@ -431,6 +487,9 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100], sort=PLOT_ORDER,
                                   label="percentiles", title="Percentile of each ratio in the population",
                                   height=260)
+                live_plot = gr.LinePlot(x="speech (s)", y="percentile", color="ratio", y_lim=[0, 100],
+                                        label="live", title="Live: percentile of each ratio against seconds "
+                                        "of speech heard", height=220, elem_id="live-plot")
                 with gr.Accordion("Timings and all numbers", open=False):
                     timings = gr.Dataframe(label="timings", interactive=False)
                     details = gr.JSON(label="result")
@@ -462,7 +521,14 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                      queue=False)
         compare.click(h["compare"], [scan], [comparison], api_name="compare", concurrency_id=COMPUTE)
         gr.api(h["info"], api_name="info", concurrency_id=COMPUTE)
+        live_audio.start_recording(lh["live_start"], None, [live_plot, live_status], api_name="live_start",
+                                   queue=False)
+        live_out = [*shown, *dl, heard, live_plot, live_status]
+        live_audio.stream(lh["live_update"], [live_audio, model, heatmap], live_out, api_name="live_update",
+                          stream_every=LIVE_CHUNK_S, time_limit=int(cfg.audio.max_duration_s) + 10,
+                          concurrency_id=LIVE, show_progress="hidden")
         demo.unload(h["end"])
+        demo.unload(lh["end"])
     return demo
 
 

@@ -41,8 +41,7 @@ import numpy as np
 import scipy.sparse
 
 from voice2mesh.audio import Audio, AudioConfig, AudioError, TooLittleSpeechError, load_audio
-from voice2mesh.vad import VadConfig
-from voice2mesh.vad import vad as _vad
+from voice2mesh.vad import VadConfig, vad
 
 
 @dataclass(frozen=True)
@@ -80,12 +79,6 @@ class FeatureResult:
     timings: dict[str, float]  # milliseconds per stage: vad_ms, logmel_ms, features_ms, total_ms
     speech_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
-
-
-def vad(int16_samples: np.ndarray, sample_rate: int = 16000, config: VadConfig | None = None,
-        detector=None) -> np.ndarray:
-    """Voiced samples (int16) - :func:`voice2mesh.vad.vad` (paper settings by default)."""
-    return _vad(int16_samples, sample_rate, config or VadConfig(), detector)
 
 
 def _mel(hz):
@@ -220,7 +213,7 @@ def features_from_audio(audio: Audio, config: FrontEndConfig = FrontEndConfig())
         raise ValueError(f"{audio.source}: the front end runs at {config.sample_rate} Hz, the audio is at "
                          f"{audio.sample_rate} Hz (load it with voice2mesh.audio.load_audio)")
     t0 = time.perf_counter()
-    voiced = _vad(audio.int16(), audio.sample_rate, config.vad)
+    voiced = vad(audio.int16(), audio.sample_rate, config.vad)
     t1 = time.perf_counter()
     speech_s = len(voiced) / audio.sample_rate
     min_speech = audio.config.min_speech_s
