@@ -10,18 +10,24 @@ VOICE2MESH_QUEUE_SIZE, VOICE2MESH_MAX_SECONDS, VOICE2MESH_MAX_UPLOAD_MB. See doc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import logging
 import os
+import secrets
 import sys
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
+from starlette.middleware import Middleware
 
 from voice2mesh import metrics
+from voice2mesh.live import LiveStreams, history_rows
 from voice2mesh.publictext import public_message
 from voice2mesh.service import (
     DOWNLOAD_KINDS,
@@ -32,16 +38,19 @@ from voice2mesh.service import (
     RunResult,
     ServiceConfig,
     Voice2MeshService,
-    ensure_examples,
+    example_voices,
     viewer_kind,
 )
 from voice2mesh.sessions import instance_root
 
 LOG = logging.getLogger("voice2mesh.app")
-PROJECT_URL = "https://github.com/voice2mesh/voice2mesh"
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
+LIVE = "live"  # live streams: a stream holds its worker between chunks, so streams get their own group
+LIVE_CHUNK_S = 0.5  # the browser sends the microphone every this many seconds; each chunk is one update
+VISITOR_COOKIE = "voice2mesh_visitor"  # see VisitorCookie
+UPLOAD_CAP_EVERY_S = 2.0  # how often the sum of Gradio's uploads is checked against --upload-disk-mb
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
 PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
 PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
@@ -196,14 +205,91 @@ def _unknown_event(request: Any, exc: KeyError) -> Any:
     raise exc
 
 
+class VisitorCookie:
+    """ASGI middleware: a random, HttpOnly visitor cookie on every response to a request without one.
+
+    A browser keeps it from the page load on and sends it with every event and heartbeat of the page;
+    the app keys results by Gradio's session hash *and* this cookie (:func:`_session`), so a session
+    hash alone (chosen by the client, visible to anyone it leaks to) opens no browser's results. The
+    cookie does not depend on addresses, so proxies in front of the app change nothing.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or VISITOR_COOKIE.encode() + b"=" in _header(scope, b"cookie"):
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == b"https"
+        # Cross-site frames (a Space on its hub page) send only SameSite=None cookies, partitioned.
+        site = "SameSite=None; Secure; Partitioned" if https else "SameSite=Lax"
+        cookie = f"{VISITOR_COOKIE}={secrets.token_urlsafe(18)}; Path=/; HttpOnly; {site}".encode()
+
+        async def send_with_cookie(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def cap_uploads(files: set[str], max_bytes: int) -> int:
+    """Delete the oldest of ``files`` (Gradio's uploads) until they take at most ``max_bytes``; returns
+    how many were deleted. Gone files leave the set."""
+    found = []
+    for path in list(files):  # a copy: Gradio adds uploads meanwhile
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            files.discard(path)
+            continue
+        found.append((st.st_ctime, st.st_size, path))
+    total, deleted = sum(size for _, size, _ in found), 0
+    for _, size, path in sorted(found):
+        if total <= max_bytes:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        files.discard(path)
+        total -= size
+        deleted += 1
+    return deleted
+
+
+def start_upload_cap(demo: gr.Blocks, max_bytes: int, every_s: float = UPLOAD_CAP_EVERY_S
+                     ) -> threading.Thread:
+    """Keep Gradio's uploads within ``max_bytes`` (oldest first), checked every ``every_s`` seconds on a
+    daemon thread: Gradio limits each upload (``max_file_size``) and deletes old ones, not their sum."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                deleted = cap_uploads(demo.upload_file_set, max_bytes)
+            except Exception:  # noqa: BLE001 - the cap must outlive one bad file
+                LOG.exception("upload cap failed")
+                continue
+            if deleted:
+                LOG.warning("uploads above %d MB: deleted the %d oldest", max_bytes // MiB, deleted)
+
+    thread = threading.Thread(target=loop, name="upload-cap", daemon=True)
+    thread.start()
+    return thread
+
+
+def _header(scope: dict, name: bytes) -> bytes:
+    return b";".join(v for k, v in scope.get("headers", []) if k.lower() == name)
+
+
 def _session(request: gr.Request | None) -> str | None:
-    """The key of a visitor's results: Gradio's session hash bound to the client's address, so a session
-    hash alone (chosen by the client, visible to anyone it leaks to) opens no one else's results."""
+    """The key of a visitor's results: Gradio's session hash and the visitor cookie (a browser's; API
+    clients that keep no cookies are keyed by the session hash alone, as Gradio keys them)."""
     session_hash = getattr(request, "session_hash", None) if request is not None else None
     if session_hash is None:
         return None
-    client = getattr(request, "client", None)
-    return f"{session_hash}@{getattr(client, 'host', None) or '?'}"
+    cookies = getattr(request, "cookies", None) or {}
+    return f"{session_hash}#{cookies.get(VISITOR_COOKIE, '')}"
 
 
 def _via_heartbeat(request: gr.Request | None) -> bool:
@@ -217,6 +303,55 @@ def _paths(files: list[Path | None]) -> list[str | None]:
     return [None if f is None else str(f) for f in files]
 
 
+def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool) -> tuple:
+    """What the page shows for a result: 2 viewer GLBs (the second None for one model), summary,
+    readouts table, plot frame, timings table, JSON (plain values, so API clients get files and numbers)."""
+    shown = [f.files[viewer_kind(heatmap)] for f in result.faces]
+    viewers = _paths((shown + [None, None])[:2])
+    summary = summary_markdown(result, len(service.face_model.triangles))
+    return (*viewers, summary, readouts_table(result), plot_frame(result), timings_table(result),
+            result.summary())
+
+
+def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[str, Any]:
+    """The live microphone mode's events: start a stream, one update per chunk, end."""
+
+    def live_start(request: gr.Request):
+        """A new recording: an empty stream for the session, an empty plot."""
+        live.start(_session(request))
+        return pd.DataFrame(history_rows([])), "Listening…"
+
+    def live_update(chunk: tuple[int, Any] | None, model: str | None, heatmap: bool, request: gr.Request):
+        """One chunk: the face from all the speech so far (outputs of /predict, the 6 downloads, the 16 kHz
+        WAV it was predicted from, the live plot, a status line); no new face while there is too little
+        speech yet."""
+        kinds = (viewer_kind(bool(heatmap)), *DOWNLOAD_KINDS)
+        try:
+            update = live.update(_session(request), chunk, model, kinds)
+        except Exception as exc:  # noqa: BLE001
+            raise _as_gr_error(exc, "making the face from the microphone") from exc
+        plot = pd.DataFrame(history_rows(update.history))
+        points = len(update.history) // max(1, len({p.model for p in update.history}))
+        status = (f"Heard {update.heard_s:.1f} s; {points} faces so far."
+                  + (f" {html.escape(public_message(update.message))}" if update.message else ""))
+        if update.result is None:
+            return (*[gr.skip()] * 14, plot, status)
+        downloads = [service.mesh_files(_session(request), kind) for kind in DOWNLOAD_KINDS]
+        files = [by_kind[i] for i in range(2) for by_kind in downloads]
+        buttons = [gr.DownloadButton(value=None if f is None else str(f), interactive=f is not None)
+                   for f in files]
+        heard = live.heard_wav(_session(request))
+        return (*result_outputs(service, update.result, bool(heatmap)), *buttons,
+                gr.DownloadButton(value=str(heard) if heard else None, interactive=heard is not None), plot,
+                status)
+
+    def end(request: gr.Request) -> None:
+        if _via_heartbeat(request):
+            live.end(_session(request))
+
+    return {"live_start": live_start, "live_update": live_update, "end": end}
+
+
 def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
     """The functions the UI events call (plain functions: tests may call them too)."""
 
@@ -227,11 +362,7 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
             result = service.run(audio, model, _session(request), kinds=[viewer_kind(bool(heatmap))])
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "making the face") from exc
-        shown = [f.files[viewer_kind(bool(heatmap))] for f in result.faces]
-        viewers = _paths((shown + [None, None])[:2])
-        summary = summary_markdown(result, len(service.face_model.triangles))
-        return (*viewers, summary, readouts_table(result), plot_frame(result), timings_table(result),
-                result.summary())
+        return result_outputs(service, result, bool(heatmap))
 
     def downloads(request: gr.Request):
         """GLB, OBJ and PLY of each face of the session's latest run (written now, when first asked)."""
@@ -301,7 +432,9 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
     timer and age as the session files.
     """
     h = make_handlers(service)
+    lh = make_live_handlers(service, LiveStreams(service))
     choices = service.choices()
+    shown = service.resolve_choice(None)  # the default choice: both models side by side when there are two
     cfg = service.config
     delete_cache = (max(1, int(cfg.sweep_interval_s)), max(1, int(cfg.session_ttl_s)))
     with gr.Blocks(title="voice2mesh: a 3D face from a voice", delete_cache=delete_cache) as demo:
@@ -318,19 +451,27 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                                  visible=len(choices) > 1)
                 heatmap = gr.Checkbox(value=False, label="Colour by distance from the average face (heatmap)")
                 run = gr.Button("Make a face", variant="primary", elem_id="run")
+                with gr.Group():
+                    live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
+                                          label="Live: speak and watch the face form", elem_id="live-input")
+                    heard = gr.DownloadButton("WAV heard (16 kHz)", interactive=False, size="sm",
+                                              elem_id="live-heard")
+                    live_status = gr.Markdown("Record here to see the face change while you speak.",
+                                              elem_id="live-status")
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[audio],
                                 label="Synthetic example voices (espeak-ng, no real person)")
             with gr.Column(scale=2):
                 with gr.Row():
                     with gr.Column():
-                        view_a = gr.Model3D(label=service.resolve_choice(None)[0].label, height=420,
+                        view_a = gr.Model3D(label=shown[0].label, height=420,
                                             clear_color=VIEWER_BACKGROUND, elem_id="viewer-a")
                         with gr.Row():
                             dl_a = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
                                     for ext in ("glb", "obj", "ply")]
-                    with gr.Column(visible=False) as col_b:
-                        view_b = gr.Model3D(label="Second model", height=420,
+                    with gr.Column(visible=len(shown) > 1) as col_b:
+                        view_b = gr.Model3D(label=shown[1].label if len(shown) > 1 else "Second model",
+                                            height=420,
                                             clear_color=VIEWER_BACKGROUND, elem_id="viewer-b")
                         with gr.Row():
                             dl_b = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
@@ -346,6 +487,9 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100], sort=PLOT_ORDER,
                                   label="percentiles", title="Percentile of each ratio in the population",
                                   height=260)
+                live_plot = gr.LinePlot(x="speech (s)", y="percentile", color="ratio", y_lim=[0, 100],
+                                        label="live", title="Live: percentile of each ratio against seconds "
+                                        "of speech heard", height=220, elem_id="live-plot")
                 with gr.Accordion("Timings and all numbers", open=False):
                     timings = gr.Dataframe(label="timings", interactive=False)
                     details = gr.JSON(label="result")
@@ -377,7 +521,14 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                      queue=False)
         compare.click(h["compare"], [scan], [comparison], api_name="compare", concurrency_id=COMPUTE)
         gr.api(h["info"], api_name="info", concurrency_id=COMPUTE)
+        live_audio.start_recording(lh["live_start"], None, [live_plot, live_status], api_name="live_start",
+                                   queue=False)
+        live_out = [*shown, *dl, heard, live_plot, live_status]
+        live_audio.stream(lh["live_update"], [live_audio, model, heatmap], live_out, api_name="live_update",
+                          stream_every=LIVE_CHUNK_S, time_limit=int(cfg.audio.max_duration_s) + 10,
+                          concurrency_id=LIVE, show_progress="hidden")
         demo.unload(h["end"])
+        demo.unload(lh["end"])
     return demo
 
 
@@ -430,7 +581,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--session-disk-mb", type=int, default=_env_int("VOICE2MESH_SESSION_DISK_MB", 512),
                    help="session files kept at most (least recently used sessions go first); "
                         "env VOICE2MESH_SESSION_DISK_MB (default 512)")
-    p.add_argument("--no-examples", action="store_true", help="do not make or show the example voices")
+    p.add_argument("--upload-disk-mb", type=int, default=_env_int("VOICE2MESH_UPLOAD_DISK_MB", 1024),
+                   help="uploads kept at most (oldest deleted first); env VOICE2MESH_UPLOAD_DISK_MB "
+                        "(default 1024)")
+    p.add_argument("--no-examples", action="store_true", help="do not show the example voices")
     return p.parse_args(argv)
 
 
@@ -469,17 +623,16 @@ def main(argv: list[str] | None = None) -> int:
     service = load_service(args)
     examples: list[Path] = []
     if opts.examples:
-        try:
-            examples = ensure_examples()
-        except Exception as exc:  # noqa: BLE001 - examples are optional
-            LOG.warning("no example voices: %s", exc)
+        examples = example_voices()
     demo = build_demo(service, examples)
     demo.queue(default_concurrency_limit=opts.concurrency, max_size=opts.queue_size)
     LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
+    start_upload_cap(demo, int(args.upload_disk_mb) * MiB)
     try:
         demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share,
                     max_file_size=service.config.max_upload_bytes,
-                    app_kwargs={"exception_handlers": {KeyError: _unknown_event}},
+                    app_kwargs={"exception_handlers": {KeyError: _unknown_event},
+                                "middleware": [Middleware(VisitorCookie)]},
                     allowed_paths=[], show_error=False,
                     footer_links=["api", "gradio"])
     finally:

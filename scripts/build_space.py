@@ -6,8 +6,10 @@ Copies ``app.py``, the ``voice2mesh`` package and ``space/`` (README.md with the
 requirements.txt, packages.txt) into the output folder, then checks it: the metadata is complete and
 pins Gradio >= 6.7, the requirements hold ``onnxruntime-gpu`` and neither ``onnxruntime`` nor torch,
 and no copied module imports torch. ``--bundle`` copies a (sha256-verified) bundle into
-``models/default`` so the Space needs nothing else; ``--hub-repo`` writes the Hub repository into the
-metadata (``models`` and ``preload_from_hub``) instead. Push with ``huggingface-cli upload`` or git.
+``models/default`` so the Space needs nothing else (without ``--bundle`` or ``--hub-repo`` the committed
+default bundle is copied; the committed example voices always are); ``--hub-repo`` writes the Hub
+repository into the metadata (``models`` and ``preload_from_hub``) instead. Push with
+``huggingface-cli upload`` or git.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACE_SRC = REPO_ROOT / "space"
+EXAMPLES_DIR = REPO_ROOT / "examples"
+DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "default"
 SPACE_FILES = ("README.md", "requirements.txt", "packages.txt")
 MIN_GRADIO = (6, 7)
 REQUIRED_META = ("title", "sdk", "sdk_version", "app_file", "python_version", "suggested_hardware", "models")
@@ -97,6 +101,10 @@ def build_space(out_dir: str | Path, bundle: str | Path | None = None, hub_repo:
     out.mkdir(parents=True)
     shutil.copy2(REPO_ROOT / "app.py", out / "app.py")
     shutil.copytree(REPO_ROOT / "voice2mesh", out / "voice2mesh", ignore=_IGNORE)
+    if EXAMPLES_DIR.is_dir():  # the committed synthetic example voices
+        shutil.copytree(EXAMPLES_DIR, out / "examples", ignore=_IGNORE)
+    if bundle is None and hub_repo is None and (DEFAULT_BUNDLE_DIR / "bundle.json").is_file():
+        bundle = DEFAULT_BUNDLE_DIR  # the committed default bundle
     for name in SPACE_FILES:
         shutil.copy2(SPACE_SRC / name, out / name)
     if (REPO_ROOT / "LICENSE").is_file():

@@ -149,8 +149,14 @@ def make_app_bundle(out_dir: str | Path) -> Path:
     return make_test_bundle(out_dir, encoders=("voiceembednet", "ge2e"))
 
 
-def synthesise(path: str | Path, text: str, voice: str = "en-us+m3") -> Path:
-    """A speech WAV made with espeak-ng (the same way as the app's examples)."""
-    from voice2mesh.service import ExampleVoice, synthesise_voice
+def synthesise(path: str | Path, text: str, variant: str = "m3") -> Path:
+    """A speech WAV made with espeak-ng (the project's one espeak-ng caller, training.synthvox.espeak)."""
+    import soundfile as sf
 
-    return synthesise_voice(ExampleVoice(Path(path).stem, voice, 150, 50, text), path)
+    from training.synthvox.espeak import synthesize
+
+    samples, sr = synthesize(text, variant, pitch=50, speed=150)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples, sr, subtype="PCM_16")
+    return path

@@ -8,6 +8,7 @@ gradio_client, real audio and mesh files written here. Memory is read from the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -338,10 +339,17 @@ def test_hostile_meshes_through_compare(server, client, voice, tmp_path):
 # --------------------------------------------------------------------------- disk, sessions, restarts
 
 TTL_S = 4  # session TTL of the flood server: the timer sweeps every second, uploads age out as fast
+UPLOAD_CAP_MB = 50  # the flood server's cap on the sum of uploads
 
 
 def tree_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    """Bytes of the files under ``folder`` (files removed while counting count as gone)."""
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def session_folders(server: AppServer) -> list[Path]:
@@ -371,7 +379,8 @@ def file_data(path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def ttl_server(bundle, tmp_path_factory) -> AppServer:
-    srv = start_app(bundle, tmp_path_factory.mktemp("ttl"), ["--no-examples", "--session-ttl-s", str(TTL_S)])
+    srv = start_app(bundle, tmp_path_factory.mktemp("ttl"), ["--no-examples", "--session-ttl-s", str(TTL_S),
+                                                             "--upload-disk-mb", str(UPLOAD_CAP_MB)])
     yield srv
     srv.stop()
 
@@ -408,7 +417,8 @@ def test_rest_flood_is_bounded_and_cleared_by_the_timer(ttl_server, voice):
 
 
 def test_upload_flood_is_bounded(ttl_server, voice):
-    """Uploads over the one limit are refused before they are stored; uploads under it age out."""
+    """Uploads over the one limit are refused before they are stored; their sum is capped (oldest go
+    first) within seconds, and all of them age out."""
     srv = ttl_server
     limit = 20 * MiB
     with httpx.Client(timeout=120) as http:
@@ -416,9 +426,10 @@ def test_upload_flood_is_bounded(ttl_server, voice):
         too_big = upload(http, srv, "big.obj", os.urandom(limit + 1))
         assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
         assert tree_bytes(srv.temp_dir) - base < MiB, "a refused upload was stored"
-        for i in range(5):
+        for i in range(5):  # 95 MB in a second or two
             assert upload(http, srv, f"u{i}.bin", os.urandom(limit - MiB)).status_code == 200
         assert tree_bytes(srv.temp_dir) - base <= 5 * limit
+        wait_until(lambda: tree_bytes(srv.temp_dir) - base <= UPLOAD_CAP_MB * MiB, timeout_s=TTL_S)
         wait_until(lambda: tree_bytes(srv.temp_dir) <= base + 64 * 1024, timeout_s=TTL_S + 10)
         [path] = upload(http, srv, "voice.wav", voice.read_bytes()).json()
         assert rest_call(http, srv, "predict", [file_data(path), MODEL, False])[0]["url"]
@@ -456,30 +467,32 @@ def test_orphans_of_a_killed_server_are_removed_at_start(bundle, voice, tmp_path
 
 
 def test_a_session_hash_alone_opens_no_results(server, voice):
-    """Another client (another address) with a visitor's session hash sees none of its results, and the
-    private unload event called by its number deletes nothing."""
-    victim = Client(server.url, verbose=False)
-    victim.predict(handle_file(str(voice)), MODEL, False, api_name="/predict")
-    session_hash = victim.session_hash
-    other = httpx.Client(timeout=60, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
-    with other:
+    """Another client with a browser's session hash (but not its visitor cookie) sees none of its
+    results, and the private unload event called by its number deletes nothing."""
+    session_hash = "victim-" + os.urandom(6).hex()
+    with httpx.Client(timeout=120) as browser, httpx.Client(timeout=120) as other:
+        assert browser.get(server.url).status_code == 200 and browser.cookies.get("voice2mesh_visitor")
+        [path] = upload(browser, server, "voice.wav", voice.read_bytes()).json()
+        mine = rest_call(browser, server, "predict", [file_data(path), MODEL, False],
+                         session_hash=session_hash)
+        assert rest_call(browser, server, "view", [True], session_hash=session_hash)[0]["url"]
         assert rest_call(other, server, "view", [True], session_hash=session_hash) == [None, None]
-        with pytest.raises(AssertionError, match="error"):
-            rest_call(other, server, "compare", [file_data("x.obj")], session_hash=session_hash)
-    config = httpx.get(server.url + "config", timeout=30).json()
-    [end] = [d["id"] for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
-    with httpx.Client(timeout=60) as same_host:
-        r = same_host.post(server.url + "gradio_api/queue/join",
-                           json={"data": [], "fn_index": end, "session_hash": session_hash})
-        if r.status_code == 200:  # queued: wait for it to finish
-            with same_host.stream("GET", f"{server.url}gradio_api/queue/data",
-                                  params={"session_hash": session_hash}) as stream:
-                for line in stream.iter_lines():
-                    if "process_completed" in line:
-                        break
-    a, b = victim.predict(False, api_name="/view")
-    assert a and Path(a).is_file() and b is None
-    victim.close()
+        assert rest_call(other, server, "downloads", [], session_hash=session_hash) == [None] * 6
+        assert all(rest_call(browser, server, "downloads", [], session_hash=session_hash)[:3])  # GLB OBJ PLY
+        config = other.get(server.url + "config").json()
+        ends = [d["id"] for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
+        assert ends
+        for client, end in ((c, e) for c in (other, browser) for e in ends):  # by number: not the heartbeat
+            r = client.post(server.url + "gradio_api/queue/join",
+                            json={"data": [], "fn_index": end, "session_hash": session_hash})
+            if r.status_code == 200:  # queued: wait for it to finish
+                with client.stream("GET", f"{server.url}gradio_api/queue/data",
+                                   params={"session_hash": session_hash}) as stream:
+                    for line in stream.iter_lines():
+                        if "process_completed" in line:
+                            break
+        again = rest_call(browser, server, "view", [False], session_hash=session_hash)
+        assert again[0]["path"] == mine[0]["path"] and browser.get(again[0]["url"]).status_code == 200
 
 
 def test_unknown_event_number_is_a_clear_answer(server):
@@ -610,7 +623,7 @@ def test_every_compare_error_is_public(handlers, voice, tmp_path, monkeypatch):
     for name, (content, expected) in files.items():
         (deep / name).write_bytes(content)
         _public_error(lambda p=str(deep / name): h["compare"](p, _visitor("c")), tmp_path, expected)
-    (deep / "same.obj").write_text(_obj_text(service.sessions.latest("c@?").faces[0].vertices))
+    (deep / "same.obj").write_text(_obj_text(service.sessions.latest("c#").faces[0].vertices))
     table = h["compare"](str(deep / "same.obj"), _visitor("c"))
     assert len(table["data"]) == 1 and table["data"][0][1] == 0.0  # ARE of a face with itself
 
@@ -685,17 +698,22 @@ def test_instance_folders_and_orphans(tmp_path):
     assert not dead.exists() and not reused.exists()
 
 
-def test_every_queued_event_shares_one_concurrency_limit(handlers):
-    """Private events (and named ones) get no concurrency of their own beyond the public limit."""
+def test_private_events_get_no_concurrency_of_their_own(handlers):
+    """Every queued event is in the one compute group (the --concurrency limit), except the live
+    microphone stream, whose events hold a worker between chunks and have their own group; no private
+    event has a group of its own, and the events outside the queue do no work."""
     import app as app_module
 
     demo = app_module.build_demo(handlers[1])
     queued = [fn for fn in demo.fns.values() if fn.queue and not any(t[1] == "unload" for t in fn.targets)]
-    assert {fn.api_name for fn in queued} >= {"predict", "downloads", "view", "compare", "info"}
-    assert {fn.concurrency_id for fn in queued} == {app_module.COMPUTE}, [
-        (fn.api_name, fn.concurrency_id) for fn in queued]
+    groups = {fn.api_name: fn.concurrency_id for fn in queued}
+    assert set(groups) >= {"predict", "downloads", "view", "compare", "info"}
+    assert {g for name, g in groups.items() if name != "live_update"} == {app_module.COMPUTE}, groups
+    assert groups.get("live_update", app_module.LIVE) == app_module.LIVE
+    private = [fn for fn in queued if fn.api_visibility == "private"]
+    assert all(fn.concurrency_id == app_module.COMPUTE for fn in private), [fn.name for fn in private]
     unqueued = [fn.name for fn in demo.fns.values() if not fn.queue]
-    assert set(unqueued) <= {"enable_downloads", "show_second", "end"}, unqueued  # no work in them
+    assert set(unqueued) <= {"enable_downloads", "show_second", "end", "live_start"}, unqueued
 
 
 def test_the_bundle_is_shown_by_name_not_path(handlers, bundle):
@@ -705,3 +723,57 @@ def test_the_bundle_is_shown_by_name_not_path(handlers, bundle):
     assert h["info"]()["bundle"] == bundle.name
     about = app_module.about_markdown(service)
     assert f"`{bundle.name}`" in about and str(bundle.parent) not in about
+
+
+@pytest.mark.browser
+def test_a_browser_tab_keeps_its_session_and_closing_it_removes_the_files(server, voice, tmp_path):
+    """In Chromium: the visitor cookie keeps the page's events on its results (heatmap toggle after the
+    face, downloads), and closing the tab removes its files (Gradio's heartbeat ends, unload runs)."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from tests.test_app_browser import (
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        TIMEOUT_MS,
+        assert_face_drawn,
+        open_app,
+        viewer_pixels,
+    )
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} (Debian package chromium) is not installed")
+    before = set(session_folders(server))
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page, errors = open_app(browser, server)
+        assert any(c["name"] == "voice2mesh_visitor" for c in page.context.cookies())
+        page.set_input_files("#voice-input input[type=file]", str(voice))
+        page.locator("#voice-input").get_by_role("button", name="Clear").wait_for(timeout=TIMEOUT_MS)
+        page.click("#run")
+        page.locator("#readouts [role=gridcell]", has_text="ER (ear to ear)").wait_for(timeout=TIMEOUT_MS)
+        playwright_api.expect(page.get_by_role("button", name="PLY").first).to_be_enabled(timeout=TIMEOUT_MS)
+        page.get_by_label("Colour by distance from the average face", exact=False).check()
+        time.sleep(2.0)  # the heatmap GLB is written and shown
+        rgb = viewer_pixels(page, tmp_path / "heatmap.png")
+        assert_face_drawn(rgb)
+        assert ((rgb[..., 0] - rgb[..., 2]) > 12).mean() > 0.01, "the toggle found no result to colour"
+        mine = set(session_folders(server)) - before
+        assert len(mine) == 1 and not errors, (mine, errors)
+        page.context.close()
+        wait_until(lambda: not any(f.exists() for f in mine), timeout_s=30)
+        browser.close()
+
+
+def test_upload_cap_deletes_the_oldest_first(tmp_path):
+    from app import cap_uploads
+
+    files = set()
+    for i in range(5):
+        path = tmp_path / f"u{i}.bin"
+        path.write_bytes(bytes(1000))
+        files.add(str(path))
+        time.sleep(0.02)  # ctime order: u0 oldest
+    files.add(str(tmp_path / "gone.bin"))
+    assert cap_uploads(files, 2500) == 3
+    assert sorted(Path(f).name for f in files) == ["u3.bin", "u4.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u3.bin", "u4.bin"]
+    assert cap_uploads(files, 2500) == 0

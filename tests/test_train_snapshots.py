@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.test_training_data import make_voxceleb3d  # noqa: E402
+from tests.test_training_data import make_bfm_file, make_voxceleb3d  # noqa: E402
 from training import train  # noqa: E402
 from training.checkpoints import load_checkpoint, load_voice_to_params  # noqa: E402
 from training.config import apply_overrides, load_config  # noqa: E402
@@ -20,9 +20,11 @@ pytestmark = pytest.mark.torch
 @pytest.mark.slow
 def test_keep_every_writes_usable_snapshots(tmp_path, assets_dir):
     root = tmp_path / "vc3d"
-    make_voxceleb3d(root, assets_dir, np.random.default_rng(0))
+    bfm = make_bfm_file(assets_dir, tmp_path)
+    make_voxceleb3d(root, assets_dir, np.random.default_rng(0), bfm)
     cfg = apply_overrides(load_config("tiny"), [
-        "data.kind=voxceleb3d", f"data.path={root}", "data.train_frames=64", "data.eval_frames=128",
+        "data.kind=voxceleb3d", f"data.path={root}", f"data.face_model={bfm}", "data.train_frames=64",
+        "data.eval_frames=128", "data.val_fraction=0",
         "pretrain.epochs=4", "supervised.epochs=2", "loss.vertex_weight=0"])
     out = tmp_path / "runs" / "pre"
     final = run_pretrain(cfg, out, "cpu", keep_every=2)

@@ -26,15 +26,19 @@ FIXTURE_NAMES = {"rand_id00001": "Abe_Alpha", "rand_id00002": "Frank_Foxtrot", "
                  "rand_id00004": "Eve_Echo"}  # rand_id00005 has no face: must be left out
 
 
-@pytest.fixture(scope="module")
-def bfm_file(assets_dir, tmp_path_factory) -> Path:
+def make_bfm_file(assets_dir: Path, folder: Path) -> Path:
     """A BFM face model file with random bases in the authors' 3DMM layout (whitening folded in)."""
     from export.cmp import face_model
     from tests.cmp_files import tdmm_state
 
     sd = tdmm_state(np.random.default_rng(7), assets_dir / "bfm-reference")
     tdmm = {k.removeprefix("module."): v.numpy() for k, v in sd.items() if "IGM" not in k}
-    return face_model(tdmm, assets_dir / "bfm-reference").save(tmp_path_factory.mktemp("bfm") / "bfm.npz")
+    return face_model(tdmm, assets_dir / "bfm-reference").save(Path(folder) / "bfm.npz")
+
+
+@pytest.fixture(scope="module")
+def bfm_file(assets_dir, tmp_path_factory) -> Path:
+    return make_bfm_file(assets_dir, tmp_path_factory.mktemp("bfm"))
 
 
 def make_voxceleb3d(root: Path, assets_dir: Path, rng: np.random.Generator,

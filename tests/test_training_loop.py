@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.test_training_data import make_voxceleb3d  # noqa: E402
+from tests.test_training_data import make_bfm_file, make_voxceleb3d  # noqa: E402
 from training import train  # noqa: E402
 from training.checkpoints import load_checkpoint, load_voice_to_params  # noqa: E402
 from training.config import apply_overrides, load_config  # noqa: E402
@@ -31,16 +31,20 @@ def device() -> str:
 
 
 @pytest.fixture(scope="module")
-def voxceleb(tmp_path_factory, assets_dir) -> Path:
+def voxceleb(tmp_path_factory, assets_dir) -> tuple[Path, Path]:
+    """(dataset root, its BFM face model file): the released Voxceleb-3D layout, random-basis BFM."""
+    bfm = make_bfm_file(assets_dir, tmp_path_factory.mktemp("bfm"))
     root = tmp_path_factory.mktemp("vc3d")
-    make_voxceleb3d(root, assets_dir, np.random.default_rng(0))
-    return root
+    make_voxceleb3d(root, assets_dir, np.random.default_rng(0), bfm)
+    return root, bfm
 
 
-def tiny_cfg(data_path: Path, *extra: str):
+def tiny_cfg(data: tuple[Path, Path], *extra: str):
+    root, bfm = data  # the fixture's two F-Z identities all train (A-E is the test split)
     return apply_overrides(load_config("tiny"), [
-        "data.kind=voxceleb3d", f"data.path={data_path}", "data.train_frames=64", "data.eval_frames=128",
-        "pretrain.epochs=3", "supervised.epochs=4", "loss.vertex_weight=0", *extra])
+        "data.kind=voxceleb3d", f"data.path={root}", f"data.face_model={bfm}", "data.train_frames=64",
+        "data.eval_frames=128", "data.val_fraction=0", "pretrain.epochs=3", "supervised.epochs=4",
+        "loss.vertex_weight=0", *extra])
 
 
 def _same_state(a: dict, b: dict) -> None:
@@ -99,7 +103,8 @@ def test_ddp_gloo_two_processes(tmp_path, voxceleb):
     out = tmp_path / "runs" / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "training.train", "pretrain", "--config", "tiny", "--out", str(out), "--device", "cpu",
-           "--set", "data.kind=voxceleb3d", "--set", f"data.path={voxceleb}",
+           "--set", "data.kind=voxceleb3d", "--set", f"data.path={voxceleb[0]}",
+           "--set", f"data.face_model={voxceleb[1]}", "--set", "data.val_fraction=0",
            "--set", "data.train_frames=64", "--set", "data.eval_frames=128"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

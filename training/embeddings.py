@@ -110,12 +110,13 @@ def embedding_bank(cfg: TrainConfig, data: VoiceFaceData, mask: np.ndarray, copi
         path.parent.mkdir(parents=True, exist_ok=True)
         counts = np.array([len(e) for e in embs])
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, counts=counts, data=np.concatenate(embs))
+        flat = np.concatenate(embs) if embs else np.zeros((0, encoder.embed_dim), np.float32)
+        np.savez(tmp, counts=counts, data=flat)
         tmp.replace(path)
     barrier(d)
     with np.load(path) as z:
         counts, flat = z["counts"], z["data"]
-    return np.split(flat, np.cumsum(counts)[:-1])
+    return np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else []
 
 
 @torch.no_grad()

@@ -269,7 +269,8 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
     """
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if ffmpeg is None or ffprobe is None:
-        raise _FfmpegFailedError(label, "this format needs ffmpeg, which is not installed")
+        raise _FfmpegFailedError(label, "this format needs ffmpeg, which is not installed "
+                                        "(Debian/Ubuntu: sudo apt-get install ffmpeg)")
     with tempfile.TemporaryDirectory(prefix="voice2mesh-audio-") as tmp:
         if data is not None:
             src = Path(tmp) / f"input{suffix or '.bin'}"

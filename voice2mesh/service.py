@@ -18,10 +18,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterable
@@ -37,7 +35,7 @@ from voice2mesh.audio import Audio, AudioConfig, AudioError, load_audio
 from voice2mesh.bundle import Bundle, TrainingData, load_bundle
 from voice2mesh.inference import Predictor
 from voice2mesh.jsonsafe import jsonable
-from voice2mesh.paths import cache_dir
+from voice2mesh.paths import REPO_ROOT, cache_dir
 from voice2mesh.publictext import public_message
 from voice2mesh.sessions import SessionStore
 
@@ -97,8 +95,9 @@ class FaceResult:
     vertices: np.ndarray            # (N, 3) mm
     files: dict[str, Path]          # written so far, by MESH_KINDS key
     readouts: dict[str, Any]        # voice2mesh.metrics.readouts of one face
-    timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write glb"
+    timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write meshes"
     provider: str                   # ONNX Runtime execution provider that ran the model
+    speech_s: float = 0.0           # seconds of speech the VAD kept
 
 
 @dataclass
@@ -232,12 +231,13 @@ class Voice2MeshService:
 
     @property
     def default_choice(self) -> str:
-        return next(iter(self.models))
+        """``both`` (side by side, with their agreement) when the bundle has two or more models."""
+        return BOTH if len(self.models) >= 2 else next(iter(self.models))
 
     def resolve_choice(self, choice: str | None) -> list[LoadedModel]:
-        """The models one choice runs (``None`` → the default model)."""
+        """The models one choice runs (``None`` → the default choice)."""
         if choice in (None, ""):
-            return [next(iter(self.models.values()))]
+            choice = self.default_choice
         if choice == BOTH:
             if len(self.models) < 2:
                 raise InputError("this bundle has only one model, so 'both' is not available")
@@ -299,7 +299,8 @@ class Voice2MeshService:
         pred = model.predictor.predict(audio)
         vertices = np.asarray(pred.vertices, dtype=np.float64)
         face = FaceResult(model=model.name, label=model.label, vertices=vertices, files={},
-                          readouts=pred.readouts, timings_ms=dict(pred.timings), provider=pred.provider)
+                          readouts=pred.readouts, timings_ms=dict(pred.timings), provider=pred.provider,
+                          speech_s=float(pred.speech_s))
         t0 = time.perf_counter()
         for kind in kinds:
             face.files[kind] = self._write(kind, run_dir / f"{_safe_name(model.name)}{MESH_KINDS[kind]}",
@@ -470,71 +471,19 @@ def read_model_card(root: str | Path, max_chars: int = 20000) -> str:
 
 # --------------------------------------------------------------------------- example voices
 
-ESPEAK_TIMEOUT_S = 30.0
+EXAMPLES_DIR = REPO_ROOT / "examples"  # committed synthetic voices (scripts/make_examples.py)
+EXAMPLE_SUFFIXES = (".flac", ".wav")
 
 
-@dataclass(frozen=True)
-class ExampleVoice:
-    """One synthetic example: espeak-ng voice, speaking rate (words per minute), pitch (0-99), text."""
-
-    name: str
-    voice: str
-    speed: int
-    pitch: int
-    text: str
-
-
-EXAMPLE_VOICES: tuple[ExampleVoice, ...] = (
-    ExampleVoice("synthetic-low-voice", "en-us+m3", 150, 30,
-                 "The quick brown fox jumps over the lazy dog near the quiet river bank, "
-                 "and then it runs back home before the evening rain."),
-    ExampleVoice("synthetic-high-voice", "en-us+f3", 155, 70,
-                 "Every morning I walk along the harbour, count the boats, and listen to the gulls "
-                 "calling over the water."),
-    ExampleVoice("synthetic-mid-voice", "en-gb+m7", 145, 50,
-                 "Please read this sentence aloud in your normal voice for about five seconds, "
-                 "so the model can hear how you speak."),
-)
-
-
-def default_examples_dir() -> Path:
-    """Where generated examples live (outside the repository)."""
-    return cache_dir() / "examples"
-
-
-def synthesise_voice(example: ExampleVoice, path: str | Path) -> Path:
-    """Write one example WAV with espeak-ng (a subprocess with a timeout, no shell)."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError("espeak-ng is not installed (Debian package `espeak-ng`); cannot make examples")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.wav")
-    cmd = [exe, "-v", example.voice, "-s", str(example.speed), "-p", str(example.pitch), "-w", str(tmp),
-           example.text]
-    subprocess.run(cmd, check=True, timeout=ESPEAK_TIMEOUT_S, capture_output=True)
-    os.replace(tmp, path)
-    return path
-
-
-def ensure_examples(out_dir: str | Path | None = None, force: bool = False) -> list[Path]:
-    """Make missing example WAVs (all with ``force``); the paths that exist afterwards.
-
-    Without espeak-ng nothing new is made and no error is raised: the app then shows fewer examples.
-    """
-    out = Path(out_dir) if out_dir is not None else default_examples_dir()
-    have_espeak = shutil.which("espeak-ng") is not None
-    paths = []
-    for example in EXAMPLE_VOICES:
-        path = out / f"{example.name}.wav"
-        if (force or not path.is_file()) and have_espeak:
-            synthesise_voice(example, path)
-        if path.is_file():
-            paths.append(path)
-    return paths
+def example_voices(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
+    """The committed example voices (synthetic espeak-ng speech, no real person), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
 
 
 __all__ = [
     "BOTH", "AudioConfig", "AudioError", "BundleInfo", "FaceResult", "InputError", "RunResult",
-    "ServiceConfig", "Voice2MeshService", "describe_bundle", "ensure_examples",
+    "ServiceConfig", "Voice2MeshService", "describe_bundle", "example_voices",
 ]
