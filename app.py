@@ -160,7 +160,7 @@ def readouts_table(result: RunResult, skills: dict[str, dict[str, RatioSkill]] |
     for face in result.faces:
         prefix = f"{face.label}: " if len(result.faces) > 1 else ""
         headers += [f"{prefix}ratio to OICD", f"{prefix}distance (mm)", f"{prefix}percentile",
-                    f"{prefix}skill (held-out speakers)"]
+                    f"{prefix}skill"]
     rows = []
     for name in (metrics.NORMALISER, *metrics.RATIO_NAMES):
         row: list[Any] = [MEASUREMENT_LABELS.get(name, name)]
@@ -339,6 +339,13 @@ def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool)
             result.summary())
 
 
+def live_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The live plot's data with its column types even when empty (the plot keeps the first types)."""
+    frame = pd.DataFrame(rows, columns=["speech_s", "heard_s", "ratio", "value", "percentile"])
+    return frame.astype({"speech_s": float, "heard_s": float, "ratio": object, "value": float,
+                         "percentile": float})
+
+
 def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[str, Any]:
     """The live microphone mode's events: start a stream, one update per chunk, end."""
     marks = unpredictable(model_skills(service))  # ratios marked in the live plot
@@ -346,7 +353,7 @@ def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[st
     def live_start(request: gr.Request):
         """A new recording: an empty stream for the session, an empty plot."""
         live.start(_session(request))
-        return pd.DataFrame(history_rows([])), "Listening…"
+        return live_frame([]), "Listening…"
 
     def live_update(chunk: tuple[int, Any] | None, model: str | None, heatmap: bool, request: gr.Request):
         """One chunk: the face from all the speech so far (outputs of /predict, the 6 downloads, the 16 kHz
@@ -357,7 +364,7 @@ def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[st
             update = live.update(_session(request), chunk, model, kinds)
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "making the face from the microphone") from exc
-        plot = pd.DataFrame(history_rows(update.history, marks))
+        plot = live_frame(history_rows(update.history, marks))
         points = len(update.history) // max(1, len({p.model for p in update.history}))
         status = (f"Heard {update.heard_s:.1f} s; {points} faces so far."
                   + (f" {html.escape(public_message(update.message))}" if update.message else ""))
@@ -518,9 +525,10 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100], sort=PLOT_ORDER,
                                   label="percentiles", title="Percentile of each ratio in the population",
                                   height=260)
-                live_plot = gr.LinePlot(x="speech (s)", y="percentile", color="ratio", y_lim=[0, 100],
-                                        label="live", title="Live: percentile of each ratio against seconds "
-                                        "of speech heard", height=220, elem_id="live-plot")
+                live_plot = gr.LinePlot(x="speech_s", y="percentile", color="ratio", y_lim=[0, 100],
+                                        x_title="speech heard (s)", label="live",
+                                        title="Live: percentile of each ratio against seconds of speech",
+                                        height=220, elem_id="live-plot")
                 with gr.Accordion("Timings and all numbers", open=False):
                     timings = gr.Dataframe(label="timings", interactive=False)
                     details = gr.JSON(label="result")

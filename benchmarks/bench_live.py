@@ -2,8 +2,9 @@
 
 One live update (``voice2mesh.live.LiveStreams.update``, what the app's ``/live_update`` event runs
 per microphone chunk): append a 0.5 s chunk at 48 kHz (what browsers record) through the stream's
-resampler, write the buffer as a 16 kHz WAV, and run the service's one-shot path on it (check audio,
-VAD, features, ONNX Runtime, mesh decoding, readouts, viewer GLB + OBJ + PLY as the app asks). Before
+resampler, write the buffer as a 16 kHz WAV, and run the service's one-shot path on it with the
+bundle's first model (check audio, VAD, features, ONNX Runtime, mesh decoding, readouts, viewer GLB +
+OBJ + PLY as the app asks). Before
 each timed update the stream is filled, untimed, to the length being measured; the lengths take turns.
 Speech: the shared assets' real voices (concatenated and repeated, as benchmarks/bench_predict.py does),
 else an espeak-ng voice repeated. Reported: medians per length, the stages of the one-shot run, and the
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     voice, source = speech(max(LENGTHS_S), work)
     chunk = int(CHUNK_S * BROWSER_RATE)
     kinds = ("glb", *DOWNLOAD_KINDS)
+    model = next(iter(service.models))  # one model: the bundle's first
     times: dict[float, list[float]] = {s: [] for s in LENGTHS_S}
     stages: dict[float, dict[str, list[float]]] = {s: {k: [] for k in STAGES} for s in LENGTHS_S}
     speech_s: dict[float, float] = {}
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             stream = live.start("bench")
             stream.add(BROWSER_RATE, voice[:end - chunk])  # untimed: the speech heard before this update
             t0 = time.perf_counter()
-            update = live.update("bench", (BROWSER_RATE, voice[end - chunk:end]), None, kinds)
+            update = live.update("bench", (BROWSER_RATE, voice[end - chunk:end]), model, kinds)
             elapsed = (time.perf_counter() - t0) * 1e3
             if update.result is None:
                 raise SystemExit(f"no face at {seconds} s: {update.message}")
@@ -96,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     service.close()
     med = {s: statistics.median(v) for s, v in times.items()}
     load = os.getloadavg()[0]
-    print(f"bundle {service.info.source_name}; speech: {source}; {args.repeats} updates per length, medians; "
-          f"load average {load:.1f}; {os.cpu_count()} CPUs")
+    print(f"bundle {service.info.source_name}, model {model}; speech: {source}; {args.repeats} updates per "
+          f"length, medians; load average {load:.1f}; {os.cpu_count()} CPUs")
     header = ["heard (s)", "speech after VAD (s)", "update (ms)", "vs shortest",
               *(f"{k} (ms)" for k in STAGES), "other (ms)"]
     print("| " + " | ".join(header) + " |")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
               + " | ".join(f"{st[k]:.1f}" for k in STAGES) + f" | {other:.1f} |")
     print("other: buffering and resampling the chunk, writing the WAV, the service's bookkeeping")
     if args.json:
-        args.json.write_text(json.dumps({"bundle": service.info.source_name, "speech": source,
+        args.json.write_text(json.dumps({"bundle": service.info.source_name, "model": model, "speech": source,
                                          "load_average": load, "rows": rows}, indent=2))
     return 0
 

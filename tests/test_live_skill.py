@@ -100,7 +100,7 @@ def test_readouts_and_live_marks_say_what_the_ratios_are_worth(skilled_bundle, t
             u = live.update("s", c, "both")
         assert u.result is not None
         table = app.readouts_table(u.result, skills)
-        assert table["headers"][4] == "Supervised (log-mel): skill (held-out speakers)"
+        assert table["headers"][4] == "Supervised (log-mel): skill"
         rows = {r[0].split()[0]: r for r in table["data"]}
         assert rows["ER"][4] == "22% of the gap, beyond noise"
         assert rows["FR"][4] == "0% of the gap, within noise (no skill)"
