@@ -27,6 +27,7 @@ import pandas as pd
 from starlette.middleware import Middleware
 
 from voice2mesh import metrics
+from voice2mesh.bundle import RatioSkill, read_skill
 from voice2mesh.live import LiveStreams, history_rows
 from voice2mesh.publictext import public_message
 from voice2mesh.service import (
@@ -131,12 +132,35 @@ def summary_markdown(result: RunResult, n_triangles: int) -> str:
 Table = dict[str, list]  # what gr.Dataframe shows: {"headers": [...], "data": [[...], ...]}
 
 
-def readouts_table(result: RunResult) -> Table:
-    """Readouts: one row per measurement, one block of columns per model."""
+def model_skills(service: Voice2MeshService) -> dict[str, dict[str, RatioSkill]]:
+    """Each loaded model's measured skill per ratio (from its bundle), by model label."""
+    return {m.label: read_skill(m.predictor.entry) for m in service.models.values()}
+
+
+def skill_text(skill: RatioSkill | None) -> str:
+    """A readout's worth, for people: the share of the baseline→oracle gap closed, and the noise."""
+    if skill is None:
+        return "not measured"
+    gap = "gap n/a (no oracle)" if skill.gap_closed is None else f"{100 * skill.gap_closed:.0f}% of the gap"
+    noise = {True: "beyond noise", False: "within noise (no skill)", None: "noise unknown"}
+    return f"{gap}, {noise[skill.beyond_noise]}"
+
+
+def unpredictable(skills: dict[str, dict[str, RatioSkill]]) -> dict[str, dict[str, str]]:
+    """Per model label, the ratios it cannot predict and why ("no skill", "not measured")."""
+    return {label: {r: "not measured" if r not in s else "no skill" for r in metrics.RATIO_NAMES
+                    if r not in s or not s[r].predictable} for label, s in skills.items()}
+
+
+def readouts_table(result: RunResult, skills: dict[str, dict[str, RatioSkill]] | None = None) -> Table:
+    """Readouts: one row per measurement, one block of columns per model; each ratio with the model's
+    measured skill on it (:func:`model_skills`; "not measured" when the bundle records none)."""
+    skills = skills or {}
     headers = ["measurement"]
     for face in result.faces:
         prefix = f"{face.label}: " if len(result.faces) > 1 else ""
-        headers += [f"{prefix}ratio to OICD", f"{prefix}distance (mm)", f"{prefix}percentile"]
+        headers += [f"{prefix}ratio to OICD", f"{prefix}distance (mm)", f"{prefix}percentile",
+                    f"{prefix}skill"]
     rows = []
     for name in (metrics.NORMALISER, *metrics.RATIO_NAMES):
         row: list[Any] = [MEASUREMENT_LABELS.get(name, name)]
@@ -144,8 +168,9 @@ def readouts_table(result: RunResult) -> Table:
             r = face.readouts
             ratio = 1.0 if name == metrics.NORMALISER else r["ratios"][name]
             pct = r["percentiles"].get(name)
+            worth = "" if name == metrics.NORMALISER else skill_text(skills.get(face.label, {}).get(name))
             row += [round(float(ratio), 4), round(float(r["distances_mm"][name]), 2),
-                    None if pct is None else round(float(pct), 1)]
+                    None if pct is None else round(float(pct), 1), worth]
         rows.append(row)
     return {"headers": headers, "data": rows}
 
@@ -309,17 +334,26 @@ def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool)
     shown = [f.files[viewer_kind(heatmap)] for f in result.faces]
     viewers = _paths((shown + [None, None])[:2])
     summary = summary_markdown(result, len(service.face_model.triangles))
-    return (*viewers, summary, readouts_table(result), plot_frame(result), timings_table(result),
+    return (*viewers, summary, readouts_table(result, model_skills(service)), plot_frame(result),
+            timings_table(result),
             result.summary())
+
+
+def live_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The live plot's data with its column types even when empty (the plot keeps the first types)."""
+    frame = pd.DataFrame(rows, columns=["speech_s", "heard_s", "ratio", "value", "percentile"])
+    return frame.astype({"speech_s": float, "heard_s": float, "ratio": object, "value": float,
+                         "percentile": float})
 
 
 def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[str, Any]:
     """The live microphone mode's events: start a stream, one update per chunk, end."""
+    marks = unpredictable(model_skills(service))  # ratios marked in the live plot
 
     def live_start(request: gr.Request):
         """A new recording: an empty stream for the session, an empty plot."""
         live.start(_session(request))
-        return pd.DataFrame(history_rows([])), "Listening…"
+        return live_frame([]), "Listening…"
 
     def live_update(chunk: tuple[int, Any] | None, model: str | None, heatmap: bool, request: gr.Request):
         """One chunk: the face from all the speech so far (outputs of /predict, the 6 downloads, the 16 kHz
@@ -330,7 +364,7 @@ def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[st
             update = live.update(_session(request), chunk, model, kinds)
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "making the face from the microphone") from exc
-        plot = pd.DataFrame(history_rows(update.history))
+        plot = live_frame(history_rows(update.history, marks))
         points = len(update.history) // max(1, len({p.model for p in update.history}))
         status = (f"Heard {update.heard_s:.1f} s; {points} faces so far."
                   + (f" {html.escape(public_message(update.message))}" if update.message else ""))
@@ -479,7 +513,11 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 summary = gr.Markdown(label="summary", elem_id="summary")
                 gr.Markdown("**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), "
                             "in millimetres, and where the ratio lies among faces drawn from the model's "
-                            "prior (percentile; 50 = typical).")
+                            "prior (percentile; 50 = typical). *Skill*: the share of the gap between the "
+                            "average face and the best a voice model can do (oracle) that this model "
+                            "closed on speakers it never heard, from its bundle's evaluation; \"no skill\" "
+                            "when it does not beat the average face beyond noise. The live plot marks "
+                            "those ratios.")
                 readouts = gr.Dataframe(value=pd.DataFrame(columns=["measurement", "ratio to OICD",
                                                                     "distance (mm)", "percentile"]),
                                         label="readouts", show_label=False, interactive=False,
@@ -487,9 +525,10 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100], sort=PLOT_ORDER,
                                   label="percentiles", title="Percentile of each ratio in the population",
                                   height=260)
-                live_plot = gr.LinePlot(x="speech (s)", y="percentile", color="ratio", y_lim=[0, 100],
-                                        label="live", title="Live: percentile of each ratio against seconds "
-                                        "of speech heard", height=220, elem_id="live-plot")
+                live_plot = gr.LinePlot(x="speech_s", y="percentile", color="ratio", y_lim=[0, 100],
+                                        x_title="speech heard (s)", label="live",
+                                        title="Live: percentile of each ratio against seconds of speech",
+                                        height=220, elem_id="live-plot")
                 with gr.Accordion("Timings and all numbers", open=False):
                     timings = gr.Dataframe(label="timings", interactive=False)
                     details = gr.JSON(label="result")

@@ -122,8 +122,12 @@ def test_channel_limit_from_the_header(tmp_path):
     load_audio(path, AudioConfig(max_channels=9))  # the limit is the config's
 
 
-def test_the_bomb_is_refused_before_decoding(tmp_path):
-    bomb = write_bomb(tmp_path / "bomb.flac")
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> Path:
+    return write_bomb(tmp_path_factory.mktemp("bomb") / "bomb.flac")
+
+
+def test_the_bomb_is_refused_before_decoding(bomb):
     assert bomb.stat().st_size < MiB  # small on disk: only the header tells what it would become
     growth = peak_of_subprocess(f"""
         try:
@@ -279,8 +283,7 @@ def still_answers(client: Client, voice: Path) -> None:
     assert out[0] and Path(out[0]).is_file()
 
 
-def test_bomb_through_the_server(server, client, voice, tmp_path):
-    bomb = write_bomb(tmp_path / "bomb.flac")
+def test_bomb_through_the_server(server, client, voice, bomb):
     before = peak_rss_mb(server.proc.pid)
     with pytest.raises(AppError) as info:
         client.predict(handle_file(str(bomb)), MODEL, False, api_name="/predict")

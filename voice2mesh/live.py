@@ -244,7 +244,7 @@ def history_rows(history: list[HistoryPoint], unpredictable: dict[str, dict[str,
         for name in metrics.RATIO_NAMES:
             mark = marks.get(p.model, {}).get(name, "")
             series = f"{name}{f' ({mark})' if mark else ''}{f' · {p.model}' if multi else ''}"
-            rows.append({"speech (s)": round(p.speech_s, 2), "heard (s)": round(p.heard_s, 2),
+            rows.append({"speech_s": round(p.speech_s, 2), "heard_s": round(p.heard_s, 2),
                          "ratio": series, "value": p.ratios[name], "percentile": p.percentiles[name]})
     return rows
 
