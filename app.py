@@ -339,11 +339,22 @@ def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool)
             result.summary())
 
 
-def live_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The live plot's data with its column types even when empty (the plot keeps the first types)."""
-    frame = pd.DataFrame(rows, columns=["speech_s", "heard_s", "ratio", "value", "percentile"])
-    return frame.astype({"speech_s": float, "heard_s": float, "ratio": object, "value": float,
-                         "percentile": float})
+def live_frame(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """The live plot's data; None (an empty plot) while there is none: Gradio's plot keeps the column
+    types of the first data it gets, and an empty frame's types draw no lines afterwards."""
+    return pd.DataFrame(rows) if rows else None
+
+
+def unpredictable_markdown(service: Voice2MeshService) -> str:
+    """Under the live plot: which ratios each model cannot predict (they are marked in the plot)."""
+    parts = []
+    for label, marks in unpredictable(model_skills(service)).items():
+        by_mark: dict[str, list[str]] = {}
+        for ratio, mark in marks.items():
+            by_mark.setdefault(mark, []).append(ratio)
+        text = "; ".join(f"{', '.join(r)}: {m}" for m, r in by_mark.items()) or "none (all four have skill)"
+        parts.append(f"**{html.escape(label)}**: {text}")
+    return "Ratios the model cannot predict (marked in the plot): " + " · ".join(parts) + "."
 
 
 def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[str, Any]:
@@ -528,7 +539,8 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 live_plot = gr.LinePlot(x="speech_s", y="percentile", color="ratio", y_lim=[0, 100],
                                         x_title="speech heard (s)", label="live",
                                         title="Live: percentile of each ratio against seconds of speech",
-                                        height=220, elem_id="live-plot")
+                                        height=280, elem_id="live-plot")
+                gr.Markdown(unpredictable_markdown(service), elem_id="live-marks")
                 with gr.Accordion("Timings and all numbers", open=False):
                     timings = gr.Dataframe(label="timings", interactive=False)
                     details = gr.JSON(label="result")

@@ -121,6 +121,10 @@ def test_the_buffer_stops_at_the_audio_limit(bundle, voice, tmp_path):
         assert full[0].result is not None  # the update that filled the buffer still predicts
         assert all(u.result is None and "3 s limit" in u.message for u in full[1:])
         assert len(full) >= 2
+        silent = live.update("quiet", (16000, np.zeros(3 * 16000, np.int16)), None)  # fills the buffer
+        assert silent.result is None and "silent" in silent.message
+        again = live.update("quiet", (16000, np.ones(16000, np.int16)), None)
+        assert again.result is None and "3 s limit" in again.message  # a full buffer is not re-run
     finally:
         service.close()
 

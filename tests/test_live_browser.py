@@ -40,8 +40,9 @@ def browser(voice):  # noqa: F811 - the voice fixture imported above
 
 def _download(page, locator, folder: Path) -> tuple[Path, str]:
     """Click a download button; the saved file and the URL it came from."""
+    playwright_api.expect(locator).to_be_enabled(timeout=TIMEOUT_MS)
     with page.expect_download(timeout=TIMEOUT_MS) as info:
-        locator.click()
+        locator.click(timeout=TIMEOUT_MS)
     d = info.value
     path = folder / d.suggested_filename
     d.save_as(path)
@@ -67,7 +68,7 @@ def test_live_faces_form_and_the_last_is_the_one_shot_prediction(browser, server
     live.get_by_role("button", name="Stop").first.click()
     status = page.locator("#live-status")
     last, stable_since = "", time.time()
-    while time.time() - stable_since < 4.0:  # the last chunks are answered after the stop
+    while time.time() - stable_since < 6.0:  # the last chunks are answered after the stop
         text = status.inner_text()
         if text != last:
             last, stable_since = text, time.time()

@@ -110,3 +110,16 @@ def test_readouts_and_live_marks_say_what_the_ratios_are_worth(skilled_bundle, t
         assert "ER (not measured) · Supervised (GE2E)" in series
     finally:
         service.close()
+
+
+def test_the_page_names_the_ratios_a_model_cannot_predict(skilled_bundle, tmp_path):
+    import app
+    from voice2mesh.service import Voice2MeshService
+
+    service = Voice2MeshService.from_bundle(skilled_bundle, work_dir=tmp_path / "work")
+    try:
+        text = app.unpredictable_markdown(service)
+    finally:
+        service.close()
+    assert "**Supervised (log-mel)**: FR, CR, MR: no skill" in text
+    assert "**Supervised (GE2E)**: ER, FR, CR, MR: not measured" in text

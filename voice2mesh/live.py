@@ -188,7 +188,7 @@ class LiveStreams:
                 kept = stream.add(int(rate), np.asarray(data)) if not stream.full else 0
             if stream.n == 0:
                 return LiveUpdate(None, 0.0, "listening…", list(stream.history))
-            if kept == 0 and stream.history:
+            if kept == 0 and (stream.history or stream.full):  # nothing new: no new face
                 limit = self.service.config.audio.max_duration_s
                 note = f"reached the {limit:g} s limit: the face stays as it is" if stream.full else ""
                 return LiveUpdate(None, stream.seconds, note, list(stream.history))
