@@ -123,3 +123,22 @@ def test_the_page_names_the_ratios_a_model_cannot_predict(skilled_bundle, tmp_pa
         service.close()
     assert "**Supervised (log-mel)**: FR, CR, MR: no skill" in text
     assert "**Supervised (GE2E)**: ER, FR, CR, MR: not measured" in text
+
+
+def test_to_onnx_writes_the_skill_of_an_evaluated_run(tmp_path, assets_dir):
+    """``python -m export.to_onnx --evaluation``: the evaluation row of the exported run becomes its
+    skill entry in bundle.json, and the runtime reads it back."""
+    from export import to_onnx
+    from tests.test_export import _fake_training_run
+
+    _fake_training_run(tmp_path / "run-a", seed=3)  # its checkpoint is run-a/model.pt, the row's name
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text(json.dumps(evaluation_result()))
+    out = tmp_path / "bundle"
+    assert to_onnx.main(["--all", str(tmp_path / "run-a"), "--out", str(out), "--no-check",
+                         "--evaluation", str(evaluation)]) == 0
+    bundle = load_bundle(out)
+    skill = read_skill(bundle.model("supervised"))
+    assert skill["ER"].gap_closed == pytest.approx(0.2188, abs=1e-4) and skill["ER"].predictable
+    assert not skill["FR"].predictable
+    assert bundle.manifest["models"]["supervised"]["skill"]["evaluated_on"].startswith("synthvox-test test")
