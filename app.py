@@ -27,6 +27,8 @@ import pandas as pd
 from starlette.middleware import Middleware
 
 from voice2mesh import metrics
+from voice2mesh.bundle import RatioSkill, read_skill
+from voice2mesh.live import LiveStreams, history_rows
 from voice2mesh.publictext import public_message
 from voice2mesh.service import (
     DOWNLOAD_KINDS,
@@ -46,6 +48,8 @@ LOG = logging.getLogger("voice2mesh.app")
 PAPER_URL = "https://arxiv.org/abs/2104.10299"
 EXPECTED_ERRORS = (AudioError, InputError)
 COMPUTE = "compute"  # the concurrency group of every queued event: one limit for all of them
+LIVE = "live"  # live streams: a stream holds its worker between chunks, so streams get their own group
+LIVE_CHUNK_S = 0.5  # the browser sends the microphone every this many seconds; each chunk is one update
 VISITOR_COOKIE = "voice2mesh_visitor"  # see VisitorCookie
 UPLOAD_CAP_EVERY_S = 2.0  # how often the sum of Gradio's uploads is checked against --upload-disk-mb
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
@@ -128,12 +132,35 @@ def summary_markdown(result: RunResult, n_triangles: int) -> str:
 Table = dict[str, list]  # what gr.Dataframe shows: {"headers": [...], "data": [[...], ...]}
 
 
-def readouts_table(result: RunResult) -> Table:
-    """Readouts: one row per measurement, one block of columns per model."""
+def model_skills(service: Voice2MeshService) -> dict[str, dict[str, RatioSkill]]:
+    """Each loaded model's measured skill per ratio (from its bundle), by model label."""
+    return {m.label: read_skill(m.predictor.entry) for m in service.models.values()}
+
+
+def skill_text(skill: RatioSkill | None) -> str:
+    """A readout's worth, for people: the share of the baseline→oracle gap closed, and the noise."""
+    if skill is None:
+        return "not measured"
+    gap = "gap n/a (no oracle)" if skill.gap_closed is None else f"{100 * skill.gap_closed:.0f}% of the gap"
+    noise = {True: "beyond noise", False: "within noise (no skill)", None: "noise unknown"}
+    return f"{gap}, {noise[skill.beyond_noise]}"
+
+
+def unpredictable(skills: dict[str, dict[str, RatioSkill]]) -> dict[str, dict[str, str]]:
+    """Per model label, the ratios it cannot predict and why ("no skill", "not measured")."""
+    return {label: {r: "not measured" if r not in s else "no skill" for r in metrics.RATIO_NAMES
+                    if r not in s or not s[r].predictable} for label, s in skills.items()}
+
+
+def readouts_table(result: RunResult, skills: dict[str, dict[str, RatioSkill]] | None = None) -> Table:
+    """Readouts: one row per measurement, one block of columns per model; each ratio with the model's
+    measured skill on it (:func:`model_skills`; "not measured" when the bundle records none)."""
+    skills = skills or {}
     headers = ["measurement"]
     for face in result.faces:
         prefix = f"{face.label}: " if len(result.faces) > 1 else ""
-        headers += [f"{prefix}ratio to OICD", f"{prefix}distance (mm)", f"{prefix}percentile"]
+        headers += [f"{prefix}ratio to OICD", f"{prefix}distance (mm)", f"{prefix}percentile",
+                    f"{prefix}skill"]
     rows = []
     for name in (metrics.NORMALISER, *metrics.RATIO_NAMES):
         row: list[Any] = [MEASUREMENT_LABELS.get(name, name)]
@@ -141,8 +168,9 @@ def readouts_table(result: RunResult) -> Table:
             r = face.readouts
             ratio = 1.0 if name == metrics.NORMALISER else r["ratios"][name]
             pct = r["percentiles"].get(name)
+            worth = "" if name == metrics.NORMALISER else skill_text(skills.get(face.label, {}).get(name))
             row += [round(float(ratio), 4), round(float(r["distances_mm"][name]), 2),
-                    None if pct is None else round(float(pct), 1)]
+                    None if pct is None else round(float(pct), 1), worth]
         rows.append(row)
     return {"headers": headers, "data": rows}
 
@@ -300,6 +328,75 @@ def _paths(files: list[Path | None]) -> list[str | None]:
     return [None if f is None else str(f) for f in files]
 
 
+def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool) -> tuple:
+    """What the page shows for a result: 2 viewer GLBs (the second None for one model), summary,
+    readouts table, plot frame, timings table, JSON (plain values, so API clients get files and numbers)."""
+    shown = [f.files[viewer_kind(heatmap)] for f in result.faces]
+    viewers = _paths((shown + [None, None])[:2])
+    summary = summary_markdown(result, len(service.face_model.triangles))
+    return (*viewers, summary, readouts_table(result, model_skills(service)), plot_frame(result),
+            timings_table(result),
+            result.summary())
+
+
+def live_frame(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """The live plot's data; None (an empty plot) while there is none: Gradio's plot keeps the column
+    types of the first data it gets, and an empty frame's types draw no lines afterwards."""
+    return pd.DataFrame(rows) if rows else None
+
+
+def unpredictable_markdown(service: Voice2MeshService) -> str:
+    """Under the live plot: which ratios each model cannot predict (they are marked in the plot)."""
+    parts = []
+    for label, marks in unpredictable(model_skills(service)).items():
+        by_mark: dict[str, list[str]] = {}
+        for ratio, mark in marks.items():
+            by_mark.setdefault(mark, []).append(ratio)
+        text = "; ".join(f"{', '.join(r)}: {m}" for m, r in by_mark.items()) or "none (all four have skill)"
+        parts.append(f"**{html.escape(label)}**: {text}")
+    return "Ratios the model cannot predict (marked in the plot): " + " · ".join(parts) + "."
+
+
+def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[str, Any]:
+    """The live microphone mode's events: start a stream, one update per chunk, end."""
+    marks = unpredictable(model_skills(service))  # ratios marked in the live plot
+
+    def live_start(request: gr.Request):
+        """A new recording: an empty stream for the session, an empty plot."""
+        live.start(_session(request))
+        return live_frame([]), "Listening…"
+
+    def live_update(chunk: tuple[int, Any] | None, model: str | None, heatmap: bool, request: gr.Request):
+        """One chunk: the face from all the speech so far (outputs of /predict, the 6 downloads, the 16 kHz
+        WAV it was predicted from, the live plot, a status line); no new face while there is too little
+        speech yet."""
+        kinds = (viewer_kind(bool(heatmap)), *DOWNLOAD_KINDS)
+        try:
+            update = live.update(_session(request), chunk, model, kinds)
+        except Exception as exc:  # noqa: BLE001
+            raise _as_gr_error(exc, "making the face from the microphone") from exc
+        plot = live_frame(history_rows(update.history, marks))
+        points = len(update.history) // max(1, len({p.model for p in update.history}))
+        status = (f"Heard {update.heard_s:.1f} s; {points} faces so far."
+                  + (f" {html.escape(public_message(update.message))}" if update.message else ""))
+        if update.result is None:
+            return (*[gr.skip()] * 14, plot, status)
+        downloads = [service.mesh_files(_session(request), kind) for kind in DOWNLOAD_KINDS]
+        files = [by_kind[i] for i in range(2) for by_kind in downloads]
+        buttons = [gr.DownloadButton(value=None if f is None else str(f), interactive=f is not None)
+                   for f in files]
+        heard = live.heard_wav(_session(request))
+        return (*result_outputs(service, update.result, bool(heatmap)), *buttons,
+                gr.DownloadButton(value=str(heard) if heard else None, interactive=heard is not None), plot,
+                status)
+
+    def end(request: gr.Request) -> None:
+        if _via_heartbeat(request):
+            live.end(_session(request))
+
+    return {"live_start": live_start, "live_update": live_update, "end": end}
+
+
 def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
     """The functions the UI events call (plain functions: tests may call them too)."""
 
@@ -310,11 +407,7 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
             result = service.run(audio, model, _session(request), kinds=[viewer_kind(bool(heatmap))])
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "making the face") from exc
-        shown = [f.files[viewer_kind(bool(heatmap))] for f in result.faces]
-        viewers = _paths((shown + [None, None])[:2])
-        summary = summary_markdown(result, len(service.face_model.triangles))
-        return (*viewers, summary, readouts_table(result), plot_frame(result), timings_table(result),
-                result.summary())
+        return result_outputs(service, result, bool(heatmap))
 
     def downloads(request: gr.Request):
         """GLB, OBJ and PLY of each face of the session's latest run (written now, when first asked)."""
@@ -384,6 +477,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
     timer and age as the session files.
     """
     h = make_handlers(service)
+    lh = make_live_handlers(service, LiveStreams(service))
     choices = service.choices()
     shown = service.resolve_choice(None)  # the default choice: both models side by side when there are two
     cfg = service.config
@@ -402,6 +496,13 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                                  visible=len(choices) > 1)
                 heatmap = gr.Checkbox(value=False, label="Colour by distance from the average face (heatmap)")
                 run = gr.Button("Make a face", variant="primary", elem_id="run")
+                with gr.Group():
+                    live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
+                                          label="Live: speak and watch the face form", elem_id="live-input")
+                    heard = gr.DownloadButton("WAV heard (16 kHz)", interactive=False, size="sm",
+                                              elem_id="live-heard")
+                    live_status = gr.Markdown("Record here to see the face change while you speak.",
+                                              elem_id="live-status")
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[audio],
                                 label="Synthetic example voices (espeak-ng, no real person)")
@@ -423,7 +524,11 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 summary = gr.Markdown(label="summary", elem_id="summary")
                 gr.Markdown("**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), "
                             "in millimetres, and where the ratio lies among faces drawn from the model's "
-                            "prior (percentile; 50 = typical).")
+                            "prior (percentile; 50 = typical). *Skill*: the share of the gap between the "
+                            "average face and the best a voice model can do (oracle) that this model "
+                            "closed on speakers it never heard, from its bundle's evaluation; \"no skill\" "
+                            "when it does not beat the average face beyond noise. The live plot marks "
+                            "those ratios.")
                 readouts = gr.Dataframe(value=pd.DataFrame(columns=["measurement", "ratio to OICD",
                                                                     "distance (mm)", "percentile"]),
                                         label="readouts", show_label=False, interactive=False,
@@ -431,6 +536,11 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100], sort=PLOT_ORDER,
                                   label="percentiles", title="Percentile of each ratio in the population",
                                   height=260)
+                live_plot = gr.LinePlot(x="speech_s", y="percentile", color="ratio", y_lim=[0, 100],
+                                        x_title="speech heard (s)", label="live",
+                                        title="Live: percentile of each ratio against seconds of speech",
+                                        height=280, elem_id="live-plot")
+                gr.Markdown(unpredictable_markdown(service), elem_id="live-marks")
                 with gr.Accordion("Timings and all numbers", open=False):
                     timings = gr.Dataframe(label="timings", interactive=False)
                     details = gr.JSON(label="result")
@@ -462,7 +572,14 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                      queue=False)
         compare.click(h["compare"], [scan], [comparison], api_name="compare", concurrency_id=COMPUTE)
         gr.api(h["info"], api_name="info", concurrency_id=COMPUTE)
+        live_audio.start_recording(lh["live_start"], None, [live_plot, live_status], api_name="live_start",
+                                   queue=False)
+        live_out = [*shown, *dl, heard, live_plot, live_status]
+        live_audio.stream(lh["live_update"], [live_audio, model, heatmap], live_out, api_name="live_update",
+                          stream_every=LIVE_CHUNK_S, time_limit=int(cfg.audio.max_duration_s) + 10,
+                          concurrency_id=LIVE, show_progress="hidden")
         demo.unload(h["end"])
+        demo.unload(lh["end"])
     return demo
 
 

@@ -13,7 +13,9 @@
   call, and the seconds until the timer has removed them (no request after the flood).
 - concurrency: ``--clients`` gradio_client sessions submit /predict at once to a server with the
   default limits (2 at a time, 32 waiting): answers, "queue is full" refusals, other failures,
-  latency p50 / p95 of the answers.
+  latency p50 / p95 of the answers. Twice: with gradio_client's own HTTP timeouts (httpx's 5 s for
+  uploads; clients that give up count as failures), and with clients that wait up to 120 s per HTTP
+  call (as a browser does).
 
 Uses the random-weights test bundle (the model's compute is tiny: the app's own costs).
 """
@@ -157,9 +159,11 @@ def bench_rest_flood(bundle: Path, voice: Path, work: Path, calls: int, ttl: flo
             "seconds_to_clear_after_last_call": round(clear_s, 1), "left_mb": round(left / MiB, 2)}
 
 
-def bench_concurrency(bundle: Path, voice: Path, work: Path, n: int) -> dict:
+def bench_concurrency(bundle: Path, voice: Path, work: Path, n: int, http_timeout_s: float | None) -> dict:
+    """``n`` clients submit at once; ``http_timeout_s`` None keeps gradio_client's own timeouts."""
+    kwargs = {} if http_timeout_s is None else {"httpx_kwargs": {"timeout": http_timeout_s}}
     with running_app(bundle, work / "srv-conc", ["--no-examples"]) as srv:
-        clients = [Client(srv.url, verbose=False) for _ in range(n)]
+        clients = [Client(srv.url, verbose=False, **kwargs) for _ in range(n)]
         clients[0].predict(handle_file(str(voice)), MODEL, False, api_name="/predict")  # warm
         latencies, queue_full, failures = [], 0, []
         lock = threading.Lock()
@@ -190,7 +194,8 @@ def bench_concurrency(bundle: Path, voice: Path, work: Path, n: int) -> dict:
         for c in clients:
             c.close()
         alive = srv.alive()
-    return {"clients": n, "answers": len(latencies), "queue_full": queue_full,
+    return {"clients": n, "http_timeout_s": http_timeout_s or "gradio_client default",
+            "answers": len(latencies), "queue_full": queue_full,
             "other_failures": len(failures),
             "failure_examples": failures[:3],
             "p50_s": round(percentile(latencies, 50), 2) if latencies else None,
@@ -218,7 +223,8 @@ def main() -> int:
         print(json.dumps(results["bomb_on_server"], indent=1), flush=True)
         results["rest_flood"] = bench_rest_flood(bundle, voice, work, calls, args.ttl)
         print(json.dumps(results["rest_flood"], indent=1), flush=True)
-        results["concurrency"] = bench_concurrency(bundle, voice, work, clients)
+        results["concurrency"] = [bench_concurrency(bundle, voice, work, clients, timeout)
+                                  for timeout in (None, 120.0)]
         print(json.dumps(results["concurrency"], indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -8,6 +8,8 @@ import importlib.metadata as _md
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.modelcard import with_metadata
 from voice2mesh.bundle import BUNDLE_FORMAT_VERSION, MODEL_CARD_NAME, write_manifest
 
@@ -31,6 +33,38 @@ def training_data_entry(summary: str, *, synthetic: bool, random_weights: bool, 
         raise TypeError("training_data flags 'synthetic' and 'random_weights' must be booleans")
     return {"summary": summary or "not recorded", "synthetic": synthetic, "random_weights": random_weights,
             **{k: v for k, v in details.items() if v not in (None, "")}}
+
+
+RATIOS = ("ER", "FR", "CR", "MR")  # voice2mesh.metrics.RATIO_NAMES, the readouts' ratios
+
+
+def skill_entry(evaluation: dict[str, Any] | list[dict[str, Any]] | None, run: str) -> dict[str, Any] | None:
+    """``models.<name>.skill`` of ``bundle.json``: a model's measured skill per ratio, from a
+    ``training.evaluate`` result (one or a list) whose model row is named ``run`` ("RUN/model.pt").
+
+    Per ratio: ``gap_closed``, the share of the mean-face baseline → oracle gap the model closed on the
+    held-out speakers (``null`` without an oracle or without a gap), and ``beyond_noise``, whether it
+    beats the baseline by more than two paired standard errors over speakers. None when no result has a
+    row for ``run`` (the runtime then shows "not measured").
+    """
+    results = evaluation if isinstance(evaluation, list) else [evaluation] if evaluation else []
+    for result in results:
+        row = next((r for r in result.get("rows", []) if r.get("kind") == "model" and r.get("name") == run),
+                   None)
+        if row is None:
+            continue
+        ratios = {}
+        for c in RATIOS:
+            gap = (row.get("gap_closed") or {}).get(c)
+            diff, noise = float(row["diff"][c]), float(row["diff_2se"][c])
+            known = np.isfinite(noise)  # NaN with one speaker
+            ratios[c] = {"gap_closed": round(float(gap), 4) if gap is not None and np.isfinite(gap) else None,
+                         "beyond_noise": bool(diff < -noise) if known else None,
+                         "diff_vs_baseline": diff, "noise_2se": noise if known else None}
+        return {"evaluated_on": f"{result.get('name', '?')} {result.get('split', '?')} split: "
+                                f"{result.get('n_speakers', '?')} held-out speakers",
+                "ratios": ratios}
+    return None
 
 
 def library_versions() -> dict[str, str]:

@@ -36,6 +36,7 @@ from export.manifest import (
     finish_bundle,
     front_end_config,
     save_predicted_modes,
+    skill_entry,
     training_data_entry,
 )
 from training.checkpoints import (
@@ -362,6 +363,9 @@ def export_bundle(
                 "checkpoint": Path(m.checkpoint).name,
                 "parity": parity.get(m.name, {}),
             }
+            skill = skill_entry(evaluation, "/".join(Path(m.checkpoint).parts[-2:]))  # evaluate's row name
+            if skill:
+                entries[m.name]["skill"] = skill
         fm_file, fm_id = None, first.face_model_id
         if embed_face_model:
             fm_file = "face_model.npz"

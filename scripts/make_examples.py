@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import soxr
 
@@ -22,9 +23,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from voice2mesh.service import EXAMPLES_DIR, ExampleVoice, synthesise_voice  # noqa: E402
+from training.synthvox.espeak import synthesize  # noqa: E402
+from voice2mesh.service import EXAMPLES_DIR  # noqa: E402
 
 SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class ExampleVoice:
+    """One synthetic example: espeak-ng voice ("language+variant"), words per minute, pitch (0-99), text."""
+
+    name: str
+    voice: str
+    speed: int
+    pitch: int
+    text: str
+
 EXAMPLE_VOICES: tuple[ExampleVoice, ...] = (
     ExampleVoice("synthetic-low-voice", "en-us+m3", 150, 30,
                  "The quick brown fox jumps over the lazy dog near the quiet river bank, "
@@ -40,10 +54,9 @@ EXAMPLE_VOICES: tuple[ExampleVoice, ...] = (
 
 def make_example(example: ExampleVoice, out_dir: Path) -> Path:
     """espeak-ng WAV -> 16 kHz mono 16-bit FLAC ``out_dir/<name>.flac``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = synthesise_voice(example, Path(tmp) / f"{example.name}.wav")
-        samples, rate = sf.read(wav, dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
+    language, variant = example.voice.split("+")
+    samples, rate = synthesize(example.text, variant, example.pitch, example.speed, language=language)
+    mono = samples.astype(np.float32) / 32768.0  # as soundfile reads 16-bit PCM as float32
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     out = out_dir / f"{example.name}.flac"

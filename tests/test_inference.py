@@ -63,7 +63,9 @@ def test_provider_is_what_the_session_runs_on(bundle_dir, predictor, monkeypatch
 def test_default_thread_count(bundle_dir):
     assert 1 <= providers.default_threads() <= 2
     session, _ = providers.create_session(str(bundle_dir / "supervised.onnx"), "cpu")
-    assert session.get_session_options().intra_op_num_threads == providers.default_threads()
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == providers.default_threads()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_thread_setting_reaches_the_session(predictor):

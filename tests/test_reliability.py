@@ -122,8 +122,12 @@ def test_channel_limit_from_the_header(tmp_path):
     load_audio(path, AudioConfig(max_channels=9))  # the limit is the config's
 
 
-def test_the_bomb_is_refused_before_decoding(tmp_path):
-    bomb = write_bomb(tmp_path / "bomb.flac")
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> Path:
+    return write_bomb(tmp_path_factory.mktemp("bomb") / "bomb.flac")
+
+
+def test_the_bomb_is_refused_before_decoding(bomb):
     assert bomb.stat().st_size < MiB  # small on disk: only the header tells what it would become
     growth = peak_of_subprocess(f"""
         try:
@@ -279,8 +283,7 @@ def still_answers(client: Client, voice: Path) -> None:
     assert out[0] and Path(out[0]).is_file()
 
 
-def test_bomb_through_the_server(server, client, voice, tmp_path):
-    bomb = write_bomb(tmp_path / "bomb.flac")
+def test_bomb_through_the_server(server, client, voice, bomb):
     before = peak_rss_mb(server.proc.pid)
     with pytest.raises(AppError) as info:
         client.predict(handle_file(str(bomb)), MODEL, False, api_name="/predict")
@@ -480,8 +483,9 @@ def test_a_session_hash_alone_opens_no_results(server, voice):
         assert rest_call(other, server, "downloads", [], session_hash=session_hash) == [None] * 6
         assert all(rest_call(browser, server, "downloads", [], session_hash=session_hash)[:3])  # GLB OBJ PLY
         config = other.get(server.url + "config").json()
-        [end] = [d["id"] for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
-        for client in (other, browser):  # called by its number, even with the cookie: not Gradio's heartbeat
+        ends = [d["id"] for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
+        assert ends
+        for client, end in ((c, e) for c in (other, browser) for e in ends):  # by number: not the heartbeat
             r = client.post(server.url + "gradio_api/queue/join",
                             json={"data": [], "fn_index": end, "session_hash": session_hash})
             if r.status_code == 200:  # queued: wait for it to finish
@@ -697,17 +701,22 @@ def test_instance_folders_and_orphans(tmp_path):
     assert not dead.exists() and not reused.exists()
 
 
-def test_every_queued_event_shares_one_concurrency_limit(handlers):
-    """Private events (and named ones) get no concurrency of their own beyond the public limit."""
+def test_private_events_get_no_concurrency_of_their_own(handlers):
+    """Every queued event is in the one compute group (the --concurrency limit), except the live
+    microphone stream, whose events hold a worker between chunks and have their own group; no private
+    event has a group of its own, and the events outside the queue do no work."""
     import app as app_module
 
     demo = app_module.build_demo(handlers[1])
     queued = [fn for fn in demo.fns.values() if fn.queue and not any(t[1] == "unload" for t in fn.targets)]
-    assert {fn.api_name for fn in queued} >= {"predict", "downloads", "view", "compare", "info"}
-    assert {fn.concurrency_id for fn in queued} == {app_module.COMPUTE}, [
-        (fn.api_name, fn.concurrency_id) for fn in queued]
+    groups = {fn.api_name: fn.concurrency_id for fn in queued}
+    assert set(groups) >= {"predict", "downloads", "view", "compare", "info"}
+    assert {g for name, g in groups.items() if name != "live_update"} == {app_module.COMPUTE}, groups
+    assert groups.get("live_update", app_module.LIVE) == app_module.LIVE
+    private = [fn for fn in queued if fn.api_visibility == "private"]
+    assert all(fn.concurrency_id == app_module.COMPUTE for fn in private), [fn.name for fn in private]
     unqueued = [fn.name for fn in demo.fns.values() if not fn.queue]
-    assert set(unqueued) <= {"enable_downloads", "show_second", "end"}, unqueued  # no work in them
+    assert set(unqueued) <= {"enable_downloads", "show_second", "end", "live_start"}, unqueued
 
 
 def test_the_bundle_is_shown_by_name_not_path(handlers, bundle):

@@ -92,6 +92,38 @@ def read_training_data(manifest: dict[str, Any], where: str = MANIFEST_NAME) -> 
                         summary=str(td.get("summary") or ""), details=details)
 
 
+@dataclass(frozen=True)
+class RatioSkill:
+    """A model's measured skill on one face ratio (``bundle.json`` → ``models.<name>.skill.ratios``),
+    from ``training.evaluate`` on held-out speakers."""
+
+    gap_closed: float | None  # share of the mean-face baseline → oracle gap closed; None: no oracle
+    beyond_noise: bool | None  # beats the baseline by more than two paired standard errors over speakers
+
+    @property
+    def predictable(self) -> bool:
+        """Measurably better than the mean face: beyond noise and a positive share of the gap closed."""
+        return bool(self.beyond_noise) and (self.gap_closed is None or self.gap_closed > 0)
+
+
+def read_skill(entry: ModelEntry, where: str = MANIFEST_NAME) -> dict[str, RatioSkill]:
+    """The measured skill of a model per ratio ({} when its bundle records none)."""
+    skill = entry.extra.get("skill") or {}
+    ratios = skill.get("ratios") if isinstance(skill, dict) else None
+    if not isinstance(skill, dict) or not isinstance(ratios or {}, dict):
+        raise BundleError(f"{where}: models.{entry.name}.skill must be an object with a 'ratios' object")
+    out = {}
+    for name, value in (ratios or {}).items():
+        gap = value.get("gap_closed") if isinstance(value, dict) else "?"
+        noise = value.get("beyond_noise") if isinstance(value, dict) else "?"
+        if (gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float)))) or \
+                (noise is not None and not isinstance(noise, bool)):
+            raise BundleError(f"{where}: models.{entry.name}.skill.ratios.{name} needs gap_closed (a number "
+                              f"or null) and beyond_noise (true, false or null), got {value!r}")
+        out[str(name)] = RatioSkill(None if gap is None else float(gap), noise)
+    return out
+
+
 @dataclass
 class Bundle:
     """A validated, integrity-checked bundle on disk."""
@@ -281,6 +313,7 @@ def parse_manifest(manifest: dict[str, Any], where: str) -> tuple[dict[str, Mode
                 f"{where}: model {name!r} predicts {models[name].n_params} parameters but the "
                 f"face model takes 1 + {ref.n_identity} + {ref.n_expression} = {expected}"
             )
+        read_skill(models[name], where)  # a malformed skill entry is refused when the bundle loads
         if models[name].file not in manifest["files"]:
             raise BundleError(f"{where}: model file {models[name].file} has no sha256 in 'files'")
     if not models:

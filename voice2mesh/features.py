@@ -41,8 +41,7 @@ import numpy as np
 import scipy.sparse
 
 from voice2mesh.audio import Audio, AudioConfig, AudioError, TooLittleSpeechError, load_audio
-from voice2mesh.vad import VadConfig
-from voice2mesh.vad import vad as _vad
+from voice2mesh.vad import VadConfig, vad
 
 
 @dataclass(frozen=True)
@@ -80,12 +79,6 @@ class FeatureResult:
     timings: dict[str, float]  # milliseconds per stage: vad_ms, logmel_ms, features_ms, total_ms
     speech_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
-
-
-def vad(int16_samples: np.ndarray, sample_rate: int = 16000, config: VadConfig | None = None,
-        detector=None) -> np.ndarray:
-    """Voiced samples (int16) - :func:`voice2mesh.vad.vad` (paper settings by default)."""
-    return _vad(int16_samples, sample_rate, config or VadConfig(), detector)
 
 
 def _mel(hz):
@@ -156,7 +149,7 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
 
     All frames are cut at once (:func:`_frames`, int16 for int16 input); then per block of ``_BLOCK``
     frames: float64 → pre-emphasis, sample 0 of each frame against the previous frame's last sample
-    (quirk 3) → Hamming window → one rfft → power → one matmul with the (sparse) filterbank (quirk 4);
+    (quirk 3) → Hamming window → one rfft → power → one (sparse) matmul with the filters (quirk 4);
     finally floor and natural log (quirk 5). The FFT runs in float64 (a float32 FFT is off by up to
     2e-4 in the log of quiet bins). Blocks keep the temporaries small: one pass over all frames makes
     ~15 MB of fresh float64 temporaries per call, which the allocator hands back to the system and
@@ -167,8 +160,8 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
         raise ValueError(f"log_mel takes one channel of samples, got shape {x.shape}")
     frames = _frames(x if x.dtype.kind in "iu" else x.astype(np.float64), config)
     before = np.concatenate([[0.0], frames[:-1, -1]])  # each frame's pre-emphasis predecessor
-    a, window, filterbank = config.preemphasis, _window(config.win_length), _sparse_filterbank(config)
-    energies = np.empty((len(frames), config.n_mels))
+    a, window, filters = config.preemphasis, _window(config.win_length), _sparse_filters(config)
+    energies = np.empty((config.n_mels, len(frames)))  # transposed: the sparse product's natural layout
     for b in range(0, len(frames), _BLOCK):
         f = frames[b: b + _BLOCK].astype(np.float64)
         f[:, 1:] -= a * f[:, :-1]
@@ -176,8 +169,8 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
         f *= window
         pairs = np.fft.rfft(f, n=config.n_fft, axis=1).view(np.float64)  # re, im side by side
         np.square(pairs, out=pairs)
-        energies[b: b + _BLOCK] = (pairs[:, 0::2] + pairs[:, 1::2]) @ filterbank
-    return np.log(np.maximum(energies, config.log_floor)).astype(np.float32)
+        energies[:, b: b + _BLOCK] = filters @ (pairs[:, 0::2] + pairs[:, 1::2]).T
+    return np.log(np.maximum(energies.T, config.log_floor)).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
@@ -188,10 +181,10 @@ def _window(win_length: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _sparse_filterbank(config: FrontEndConfig) -> scipy.sparse.csr_array:
-    """The filterbank as a sparse matrix: each FFT bin is in at most two filters, and a dense matmul
-    would be handed to a multi-threaded BLAS whose workers spin after each call."""
-    return scipy.sparse.csr_array(mel_filterbank(config))
+def _sparse_filters(config: FrontEndConfig) -> scipy.sparse.csr_array:
+    """(n_mels, n_fft // 2 + 1) filters as a sparse matrix: each FFT bin is in at most two filters, and
+    a dense product would be handed to a multi-threaded BLAS whose workers spin after each call."""
+    return scipy.sparse.csr_array(mel_filterbank(config).T)
 
 
 def normalise(logmel: np.ndarray) -> np.ndarray:
@@ -220,7 +213,7 @@ def features_from_audio(audio: Audio, config: FrontEndConfig = FrontEndConfig())
         raise ValueError(f"{audio.source}: the front end runs at {config.sample_rate} Hz, the audio is at "
                          f"{audio.sample_rate} Hz (load it with voice2mesh.audio.load_audio)")
     t0 = time.perf_counter()
-    voiced = _vad(audio.int16(), audio.sample_rate, config.vad)
+    voiced = vad(audio.int16(), audio.sample_rate, config.vad)
     t1 = time.perf_counter()
     speech_s = len(voiced) / audio.sample_rate
     min_speech = audio.config.min_speech_s

@@ -20,9 +20,11 @@ routine that has to be fed one 30 ms window after another.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 import webrtcvad
 
 INT16_MAX = 2**15 - 1
@@ -191,16 +193,14 @@ def mel_filterbank(config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-_FILTERBANK_CACHE: dict[GE2EFrontEndConfig, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _analysis_tables(config: GE2EFrontEndConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(window, filterbank) for ``config``, built once."""
-    if config not in _FILTERBANK_CACHE:
-        n = config.n_fft
-        window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)  # periodic Hann
-        _FILTERBANK_CACHE[config] = (window, np.ascontiguousarray(mel_filterbank(config).T))
-    return _FILTERBANK_CACHE[config]
+@lru_cache(maxsize=4)
+def _analysis_tables(config: GE2EFrontEndConfig) -> tuple[np.ndarray, scipy.sparse.csr_array]:
+    """(window, filters) for ``config``: the periodic Hann window, and the filterbank as a sparse
+    (n_mels, n_fft // 2 + 1) matrix (a dense product would go to a multi-threaded BLAS whose workers
+    spin after each call)."""
+    n = config.n_fft
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)  # periodic Hann
+    return window, scipy.sparse.csr_array(mel_filterbank(config))
 
 
 def mel_frames(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
@@ -210,14 +210,14 @@ def mel_frames(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> 
     """
     wav = _check_samples(wav, "wav")
     n_fft, hop = config.n_fft, config.hop_length
-    window, fbank_t = _analysis_tables(config)
+    window, filters = _analysis_tables(config)
     padded = np.pad(wav, (n_fft // 2, n_fft // 2))
     n_frames = 1 + len(wav) // hop
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
     spectrum = scipy.fft.rfft(frames * window, n=n_fft, axis=1)  # complex64
     parts = spectrum.view(np.float32).reshape(n_frames, -1, 2)  # (re, im) pairs
     power = np.einsum("fbk,fbk->fb", parts, parts)
-    return np.ascontiguousarray(power @ fbank_t, dtype=np.float32)
+    return np.ascontiguousarray((filters @ power.T).T, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- partial utterances

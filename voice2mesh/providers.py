@@ -46,7 +46,7 @@ def requested_providers(device: str = "auto") -> list[str]:
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """All graph optimisations, sequential execution, ``threads`` intra-op threads (0: ONNX Runtime's
-    default; None: :func:`default_threads`), errors-only logging."""
+    default; None: :func:`default_threads`) that do not spin, errors-only logging."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -54,6 +54,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     if threads:
         so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
+    # idle workers sleep instead of spinning: a spinning worker takes a core from the front end of the
+    # next request, which runs while the session is idle (docs/runtime.md, "Threads")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     return so
 

@@ -18,10 +18,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterable
@@ -99,6 +97,7 @@ class FaceResult:
     readouts: dict[str, Any]        # voice2mesh.metrics.readouts of one face
     timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write meshes"
     provider: str                   # ONNX Runtime execution provider that ran the model
+    speech_s: float = 0.0           # seconds of speech the VAD kept
 
 
 @dataclass
@@ -300,7 +299,8 @@ class Voice2MeshService:
         pred = model.predictor.predict(audio)
         vertices = np.asarray(pred.vertices, dtype=np.float64)
         face = FaceResult(model=model.name, label=model.label, vertices=vertices, files={},
-                          readouts=pred.readouts, timings_ms=dict(pred.timings), provider=pred.provider)
+                          readouts=pred.readouts, timings_ms=dict(pred.timings), provider=pred.provider,
+                          speech_s=float(pred.speech_s))
         t0 = time.perf_counter()
         for kind in kinds:
             face.files[kind] = self._write(kind, run_dir / f"{_safe_name(model.name)}{MESH_KINDS[kind]}",
@@ -471,37 +471,8 @@ def read_model_card(root: str | Path, max_chars: int = 20000) -> str:
 
 # --------------------------------------------------------------------------- example voices
 
-ESPEAK_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class ExampleVoice:
-    """One synthetic example: espeak-ng voice, speaking rate (words per minute), pitch (0-99), text."""
-
-    name: str
-    voice: str
-    speed: int
-    pitch: int
-    text: str
-
-
 EXAMPLES_DIR = REPO_ROOT / "examples"  # committed synthetic voices (scripts/make_examples.py)
 EXAMPLE_SUFFIXES = (".flac", ".wav")
-
-
-def synthesise_voice(example: ExampleVoice, path: str | Path) -> Path:
-    """Write one example WAV with espeak-ng (a subprocess with a timeout, no shell)."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError("espeak-ng is not installed (Debian package `espeak-ng`); cannot make examples")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.wav")
-    cmd = [exe, "-v", example.voice, "-s", str(example.speed), "-p", str(example.pitch), "-w", str(tmp),
-           example.text]
-    subprocess.run(cmd, check=True, timeout=ESPEAK_TIMEOUT_S, capture_output=True)
-    os.replace(tmp, path)
-    return path
 
 
 def example_voices(folder: str | Path = EXAMPLES_DIR) -> list[Path]:

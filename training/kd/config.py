@@ -125,7 +125,8 @@ class KDOptimConfig:
     # exponential moving average of the generator and student weights (not in the paper; a common GAN
     # stabiliser): model.pt and the monitoring use the averaged nets; 0 = off (the paper)
     ema_decay: float = 0.0
-    # monitoring only (never used to pick a checkpoint: KD uses no 3D targets for training or selection):
+    # monitoring only (trains nothing, picks no checkpoint; it reads the validation speakers' 3D faces, and
+    # the model card says so):
     # every N steps log the validation speakers' mean ARE (when the dataset has 3D targets) and write
     # RUN/val_faces.png (faces generated from validation voices); 0 = off
     eval_every: int = 0

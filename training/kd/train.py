@@ -407,6 +407,23 @@ def checkpoint_payload(
     }
 
 
+TEACHER_3D = {
+    "ict": "the ICT teacher was trained on renders of random faces drawn from the ICT prior, with their "
+           "parameters (no face of any dataset speaker)",
+    "ddfa": "the 3DDFA-V2-style teacher's weights were trained by others on 3D fits of face photos",
+}
+
+
+def three_d_data_statement(cfg: KDConfig) -> str:
+    """Exactly which 3D data touched this KD model (the model card's claim)."""
+    monitor = (f"the validation speakers' mean ARE was logged every {cfg.optim.eval_every} steps "
+               "(monitoring; it changes nothing in the run)" if cfg.optim.eval_every > 0
+               else "no 3D error was computed during the run")
+    return (f"the KD losses use no 3D targets; {TEACHER_3D[cfg.teacher.kind]}; model.pt is the last step "
+            f"(no checkpoint picked with 3D data); {monitor}. The recipe's settings may have been chosen on "
+            "validation speakers' 3D faces: docs/kd.md says which (the synthvox recipe's were).")
+
+
 def run_kd(
     cfg: KDConfig, out: str | Path, device: str = "cpu", resume: bool = False, progress: bool = True
 ) -> Path:
@@ -480,7 +497,8 @@ def run_kd(
         config=kd_config_to_dict(cfg),
         metrics={},
         training={
-            "framework": "unsupervised knowledge distillation (no 3D targets used)",
+            "framework": "unsupervised knowledge distillation: voices, face images and a frozen teacher",
+            "3D data": three_d_data_statement(cfg),
             "steps": trainer.step_count,
             "seconds": round(seconds, 1),
             "setup_seconds": round(t_setup, 1),

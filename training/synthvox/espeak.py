@@ -65,13 +65,17 @@ def validate_variants(names) -> tuple[str, ...]:
     return names
 
 
-def synthesize(text: str, variant: str, pitch: int, speed: int) -> tuple[np.ndarray, int]:
-    """One utterance: int16 mono samples and their sample rate (espeak-ng writes 22,050 Hz)."""
+def synthesize(text: str, variant: str, pitch: int, speed: int, language: str = BASE_VOICE
+               ) -> tuple[np.ndarray, int]:
+    """One utterance: int16 mono samples and their sample rate (espeak-ng writes 22,050 Hz).
+
+    ``language``: the espeak-ng voice the variant applies to ("en", "en-us", "en-gb", ...).
+    """
     if not text.strip():
         raise ValueError("empty text")
     pitch = int(np.clip(pitch, *PITCH_RANGE))
     speed = int(np.clip(speed, *SPEED_RANGE))
-    args = [espeak_binary(), "-v", f"{BASE_VOICE}+{variant}", "-p", str(pitch), "-s", str(speed),
+    args = [espeak_binary(), "-v", f"{language}+{variant}", "-p", str(pitch), "-s", str(speed),
             "--stdout", "--", text]
     out = subprocess.run(args, capture_output=True, check=False)
     if out.returncode != 0 or len(out.stdout) < 100:

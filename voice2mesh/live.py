@@ -1,0 +1,256 @@
+"""Live microphone mode: the face re-predicted from all the speech heard so far, while a visitor speaks.
+
+The browser sends the microphone in chunks (Gradio's ``Audio(streaming=True)`` ``.stream`` event);
+:class:`LiveStreams` keeps each session's samples so far as 16 kHz int16 mono (the front end's
+input format), in a buffer of at most the one-shot audio limit (``AudioConfig.max_duration_s``).
+Every update writes the buffer as a 16-bit WAV and runs the service's one-shot path on that file
+(:meth:`voice2mesh.service.Voice2MeshService.run`: the same checks, VAD and front end), so each live
+result *is* the one-shot prediction of the samples heard so far. The WAV stays in the result's run
+folder (``heard.wav``), so a visitor or a test can predict it again; results, mesh files and their
+cleanup are the service's session storage (:mod:`voice2mesh.sessions`: runs kept per session, TTL,
+disk cap). The work per update grows with the buffer, which the audio limit caps.
+
+Chunks at another rate are resampled with one streaming soxr resampler per stream, the resampler
+:mod:`voice2mesh.audio` uses for whole files; several channels are averaged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from voice2mesh import metrics
+from voice2mesh.audio import AudioError, to_int16
+from voice2mesh.service import InputError, RunResult, Voice2MeshService
+
+HEARD_WAV = "heard.wav"  # the samples a live result was predicted from, in its run folder
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class HistoryPoint:
+    """One live update of one model: seconds heard and of speech, the ratios and their percentiles."""
+
+    heard_s: float
+    speech_s: float
+    model: str
+    ratios: dict[str, float]
+    percentiles: dict[str, float]
+
+
+@dataclass
+class LiveUpdate:
+    """What one chunk produced: a new result, or why there is none yet."""
+
+    result: RunResult | None          # None: no prediction for this chunk (see ``message``)
+    heard_s: float                    # seconds of audio in the stream so far
+    message: str = ""                 # for the visitor: why there is no new face, or the limit reached
+    history: list[HistoryPoint] = field(default_factory=list)
+    update_ms: float = 0.0            # server time of this update (buffering + one-shot run + WAV)
+
+
+class LiveStream:
+    """One session's microphone samples so far: 16 kHz int16 mono, at most ``max_samples``."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.samples = np.zeros(max_samples, dtype=np.int16)
+        self.n = 0
+        self.rate: int | None = None
+        self._resampler: soxr.ResampleStream | None = None
+        self.history: list[HistoryPoint] = []
+        self.lock = threading.Lock()
+
+    @property
+    def full(self) -> bool:
+        return self.n >= len(self.samples)
+
+    @property
+    def seconds(self) -> float:
+        return self.n / SAMPLE_RATE
+
+    def add(self, rate: int, data: np.ndarray) -> int:
+        """Append one chunk (int16 or float samples, (n,) or (n, channels)); returns the 16 kHz samples
+        kept (fewer than arrived once the buffer is full). A stream keeps the rate of its first chunk."""
+        if self.rate is None:
+            if not 8000 <= int(rate) <= 96000:
+                raise InputError(f"microphone chunk at {rate} Hz; accepted: 8000-96000 Hz")
+            self.rate = int(rate)
+            if self.rate != SAMPLE_RATE:
+                self._resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32",
+                                                      quality="HQ")
+        elif int(rate) != self.rate:
+            raise InputError(f"the microphone changed its sample rate from {self.rate} to {rate} Hz "
+                             "during one recording; start a new recording")
+        if self._resampler is None:
+            pcm = _mono_int16(data)
+            if pcm is None:
+                pcm = to_int16(_mono_float(data))
+        else:
+            pcm = to_int16(self._resampler.resample_chunk(_mono_float(data), last=False))
+        room = len(self.samples) - self.n
+        kept = min(room, len(pcm))
+        self.samples[self.n:self.n + kept] = pcm[:kept]
+        self.n += kept
+        return kept
+
+
+def _mono_int16(data: np.ndarray) -> np.ndarray | None:
+    """The chunk itself when it is already int16 mono (no conversion at all), else None."""
+    x = np.asarray(data)
+    if x.dtype == np.int16 and (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
+        return x.reshape(-1)
+    return None
+
+
+def _mono_float(data: np.ndarray) -> np.ndarray:
+    """float32 mono in [-1, 1]: int samples scaled by their full range, channels averaged."""
+    x = np.asarray(data)
+    if x.dtype.kind == "i":  # PCM: full scale is 2 ** (bits - 1), as audio libraries read it
+        x = x.astype(np.float32) / np.float32(2 ** (8 * x.dtype.itemsize - 1))
+    elif x.dtype.kind != "f":
+        raise InputError(f"microphone samples of type {x.dtype}; accepted: signed integer or float PCM")
+    x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise InputError("the microphone sent NaN or infinite samples")
+    return x.mean(axis=1, dtype=np.float32) if x.ndim == 2 else x.reshape(-1)
+
+
+class LiveStreams:
+    """The live streams of all sessions: at most ``max_streams`` buffers in memory (least recently
+    used go first), each dropped when its session ends or stays idle for ``ttl_s``."""
+
+    def __init__(self, service: Voice2MeshService, max_streams: int = 16, ttl_s: float | None = None) -> None:
+        self.service = service
+        self.max_samples = int(round(service.config.audio.max_duration_s * SAMPLE_RATE))
+        self.max_streams = max(1, int(max_streams))
+        self.ttl_s = service.config.session_ttl_s if ttl_s is None else float(ttl_s)
+        self._streams: OrderedDict[str, tuple[float, LiveStream]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- stream bookkeeping
+    def start(self, session_id: str | None) -> LiveStream:
+        """A new, empty stream for the session (a new recording replaces the previous one)."""
+        stream = LiveStream(self.max_samples)
+        with self._lock:
+            self._streams[_key(session_id)] = (time.monotonic(), stream)
+            self._streams.move_to_end(_key(session_id))
+            self._drop_old_locked()
+        return stream
+
+    def get(self, session_id: str | None) -> LiveStream | None:
+        with self._lock:
+            item = self._streams.get(_key(session_id))
+            if item is None:
+                return None
+            self._streams[_key(session_id)] = (time.monotonic(), item[1])
+            self._streams.move_to_end(_key(session_id))
+            return item[1]
+
+    def end(self, session_id: str | None) -> None:
+        with self._lock:
+            self._streams.pop(_key(session_id), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._drop_old_locked()
+            return len(self._streams)
+
+    def _drop_old_locked(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (t, _) in self._streams.items() if now - t > self.ttl_s]:
+            del self._streams[key]
+        while len(self._streams) > self.max_streams:
+            self._streams.popitem(last=False)
+
+    # ----------------------------------------------------------------- updates
+    def update(self, session_id: str | None, chunk: tuple[int, np.ndarray] | None, choice: str | None = None,
+               kinds: tuple[str, ...] = ("glb",)) -> LiveUpdate:
+        """Add a chunk to the session's stream (a new stream when it has none) and predict from all the
+        samples so far with the one-shot path. Expected bad input (too little speech yet, silence) gives
+        an update without a result and a message; the stream goes on."""
+        t0 = time.perf_counter()
+        stream = self.get(session_id) or self.start(session_id)
+        with stream.lock:  # one update of a stream at a time, in arrival order
+            kept = 0
+            if chunk is not None:
+                rate, data = chunk
+                kept = stream.add(int(rate), np.asarray(data)) if not stream.full else 0
+            if stream.n == 0:
+                return LiveUpdate(None, 0.0, "listening…", list(stream.history))
+            if kept == 0 and (stream.history or stream.full):  # nothing new: no new face
+                limit = self.service.config.audio.max_duration_s
+                note = f"reached the {limit:g} s limit: the face stays as it is" if stream.full else ""
+                return LiveUpdate(None, stream.seconds, note, list(stream.history))
+            try:
+                result = self._predict(session_id, stream, choice, kinds)
+            except AudioError as exc:  # too little speech so far, silence: keep listening
+                return LiveUpdate(None, stream.seconds, f"listening… {exc}", list(stream.history))
+            for face in result.faces:
+                r = face.readouts
+                stream.history.append(HistoryPoint(
+                    heard_s=stream.seconds, speech_s=face.speech_s,
+                    model=face.label, ratios={k: float(r["ratios"][k]) for k in metrics.RATIO_NAMES},
+                    percentiles={k: float(r["percentiles"][k]) for k in metrics.RATIO_NAMES}))
+            ms = (time.perf_counter() - t0) * 1e3
+            result.timings_ms["live update"] = ms
+            return LiveUpdate(result, stream.seconds, "", list(stream.history), ms)
+
+    def _predict(self, session_id: str | None, stream: LiveStream, choice: str | None,
+                 kinds: tuple[str, ...]) -> RunResult:
+        """Write the samples so far as a 16-bit WAV, run the one-shot path on it, keep the WAV with the
+        result (``heard.wav`` in its run folder)."""
+        tmp = self.service.sessions.root / f".live-{uuid.uuid4().hex}.wav"
+        try:
+            sf.write(tmp, stream.samples[:stream.n], SAMPLE_RATE, subtype="PCM_16", format="WAV")
+            try:
+                result = self.service.run(tmp, choice, session_id, kinds=kinds)
+            except AudioError as exc:  # its message names the temporary file: name the microphone
+                raise type(exc)(str(exc).replace(tmp.name, "microphone")) from None
+            os.replace(tmp, result.run_dir / HEARD_WAV)
+            return result
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def heard_wav(self, session_id: str | None) -> Path | None:
+        """The WAV the session's latest live result was predicted from (None: no live result)."""
+        result = self.service.sessions.latest(session_id)
+        if result is None:
+            return None
+        path = result.run_dir / HEARD_WAV
+        return path if path.is_file() else None
+
+
+def history_rows(history: list[HistoryPoint], unpredictable: dict[str, dict[str, str]] | None = None
+                 ) -> list[dict[str, Any]]:
+    """Long-format rows for the live plot: one per update, model and ratio. ``unpredictable`` maps a
+    model label to {ratio: mark} for ratios the model has no measured skill on; the mark is appended
+    to the series name ("ER (no skill)")."""
+    marks = unpredictable or {}
+    multi = len({p.model for p in history}) > 1
+    rows = []
+    for p in history:
+        for name in metrics.RATIO_NAMES:
+            mark = marks.get(p.model, {}).get(name, "")
+            series = f"{name}{f' ({mark})' if mark else ''}{f' · {p.model}' if multi else ''}"
+            rows.append({"speech_s": round(p.speech_s, 2), "heard_s": round(p.heard_s, 2),
+                         "ratio": series, "value": p.ratios[name], "percentile": p.percentiles[name]})
+    return rows
+
+
+def _key(session_id: str | None) -> str:
+    return session_id or "anonymous"
+
+
+__all__ = ["HEARD_WAV", "HistoryPoint", "LiveStream", "LiveStreams", "LiveUpdate", "history_rows"]
