@@ -26,6 +26,8 @@ fresh work folder (a failing step stops the build):
 Determinism: every step runs on the CPU with one thread (``OMP_NUM_THREADS=1``, ``threads: 1``), seeded,
 with ``torch.use_deterministic_algorithms(True)``; the ONNX export is deterministic; the manifest's date is
 fixed (``--date``). ``tests/test_default_bundle.py`` builds ``--tiny`` twice and compares every sha256.
+Bit for bit means: from the same code. ``bundle.json`` records the commit that built it
+(``build.source_commit``); numerical changes to the front end or training since then give other bytes.
 The result is a demonstration trained on synthetic voices; it is not a model of real people.
 """
 
@@ -58,6 +60,7 @@ RUN_FACTS = ("seconds", "setup_seconds", "device", "teacher", "encoder_weights")
 # the face's extent): the build fails beyond these
 HALF_PARAMS_ATOL = 2e-2
 HALF_VERTICES_RTOL = 2e-3
+CODE_DIRS = ("training", "export", "voice2mesh", "scripts")  # what the build's result depends on
 STEP_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
             "VOICE2MESH_FEATURE_THREADS": "1", "LP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
@@ -193,6 +196,7 @@ def finish(stage: Path, out: Path, args: argparse.Namespace) -> Path:
     manifest["created_utc"] = args.date
     manifest["build"] = {
         "script": "scripts/build_default_bundle.py" + (" --tiny" if args.tiny else ""),
+        "source_commit": source_commit(),
         "seed": args.seed,
         "size": (TINY if args.tiny else FULL).__dict__,
         "data_use": DATA_USE,
@@ -205,6 +209,17 @@ def finish(stage: Path, out: Path, args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(stage, out)
     return out
+
+
+def source_commit() -> str:
+    """The commit of the code that built the bundle (``+modified`` when the code differs from it)."""
+    def git(*cmd: str) -> str:
+        run = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
+        return run.stdout.strip() if run.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", *CODE_DIRS)
+    return commit + ("+modified" if changed else "")
 
 
 def _without_prefix(value: Any, prefix: str) -> Any:
