@@ -54,8 +54,8 @@ from voice2mesh.ge2e import ge2e_input
 from voice2mesh.paths import shared_assets_dir
 
 OPSET = 17
-PARAMS_ATOL = 1e-4  # issue 6: params max abs difference ONNX vs PyTorch
-VERTICES_RTOL = 1e-3  # issue 6: vertices max difference relative to the face's extent
+PARAMS_ATOL = 1e-4  # params max abs difference ONNX vs PyTorch
+VERTICES_RTOL = 1e-3  # vertices max difference relative to the face's extent
 CHECKPOINT_PREFERENCE = ("model.pt", "kd.pt", "student.pt", "final.pt")  # final models of training runs
 
 

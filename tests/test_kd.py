@@ -580,9 +580,11 @@ def _random_bfm_noneck(path: Path, reference: Path, stats: Path) -> Path:
 
 @pytest.mark.slow
 def test_paper_yaml_runs_end_to_end_on_the_released_layout_with_the_ddfa_teacher(tmp_path, assets_dir):
-    """paper.yaml as it is (ddfa teacher on BFM, released Voxceleb-3D + VGGFace layout), with only the paths
-    and a tiny size set: the 3DDFA-V2-style teacher loads its BFM, training runs, model.pt and cascade.pt
-    rebuild as one graph with a student of the teacher's architecture."""
+    """paper.yaml as it is (ddfa teacher on BFM) on the released Voxceleb-3D layout plus VGGFace photos in
+    vggface/<Name>/, with only the paths and a tiny size set: the 3DDFA-V2-style
+    teacher loads its BFM, training runs, model.pt and cascade.pt rebuild as one graph with a student of
+    the teacher's architecture."""
+    from tests.released_layout import IDENTITIES, write_release
     from training.checkpoints import load_kd_model
     from training.kd.teachers import load_teacher
     from training.kd.train import run_kd
@@ -590,19 +592,11 @@ def test_paper_yaml_runs_end_to_end_on_the_released_layout_with_the_ddfa_teacher
 
     ref = assets_dir / "bfm-reference"
     stats = ref / "param_mean_std_62d_120x120.pkl"
-    root = tmp_path / "Voxceleb-3D"
-    names = {"id10001": "Fiona_X", "id10002": "Greg_Y", "id10003": "Adam_Z", "id10004": "Hana_W"}
-    root.mkdir()
-    (root / "vox1_meta.csv").write_text(
-        "VoxCeleb1 ID,VGGFace1 ID\n" + "".join(f"{k},{v}\n" for k, v in names.items())
-    )
-    rng = np.random.default_rng(0)
-    for k, (vid, name) in enumerate(names.items()):
+    write_release(tmp_path / "release")  # the paper's download layout (tests/released_layout.py)
+    root = tmp_path / "release" / "voxceleb3d"  # vox1_meta.csv (tab-separated), fbank/, 3D/<Name>/
+    for k, name in enumerate(IDENTITIES.values()):  # + the VGGFace photos KD trains on (its own download)
         for u in range(2):
-            f = root / "fbank" / vid / "vidA" / f"{u:05d}.npy"
-            f.parent.mkdir(parents=True, exist_ok=True)
-            np.save(f, rng.normal(size=(60, 64)).astype(np.float32))
-            _png(root / "vggface" / name / f"{u}.jpg", 40 + 50 * k + 10 * u, size=64)
+            _png(root / "vggface" / name / f"{u:08d}.jpg", 40 + 20 * k + 10 * u, size=64)
     enc = tmp_path / "pretrain.pt"
     torch.save({"state_dict": {f"encoder.{k}": v for k, v in VoiceEmbedNet().state_dict().items()}}, enc)
     weights = tmp_path / "mb1_120x120.pth"

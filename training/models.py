@@ -66,8 +66,8 @@ class VoiceEmbedNet(nn.Module):
 class VoiceEmbedNet2d(nn.Module):
     """The same function as a :class:`VoiceEmbedNet`, computed with (1 x k) Conv2d layers: the export form.
 
-    ONNX Runtime's CPU convolutions are faster in 2-D (its NCHWc kernels) than in 1-D: 1.84 vs 2.37 ms
-    per 10 s clip on 2 threads here (docs/runtime.md, "Threads, measured"). Weights are shared with ``net``.
+    ONNX Runtime's CPU convolutions are faster in 2-D (its NCHWc kernels) than in 1-D (docs/runtime.md).
+    Weights are shared with ``net``.
     """
 
     def __init__(self, net: VoiceEmbedNet) -> None:

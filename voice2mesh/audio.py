@@ -421,7 +421,7 @@ def _finish(raw: np.ndarray, rate: int, label: str, cfg: AudioConfig,
 def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig, warnings: list[str] | None) -> Audio:
     """:func:`_finish` for 16-bit mono PCM at the target rate, on the integers: no NaN is possible,
     nothing to downmix or resample, and the float samples are ``pcm / 32768`` exactly (what
-    libsndfile returns for PCM_16), so the same checks give the same answers, 2-3x faster."""
+    libsndfile returns for PCM_16), so the same checks give the same answers, faster."""
     if pcm.size == 0:
         raise EmptyAudioError(f"{label}: the file holds no audio samples")
     warnings = list(warnings or [])

@@ -43,7 +43,7 @@ PRIOR_SAMPLES = 10_000  # faces sampled from the model's prior for the readout p
 PRIOR_MIN_SPREAD = 1e-6  # relative range below which a prior has no shape variation (percentile NaN)
 PRIOR_VERSION = 1  # bump when the cached prior's content or format changes
 # Batches are processed in chunks of about this many bytes per (float64) array: the work is memory-bound,
-# and chunks that stay in the CPU caches ran 2-4x faster than one pass over a 256-face ICT batch.
+# and chunks that stay in the CPU caches are faster than one pass over a large batch (bench_metrics.py).
 _CHUNK_BYTES = 2 * 2**20
 
 _PRIOR_MEMORY: dict[str, dict[str, np.ndarray]] = {}

@@ -88,10 +88,9 @@ def read_voices_and_faces(
     ``images`` defaults to ``<path>/images`` (synthvox) or ``<path>/vggface`` (Voxceleb-3D layout).
     Identities with voices but no images are kept for evaluation; KD training uses the intersection.
     """
-    data = read_voxceleb_with_faces(path) if kind == "voxceleb3d" else load_dataset(kind, path)
     if not images:
-        root = Path(path)
-        images = root / ("vggface" if kind == "voxceleb3d" else "images")
+        images = Path(path) / ("vggface" if kind == "voxceleb3d" else "images")
+    data = read_voxceleb_with_faces(path, images) if kind == "voxceleb3d" else load_dataset(kind, path)
     folders = read_image_folders(images, max_per_identity)
     train = set(data.speakers_of("train"))
     if not train & set(folders.identities):
@@ -102,18 +101,20 @@ def read_voices_and_faces(
     return data, folders
 
 
-def read_voxceleb_with_faces(root: str | Path) -> VoiceFaceData:
+def read_voxceleb_with_faces(root: str | Path, images: str | Path = "") -> VoiceFaceData:
     """The Voxceleb-3D layout for KD: voices (``fbank/`` or ``wav/``) + ``vox1_meta.csv``; identities are the
-    VGGFace1 names that have a ``vggface/<name>/`` image folder. 3D targets (``faces/``) are optional here
-    (KD trains without them); when present, training.data.read_voxceleb3d reads them (evaluation)."""
+    VGGFace1 names that have an image folder under ``images`` (default ``vggface/``; the release's
+    ``3D/<name>/`` holds photos too). 3D targets (``faces/``) are optional here (KD trains without them);
+    when present, training.data.read_voxceleb3d reads them (evaluation)."""
     root = Path(root)
+    images = Path(images) if images else root / "vggface"
     if (root / "faces").is_dir():
         return read_voxceleb3d(root)
     if not root.is_dir():
         raise DataError(f"Voxceleb-3D folder not found: {root}")
     meta_rows = _read_csv(root / "vox1_meta.csv")
     id_to_name = {r.get("VoxCeleb1 ID", ""): r.get("VGGFace1 ID", "") for r in meta_rows}
-    known = set(read_image_folders(root / "vggface").identities)
+    known = set(read_image_folders(images).identities)
     voice_dirs = [d for d in (root / "fbank", root / "wav") if d.is_dir()]
     if not voice_dirs:
         raise DataError(f"{root}: no voice folder; expected fbank/ (feature .npy) or wav/ (audio)")
@@ -128,7 +129,8 @@ def read_voxceleb_with_faces(root: str | Path) -> VoiceFaceData:
                 utt_spk.append(name)
                 utt_paths.append(f)
     if not utt_ids:
-        raise DataError(f"{root}: no voice file could be paired with a vggface/ folder through vox1_meta.csv")
+        raise DataError(f"{root}: no voice file could be paired with an image folder of {images} through "
+                        "vox1_meta.csv")
     splits = np.array(["val" if s[:1].upper() in VOXCELEB3D_VAL_INITIALS else "train" for s in utt_spk])
     return VoiceFaceData(
         name=root.name,

@@ -70,7 +70,7 @@ class FaceModel:
     prior: Prior = field(default_factory=Prior)
     # Arrays and metadata are treated as immutable after construction, so these caches stay valid:
     # (K, E) -> the first K identity and E expression modes as one (K+E, 3N) matrix,
-    # (K, E) -> the content sha256 (hashing every array takes ~80 ms for ICT).
+    # (K, E) -> the content sha256 (hashing every array is slow for large models).
     _stacked_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _sha_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -316,7 +316,7 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 
 # Below this batch size numpy's single-threaded einsum is used: multi-threaded BLAS is erratic for a
-# (1 x 50) @ (50 x 3N) product on a busy CPU (2-35 ms vs a steady 0.35 ms, benchmarks/bench_predict.py),
+# (1 x 50) @ (50 x 3N) product on a busy CPU (its worker threads wait for free cores),
 # while large batches (the prior's 10,000 faces, training) gain from BLAS.
 _EINSUM_MAX_BATCH = 16
 
