@@ -26,7 +26,7 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from voice2mesh import metrics
+from voice2mesh import meshio, metrics
 from voice2mesh.bundle import RatioSkill, read_skill
 from voice2mesh.live import LiveStreams, history_rows
 from voice2mesh.publictext import public_message
@@ -121,9 +121,18 @@ def summary_markdown(result: RunResult, n_triangles: int) -> str:
         a = result.agreement
         lines.append(f"Agreement of the two models: ARE = {a['ARE']:.4f} (mean ratio error between their "
                      f"faces; ER {a['ER']:.4f}, FR {a['FR']:.4f}, CR {a['CR']:.4f}, MR {a['MR']:.4f}); "
-                     f"aligned RMSE {a['rmse_mm']:.2f} mm.")
+                     f"aligned RMSE {a['rmse_mm']:.2f} mm. In the plot, "
+                     + ", ".join(f"{t} = {html.escape(f.label)}"
+                                 for t, f in zip(PLOT_TAGS, result.faces, strict=True)) + ".")
     lines += [f"⚠ {html.escape(w)}" for w in result.warnings]
     return "\n\n".join(lines)
+
+
+def heatmap_legend() -> str:
+    """The heatmap's colour scale in words (its scale is fixed, so colours compare across faces)."""
+    m = meshio.HEATMAP_MAX_MM
+    return (f"grey-blue: as the average face · yellow {m / 4:g} mm · orange {m / 2:g} mm · dark red {m:g} mm "
+            "or more away")
 
 
 # --------------------------------------------------------------------------- tables
@@ -519,7 +528,8 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                             elem_id="limits")
                 model = gr.Radio(choices=choices, value=service.default_choice, label="Model",
                                  visible=len(choices) > 1)
-                heatmap = gr.Checkbox(value=False, label="Colour by distance from the average face (heatmap)")
+                heatmap = gr.Checkbox(value=False, label="Colour by distance from the average face (heatmap)",
+                                      info=heatmap_legend(), elem_id="heatmap")
                 run = gr.Button("Make a face", variant="primary", elem_id="run")
                 with gr.Group():
                     live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
@@ -537,14 +547,14 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                         view_a = gr.Model3D(label=shown[0].label, height=420,
                                             clear_color=VIEWER_BACKGROUND, elem_id="viewer-a")
                         with gr.Row():
-                            dl_a = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
+                            dl_a = [gr.DownloadButton(ext.upper(), interactive=False, size="sm", min_width=60)
                                     for ext in ("glb", "obj", "ply")]
                     with gr.Column(visible=len(shown) > 1) as col_b:
                         view_b = gr.Model3D(label=shown[1].label if len(shown) > 1 else "Second model",
                                             height=420,
                                             clear_color=VIEWER_BACKGROUND, elem_id="viewer-b")
                         with gr.Row():
-                            dl_b = [gr.DownloadButton(ext.upper(), interactive=False, size="sm")
+                            dl_b = [gr.DownloadButton(ext.upper(), interactive=False, size="sm", min_width=60)
                                     for ext in ("glb", "obj", "ply")]
                 summary = gr.Markdown(label="summary", elem_id="summary")
                 gr.Markdown("**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), "

@@ -1,0 +1,128 @@
+"""The app as a visitor sees it, in headless Chromium: ``python app.py`` on the committed default bundle
+(what ``make app`` serves), with a committed example voice (no espeak-ng needed).
+
+Record with the one-shot microphone (Chromium's fake audio capture plays the example voice), stop,
+make a face; and the page after a prediction with both models and the heatmap on a laptop
+(1400x1000) and a phone (390x844) viewport: both faces drawn, the supervised/KD comparison readable,
+no server paths. Screenshots go to test-artifacts/ (docs/img holds copies for docs/app.md).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from tests.app_server import REPO_ROOT, AppServer, start_app  # noqa: E402
+from tests.test_app_browser import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TIMEOUT_MS,
+    assert_face_drawn,
+    viewer_pixels,
+)
+
+pytestmark = pytest.mark.browser
+EXAMPLE = REPO_ROOT / "examples" / "synthetic-low-voice.flac"
+VIEWPORTS = {"desktop": (1400, 1000), "phone": (390, 844)}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> AppServer:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} (Debian package chromium) is not installed")
+    srv = start_app(None, tmp_path_factory.mktemp("app"))  # no --bundle: models/default, as `make app`
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def example_wav(tmp_path_factory) -> Path:
+    """The committed example voice as 16-bit WAV (what Chromium's fake audio capture plays)."""
+    samples, sr = sf.read(EXAMPLE, dtype="int16")
+    path = tmp_path_factory.mktemp("voice") / "example.wav"
+    sf.write(path, samples, sr, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(example_wav):
+    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={example_wav}"]
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        yield b
+        b.close()
+
+
+def open_page(browser, server: AppServer, viewport: tuple[int, int], mobile: bool = False):
+    w, h = viewport
+    context = browser.new_context(viewport={"width": w, "height": h}, is_mobile=mobile, has_touch=mobile,
+                                  device_scale_factor=1)
+    context.grant_permissions(["microphone"], origin=server.url.rstrip("/"))
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url)
+    page.wait_for_selector("#run", timeout=TIMEOUT_MS)
+    return page, errors
+
+
+def wait_for_both_faces(page) -> None:
+    page.locator("#readouts [role=gridcell]", has_text="ER (ear to ear)").wait_for(timeout=TIMEOUT_MS)
+    page.get_by_text("Agreement of the two models").wait_for(timeout=TIMEOUT_MS)
+
+
+def assert_no_server_paths(page, server: AppServer) -> None:
+    text = page.locator("body").inner_text()
+    for path in (str(REPO_ROOT), str(server.temp_dir), "/tmp/", "/home/", "/work/"):
+        assert path not in text, f"the page shows a server path ({path})"
+
+
+def test_microphone_record_stop_make_a_face(browser, server, artifacts_dir):
+    page, errors = open_page(browser, server, VIEWPORTS["desktop"])
+    audio = page.locator("#voice-input")
+    audio.get_by_role("button", name="Record audio").click()
+    audio.get_by_role("button", name="Record", exact=True).click()
+    time.sleep(4.0)  # the fake device plays the example voice (and loops it)
+    audio.get_by_role("button", name="Stop").first.click()
+    audio.get_by_role("button", name="Clear").wait_for(timeout=TIMEOUT_MS)
+    page.click("#run")
+    wait_for_both_faces(page)  # the default choice: both models
+    assert_face_drawn(viewer_pixels(page, artifacts_dir / "visitor_microphone_a.png"))
+    assert_face_drawn(viewer_pixels(page, artifacts_dir / "visitor_microphone_b.png", viewer="#viewer-b"))
+    page.screenshot(path=str(artifacts_dir / "visitor_microphone.png"), full_page=True)
+    assert_no_server_paths(page, server)
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("name", list(VIEWPORTS))
+def test_both_models_with_heatmap_readable(browser, server, artifacts_dir, name):
+    page, errors = open_page(browser, server, VIEWPORTS[name], mobile=name == "phone")
+    page.get_by_label("Colour by distance from the average face", exact=False).check()
+    page.set_input_files("#voice-input input[type=file]", str(EXAMPLE))
+    page.locator("#voice-input").get_by_role("button", name="Clear").wait_for(timeout=TIMEOUT_MS)
+    page.click("#run")
+    wait_for_both_faces(page)
+    a = viewer_pixels(page, artifacts_dir / f"visitor_{name}_viewer_a.png")
+    b = viewer_pixels(page, artifacts_dir / f"visitor_{name}_viewer_b.png", viewer="#viewer-b")
+    for rgb in (a, b):
+        assert_face_drawn(rgb)
+        assert ((rgb[..., 0] - rgb[..., 2]) > 12).mean() > 0.01, "no heatmap colours"
+    # the comparison: both models' readouts side by side, and their agreement, inside the viewport width
+    width = VIEWPORTS[name][0]
+    for text in ("Supervised: ratio to OICD", "KD (knowledge distillation): ratio to OICD",
+                 "Agreement of the two models"):
+        box = page.get_by_text(text, exact=False).first.bounding_box()
+        assert box is not None and box["width"] > 0, text
+    summary = page.locator("#summary").bounding_box()
+    assert summary["x"] >= 0 and summary["x"] + summary["width"] <= width + 1, "the summary overflows"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width + 1, "the page scrolls sideways"
+    page.locator("#viewer-a").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts_dir / f"app_{name}.png"), full_page=True)
+    assert_no_server_paths(page, server)
+    assert not errors, errors
