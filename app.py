@@ -409,6 +409,17 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
             raise _as_gr_error(exc, "making the face") from exc
         return result_outputs(service, result, bool(heatmap))
 
+    def api_predict(audio: str | None, model: str | None, heatmap: bool, request: gr.Request):
+        """The documented API (``/api/predict``): voice → the viewer GLB of each face (the second None for
+        one model; heatmap colours when asked) and one JSON object (readouts, agreement, providers,
+        timings; no server paths). ``model``: supervised, kd, both or a bundle model name."""
+        try:
+            result = service.run(audio, model or None, _session(request), kinds=[viewer_kind(bool(heatmap))])
+        except Exception as exc:  # noqa: BLE001
+            raise _as_gr_error(exc, "making the face") from exc
+        meshes = _paths(([f.files[viewer_kind(bool(heatmap))] for f in result.faces] + [None, None])[:2])
+        return (*meshes, {**result.summary(), "heatmap": bool(heatmap)})
+
     def downloads(request: gr.Request):
         """GLB, OBJ and PLY of each face of the session's latest run (written now, when first asked)."""
         try:
@@ -462,11 +473,25 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
         if _via_heartbeat(request):
             service.end_session(_session(request))
 
-    return {"predict": predict, "downloads": downloads, "enable_downloads": enable_downloads, "view": view,
+    return {"predict": predict, "api_predict": api_predict, "downloads": downloads,
+            "enable_downloads": enable_downloads, "view": view,
             "compare": compare, "show_second": show_second, "info": info, "end": end}
 
 
 # --------------------------------------------------------------------------- layout
+
+
+def api_components(service: Voice2MeshService) -> dict[str, Any]:
+    """The hidden components of the documented endpoint ``/api/predict``: its named parameters (audio,
+    ``model`` as free text so any name gets the service's own error listing the choices, ``heatmap``)
+    and its outputs (two meshes, one JSON object). Never shown; the page has its own event."""
+    with gr.Column(visible=False):
+        audio = gr.Audio(type="filepath", format=None, label="audio")
+        model = gr.Textbox(value=service.default_choice, label="model")
+        heatmap = gr.Checkbox(value=False, label="heatmap")
+        call = gr.Button("api")
+        outputs = [gr.File(label="mesh_a"), gr.File(label="mesh_b"), gr.JSON(label="result")]
+    return {"call": call, "inputs": [audio, model, heatmap], "outputs": outputs}
 
 
 def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -> gr.Blocks:
@@ -557,6 +582,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
         if service.info.card_markdown:
             with gr.Accordion("Model card", open=False):
                 gr.Markdown(service.info.card_markdown)
+        api_io = api_components(service)
 
         # The face first (viewer GLB, tables); the download files right after, in their own event.
         dl = [*dl_a, *dl_b]
@@ -572,6 +598,8 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                      queue=False)
         compare.click(h["compare"], [scan], [comparison], api_name="compare", concurrency_id=COMPUTE)
         gr.api(h["info"], api_name="info", concurrency_id=COMPUTE)
+        api_io["call"].click(h["api_predict"], api_io["inputs"], api_io["outputs"], api_name="api/predict",
+                             concurrency_id=COMPUTE)
         live_audio.start_recording(lh["live_start"], None, [live_plot, live_status], api_name="live_start",
                                    queue=False)
         live_out = [*shown, *dl, heard, live_plot, live_status]

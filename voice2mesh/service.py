@@ -245,8 +245,15 @@ class Voice2MeshService:
         for m in self.models.values():
             if choice in (m.name, m.label, m.framework):
                 return [m]
-        accepted = ", ".join([*self.models, BOTH] if len(self.models) > 1 else list(self.models))
-        raise InputError(f"unknown model {choice!r}; accepted: {accepted}")
+        raise InputError(f"unknown model {choice!r}; accepted: {', '.join(self.choice_names())}")
+
+    def choice_names(self) -> list[str]:
+        """Every name a request may give as its model: the frameworks (``supervised``, ``kd``: aliases
+        whatever the bundle calls its models), ``both`` (two or more models), the bundle's model names."""
+        names = [m.framework for m in self.models.values()]
+        names += [BOTH] if len(self.models) > 1 else []
+        names += list(self.models)
+        return list(dict.fromkeys(names))
 
     def limits_text(self) -> str:
         a = self.config.audio
