@@ -3,6 +3,7 @@ tiny end-to-end run (generate -> pretrain -> teacher -> KD -> evaluate -> figure
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 from pathlib import Path
@@ -578,45 +579,60 @@ def _random_bfm_noneck(path: Path, reference: Path, stats: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_paper_yaml_runs_end_to_end_on_the_released_layout_with_the_ddfa_teacher(tmp_path, assets_dir):
+@pytest.fixture(scope="module")
+def paper_kd_run(tmp_path_factory, assets_dir):
     """paper.yaml as it is (ddfa teacher on BFM) on the released Voxceleb-3D layout plus VGGFace photos in
-    vggface/<Name>/, with only the paths and a tiny size set: the 3DDFA-V2-style
-    teacher loads its BFM, training runs, model.pt and cascade.pt rebuild as one graph with a student of
-    the teacher's architecture."""
+    vggface/<Name>/, with only the paths and a tiny size set; run once for the tests below. The
+    release's own BFM (bfm-53215, built from its 3DMM file) goes to a private face-model cache."""
+    from export import cmp
     from tests.released_layout import IDENTITIES, write_release
-    from training.checkpoints import load_kd_model
-    from training.kd.teachers import load_teacher
     from training.kd.train import run_kd
     from training.models import VoiceEmbedNet
 
+    tmp_path = tmp_path_factory.mktemp("paper_kd")
     ref = assets_dir / "bfm-reference"
     stats = ref / "param_mean_std_62d_120x120.pkl"
-    write_release(tmp_path / "release")  # the paper's download layout (tests/released_layout.py)
-    root = tmp_path / "release" / "voxceleb3d"  # vox1_meta.csv (tab-separated), fbank/, 3D/<Name>/
-    for k, name in enumerate(IDENTITIES.values()):  # + the VGGFace photos KD trains on (its own download)
-        for u in range(2):
-            _png(root / "vggface" / name / f"{u:08d}.jpg", 40 + 20 * k + 10 * u, size=64)
-    enc = tmp_path / "pretrain.pt"
-    torch.save({"state_dict": {f"encoder.{k}": v for k, v in VoiceEmbedNet().state_dict().items()}}, enc)
-    weights = tmp_path / "mb1_120x120.pth"
-    torch.save(ddfa.MobileNetV1(62).state_dict(), weights)
-    face_model = _random_bfm_noneck(tmp_path / "bfm-38365.npz", ref, stats)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VOICE2MESH_CACHE", str(tmp_path / "cache"))
+        paths = write_release(tmp_path / "release")  # the paper's download layout (tests/released_layout.py)
+        assert cmp.main(["facemodel", "--cmp-3dmm", str(paths["tdmm"]), "--reference", str(ref)]) == 0
+        root = paths["root"]  # vox1_meta.csv (tab-separated), fbank/, 3D/<Name>/
+        for k, name in enumerate(IDENTITIES.values()):  # + the VGGFace photos KD trains on (its own download)
+            for u in range(2):
+                _png(root / "vggface" / name / f"{u:08d}.jpg", 40 + 20 * k + 10 * u, size=64)
+        enc = tmp_path / "pretrain.pt"
+        torch.save({"state_dict": {f"encoder.{k}": v for k, v in VoiceEmbedNet().state_dict().items()}}, enc)
+        weights = tmp_path / "mb1_120x120.pth"
+        torch.save(ddfa.MobileNetV1(62).state_dict(), weights)
+        face_model = _random_bfm_noneck(tmp_path / "bfm-38365.npz", ref, stats)
+        cfg = load_kd_config(
+            "paper",
+            [f"data.path={root}", f"data.encoder_checkpoint={enc}", "data.eval_frames=100",
+             f"teacher.checkpoint={weights}", f"teacher.param_stats={stats}",
+             f"teacher.face_model={face_model}",
+             "generator.channels=[16,8,8,8,4]", "discriminator.channels=[4,8,8,8,16]",
+             "optim.steps=2", "optim.batch_size=4", "optim.log_every=1"],
+        )
+        model = run_kd(cfg, tmp_path / "runs" / "kd", "cpu", progress=False)
+        yield {"tmp": tmp_path, "root": root, "cfg": cfg, "model": model, "weights": weights, "stats": stats}
+
+
+@pytest.mark.slow
+def test_paper_yaml_runs_end_to_end_on_the_released_layout_with_the_ddfa_teacher(paper_kd_run):
+    """The 3DDFA-V2-style teacher loads its BFM, training runs, model.pt and cascade.pt rebuild as one
+    graph with a student of the teacher's architecture."""
+    from training.checkpoints import load_kd_model
+    from training.kd.teachers import load_teacher
+
+    tmp_path, cfg, model = paper_kd_run["tmp"], paper_kd_run["cfg"], paper_kd_run["model"]
     with pytest.raises(FileNotFoundError, match="missing"):  # a face model that is not there is named
-        load_teacher("ddfa", str(weights), str(stats), str(tmp_path / "missing.npz"))
-    cfg = load_kd_config(
-        "paper",
-        [f"data.path={root}", f"data.encoder_checkpoint={enc}", "data.eval_frames=100",
-         f"teacher.checkpoint={weights}", f"teacher.param_stats={stats}", f"teacher.face_model={face_model}",
-         "generator.channels=[16,8,8,8,4]", "discriminator.channels=[4,8,8,8,16]",
-         "optim.steps=2", "optim.batch_size=4", "optim.log_every=1"],
-    )
+        load_teacher("ddfa", str(paper_kd_run["weights"]), str(paper_kd_run["stats"]),
+                     str(tmp_path / "missing.npz"))
     paper = load_kd_config("paper")
     assert (cfg.loss, cfg.student, cfg.optim.lr, cfg.teacher.kind) == (
         paper.loss, paper.student, paper.optim.lr, "ddfa")
     assert (paper.loss.triplet_weight, paper.student.init, paper.student.batchnorm) == (
         1.5, "random", "train")
-    model = run_kd(cfg, tmp_path / "runs" / "kd", "cpu", progress=False)
     rows = (tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 and "triplet" in rows[0]
     x = torch.randn(2, 50, 64)
@@ -626,3 +642,35 @@ def test_paper_yaml_runs_end_to_end_on_the_released_layout_with_the_ddfa_teacher
         with torch.no_grad():
             out = module(x)
         assert out.shape == (2, 51) and torch.isfinite(out).all() and torch.all(out[:, 0] == 1)
+
+
+@pytest.mark.slow
+def test_training_evaluate_prints_table1_with_the_cascade_on_the_released_layout(paper_kd_run, capsys,
+                                                                                  monkeypatch):
+    """training.evaluate --data VOXCELEB3D_ROOT --face-model bfm-53215 with the paper.yaml run's model.pt and
+    cascade.pt: Table 1 has the mean-face baseline, the cascade baseline and the KD row, every ratio
+    finite, scored against the A-E identities' .xyz full fits."""
+    from tests.released_layout import IDENTITIES
+    from training.evaluate import main as evaluate_main
+
+    tmp_path, root, model = paper_kd_run["tmp"], paper_kd_run["root"], paper_kd_run["model"]
+    monkeypatch.setenv("VOICE2MESH_CACHE", str(tmp_path / "cache"))
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert evaluate_main(["--data", str(root), "--face-model", "bfm-53215", "--checkpoints",
+                          str(model.parent / "model.pt"), str(model.parent / "cascade.pt"),
+                          "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    result = json.loads((out / "evaluation.json").read_text())[0]
+    assert result["targets"] == "full-fit .xyz point clouds" and result["cascade"] == "run"
+    assert (result["n_identities"], result["n_predictions"]) == (3, 9)
+    kinds = [r["kind"] for r in result["rows"]]
+    a_to_e = {n for n in IDENTITIES.values() if n[0] in "ABCDE" and (root / "3D" / n).is_dir()}
+    assert all(set(r["per_identity"]) == a_to_e for r in result["rows"])  # one .xyz target each
+    assert kinds == ["baseline", "cascade", "model"], kinds
+    for r in result["rows"]:
+        assert r["name"] in table
+        values = [r["values"][c] for c in ("ER", "FR", "CR", "MR", "ARE")]
+        assert np.isfinite(values).all() and min(values) > 0, (r["name"], values)
+    assert "cascade baseline (kd)" in table and "kd/model.pt" in table
+    assert "Cascade baseline: not" not in table
