@@ -1,6 +1,7 @@
 """The documented API (``/api/predict``) against the app that ``make app`` starts (``python app.py`` on
-the committed default bundle): the README's and docs/app.md's ``gradio_client`` examples run verbatim
-(only the server URL and the voice file are substituted), named parameters, aliases and errors."""
+the committed default bundle): the ``gradio_client`` examples of README.md, docs/app.md and the Space's
+README run verbatim (only the server address and the voice file are substituted), named parameters,
+aliases and errors."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from voice2mesh.bundle import load_bundle  # noqa: E402
 from voice2mesh.inference import Predictor  # noqa: E402
 from voice2mesh.meshio import read_vertices  # noqa: E402
 
-DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "app.md"]
-DOC_URL = "http://127.0.0.1:7860/"
+LOCAL_URL = '"http://127.0.0.1:7860/"'
+DOCS = {REPO_ROOT / "README.md": LOCAL_URL, REPO_ROOT / "docs" / "app.md": LOCAL_URL,
+        REPO_ROOT / "space" / "README.md": '"OWNER/SPACE"'}  # doc → the server address in its example
 DOC_VOICE = '"voice.wav"'
 VOICE = REPO_ROOT / "examples" / "synthetic-low-voice.flac"
 DEFAULT = REPO_ROOT / "models" / "default"
@@ -49,11 +51,12 @@ def api_examples(doc: Path) -> list[str]:
     return [b for b in blocks if "/api/predict" in b]
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", list(DOCS), ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_documented_example_runs_verbatim(doc, server, local):
     (code,) = api_examples(doc)
-    assert code.count(DOC_URL) == 1 and code.count(DOC_VOICE) == 1, "the example's URL and voice file"
-    code = code.replace(DOC_URL, server.url).replace(DOC_VOICE, repr(str(VOICE)))
+    url = DOCS[doc]
+    assert code.count(url) == 1 and code.count(DOC_VOICE) == 1, "the example's server and voice file"
+    code = code.replace(url, repr(server.url)).replace(DOC_VOICE, repr(str(VOICE)))
     namespace: dict = {}
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
