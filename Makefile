@@ -8,7 +8,7 @@ APP_PACKAGES := ffmpeg  # optional: decodes browser recordings and webm/m4a/mp4 
 BUILD_PACKAGES := espeak-ng  # the synthetic voices of synthvox worlds (training, the default bundle's rebuild)
 TEST_PACKAGES := ffmpeg espeak-ng sox chromium libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 libosmesa6
 
-.PHONY: app test test-quick lint bench venv-app venv-dev default-bundle
+.PHONY: app test test-quick lint format bench venv-app venv-dev default-bundle
 
 $(APP_VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(APP_VENV) || { scripts/system_packages.sh "Python virtual environments" python3-venv \
@@ -43,6 +43,7 @@ test: venv-dev
 	@scripts/system_packages.sh "the test suite (synthetic voices, audio formats, face renders, browser)" \
 		$(TEST_PACKAGES)
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
 	$(DEV_VENV)/bin/lint-imports
 	$(DEV_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
@@ -55,7 +56,12 @@ test-quick: venv-dev
 ## Style (ruff) and architecture (lint-imports: the contracts in pyproject.toml).
 lint: venv-dev
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
 	$(DEV_VENV)/bin/lint-imports
+
+## Apply the project's formatting (ruff format).
+format: venv-dev
+	$(DEV_VENV)/bin/ruff format .
 
 bench: venv-dev
 	for f in benchmarks/bench_*.py; do $(DEV_VENV)/bin/python $$f || exit 1; done

@@ -71,8 +71,8 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    concurrency: int = 2   # requests computed at once (the model is CPU/GPU bound; more only queues in ORT)
-    queue_size: int = 32   # requests waiting at most; more get "queue full"
+    concurrency: int = 2  # requests computed at once (the model is CPU/GPU bound; more only queues in ORT)
+    queue_size: int = 32  # requests waiting at most; more get "queue full"
     examples: bool = True
 
 
@@ -83,19 +83,24 @@ def about_markdown(service: Voice2MeshService) -> str:
     """The "what this is / what it is not" text, from the loaded bundle."""
     info = service.info
     if info.random_weights:
-        demo_note = ("**This is an untrained test model (random weights).** Its faces change with the voice "
-                     "but mean nothing.\n\n")
+        demo_note = (
+            "**This is an untrained test model (random weights).** Its faces change with the voice "
+            "but mean nothing.\n\n"
+        )
     elif info.synthetic:
-        demo_note = ("**This is a demonstration model.** It was trained on synthetic voices paired with "
-                     "random faces, so its faces say nothing about any real speaker.\n\n")
+        demo_note = (
+            "**This is a demonstration model.** It was trained on synthetic voices paired with "
+            "random faces, so its faces say nothing about any real speaker.\n\n"
+        )
     elif info.demonstration is None:
-        demo_note = ("**Unknown training data.** This bundle does not say whether it was trained on "
-                     "synthetic voices or on recordings of real people, or whether it was trained at all; "
-                     "treat its faces as a demonstration.\n\n")
+        demo_note = (
+            "**Unknown training data.** This bundle does not say whether it was trained on "
+            "synthetic voices or on recordings of real people, or whether it was trained at all; "
+            "treat its faces as a demonstration.\n\n"
+        )
     else:
         demo_note = ""
-    card = (f"[model card]({info.model_card})" if info.model_card
-            else "model card (below, *Model card*)")
+    card = f"[model card]({info.model_card})" if info.model_card else "model card (below, *Model card*)"
     return (
         f"{demo_note}"
         "**What this is.** An open implementation of *Voice2Mesh / Cross-Modal Perceptionist* "
@@ -114,16 +119,23 @@ def about_markdown(service: Voice2MeshService) -> str:
 def summary_markdown(result: RunResult, n_triangles: int) -> str:
     """Short text under the viewers: audio, mesh size, provider, agreement of two models, warnings."""
     n_vertices = result.faces[0].vertices.shape[0]
-    lines = [f"Audio: {result.audio_seconds:.1f} s. Mesh: {n_vertices} vertices, {n_triangles} triangles. "
-             + "; ".join(f"**{f.label}** ran on `{f.provider}` in {f.timings_ms.get('total', 0.0):.0f} ms"
-                         for f in result.faces) + "."]
+    lines = [
+        f"Audio: {result.audio_seconds:.1f} s. Mesh: {n_vertices} vertices, {n_triangles} triangles. "
+        + "; ".join(
+            f"**{f.label}** ran on `{f.provider}` in {f.timings_ms.get('total', 0.0):.0f} ms"
+            for f in result.faces
+        )
+        + "."
+    ]
     if result.agreement:
         a = result.agreement
-        lines.append(f"Agreement of the two models: ARE = {a['ARE']:.4f} (mean ratio error between their "
-                     f"faces; ER {a['ER']:.4f}, FR {a['FR']:.4f}, CR {a['CR']:.4f}, MR {a['MR']:.4f}); "
-                     f"aligned RMSE {a['rmse_mm']:.2f} mm. In the plot, "
-                     + ", ".join(f"{t} = {html.escape(f.label)}"
-                                 for t, f in zip(PLOT_TAGS, result.faces, strict=True)) + ".")
+        lines.append(
+            f"Agreement of the two models: ARE = {a['ARE']:.4f} (mean ratio error between their "
+            f"faces; ER {a['ER']:.4f}, FR {a['FR']:.4f}, CR {a['CR']:.4f}, MR {a['MR']:.4f}); "
+            f"aligned RMSE {a['rmse_mm']:.2f} mm. In the plot, "
+            + ", ".join(f"{t} = {html.escape(f.label)}" for t, f in zip(PLOT_TAGS, result.faces, strict=True))
+            + "."
+        )
     lines += [f"⚠ {html.escape(w)}" for w in result.warnings]
     return "\n\n".join(lines)
 
@@ -131,8 +143,10 @@ def summary_markdown(result: RunResult, n_triangles: int) -> str:
 def heatmap_legend() -> str:
     """The heatmap's colour scale in words (its scale is fixed, so colours compare across faces)."""
     m = meshio.HEATMAP_MAX_MM
-    return (f"grey-blue: as the average face · yellow {m / 4:g} mm · orange {m / 2:g} mm · dark red {m:g} mm "
-            "or more away")
+    return (
+        f"grey-blue: as the average face · yellow {m / 4:g} mm · orange {m / 2:g} mm · dark red {m:g} mm "
+        "or more away"
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -157,8 +171,14 @@ def skill_text(skill: RatioSkill | None) -> str:
 
 def unpredictable(skills: dict[str, dict[str, RatioSkill]]) -> dict[str, dict[str, str]]:
     """Per model label, the ratios it cannot predict and why ("no skill", "not measured")."""
-    return {label: {r: "not measured" if r not in s else "no skill" for r in metrics.RATIO_NAMES
-                    if r not in s or not s[r].predictable} for label, s in skills.items()}
+    return {
+        label: {
+            r: "not measured" if r not in s else "no skill"
+            for r in metrics.RATIO_NAMES
+            if r not in s or not s[r].predictable
+        }
+        for label, s in skills.items()
+    }
 
 
 def readouts_table(result: RunResult, skills: dict[str, dict[str, RatioSkill]] | None = None) -> Table:
@@ -168,8 +188,12 @@ def readouts_table(result: RunResult, skills: dict[str, dict[str, RatioSkill]] |
     headers = ["measurement"]
     for face in result.faces:
         prefix = f"{face.label}: " if len(result.faces) > 1 else ""
-        headers += [f"{prefix}ratio to OICD", f"{prefix}distance (mm)", f"{prefix}percentile",
-                    f"{prefix}skill"]
+        headers += [
+            f"{prefix}ratio to OICD",
+            f"{prefix}distance (mm)",
+            f"{prefix}percentile",
+            f"{prefix}skill",
+        ]
     rows = []
     for name in (metrics.NORMALISER, *metrics.RATIO_NAMES):
         row: list[Any] = [MEASUREMENT_LABELS.get(name, name)]
@@ -178,8 +202,12 @@ def readouts_table(result: RunResult, skills: dict[str, dict[str, RatioSkill]] |
             ratio = 1.0 if name == metrics.NORMALISER else r["ratios"][name]
             pct = r["percentiles"].get(name)
             worth = "" if name == metrics.NORMALISER else skill_text(skills.get(face.label, {}).get(name))
-            row += [round(float(ratio), 4), round(float(r["distances_mm"][name]), 2),
-                    None if pct is None else round(float(pct), 1), worth]
+            row += [
+                round(float(ratio), 4),
+                round(float(r["distances_mm"][name]), 2),
+                None if pct is None else round(float(pct), 1),
+                worth,
+            ]
         rows.append(row)
     return {"headers": headers, "data": rows}
 
@@ -190,16 +218,24 @@ def plot_frame(result: RunResult) -> pd.DataFrame:
     for i, face in enumerate(result.faces):
         tag = "" if len(result.faces) == 1 else f" {PLOT_TAGS[i]}"
         for name in metrics.RATIO_NAMES:
-            rows.append({"ratio": f"{name}{tag}", "percentile": float(face.readouts["percentiles"][name]),
-                         "model": f"{PLOT_TAGS[i]}: {face.label}" if tag else face.label})
+            rows.append(
+                {
+                    "ratio": f"{name}{tag}",
+                    "percentile": float(face.readouts["percentiles"][name]),
+                    "model": f"{PLOT_TAGS[i]}: {face.label}" if tag else face.label,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def timings_table(result: RunResult) -> Table:
     """Rows (model, stage, milliseconds, execution provider); shared stages under "all models"."""
     rows = [["all models", stage, round(float(ms), 2), ""] for stage, ms in result.timings_ms.items()]
-    rows += [[face.label, stage, round(float(ms), 2), face.provider]
-             for face in result.faces for stage, ms in face.timings_ms.items()]
+    rows += [
+        [face.label, stage, round(float(ms), 2), face.provider]
+        for face in result.faces
+        for stage, ms in face.timings_ms.items()
+    ]
     return {"headers": ["model", "stage", "ms", "provider"], "data": rows}
 
 
@@ -208,10 +244,22 @@ def comparison_table(rows: list[dict[str, Any]]) -> Table:
     headers = ["model", "ARE", *metrics.RATIO_NAMES, "keypoint error", "RMSE (mm)"]
     regions = list(rows[0]["region_rmse_mm"]) if rows else []
     headers += [f"{k} RMSE (mm)" for k in regions]
-    data = [[r["model"], *(round(v, 4) for v in (r["ARE"], *(r[k] for k in metrics.RATIO_NAMES),
-                                                  r["keypoint_error"], r["rmse_mm"],
-                                                  *(r["region_rmse_mm"][k] for k in regions)))]
-            for r in rows]
+    data = [
+        [
+            r["model"],
+            *(
+                round(v, 4)
+                for v in (
+                    r["ARE"],
+                    *(r[k] for k in metrics.RATIO_NAMES),
+                    r["keypoint_error"],
+                    r["rmse_mm"],
+                    *(r["region_rmse_mm"][k] for k in regions),
+                )
+            ),
+        ]
+        for r in rows
+    ]
     return {"headers": headers, "data": data}
 
 
@@ -221,11 +269,16 @@ def comparison_table(rows: list[dict[str, Any]]) -> Table:
 def _as_gr_error(exc: Exception, what: str) -> gr.Error:
     """A person-readable gr.Error (expected bad input) or a generic one (a bug, logged with traceback)."""
     if isinstance(exc, EXPECTED_ERRORS):
-        return gr.Error(html.escape(public_message(str(exc)), quote=False), title="Cannot use this input",
-                        print_exception=False)
+        return gr.Error(
+            html.escape(public_message(str(exc)), quote=False),
+            title="Cannot use this input",
+            print_exception=False,
+        )
     LOG.exception("unexpected error while %s", what)
-    return gr.Error(f"Something went wrong on the server while {what}. It was logged; please try another "
-                    "recording.", title="Server error")
+    return gr.Error(
+        f"Something went wrong on the server while {what}. It was logged; please try another recording.",
+        title="Server error",
+    )
 
 
 def _unknown_event(request: Any, exc: KeyError) -> Any:
@@ -234,8 +287,9 @@ def _unknown_event(request: Any, exc: KeyError) -> Any:
     from fastapi.responses import JSONResponse
 
     if request.url.path.endswith(("/queue/join", "/run/predict")):
-        return JSONResponse({"error": "unknown event (fn_index); the API is listed at /gradio_api/info"},
-                            status_code=404)
+        return JSONResponse(
+            {"error": "unknown event (fn_index); the API is listed at /gradio_api/info"}, status_code=404
+        )
     raise exc
 
 
@@ -291,8 +345,9 @@ def cap_uploads(files: set[str], max_bytes: int) -> int:
     return deleted
 
 
-def start_upload_cap(demo: gr.Blocks, max_bytes: int, every_s: float = UPLOAD_CAP_EVERY_S
-                     ) -> threading.Thread:
+def start_upload_cap(
+    demo: gr.Blocks, max_bytes: int, every_s: float = UPLOAD_CAP_EVERY_S
+) -> threading.Thread:
     """Keep Gradio's uploads within ``max_bytes`` (oldest first), checked every ``every_s`` seconds on a
     daemon thread: Gradio limits each upload (``max_file_size``) and deletes old ones, not their sum."""
 
@@ -343,9 +398,14 @@ def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool)
     shown = [f.files[viewer_kind(heatmap)] for f in result.faces]
     viewers = _paths((shown + [None, None])[:2])
     summary = summary_markdown(result, len(service.face_model.triangles))
-    return (*viewers, summary, readouts_table(result, model_skills(service)), plot_frame(result),
-            timings_table(result),
-            result.summary())
+    return (
+        *viewers,
+        summary,
+        readouts_table(result, model_skills(service)),
+        plot_frame(result),
+        timings_table(result),
+        result.summary(),
+    )
 
 
 def live_frame(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
@@ -386,18 +446,24 @@ def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[st
             raise _as_gr_error(exc, "making the face from the microphone") from exc
         plot = live_frame(history_rows(update.history, marks))
         points = len(update.history) // max(1, len({p.model for p in update.history}))
-        status = (f"Heard {update.heard_s:.1f} s; {points} faces so far."
-                  + (f" {html.escape(public_message(update.message))}" if update.message else ""))
+        status = f"Heard {update.heard_s:.1f} s; {points} faces so far." + (
+            f" {html.escape(public_message(update.message))}" if update.message else ""
+        )
         if update.result is None:
             return (*[gr.skip()] * 14, plot, status)
         downloads = [service.mesh_files(_session(request), kind) for kind in DOWNLOAD_KINDS]
         files = [by_kind[i] for i in range(2) for by_kind in downloads]
-        buttons = [gr.DownloadButton(value=None if f is None else str(f), interactive=f is not None)
-                   for f in files]
+        buttons = [
+            gr.DownloadButton(value=None if f is None else str(f), interactive=f is not None) for f in files
+        ]
         heard = live.heard_wav(_session(request))
-        return (*result_outputs(service, update.result, bool(heatmap)), *buttons,
-                gr.DownloadButton(value=str(heard) if heard else None, interactive=heard is not None), plot,
-                status)
+        return (
+            *result_outputs(service, update.result, bool(heatmap)),
+            *buttons,
+            gr.DownloadButton(value=str(heard) if heard else None, interactive=heard is not None),
+            plot,
+            status,
+        )
 
     def end(request: gr.Request) -> None:
         if _via_heartbeat(request):
@@ -462,29 +528,45 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
         except InputError:
             shown = service.resolve_choice(None)
         second = shown[1].label if len(shown) > 1 else "Second model"
-        return (gr.Model3D(label=shown[0].label), gr.Model3D(label=second),
-                gr.Column(visible=len(shown) > 1))
+        return (gr.Model3D(label=shown[0].label), gr.Model3D(label=second), gr.Column(visible=len(shown) > 1))
 
     def info() -> dict:
         """What is loaded: bundle, models, face model, limits."""
         i = service.info
-        return {"bundle": i.source_name, "title": i.title, "trained_on": i.trained_on,
-                "synthetic": i.synthetic,
-                "random_weights": i.random_weights, "demonstration": i.demonstration,
-                "model_card": i.model_card, "face_model": i.face_model, "n_vertices": i.n_vertices,
-                "models": [{"value": v, "label": lbl} for lbl, v in service.choices()],
-                "limits": {"max_seconds": service.config.audio.max_duration_s,
-                           "min_speech_seconds": service.config.audio.min_speech_s,
-                           "max_upload_mb": service.config.max_upload_bytes / MiB}}
+        return {
+            "bundle": i.source_name,
+            "title": i.title,
+            "trained_on": i.trained_on,
+            "synthetic": i.synthetic,
+            "random_weights": i.random_weights,
+            "demonstration": i.demonstration,
+            "model_card": i.model_card,
+            "face_model": i.face_model,
+            "n_vertices": i.n_vertices,
+            "models": [{"value": v, "label": lbl} for lbl, v in service.choices()],
+            "limits": {
+                "max_seconds": service.config.audio.max_duration_s,
+                "min_speech_seconds": service.config.audio.min_speech_s,
+                "max_upload_mb": service.config.max_upload_bytes / MiB,
+            },
+        }
 
     def end(request: gr.Request) -> None:
         """A tab closed or a client left: its results go (only when Gradio's heartbeat says so)."""
         if _via_heartbeat(request):
             service.end_session(_session(request))
 
-    return {"predict": predict, "api_predict": api_predict, "downloads": downloads,
-            "enable_downloads": enable_downloads, "view": view,
-            "compare": compare, "show_second": show_second, "info": info, "end": end}
+    return {
+        "predict": predict,
+        "api_predict": api_predict,
+        "downloads": downloads,
+        "enable_downloads": enable_downloads,
+        "view": view,
+        "compare": compare,
+        "show_second": show_second,
+        "info": info,
+        "end": end,
+    }
 
 
 # --------------------------------------------------------------------------- layout
@@ -522,72 +604,130 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
             gr.Markdown(about_markdown(service))
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None,
-                                 label="Your voice", elem_id="voice-input")
-                gr.Markdown(f"Accepted: {service.limits_text()}; wav, flac, ogg/opus, mp3, webm, m4a.",
-                            elem_id="limits")
-                model = gr.Radio(choices=choices, value=service.default_choice, label="Model",
-                                 visible=len(choices) > 1)
-                heatmap = gr.Checkbox(value=False, label="Colour by distance from the average face (heatmap)",
-                                      info=heatmap_legend(), elem_id="heatmap")
+                audio = gr.Audio(
+                    sources=["upload", "microphone"],
+                    type="filepath",
+                    format=None,
+                    label="Your voice",
+                    elem_id="voice-input",
+                )
+                gr.Markdown(
+                    f"Accepted: {service.limits_text()}; wav, flac, ogg/opus, mp3, webm, m4a.",
+                    elem_id="limits",
+                )
+                model = gr.Radio(
+                    choices=choices, value=service.default_choice, label="Model", visible=len(choices) > 1
+                )
+                heatmap = gr.Checkbox(
+                    value=False,
+                    label="Colour by distance from the average face (heatmap)",
+                    info=heatmap_legend(),
+                    elem_id="heatmap",
+                )
                 run = gr.Button("Make a face", variant="primary", elem_id="run")
                 with gr.Group():
-                    live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
-                                          label="Live: speak and watch the face form", elem_id="live-input")
-                    heard = gr.DownloadButton("WAV heard (16 kHz)", interactive=False, size="sm",
-                                              elem_id="live-heard")
-                    live_status = gr.Markdown("Record here to see the face change while you speak.",
-                                              elem_id="live-status")
+                    live_audio = gr.Audio(
+                        sources=["microphone"],
+                        streaming=True,
+                        type="numpy",
+                        label="Live: speak and watch the face form",
+                        elem_id="live-input",
+                    )
+                    heard = gr.DownloadButton(
+                        "WAV heard (16 kHz)", interactive=False, size="sm", elem_id="live-heard"
+                    )
+                    live_status = gr.Markdown(
+                        "Record here to see the face change while you speak.", elem_id="live-status"
+                    )
                 if examples:
-                    gr.Examples(examples=[[str(p)] for p in examples], inputs=[audio],
-                                label="Synthetic example voices (espeak-ng, no real person)")
+                    gr.Examples(
+                        examples=[[str(p)] for p in examples],
+                        inputs=[audio],
+                        label="Synthetic example voices (espeak-ng, no real person)",
+                    )
             with gr.Column(scale=2):
                 with gr.Row():
                     with gr.Column():
-                        view_a = gr.Model3D(label=shown[0].label, height=420,
-                                            clear_color=VIEWER_BACKGROUND, elem_id="viewer-a")
+                        view_a = gr.Model3D(
+                            label=shown[0].label,
+                            height=420,
+                            clear_color=VIEWER_BACKGROUND,
+                            elem_id="viewer-a",
+                        )
                         with gr.Row():
-                            dl_a = [gr.DownloadButton(ext.upper(), interactive=False, size="sm", min_width=60)
-                                    for ext in ("glb", "obj", "ply")]
+                            dl_a = [
+                                gr.DownloadButton(ext.upper(), interactive=False, size="sm", min_width=60)
+                                for ext in ("glb", "obj", "ply")
+                            ]
                     with gr.Column(visible=len(shown) > 1) as col_b:
-                        view_b = gr.Model3D(label=shown[1].label if len(shown) > 1 else "Second model",
-                                            height=420,
-                                            clear_color=VIEWER_BACKGROUND, elem_id="viewer-b")
+                        view_b = gr.Model3D(
+                            label=shown[1].label if len(shown) > 1 else "Second model",
+                            height=420,
+                            clear_color=VIEWER_BACKGROUND,
+                            elem_id="viewer-b",
+                        )
                         with gr.Row():
-                            dl_b = [gr.DownloadButton(ext.upper(), interactive=False, size="sm", min_width=60)
-                                    for ext in ("glb", "obj", "ply")]
+                            dl_b = [
+                                gr.DownloadButton(ext.upper(), interactive=False, size="sm", min_width=60)
+                                for ext in ("glb", "obj", "ply")
+                            ]
                 summary = gr.Markdown(label="summary", elem_id="summary")
-                gr.Markdown("**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), "
-                            "in millimetres, and where the ratio lies among faces drawn from the model's "
-                            "prior (percentile; 50 = typical). *Skill*: the share of the gap between the "
-                            "average face and the best a voice model can do (oracle) that this model "
-                            "closed on speakers it never heard, from its bundle's evaluation; \"no skill\" "
-                            "when it does not beat the average face beyond noise. The live plot marks "
-                            "those ratios.")
-                readouts = gr.Dataframe(value=pd.DataFrame(columns=["measurement", "ratio to OICD",
-                                                                    "distance (mm)", "percentile"]),
-                                        label="readouts", show_label=False, interactive=False,
-                                        elem_id="readouts")
-                plot = gr.BarPlot(x="ratio", y="percentile", color="model", y_lim=[0, 100], sort=PLOT_ORDER,
-                                  label="percentiles", title="Percentile of each ratio in the population",
-                                  height=260)
-                live_plot = gr.LinePlot(x="speech_s", y="percentile", color="ratio", y_lim=[0, 100],
-                                        x_title="speech heard (s)", label="live",
-                                        title="Live: percentile of each ratio against seconds of speech",
-                                        height=280, elem_id="live-plot")
+                gr.Markdown(
+                    "**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), "
+                    "in millimetres, and where the ratio lies among faces drawn from the model's "
+                    "prior (percentile; 50 = typical). *Skill*: the share of the gap between the "
+                    "average face and the best a voice model can do (oracle) that this model "
+                    'closed on speakers it never heard, from its bundle\'s evaluation; "no skill" '
+                    "when it does not beat the average face beyond noise. The live plot marks "
+                    "those ratios."
+                )
+                readouts = gr.Dataframe(
+                    value=pd.DataFrame(
+                        columns=["measurement", "ratio to OICD", "distance (mm)", "percentile"]
+                    ),
+                    label="readouts",
+                    show_label=False,
+                    interactive=False,
+                    elem_id="readouts",
+                )
+                plot = gr.BarPlot(
+                    x="ratio",
+                    y="percentile",
+                    color="model",
+                    y_lim=[0, 100],
+                    sort=PLOT_ORDER,
+                    label="percentiles",
+                    title="Percentile of each ratio in the population",
+                    height=260,
+                )
+                live_plot = gr.LinePlot(
+                    x="speech_s",
+                    y="percentile",
+                    color="ratio",
+                    y_lim=[0, 100],
+                    x_title="speech heard (s)",
+                    label="live",
+                    title="Live: percentile of each ratio against seconds of speech",
+                    height=280,
+                    elem_id="live-plot",
+                )
                 gr.Markdown(unpredictable_markdown(service), elem_id="live-marks")
                 with gr.Accordion("Timings and all numbers", open=False):
                     timings = gr.Dataframe(label="timings", interactive=False)
                     details = gr.JSON(label="result")
         with gr.Accordion("Compare with your own scan", open=False):
-            gr.Markdown("Upload a face mesh (OBJ or PLY) in the model's topology "
-                        f"({service.info.face_model}, {service.info.n_vertices} vertices, millimetres, "
-                        "vertex for vertex) to get the "
-                        "paper's point, line and region errors against the latest prediction.")
+            gr.Markdown(
+                "Upload a face mesh (OBJ or PLY) in the model's topology "
+                f"({service.info.face_model}, {service.info.n_vertices} vertices, millimetres, "
+                "vertex for vertex) to get the "
+                "paper's point, line and region errors against the latest prediction."
+            )
             scan = gr.File(label="Your scan (.obj / .ply)", file_types=[".obj", ".ply"], type="filepath")
             compare = gr.Button("Compare")
-            gr.Markdown("Ratio errors and ARE are unitless, the keypoint error is normalised by the scan's "
-                        "size (as in the paper), RMSE is in millimetres after a similarity alignment.")
+            gr.Markdown(
+                "Ratio errors and ARE are unitless, the keypoint error is normalised by the scan's "
+                "size (as in the paper), RMSE is in millimetres after a similarity alignment."
+            )
             comparison = gr.Dataframe(label="errors", interactive=False)
         if service.info.card_markdown:
             with gr.Accordion("Model card", open=False):
@@ -597,25 +737,45 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
         # The face first (viewer GLB, tables); the download files right after, in their own event.
         dl = [*dl_a, *dl_b]
         shown = [view_a, view_b, summary, readouts, plot, timings, details]
-        run.click(h["predict"], [audio, model, heatmap], shown, api_name="predict",
-                  concurrency_id=COMPUTE).success(
-            h["downloads"], None, dl, api_name="downloads", show_progress="hidden",
-            concurrency_id=COMPUTE).success(
-            h["enable_downloads"], dl, dl, queue=False, api_visibility="private")
-        heatmap.change(h["view"], [heatmap], [view_a, view_b], api_name="view", show_progress="hidden",
-                       concurrency_id=COMPUTE)
-        model.change(h["show_second"], [model], [view_a, view_b, col_b], api_visibility="private",
-                     queue=False)
+        run.click(
+            h["predict"], [audio, model, heatmap], shown, api_name="predict", concurrency_id=COMPUTE
+        ).success(
+            h["downloads"], None, dl, api_name="downloads", show_progress="hidden", concurrency_id=COMPUTE
+        ).success(h["enable_downloads"], dl, dl, queue=False, api_visibility="private")
+        heatmap.change(
+            h["view"],
+            [heatmap],
+            [view_a, view_b],
+            api_name="view",
+            show_progress="hidden",
+            concurrency_id=COMPUTE,
+        )
+        model.change(
+            h["show_second"], [model], [view_a, view_b, col_b], api_visibility="private", queue=False
+        )
         compare.click(h["compare"], [scan], [comparison], api_name="compare", concurrency_id=COMPUTE)
         gr.api(h["info"], api_name="info", concurrency_id=COMPUTE)
-        api_io["call"].click(h["api_predict"], api_io["inputs"], api_io["outputs"], api_name="api/predict",
-                             concurrency_id=COMPUTE)
-        live_audio.start_recording(lh["live_start"], None, [live_plot, live_status], api_name="live_start",
-                                   queue=False)
+        api_io["call"].click(
+            h["api_predict"],
+            api_io["inputs"],
+            api_io["outputs"],
+            api_name="api/predict",
+            concurrency_id=COMPUTE,
+        )
+        live_audio.start_recording(
+            lh["live_start"], None, [live_plot, live_status], api_name="live_start", queue=False
+        )
         live_out = [*shown, *dl, heard, live_plot, live_status]
-        live_audio.stream(lh["live_update"], [live_audio, model, heatmap], live_out, api_name="live_update",
-                          stream_every=LIVE_CHUNK_S, time_limit=int(cfg.audio.max_duration_s) + 10,
-                          concurrency_id=LIVE, show_progress="hidden")
+        live_audio.stream(
+            lh["live_update"],
+            [live_audio, model, heatmap],
+            live_out,
+            api_name="live_update",
+            stream_every=LIVE_CHUNK_S,
+            time_limit=int(cfg.audio.max_duration_s) + 10,
+            concurrency_id=LIVE,
+            show_progress="hidden",
+        )
         demo.unload(h["end"])
         demo.unload(lh["end"])
     return demo
@@ -643,36 +803,78 @@ def _env_float(name: str, default: float) -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description="voice2mesh web app: a voice in, a 3D face out.")
-    p.add_argument("--bundle", default=env("VOICE2MESH_BUNDLE"),
-                   help="bundle folder (or Hub repo id); env VOICE2MESH_BUNDLE; default models/default")
-    p.add_argument("--hub-repo", default=env("VOICE2MESH_HUB_REPO"),
-                   help="Hugging Face Hub repo of the bundle, used when --bundle is not given; "
-                        "env VOICE2MESH_HUB_REPO")
-    p.add_argument("--revision", default=env("VOICE2MESH_HUB_REVISION"),
-                   help="Hub branch, tag or commit; env VOICE2MESH_HUB_REVISION")
-    p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
-                   help="interface to listen on (0.0.0.0 for all); env GRADIO_SERVER_NAME")
-    p.add_argument("--port", type=int, default=_env_int("GRADIO_SERVER_PORT", 7860),
-                   help="port; env GRADIO_SERVER_PORT (default 7860)")
+    p.add_argument(
+        "--bundle",
+        default=env("VOICE2MESH_BUNDLE"),
+        help="bundle folder (or Hub repo id); env VOICE2MESH_BUNDLE; default models/default",
+    )
+    p.add_argument(
+        "--hub-repo",
+        default=env("VOICE2MESH_HUB_REPO"),
+        help="Hugging Face Hub repo of the bundle, used when --bundle is not given; env VOICE2MESH_HUB_REPO",
+    )
+    p.add_argument(
+        "--revision",
+        default=env("VOICE2MESH_HUB_REVISION"),
+        help="Hub branch, tag or commit; env VOICE2MESH_HUB_REVISION",
+    )
+    p.add_argument(
+        "--host",
+        default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="interface to listen on (0.0.0.0 for all); env GRADIO_SERVER_NAME",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=_env_int("GRADIO_SERVER_PORT", 7860),
+        help="port; env GRADIO_SERVER_PORT (default 7860)",
+    )
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    p.add_argument("--concurrency", type=int, default=_env_int("VOICE2MESH_CONCURRENCY", 2),
-                   help="requests computed at once; env VOICE2MESH_CONCURRENCY (default 2)")
-    p.add_argument("--queue-size", type=int, default=_env_int("VOICE2MESH_QUEUE_SIZE", 32),
-                   help="requests waiting at most; env VOICE2MESH_QUEUE_SIZE (default 32)")
-    p.add_argument("--max-seconds", type=float, default=_env_float("VOICE2MESH_MAX_SECONDS", 60.0),
-                   help="longest accepted recording, enforced on the server; env VOICE2MESH_MAX_SECONDS")
-    p.add_argument("--max-upload-mb", type=int, default=_env_int("VOICE2MESH_MAX_UPLOAD_MB", 20),
-                   help="largest accepted upload (voice or scan; Gradio refuses larger ones before storing "
-                        "them); env VOICE2MESH_MAX_UPLOAD_MB (default 20)")
-    p.add_argument("--session-ttl-s", type=float, default=_env_float("VOICE2MESH_SESSION_TTL_S", 900.0),
-                   help="results and uploads idle this long are deleted (by a timer); "
-                        "env VOICE2MESH_SESSION_TTL_S (default 900)")
-    p.add_argument("--session-disk-mb", type=int, default=_env_int("VOICE2MESH_SESSION_DISK_MB", 512),
-                   help="session files kept at most (least recently used sessions go first); "
-                        "env VOICE2MESH_SESSION_DISK_MB (default 512)")
-    p.add_argument("--upload-disk-mb", type=int, default=_env_int("VOICE2MESH_UPLOAD_DISK_MB", 1024),
-                   help="uploads kept at most (oldest deleted first); env VOICE2MESH_UPLOAD_DISK_MB "
-                        "(default 1024)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=_env_int("VOICE2MESH_CONCURRENCY", 2),
+        help="requests computed at once; env VOICE2MESH_CONCURRENCY (default 2)",
+    )
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=_env_int("VOICE2MESH_QUEUE_SIZE", 32),
+        help="requests waiting at most; env VOICE2MESH_QUEUE_SIZE (default 32)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=_env_float("VOICE2MESH_MAX_SECONDS", 60.0),
+        help="longest accepted recording, enforced on the server; env VOICE2MESH_MAX_SECONDS",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=_env_int("VOICE2MESH_MAX_UPLOAD_MB", 20),
+        help="largest accepted upload (voice or scan; Gradio refuses larger ones before storing "
+        "them); env VOICE2MESH_MAX_UPLOAD_MB (default 20)",
+    )
+    p.add_argument(
+        "--session-ttl-s",
+        type=float,
+        default=_env_float("VOICE2MESH_SESSION_TTL_S", 900.0),
+        help="results and uploads idle this long are deleted (by a timer); "
+        "env VOICE2MESH_SESSION_TTL_S (default 900)",
+    )
+    p.add_argument(
+        "--session-disk-mb",
+        type=int,
+        default=_env_int("VOICE2MESH_SESSION_DISK_MB", 512),
+        help="session files kept at most (least recently used sessions go first); "
+        "env VOICE2MESH_SESSION_DISK_MB (default 512)",
+    )
+    p.add_argument(
+        "--upload-disk-mb",
+        type=int,
+        default=_env_int("VOICE2MESH_UPLOAD_DISK_MB", 1024),
+        help="uploads kept at most (oldest deleted first); env VOICE2MESH_UPLOAD_DISK_MB (default 1024)",
+    )
     p.add_argument("--no-examples", action="store_true", help="do not show the example voices")
     return p.parse_args(argv)
 
@@ -680,8 +882,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def service_config(args: argparse.Namespace) -> ServiceConfig:
     upload = int(args.max_upload_mb) * MiB  # one limit for voices and scans (and Gradio's max_file_size)
     audio = replace(AudioConfig(), max_duration_s=float(args.max_seconds), max_bytes=upload)
-    return ServiceConfig(audio=audio, max_scan_bytes=upload, session_ttl_s=float(args.session_ttl_s),
-                         max_session_bytes=int(args.session_disk_mb) * MiB)
+    return ServiceConfig(
+        audio=audio,
+        max_scan_bytes=upload,
+        session_ttl_s=float(args.session_ttl_s),
+        max_session_bytes=int(args.session_disk_mb) * MiB,
+    )
 
 
 def session_root() -> Path:
@@ -698,8 +904,12 @@ def load_service(args: argparse.Namespace) -> Voice2MeshService:
 
     source = args.bundle or args.hub_repo  # None → the default bundle (models/default)
     try:
-        return Voice2MeshService.from_bundle(source, args.revision if source == args.hub_repo else None,
-                                             work_dir=session_root(), config=service_config(args))
+        return Voice2MeshService.from_bundle(
+            source,
+            args.revision if source == args.hub_repo else None,
+            work_dir=session_root(),
+            config=service_config(args),
+        )
     except BundleError as exc:
         raise SystemExit(f"error: cannot load the model bundle: {exc}") from exc
 
@@ -707,8 +917,14 @@ def load_service(args: argparse.Namespace) -> Voice2MeshService:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    opts = ServerOptions(host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
-                         queue_size=args.queue_size, examples=not args.no_examples)
+    opts = ServerOptions(
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        concurrency=args.concurrency,
+        queue_size=args.queue_size,
+        examples=not args.no_examples,
+    )
     service = load_service(args)
     examples: list[Path] = []
     if opts.examples:
@@ -718,12 +934,19 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("bundle %s: models %s", service.info.source, ", ".join(service.models))
     start_upload_cap(demo, int(args.upload_disk_mb) * MiB)
     try:
-        demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share,
-                    max_file_size=service.config.max_upload_bytes,
-                    app_kwargs={"exception_handlers": {KeyError: _unknown_event},
-                                "middleware": [Middleware(VisitorCookie)]},
-                    allowed_paths=[], show_error=False,
-                    footer_links=["api", "gradio"])
+        demo.launch(
+            server_name=opts.host,
+            server_port=opts.port,
+            share=opts.share,
+            max_file_size=service.config.max_upload_bytes,
+            app_kwargs={
+                "exception_handlers": {KeyError: _unknown_event},
+                "middleware": [Middleware(VisitorCookie)],
+            },
+            allowed_paths=[],
+            show_error=False,
+            footer_links=["api", "gradio"],
+        )
     finally:
         service.close()
     return 0

@@ -52,8 +52,16 @@ def instrument(log: Path) -> None:
         async def timed_send(message):
             await send(message)
             if message.get("type") == "http.response.body" and not message.get("more_body", False):
-                _write(log, {"kind": "http", "method": scope.get("method"), "path": path, "start": start,
-                             "end": time.perf_counter()})
+                _write(
+                    log,
+                    {
+                        "kind": "http",
+                        "method": scope.get("method"),
+                        "path": path,
+                        "start": start,
+                        "end": time.perf_counter(),
+                    },
+                )
 
         return await FastAPI.__call__(self, scope, receive, timed_send)
 
@@ -68,6 +76,7 @@ def instrument(log: Path) -> None:
                 record = _EVENT.get()
                 if record is not None:
                     record[name] = record.get(name, 0.0) + time.perf_counter() - t0
+
         return wrapper
 
     blocks.Blocks.preprocess_data = stage("preprocess", blocks.Blocks.preprocess_data)

@@ -45,8 +45,10 @@ from tests.app_server import AppServer, start_app, synthesise  # noqa: E402
 
 TIMING_SERVER = REPO_ROOT / "benchmarks" / "app_timing_server.py"
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
-TEXT = ("This is a benchmark recording for the voice to mesh application. It lasts about ten seconds, "
-        "spoken at a steady pace, like a typical visitor.")
+TEXT = (
+    "This is a benchmark recording for the voice to mesh application. It lasts about ten seconds, "
+    "spoken at a steady pace, like a typical visitor."
+)
 MODEL_STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
 
 
@@ -59,8 +61,16 @@ def percentile(values: list[float], q: float) -> float:
 
 def make_bundle(out: Path) -> Path:
     """A random-weights VoiceEmbedNet bundle (real architecture) via the export CLI (needs torch)."""
-    cmd = [sys.executable, "-m", "export.to_onnx", "--random-init", "--encoder", "voiceembednet",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "export.to_onnx",
+        "--random-init",
+        "--encoder",
+        "voiceembednet",
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True, text=True)
     return out
 
@@ -68,8 +78,13 @@ def make_bundle(out: Path) -> Path:
 def start(name: str, work: Path, bundle: Path, extra: list[str]) -> tuple[AppServer, Path]:
     log = work / f"{name}-timings.jsonl"
     args = ["--timing-log", str(log), *extra, "--no-examples"]
-    server = start_app(None if "--trivial" in extra else bundle, work / name, args, app_file=TIMING_SERVER,
-                       env={"PYTHONPATH": ""})
+    server = start_app(
+        None if "--trivial" in extra else bundle,
+        work / name,
+        args,
+        app_file=TIMING_SERVER,
+        env={"PYTHONPATH": ""},
+    )
     return server, log
 
 
@@ -89,8 +104,9 @@ def predict_args(voice: Path, model: str | None) -> tuple:
     return (handle_file(str(voice)),) if model is None else (handle_file(str(voice)), model, False)
 
 
-def round_trips(clients: dict[str, Any], voice: Path, model: str, n: int
-                ) -> tuple[dict[str, list[float]], dict]:
+def round_trips(
+    clients: dict[str, Any], voice: Path, model: str, n: int
+) -> tuple[dict[str, list[float]], dict]:
     """``n`` sequential requests per server, servers taking turns; (ms per server, answers' JSON)."""
 
     times: dict[str, list[float]] = {name: [] for name in clients}
@@ -127,8 +143,10 @@ def server_stages(log: list[dict[str, Any]], answers: list[dict], n: int) -> dic
         add("preprocess (Gradio)", ev.get("preprocess", 0.0))
         add("handler", ev.get("handler", 0.0))
         add("postprocess (Gradio)", ev.get("postprocess", 0.0))
-        add("server stages, sum", (up["end"] - up["start"]) + (join["end"] - join["start"])
-            + (ev["end"] - join["end"]))
+        add(
+            "server stages, sum",
+            (up["end"] - up["start"]) + (join["end"] - join["start"]) + (ev["end"] - join["end"]),
+        )
         add("span: upload received -> response ready", ev["end"] - up["start"])
     for js in answers[-n:]:
         model = js["models"][0]["timings_ms"]
@@ -170,8 +188,12 @@ def throughput(url: str, voice: Path, model: str | None, clients: int, per_clien
     for c in pool:
         c.close()
     done = clients * per_client - len(errors)
-    return {"requests": clients * per_client, "failed": len(errors), "wall_s": wall,
-            "requests_per_s": done / wall}
+    return {
+        "requests": clients * per_client,
+        "failed": len(errors),
+        "wall_s": wall,
+        "requests_per_s": done / wall,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,15 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
     servers: dict[str, tuple[AppServer, Path]] = {}
     try:
-        bundle = args.bundle or (DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "bundle.json").is_file()
-                                 else make_bundle(tmp / "bundle"))
+        bundle = args.bundle or (
+            DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "bundle.json").is_file() else make_bundle(tmp / "bundle")
+        )
         voice = synthesise(tmp / "voice.wav", TEXT)
         import soundfile as sf
 
         voice_s = sf.info(str(voice)).duration
         if args.before:
-            servers["before"] = start("before", tmp, bundle,
-                                      ["--app-root", str(args.before.resolve()), "--without", "xxhash"])
+            servers["before"] = start(
+                "before", tmp, bundle, ["--app-root", str(args.before.resolve()), "--without", "xxhash"]
+            )
         servers["after"] = start("after", tmp, bundle, ["--app-root", str(REPO_ROOT)])
         servers["floor"] = start("floor", tmp, bundle, ["--trivial"])
         clients = {name: Client(srv.url, verbose=False) for name, (srv, _) in servers.items()}
@@ -208,10 +232,18 @@ def main(argv: list[str] | None = None) -> int:
         floor_p50 = statistics.median(rt["floor"])
         res: dict[str, Any] = {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-                       f"{os.getloadavg()[0]:.1f} at the end of the round trips",
-            "bundle": str(args.bundle or (DEFAULT_BUNDLE if bundle == DEFAULT_BUNDLE
-                                          else "random-init VoiceEmbedNet (export.to_onnx --random-init)")),
-            "voice_s": round(voice_s, 2), "requests": args.requests, "servers": {},
+            f"{os.getloadavg()[0]:.1f} at the end of the round trips",
+            "bundle": str(
+                args.bundle
+                or (
+                    DEFAULT_BUNDLE
+                    if bundle == DEFAULT_BUNDLE
+                    else "random-init VoiceEmbedNet (export.to_onnx --random-init)"
+                )
+            ),
+            "voice_s": round(voice_s, 2),
+            "requests": args.requests,
+            "servers": {},
         }
         for name, (_, log) in servers.items():
             entry: dict[str, Any] = {
@@ -223,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             res["servers"][name] = entry
         for name, (srv, _) in servers.items():
             res["servers"][name]["throughput"] = throughput(
-                srv.url, voice, None if name == "floor" else model, args.clients, args.per_client)
+                srv.url, voice, None if name == "floor" else model, args.clients, args.per_client
+            )
     finally:
         for srv, _ in servers.values():
             srv.stop()
@@ -238,19 +271,25 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(res: dict[str, Any]) -> None:
     names = [n for n in ("before", "after") if n in res["servers"]]
     s = res["servers"]
-    print(f"\n{res['machine']}; bundle: {res['bundle']}; voice {res['voice_s']} s; "
-          f"{res['requests']} sequential requests per server (medians, ms)")
+    print(
+        f"\n{res['machine']}; bundle: {res['bundle']}; voice {res['voice_s']} s; "
+        f"{res['requests']} sequential requests per server (medians, ms)"
+    )
     print(f"{'':46s}" + "".join(f"{n:>10s}" for n in names))
     keys = list(dict.fromkeys(k for n in names for k in s[n]["server_ms"]))
     for k in keys:
         print(f"{k:46s}" + "".join(f"{s[n]['server_ms'].get(k, float('nan')):10.2f}" for n in names))
-    print(f"{'round trip p50 (floor ' + format(s['floor']['round_trip_ms']['p50'], '.1f') + ' ms)':46s}"
-          + "".join(f"{s[n]['round_trip_ms']['p50']:10.1f}" for n in names))
+    print(
+        f"{'round trip p50 (floor ' + format(s['floor']['round_trip_ms']['p50'], '.1f') + ' ms)':46s}"
+        + "".join(f"{s[n]['round_trip_ms']['p50']:10.1f}" for n in names)
+    )
     print(f"{'round trip p50 / floor p50':46s}" + "".join(f"{s[n]['vs_floor_p50_x']:10.2f}" for n in names))
     print(f"{'round trip p95':46s}" + "".join(f"{s[n]['round_trip_ms']['p95']:10.1f}" for n in names))
     t = s["floor"]["throughput"]
-    print(f"{'throughput, requests/s (floor ' + format(t['requests_per_s'], '.1f') + ')':46s}"
-          + "".join(f"{s[n]['throughput']['requests_per_s']:10.1f}" for n in names))
+    print(
+        f"{'throughput, requests/s (floor ' + format(t['requests_per_s'], '.1f') + ')':46s}"
+        + "".join(f"{s[n]['throughput']['requests_per_s']:10.1f}" for n in names)
+    )
 
 
 if __name__ == "__main__":

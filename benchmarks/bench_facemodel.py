@@ -56,15 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         params = model.sample_params(args.batch, np.random.default_rng(0))
         ref = model.vertices_from_params(params)
         assert np.allclose(naive_loop(model, params), ref, atol=1e-3)
-        for name, fn in (("naive loop (per sample, per mode)", naive_loop),
-                         ("per-sample vectorised", einsum_per_sample),
-                         ("batched (FaceModel)", lambda m, p: m.vertices_from_params(p))):
+        for name, fn in (
+            ("naive loop (per sample, per mode)", naive_loop),
+            ("per-sample vectorised", einsum_per_sample),
+            ("batched (FaceModel)", lambda m, p: m.vertices_from_params(p)),
+        ):
             reps = max(3, args.repeats // 5) if name.startswith("naive") else args.repeats
             ms = median_ms(lambda fn=fn, params=params: fn(model, params), reps)
             rows.append((k, e, name, ms))
-    print(f"face model {model.name}: {model.n_vertices} vertices; batch {args.batch}; "
-          f"median of {args.repeats} runs (naive: fewer); {platform.processor() or platform.machine()}, "
-          f"numpy {np.__version__}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"face model {model.name}: {model.n_vertices} vertices; batch {args.batch}; "
+        f"median of {args.repeats} runs (naive: fewer); {platform.processor() or platform.machine()}, "
+        f"numpy {np.__version__}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print("| K id | E expr | method | median ms / batch | ms / face | speed-up vs naive |")
     print("|---:|---:|---|---:|---:|---:|")
     for k, e, name, ms in rows:

@@ -63,9 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         times["ours"].append(_ms(ours))
         if i % every == 0:
             times["original"].append(_ms(original))
-    rows = [("features, 10 s (log mel + CMVN + tile)", "voice2mesh", statistics.median(times["ours"])),
-            ("features, 10 s (log mel + CMVN + tile)", "original per-frame loop",
-             statistics.median(times["original"]))]
+    rows = [
+        ("features, 10 s (log mel + CMVN + tile)", "voice2mesh", statistics.median(times["ours"])),
+        (
+            "features, 10 s (log mel + CMVN + tile)",
+            "original per-frame loop",
+            statistics.median(times["original"]),
+        ),
+    ]
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "ten_seconds.wav"
@@ -83,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'what':42s} {'implementation':26s} {'median ms':>9s}")
     for what, impl, ms in rows:
         print(f"{what:42s} {impl:26s} {ms:9.2f}")
-    print(f"\nspeed-up of the features: {rows[1][2] / rows[0][2]:.1f}x; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"\nspeed-up of the features: {rows[1][2] / rows[0][2]:.1f}x; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     return 0
 
 

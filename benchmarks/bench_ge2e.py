@@ -80,12 +80,15 @@ def run_benchmark(seconds: float = 10.0, repeats: int = 50) -> dict:
     package = package_front_end()
     ours_out, ref_out = ge2e.ge2e_input(samples), package(samples)
     wav = ge2e.preprocess_wav(samples)
-    times = interleaved_times({
-        "front_end_ours": lambda: ge2e.ge2e_input(samples),
-        "front_end_package": lambda: package(samples),
-        "mel_ours": lambda: ge2e.mel_frames(wav),
-        "mel_package": lambda: wav_to_mel_spectrogram(wav),
-    }, repeats)
+    times = interleaved_times(
+        {
+            "front_end_ours": lambda: ge2e.ge2e_input(samples),
+            "front_end_package": lambda: package(samples),
+            "mel_ours": lambda: ge2e.mel_frames(wav),
+            "mel_package": lambda: wav_to_mel_spectrogram(wav),
+        },
+        repeats,
+    )
     result: dict = {
         "clip_seconds": seconds,
         "repeats": repeats,
@@ -109,13 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     result = run_benchmark(args.seconds, args.repeats)
-    print(f"GE2E front end, {args.seconds:g} s clip, {result['partials']} partials, "
-          f"{args.repeats} interleaved repeats (max |ours - package| = {result['max_abs_diff']:.2e})")
+    print(
+        f"GE2E front end, {args.seconds:g} s clip, {result['partials']} partials, "
+        f"{args.repeats} interleaved repeats (max |ours - package| = {result['max_abs_diff']:.2e})"
+    )
     print(f"{'':16s}{'ours median':>12s}{'package median':>16s}{'package/ours':>14s}{'(min-based)':>13s}")
     for what, label in (("front_end", "full front end"), ("mel", "mel only")):
-        r = {k[len(what) + 1:]: v for k, v in result.items() if k.startswith(what + "_")}
-        print(f"{label:16s}{r['ours_median_ms']:9.2f} ms{r['package_median_ms']:13.2f} ms"
-              f"{r['speedup_median']:13.2f}x{r['speedup_min']:12.2f}x")
+        r = {k[len(what) + 1 :]: v for k, v in result.items() if k.startswith(what + "_")}
+        print(
+            f"{label:16s}{r['ours_median_ms']:9.2f} ms{r['package_median_ms']:13.2f} ms"
+            f"{r['speedup_median']:13.2f}x{r['speedup_min']:12.2f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

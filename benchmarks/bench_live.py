@@ -51,8 +51,11 @@ def speech(seconds: float, work: Path) -> tuple[np.ndarray, str]:
     else:
         from tests.app_server import synthesise
 
-        path = synthesise(work / "voice.wav", "The face forms while I speak to the server, and it settles "
-                          "as it hears more of my voice, second after second.")
+        path = synthesise(
+            work / "voice.wav",
+            "The face forms while I speak to the server, and it settles "
+            "as it hears more of my voice, second after second.",
+        )
         x16, rate = sf.read(path, dtype="float32")
         source = "an espeak-ng voice, repeated"
     x = soxr.resample(x16, rate, BROWSER_RATE, quality="HQ")
@@ -81,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         for seconds in LENGTHS_S:
             end = int(seconds * BROWSER_RATE)
             stream = live.start("bench")
-            stream.add(BROWSER_RATE, voice[:end - chunk])  # untimed: the speech heard before this update
+            stream.add(BROWSER_RATE, voice[: end - chunk])  # untimed: the speech heard before this update
             t0 = time.perf_counter()
-            update = live.update("bench", (BROWSER_RATE, voice[end - chunk:end]), model, kinds)
+            update = live.update("bench", (BROWSER_RATE, voice[end - chunk : end]), model, kinds)
             elapsed = (time.perf_counter() - t0) * 1e3
             if update.result is None:
                 raise SystemExit(f"no face at {seconds} s: {update.message}")
@@ -98,24 +101,53 @@ def main(argv: list[str] | None = None) -> int:
     service.close()
     med = {s: statistics.median(v) for s, v in times.items()}
     load = os.getloadavg()[0]
-    print(f"bundle {service.info.source_name}, model {model}; speech: {source}; {args.repeats} updates per "
-          f"length, medians; load average {load:.1f}; {os.cpu_count()} CPUs")
-    header = ["heard (s)", "speech after VAD (s)", "update (ms)", "vs shortest",
-              *(f"{k} (ms)" for k in STAGES), "other (ms)"]
+    print(
+        f"bundle {service.info.source_name}, model {model}; speech: {source}; {args.repeats} updates per "
+        f"length, medians; load average {load:.1f}; {os.cpu_count()} CPUs"
+    )
+    header = [
+        "heard (s)",
+        "speech after VAD (s)",
+        "update (ms)",
+        "vs shortest",
+        *(f"{k} (ms)" for k in STAGES),
+        "other (ms)",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     rows = []
     for s in LENGTHS_S:
         st = {k: statistics.median(v) for k, v in stages[s].items()}
         other = med[s] - sum(st.values())
-        rows.append({"heard_s": s, "speech_s": speech_s[s], "update_ms": med[s],
-                     "ratio_vs_1s": med[s] / med[LENGTHS_S[0]], "stages_ms": st, "other_ms": other})
-        print(f"| {s:g} | {speech_s[s]:.1f} | {med[s]:.1f} | {med[s] / med[LENGTHS_S[0]]:.2f}x | "
-              + " | ".join(f"{st[k]:.1f}" for k in STAGES) + f" | {other:.1f} |")
+        rows.append(
+            {
+                "heard_s": s,
+                "speech_s": speech_s[s],
+                "update_ms": med[s],
+                "ratio_vs_1s": med[s] / med[LENGTHS_S[0]],
+                "stages_ms": st,
+                "other_ms": other,
+            }
+        )
+        print(
+            f"| {s:g} | {speech_s[s]:.1f} | {med[s]:.1f} | {med[s] / med[LENGTHS_S[0]]:.2f}x | "
+            + " | ".join(f"{st[k]:.1f}" for k in STAGES)
+            + f" | {other:.1f} |"
+        )
     print("other: buffering and resampling the chunk, writing the WAV, the service's bookkeeping")
     if args.json:
-        args.json.write_text(json.dumps({"bundle": service.info.source_name, "model": model, "speech": source,
-                                         "load_average": load, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "bundle": service.info.source_name,
+                    "model": model,
+                    "speech": source,
+                    "load_average": load,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

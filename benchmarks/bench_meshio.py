@@ -62,8 +62,10 @@ def main(argv=None) -> int:
     colors = meshio.heatmap_colors(face, model.mean)
     cases = {
         "GLB": ("a.glb", lambda path: meshio.write_mesh(path, face, tri)),
-        "GLB + heatmap colours": ("b.glb", lambda path: meshio.write_mesh(
-            path, face, tri, meshio.heatmap_colors(face, model.mean))),
+        "GLB + heatmap colours": (
+            "b.glb",
+            lambda path: meshio.write_mesh(path, face, tri, meshio.heatmap_colors(face, model.mean)),
+        ),
         "PLY": ("c.ply", lambda path: meshio.write_mesh(path, face, tri)),
         "OBJ": ("d.obj", lambda path: meshio.write_mesh(path, face, tri)),
         "PLY + colours": ("e.ply", lambda path: meshio.write_mesh(path, face, tri, colors)),
@@ -84,13 +86,20 @@ def main(argv=None) -> int:
                     cpu[name].append(1000.0 * (time.thread_time() - c0))
             sizes = {p.name: p.stat().st_size for p in round_dir.iterdir()}
             shutil.rmtree(round_dir)
-    medians = {kind: {name: statistics.median(ts) for name, ts in times.items()}
-               for kind, times in (("wall", wall), ("cpu", cpu))}
-    pairs = {"OBJ / PLY": ("OBJ", "PLY"), "OBJ / PLY (colours)": ("OBJ + colours", "PLY + colours"),
-             "trimesh OBJ / our OBJ": ("OBJ by trimesh (reference)", "OBJ")}
+    medians = {
+        kind: {name: statistics.median(ts) for name, ts in times.items()}
+        for kind, times in (("wall", wall), ("cpu", cpu))
+    }
+    pairs = {
+        "OBJ / PLY": ("OBJ", "PLY"),
+        "OBJ / PLY (colours)": ("OBJ + colours", "PLY + colours"),
+        "trimesh OBJ / our OBJ": ("OBJ by trimesh (reference)", "OBJ"),
+    }
     ratios = {kind: {k: m[a] / m[b] for k, (a, b) in pairs.items()} for kind, m in medians.items()}
-    print(f"writing one {model.name} face ({len(face)} vertices, {len(tri)} triangles) to disk; "
-          f"median of {args.repeats} runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"writing one {model.name} face ({len(face)} vertices, {len(tri)} triangles) to disk; "
+        f"median of {args.repeats} runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'case':<30s} {'wall ms':>9s} {'CPU ms':>8s}")
     for name in cases:
         print(f"{name:<30s} {medians['wall'][name]:9.2f} {medians['cpu'][name]:8.2f}")
@@ -98,8 +107,17 @@ def main(argv=None) -> int:
         print(f"{name:<30s} {ratios['wall'][name]:8.2f}x {ratios['cpu'][name]:7.2f}x")
     print("file sizes: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(sizes.items())))
     if args.json:
-        args.json.write_text(json.dumps({"median_ms": medians, "ratios": ratios, "repeats": args.repeats,
-                                         "load_average": os.getloadavg()[0]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "median_ms": medians,
+                    "ratios": ratios,
+                    "repeats": args.repeats,
+                    "load_average": os.getloadavg()[0],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

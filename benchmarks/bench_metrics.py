@@ -71,7 +71,7 @@ def _plain_loop(pred, target, model):
         if np.linalg.det(U) * np.linalg.det(Vt) < 0:
             S[2, 2] = -1
         R = U @ S @ Vt
-        c = np.trace(np.diag(D) @ S) / (np.sum(a ** 2) / len(p))
+        c = np.trace(np.diag(D) @ S) / (np.sum(a**2) / len(p))
         sq = np.sum((c * a @ R.T + mu_d - t) ** 2, axis=1)
         regions = {k: np.sqrt(sq[idx].mean()) for k, idx in model.regions.items()}
         out.append((np.mean(errs), kpt, np.sqrt(sq.mean()), regions))
@@ -98,12 +98,16 @@ def main(argv=None) -> int:
     t_plain = median_seconds(lambda: _plain_loop(pred, target, model), args.loop_repeats)
 
     n = args.pairs
-    print(f"metrics for {n} pairs on {label}; median of {args.repeats} (batched) / "
-          f"{args.loop_repeats} (loops) runs")
+    print(
+        f"metrics for {n} pairs on {label}; median of {args.repeats} (batched) / "
+        f"{args.loop_repeats} (loops) runs"
+    )
     print(f"{'method':<44s} {'total s':>9s} {'ms/pair':>9s} {'speed-up':>9s}")
-    for name, t in [("plain per-pair numpy loop (baseline)", t_plain),
-                    ("metrics.compare called once per pair", t_per_pair),
-                    ("metrics.compare on the whole batch", t_batch)]:
+    for name, t in [
+        ("plain per-pair numpy loop (baseline)", t_plain),
+        ("metrics.compare called once per pair", t_per_pair),
+        ("metrics.compare on the whole batch", t_batch),
+    ]:
         print(f"{name:<44s} {t:9.3f} {1000 * t / n:9.3f} {t_plain / t:8.2f}x")
     return 0
 

@@ -79,8 +79,9 @@ def original_pipeline(face_model, path: Path) -> Callable[[], object]:
     return run
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, block: int,
-                warmup: int = 3) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, block: int, warmup: int = 3
+) -> dict[str, list[float]]:
     """``repeats`` timed runs (ms) of each function, taking turns in blocks of ``block`` runs."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -144,14 +145,19 @@ def main(argv: list[str] | None = None) -> int:
             def run() -> object:
                 torch.set_num_threads(n)
                 return baseline()
+
             return run
 
         torch_default = torch.get_num_threads()
-        runs = interleaved({"voice2mesh": ours, "original (torch 1 thread)": torch_threads(1)},
-                           args.repeats, args.block)
+        runs = interleaved(
+            {"voice2mesh": ours, "original (torch 1 thread)": torch_threads(1)}, args.repeats, args.block
+        )
         if torch_default != 1:
-            runs |= interleaved({f"original (torch {torch_default} threads)": torch_threads(torch_default)},
-                                max(5, args.repeats // 2), args.repeats)
+            runs |= interleaved(
+                {f"original (torch {torch_default} threads)": torch_threads(torch_default)},
+                max(5, args.repeats // 2),
+                args.repeats,
+            )
         torch.set_num_threads(torch_default)
 
     med = {k: statistics.median(v) for k, v in runs.items()}
@@ -182,14 +188,18 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         },
     }
-    print(f"predict, {args.seconds:g} s clip, model {pred.entry.name} ({pred.entry.encoder}, "
-          f"{pred.provider}, {result['onnxruntime_threads']} ORT threads); {args.repeats} runs each, "
-          f"{os.cpu_count()} CPUs, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(
+        f"predict, {args.seconds:g} s clip, model {pred.entry.name} ({pred.entry.encoder}, "
+        f"{pred.provider}, {result['onnxruntime_threads']} ORT threads); {args.repeats} runs each, "
+        f"{os.cpu_count()} CPUs, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
     print("| pipeline | median ms | min ms |\n|---|---|---|")
     for k in med:
         print(f"| {k} | {med[k]:.2f} | {min(runs[k]):.2f} |")
-    print(f"ours {ours_ms:.2f} ms (target <= {TARGET_MS:g}); {best} / ours = {ratio:.1f}x "
-          f"(target >= {TARGET_RATIO:g}x)")
+    print(
+        f"ours {ours_ms:.2f} ms (target <= {TARGET_MS:g}); {best} / ours = {ratio:.1f}x "
+        f"(target >= {TARGET_RATIO:g}x)"
+    )
     print("stages (median ms): " + ", ".join(f"{k} {v}" for k, v in result["stages_ms_median"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

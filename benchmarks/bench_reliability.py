@@ -85,11 +85,20 @@ DECODE = textwrap.dedent("""
 
 
 def decode_cost(path: Path, mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", DECODE, str(path), mode], capture_output=True, text=True,
-                         cwd=REPO_ROOT, timeout=600, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", DECODE, str(path), mode],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=600,
+        check=True,
+    )
     growth, seconds, outcome = out.stdout.strip().split("\t")
-    return {"peak_growth_mb": round(float(growth), 1), "seconds": round(float(seconds), 2),
-            "outcome": outcome}
+    return {
+        "peak_growth_mb": round(float(growth), 1),
+        "seconds": round(float(seconds), 2),
+        "outcome": outcome,
+    }
 
 
 def bench_decoding(work: Path) -> dict:
@@ -105,9 +114,11 @@ def bench_decoding(work: Path) -> dict:
             f.write(block)
     out = {}
     for name, path in (("bomb_655350Hz_8ch_59s", bomb), ("largest_admitted_96kHz_8ch_59s", largest)):
-        out[name] = {"file_kb": round(path.stat().st_size / 1024),
-                     "whole_file_baseline": decode_cost(path, "whole"),
-                     "header_then_blocks": decode_cost(path, "blocks")}
+        out[name] = {
+            "file_kb": round(path.stat().st_size / 1024),
+            "whole_file_baseline": decode_cost(path, "whole"),
+            "header_then_blocks": decode_cost(path, "blocks"),
+        }
     return out
 
 
@@ -127,14 +138,19 @@ def bench_bomb_on_server(bundle: Path, voice: Path, work: Path) -> dict:
         growth = peak_rss_mb(srv.proc.pid) - before
         client.predict(handle_file(str(voice)), MODEL, False, api_name="/predict")  # still serving
         client.close()
-    return {"server_peak_growth_mb": round(growth, 1), "round_trip_s": round(seconds, 2),
-            "message": message[:200]}
+    return {
+        "server_peak_growth_mb": round(growth, 1),
+        "round_trip_s": round(seconds, 2),
+        "message": message[:200],
+    }
 
 
 def bench_rest_flood(bundle: Path, voice: Path, work: Path, calls: int, ttl: float) -> dict:
     data = voice.read_bytes()
-    with running_app(bundle, work / "srv-flood", ["--no-examples", "--session-ttl-s", str(ttl)]) as srv, \
-            httpx.Client(timeout=120) as http:
+    with (
+        running_app(bundle, work / "srv-flood", ["--no-examples", "--session-ttl-s", str(ttl)]) as srv,
+        httpx.Client(timeout=120) as http,
+    ):
         base_bytes = tree_bytes(srv.temp_dir)
         peak_bytes, peak_sessions = 0, 0
         t0 = time.perf_counter()
@@ -153,10 +169,17 @@ def bench_rest_flood(bundle: Path, voice: Path, work: Path, calls: int, ttl: flo
             time.sleep(0.5)
         clear_s = time.perf_counter() - t1
         left = tree_bytes(srv.temp_dir) - base_bytes
-    return {"calls": calls, "ttl_s": ttl, "flood_s": round(flood_s, 1),
-            "peak_mb": round(peak_bytes / MiB, 1), "peak_session_folders": peak_sessions,
-            "after_last_call_mb": round(after_bytes / MiB, 1), "session_folders_after": after_sessions,
-            "seconds_to_clear_after_last_call": round(clear_s, 1), "left_mb": round(left / MiB, 2)}
+    return {
+        "calls": calls,
+        "ttl_s": ttl,
+        "flood_s": round(flood_s, 1),
+        "peak_mb": round(peak_bytes / MiB, 1),
+        "peak_session_folders": peak_sessions,
+        "after_last_call_mb": round(after_bytes / MiB, 1),
+        "session_folders_after": after_sessions,
+        "seconds_to_clear_after_last_call": round(clear_s, 1),
+        "left_mb": round(left / MiB, 2),
+    }
 
 
 def bench_concurrency(bundle: Path, voice: Path, work: Path, n: int, http_timeout_s: float | None) -> dict:
@@ -194,13 +217,18 @@ def bench_concurrency(bundle: Path, voice: Path, work: Path, n: int, http_timeou
         for c in clients:
             c.close()
         alive = srv.alive()
-    return {"clients": n, "http_timeout_s": http_timeout_s or "gradio_client default",
-            "answers": len(latencies), "queue_full": queue_full,
-            "other_failures": len(failures),
-            "failure_examples": failures[:3],
-            "p50_s": round(percentile(latencies, 50), 2) if latencies else None,
-            "p95_s": round(percentile(latencies, 95), 2) if latencies else None,
-            "wall_s": round(wall, 1), "server_alive": alive}
+    return {
+        "clients": n,
+        "http_timeout_s": http_timeout_s or "gradio_client default",
+        "answers": len(latencies),
+        "queue_full": queue_full,
+        "other_failures": len(failures),
+        "failure_examples": failures[:3],
+        "p50_s": round(percentile(latencies, 50), 2) if latencies else None,
+        "p95_s": round(percentile(latencies, 95), 2) if latencies else None,
+        "wall_s": round(wall, 1),
+        "server_alive": alive,
+    }
 
 
 def main() -> int:
@@ -223,8 +251,9 @@ def main() -> int:
         print(json.dumps(results["bomb_on_server"], indent=1), flush=True)
         results["rest_flood"] = bench_rest_flood(bundle, voice, work, calls, args.ttl)
         print(json.dumps(results["rest_flood"], indent=1), flush=True)
-        results["concurrency"] = [bench_concurrency(bundle, voice, work, clients, timeout)
-                                  for timeout in (None, 120.0)]
+        results["concurrency"] = [
+            bench_concurrency(bundle, voice, work, clients, timeout) for timeout in (None, 120.0)
+        ]
         print(json.dumps(results["concurrency"], indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -36,17 +36,31 @@ def main() -> None:
     renderer.render(verts[:4], albedo, views.take(slice(0, 4)))  # warm-up (shader compile)
     batched = median_seconds(lambda: renderer.render(verts, albedo, views), args.repeats)
     n_single = min(args.images, 64)
-    single = median_seconds(lambda: [renderer.render(verts[i:i + 1], albedo, views.take(slice(i, i + 1)))
-                                   for i in range(n_single)], args.repeats) * args.images / n_single
-    print(f"render 64x64: batched {args.images / batched:.0f} images/s, one call per image "
-          f"{args.images / single:.0f} images/s (x{single / batched:.2f})")
+    single = (
+        median_seconds(
+            lambda: [
+                renderer.render(verts[i : i + 1], albedo, views.take(slice(i, i + 1)))
+                for i in range(n_single)
+            ],
+            args.repeats,
+        )
+        * args.images
+        / n_single
+    )
+    print(
+        f"render 64x64: batched {args.images / batched:.0f} images/s, one call per image "
+        f"{args.images / single:.0f} images/s (x{single / batched:.2f})"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
-        job = UtteranceJob("spk", "m3", 50, 165, 1.05, ("The old lighthouse keeper counted seven ships.",),
-                           tmp, 16000)
+        job = UtteranceJob(
+            "spk", "m3", 50, 165, 1.05, ("The old lighthouse keeper counted seven ships.",), tmp, 16000
+        )
         per_utt = median_seconds(lambda: synthesize_speaker(job), max(args.repeats, 5))
-    print(f"one utterance (espeak-ng + resampling + WAV): {per_utt * 1000:.0f} ms "
-          f"-> 800 utterances on 2 workers ~ {800 * per_utt / 2:.0f} s")
+    print(
+        f"one utterance (espeak-ng + resampling + WAV): {per_utt * 1000:.0f} ms "
+        f"-> 800 utterances on 2 workers ~ {800 * per_utt / 2:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,17 @@ def melinv(m):
 class OriginalLogSpec:
     """Per-frame Sphinx-style log mel spectrum (the original's loop structure)."""
 
-    def __init__(self, nfilt=64, lowerf=20.0, upperf=7200.0, alpha=0.97, samprate=16000, frate=100,
-                 wlen=0.025, nfft=1024):
+    def __init__(
+        self,
+        nfilt=64,
+        lowerf=20.0,
+        upperf=7200.0,
+        alpha=0.97,
+        samprate=16000,
+        frate=100,
+        wlen=0.025,
+        nfft=1024,
+    ):
         self.nfilt, self.nfft, self.alpha = nfilt, nfft, alpha
         self.fshift = float(samprate) / frate
         self.wlen = int(wlen * samprate)
@@ -110,7 +119,7 @@ def original_vad(int16_samples, vad, sample_rate=16000, frame_ms=20, padding_ms=
     n = int(sample_rate * (frame_ms / 1000.0) * 2)
     frames, offset = [], 0
     while offset + n < len(pcm):
-        frames.append(pcm[offset:offset + n])
+        frames.append(pcm[offset : offset + n])
         offset += n
     ring = collections.deque(maxlen=int(padding_ms / frame_ms))
     triggered, voiced, segments = False, [], []
@@ -133,5 +142,3 @@ def original_vad(int16_samples, vad, sample_rate=16000, frame_ms=20, padding_ms=
     if voiced:
         segments.append(b"".join(voiced))
     return np.frombuffer(b"".join(segments), dtype=np.int16).copy()
-
-

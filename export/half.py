@@ -33,8 +33,11 @@ def half_weights(model: onnx.ModelProto, min_elements: int = MIN_ELEMENTS) -> on
         half_name = f"{init.name}__fp16"
         half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), half_name)
         kept.append(half)
-        casts.append(helper.make_node("Cast", [half_name], [init.name], to=TensorProto.FLOAT,
-                                      name=f"{init.name}__to_fp32"))
+        casts.append(
+            helper.make_node(
+                "Cast", [half_name], [init.name], to=TensorProto.FLOAT, name=f"{init.name}__to_fp32"
+            )
+        )
     del graph.initializer[:]
     graph.initializer.extend(kept)
     nodes = list(graph.node)

@@ -30,8 +30,10 @@ def upload_plan(bundle_dir: str | Path) -> list[UploadItem]:
     """The files a push would upload: bundle.json plus every file it lists (verified first)."""
     bundle = load_bundle(bundle_dir)
     if bundle.manifest.get("local_only"):
-        raise ValueError(f"{bundle_dir} is a local-only bundle and must not be published: "
-                         f"{bundle.manifest.get('local_only_reason', '')}")
+        raise ValueError(
+            f"{bundle_dir} is a local-only bundle and must not be published: "
+            f"{bundle.manifest.get('local_only_reason', '')}"
+        )
     root = bundle.root
     items = [
         UploadItem(rel, (root / rel).stat().st_size, sha) for rel, sha in bundle.manifest["files"].items()

@@ -21,8 +21,9 @@ SYNTHETIC_NOTICE = (
 )
 
 
-def training_data_entry(summary: str, *, synthetic: bool, random_weights: bool, **details: Any
-                        ) -> dict[str, Any]:
+def training_data_entry(
+    summary: str, *, synthetic: bool, random_weights: bool, **details: Any
+) -> dict[str, Any]:
     """``training_data`` of ``bundle.json``: a summary line, the two explicit flags, other details.
 
     ``synthetic``: trained on synthetic voices (synthvox), so a demonstration, not a model of real
@@ -31,8 +32,12 @@ def training_data_entry(summary: str, *, synthetic: bool, random_weights: bool, 
     """
     if not isinstance(synthetic, bool) or not isinstance(random_weights, bool):
         raise TypeError("training_data flags 'synthetic' and 'random_weights' must be booleans")
-    return {"summary": summary or "not recorded", "synthetic": synthetic, "random_weights": random_weights,
-            **{k: v for k, v in details.items() if v not in (None, "")}}
+    return {
+        "summary": summary or "not recorded",
+        "synthetic": synthetic,
+        "random_weights": random_weights,
+        **{k: v for k, v in details.items() if v not in (None, "")},
+    }
 
 
 RATIOS = ("ER", "FR", "CR", "MR")  # voice2mesh.metrics.RATIO_NAMES, the readouts' ratios
@@ -49,8 +54,9 @@ def skill_entry(evaluation: dict[str, Any] | list[dict[str, Any]] | None, run: s
     """
     results = evaluation if isinstance(evaluation, list) else [evaluation] if evaluation else []
     for result in results:
-        row = next((r for r in result.get("rows", []) if r.get("kind") == "model" and r.get("name") == run),
-                   None)
+        row = next(
+            (r for r in result.get("rows", []) if r.get("kind") == "model" and r.get("name") == run), None
+        )
         if row is None:
             continue
         ratios = {}
@@ -58,12 +64,17 @@ def skill_entry(evaluation: dict[str, Any] | list[dict[str, Any]] | None, run: s
             gap = (row.get("gap_closed") or {}).get(c)
             diff, noise = float(row["diff"][c]), float(row["diff_2se"][c])
             known = np.isfinite(noise)  # NaN with one speaker
-            ratios[c] = {"gap_closed": round(float(gap), 4) if gap is not None and np.isfinite(gap) else None,
-                         "beyond_noise": bool(diff < -noise) if known else None,
-                         "diff_vs_baseline": diff, "noise_2se": noise if known else None}
-        return {"evaluated_on": f"{result.get('name', '?')} {result.get('split', '?')} split: "
-                                f"{result.get('n_speakers', '?')} held-out speakers",
-                "ratios": ratios}
+            ratios[c] = {
+                "gap_closed": round(float(gap), 4) if gap is not None and np.isfinite(gap) else None,
+                "beyond_noise": bool(diff < -noise) if known else None,
+                "diff_vs_baseline": diff,
+                "noise_2se": noise if known else None,
+            }
+        return {
+            "evaluated_on": f"{result.get('name', '?')} {result.get('split', '?')} split: "
+            f"{result.get('n_speakers', '?')} held-out speakers",
+            "ratios": ratios,
+        }
     return None
 
 
@@ -228,8 +239,9 @@ def model_card(manifest: dict[str, Any]) -> str:
         "Every file's sha256 is in `bundle.json`; voice2mesh refuses files that do not match.",
         "",
     ]
-    return with_metadata("\n".join(lines), license="mit", library_name="onnx",
-                         tags=["voice2mesh", "onnx", "3d-face"])
+    return with_metadata(
+        "\n".join(lines), license="mit", library_name="onnx", tags=["voice2mesh", "onnx", "3d-face"]
+    )
 
 
 def _fmt(v: Any) -> str:

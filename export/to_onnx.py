@@ -443,15 +443,22 @@ def training_data_summary(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
     data = next((c.get("data", {}) for c in cards.values() if c.get("data")), {})
     synthetic = any(bool(c.get("data", {}).get("synthetic")) for c in cards.values())
     random = any(c.get("data", {}).get("kind") == "random-init" for c in cards.values())
-    details = {name: data.get(key) for key, name in (
-        ("name", "dataset"),
-        ("kind", "kind"),
-        ("n_train_speakers", "train_speakers"),
-        ("n_val_speakers", "val_speakers"),
-        ("n_train_utterances", "train_utterances"),
-    )}
-    return training_data_entry(SYNTHETIC_NOTICE if synthetic else data.get("summary", ""),
-                               synthetic=synthetic, random_weights=random, **details)
+    details = {
+        name: data.get(key)
+        for key, name in (
+            ("name", "dataset"),
+            ("kind", "kind"),
+            ("n_train_speakers", "train_speakers"),
+            ("n_val_speakers", "val_speakers"),
+            ("n_train_utterances", "train_utterances"),
+        )
+    }
+    return training_data_entry(
+        SYNTHETIC_NOTICE if synthetic else data.get("summary", ""),
+        synthetic=synthetic,
+        random_weights=random,
+        **details,
+    )
 
 
 # ---------------------------------------------------------------------- CLI

@@ -61,8 +61,14 @@ RUN_FACTS = ("seconds", "setup_seconds", "device", "teacher", "encoder_weights")
 HALF_PARAMS_ATOL = 2e-2
 HALF_VERTICES_RTOL = 2e-3
 CODE_DIRS = ("training", "export", "voice2mesh", "scripts")  # what the build's result depends on
-STEP_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-            "VOICE2MESH_FEATURE_THREADS": "1", "LP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+STEP_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "VOICE2MESH_FEATURE_THREADS": "1",
+    "LP_NUM_THREADS": "1",
+    "PYTHONHASHSEED": "0",
+}
 
 
 @dataclass(frozen=True)
@@ -85,21 +91,45 @@ class Size:
 
 
 FULL = Size(
-    speakers=600, utterances=4, images=6, val_fraction=0.15, test_fraction=0.25,
-    train_config="synthvox", pretrain_epochs=20, augment_copies=1, supervised_epochs=200,
+    speakers=600,
+    utterances=4,
+    images=6,
+    val_fraction=0.15,
+    test_fraction=0.25,
+    train_config="synthvox",
+    pretrain_epochs=20,
+    augment_copies=1,
+    supervised_epochs=200,
     teacher=("--renders", "3000", "--heldout", "300", "--epochs", "5", "--width", "16"),
     kd_config="synthvox",
-    kd=("optim.steps=600", "optim.d_warmup_steps=300", "optim.ema_decay=0.995", "optim.eval_every=0",
-        "optim.max_seconds=0", "optim.checkpoint_every=300"),
+    kd=(
+        "optim.steps=600",
+        "optim.d_warmup_steps=300",
+        "optim.ema_decay=0.995",
+        "optim.eval_every=0",
+        "optim.max_seconds=0",
+        "optim.checkpoint_every=300",
+    ),
     eval_utterances=0,
 )
 TINY = Size(
-    speakers=12, utterances=2, images=2, val_fraction=0.25, test_fraction=0.25,
-    train_config="tiny", pretrain_epochs=1, augment_copies=0, supervised_epochs=3,
+    speakers=12,
+    utterances=2,
+    images=2,
+    val_fraction=0.25,
+    test_fraction=0.25,
+    train_config="tiny",
+    pretrain_epochs=1,
+    augment_copies=0,
+    supervised_epochs=3,
     teacher=("--renders", "64", "--heldout", "16", "--epochs", "1", "--width", "4", "--batch-size", "16"),
     kd_config="tiny",
-    kd=("optim.steps=4", "optim.d_warmup_steps=2", "optim.max_seconds=0",
-        "discriminator.identity_features=teacher"),
+    kd=(
+        "optim.steps=4",
+        "optim.d_warmup_steps=2",
+        "optim.max_seconds=0",
+        "discriminator.identity_features=teacher",
+    ),
     eval_utterances=1,
 )
 
@@ -113,32 +143,140 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     teacher, kd = work / "runs" / "teacher", work / "runs" / "kd"
     ev, stage = work / "evaluation", work / "export"
     step = [py, me, "_step"]
-    common = ["--device", "cpu", "--set", f"data.path={data}", "--set", "threads=1",
-              "--set", f"seed={args.seed}"]
+    common = [
+        "--device",
+        "cpu",
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "threads=1",
+        "--set",
+        f"seed={args.seed}",
+    ]
     return [
-        [py, "-m", "training.synthvox", "generate", str(data), "--speakers", str(size.speakers),
-         "--utterances", str(size.utterances), "--link-strength", "0.6", "--seed", str(args.seed),
-         "--images", str(size.images), "--val-fraction", str(size.val_fraction),
-         "--test-fraction", str(size.test_fraction), "--workers", "1", "--overwrite"],
-        [*step, "training.train", "pretrain", "--config", size.train_config, "--out", str(pre), *common,
-         "--set", f"pretrain.epochs={size.pretrain_epochs}",
-         "--set", f"data.augment_copies={size.augment_copies}"],
-        [*step, "training.train", "supervised", "--config", size.train_config, "--out", str(sup), *common,
-         "--set", f"model.encoder_checkpoint={pre / 'pretrain.pt'}",
-         "--set", f"supervised.epochs={size.supervised_epochs}",
-         "--set", f"data.augment_copies={size.augment_copies}"],
-        [*step, "training.kd.teacher", "train", "--out", str(teacher), *size.teacher, "--threads", "1",
-         "--seed", str(args.seed)],
-        [*step, "training.kd", "train", "--config", size.kd_config, "--out", str(kd), "--device", "cpu",
-         "--quiet", *(x for kv in (f"data.path={data}", f"data.encoder_checkpoint={pre / 'pretrain.pt'}",
-                                   f"teacher.checkpoint={teacher / 'teacher.pt'}", "threads=1",
-                                   f"seed={args.seed}", *size.kd) for x in ("--set", kv))],
-        [*step, "training.evaluate", "--data", str(data), "--checkpoints", str(sup / "model.pt"),
-         str(kd / "model.pt"), "--out", str(ev), "--threads", "1", "--seed", str(args.seed),
-         "--max-utterances-per-speaker", str(size.eval_utterances)],
-        [*step, "export.to_onnx", "--checkpoint", str(sup / "model.pt"), str(kd / "model.pt"),
-         "--out", str(stage), "--embed-face-model", "--name", BUNDLE_NAME, "--default-model", "supervised",
-         "--evaluation", str(ev)],
+        [
+            py,
+            "-m",
+            "training.synthvox",
+            "generate",
+            str(data),
+            "--speakers",
+            str(size.speakers),
+            "--utterances",
+            str(size.utterances),
+            "--link-strength",
+            "0.6",
+            "--seed",
+            str(args.seed),
+            "--images",
+            str(size.images),
+            "--val-fraction",
+            str(size.val_fraction),
+            "--test-fraction",
+            str(size.test_fraction),
+            "--workers",
+            "1",
+            "--overwrite",
+        ],
+        [
+            *step,
+            "training.train",
+            "pretrain",
+            "--config",
+            size.train_config,
+            "--out",
+            str(pre),
+            *common,
+            "--set",
+            f"pretrain.epochs={size.pretrain_epochs}",
+            "--set",
+            f"data.augment_copies={size.augment_copies}",
+        ],
+        [
+            *step,
+            "training.train",
+            "supervised",
+            "--config",
+            size.train_config,
+            "--out",
+            str(sup),
+            *common,
+            "--set",
+            f"model.encoder_checkpoint={pre / 'pretrain.pt'}",
+            "--set",
+            f"supervised.epochs={size.supervised_epochs}",
+            "--set",
+            f"data.augment_copies={size.augment_copies}",
+        ],
+        [
+            *step,
+            "training.kd.teacher",
+            "train",
+            "--out",
+            str(teacher),
+            *size.teacher,
+            "--threads",
+            "1",
+            "--seed",
+            str(args.seed),
+        ],
+        [
+            *step,
+            "training.kd",
+            "train",
+            "--config",
+            size.kd_config,
+            "--out",
+            str(kd),
+            "--device",
+            "cpu",
+            "--quiet",
+            *(
+                x
+                for kv in (
+                    f"data.path={data}",
+                    f"data.encoder_checkpoint={pre / 'pretrain.pt'}",
+                    f"teacher.checkpoint={teacher / 'teacher.pt'}",
+                    "threads=1",
+                    f"seed={args.seed}",
+                    *size.kd,
+                )
+                for x in ("--set", kv)
+            ),
+        ],
+        [
+            *step,
+            "training.evaluate",
+            "--data",
+            str(data),
+            "--checkpoints",
+            str(sup / "model.pt"),
+            str(kd / "model.pt"),
+            "--out",
+            str(ev),
+            "--threads",
+            "1",
+            "--seed",
+            str(args.seed),
+            "--max-utterances-per-speaker",
+            str(size.eval_utterances),
+        ],
+        [
+            *step,
+            "export.to_onnx",
+            "--checkpoint",
+            str(sup / "model.pt"),
+            str(kd / "model.pt"),
+            "--out",
+            str(stage),
+            "--embed-face-model",
+            "--name",
+            BUNDLE_NAME,
+            "--default-model",
+            "supervised",
+            "--evaluation",
+            str(ev),
+        ],
     ]
 
 
@@ -187,8 +325,11 @@ def finish(stage: Path, out: Path, args: argparse.Namespace) -> Path:
             raise SystemExit(f"error: {name}: float16 weights move the output too far: {parity}")
         entry["weights"] = "float16 storage, float32 computation (export.half)"
         entry["half_parity"] = parity
-        print(f"{name}: float16 weights, params max abs {parity['params_max_abs']:.2e}, "
-              f"vertices max rel {parity['vertices_max_rel']:.2e}", flush=True)
+        print(
+            f"{name}: float16 weights, params max abs {parity['params_max_abs']:.2e}, "
+            f"vertices max rel {parity['vertices_max_rel']:.2e}",
+            flush=True,
+        )
     for run in manifest.get("training_runs", {}).values():
         run["training"] = {k: v for k, v in run.get("training", {}).items() if k not in RUN_FACTS}
     manifest = _without_prefix(manifest, f"{Path(args.work).resolve()}/")
@@ -213,6 +354,7 @@ def finish(stage: Path, out: Path, args: argparse.Namespace) -> Path:
 
 def source_commit() -> str:
     """The commit of the code that built the bundle (``+modified`` when the code differs from it)."""
+
     def git(*cmd: str) -> str:
         run = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
         return run.stdout.strip() if run.returncode == 0 else ""
@@ -264,14 +406,23 @@ bit from seed 0 by `scripts/build_default_bundle.py` (CPU, one thread; see its d
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle folder (replaced)")
-    p.add_argument("--work", type=Path, default=Path("/tmp/voice2mesh-default-build"),
-                   help="work folder for the world, runs and evaluation (emptied first)")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/voice2mesh-default-build"),
+        help="work folder for the world, runs and evaluation (emptied first)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--date", default=BUILD_DATE, help="the manifest's created_utc")
     p.add_argument("--tiny", action="store_true", help="test size: a 12-speaker world, a few steps each")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--from-step", type=int, default=1, metavar="N",
-                   help="start at step N (1-7; 8 = only the last step), reusing --work's earlier results")
+    p.add_argument(
+        "--from-step",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start at step N (1-7; 8 = only the last step), reusing --work's earlier results",
+    )
     return p
 
 
@@ -282,12 +433,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     if shutil.which("espeak-ng") is None and not args.dry_run and args.from_step == 1:
-        print("error: building the default bundle needs espeak-ng (the synthvox voices); install it with "
-              "`sudo apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)",
-              file=sys.stderr)
+        print(
+            "error: building the default bundle needs espeak-ng (the synthvox voices); install it with "
+            "`sudo apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)",
+            file=sys.stderr,
+        )
         return 2
     env = {**os.environ, **STEP_ENV}
-    cmds = commands(args)[args.from_step - 1:]
+    cmds = commands(args)[args.from_step - 1 :]
     if not args.dry_run and args.from_step == 1 and args.work.exists():
         shutil.rmtree(args.work)
     for cmd in cmds:
@@ -307,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rel, sha in manifest["files"].items():
         print(f"  {rel:24s} {(out / rel).stat().st_size / 1e6:7.3f} MB  {sha[:16]}")
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -74,8 +74,9 @@ def check_space(folder: Path) -> dict:
         raise SpaceBuildError(f"{readme}: sdk is {meta['sdk']!r}, expected 'gradio'")
     version = tuple(int(x) for x in re.findall(r"\d+", str(meta["sdk_version"]))[:2])
     if version < MIN_GRADIO:
-        raise SpaceBuildError(f"{readme}: sdk_version {meta['sdk_version']} is older than "
-                              f"{'.'.join(map(str, MIN_GRADIO))}")
+        raise SpaceBuildError(
+            f"{readme}: sdk_version {meta['sdk_version']} is older than {'.'.join(map(str, MIN_GRADIO))}"
+        )
     if not (folder / meta["app_file"]).is_file():
         raise SpaceBuildError(f"{folder}: app_file {meta['app_file']} is missing")
     reqs = folder / "requirements.txt"
@@ -123,17 +124,25 @@ def build_space(out_dir: str | Path, bundle: str | Path | None = None, hub_repo:
         loaded = load_bundle(bundle)  # verifies every file's sha256 before copying
         shutil.copytree(loaded.root, out / "models" / "default", ignore=_IGNORE)
         if not loaded.face_model.file:
-            print(f"note: bundle {loaded.source} references face model {loaded.face_model.id!r} by id; the "
-                  "Space must be able to obtain it (see docs/facemodel.md), or export the bundle with the "
-                  "face model file inside", file=sys.stderr)
+            print(
+                f"note: bundle {loaded.source} references face model {loaded.face_model.id!r} by id; the "
+                "Space must be able to obtain it (see docs/facemodel.md), or export the bundle with the "
+                "face model file inside",
+                file=sys.stderr,
+            )
     check_space(out)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--out-dir", type=Path, default=REPO_ROOT / "build" / "space",
-                        help="output folder (replaced; default build/space)")
+    parser.add_argument(
+        "-o",
+        "--out-dir",
+        type=Path,
+        default=REPO_ROOT / "build" / "space",
+        help="output folder (replaced; default build/space)",
+    )
     parser.add_argument("--bundle", help="a bundle folder to ship inside the Space (models/default)")
     parser.add_argument("--hub-repo", help="Hub model repo the Space preloads (models, preload_from_hub)")
     args = parser.parse_args(argv)

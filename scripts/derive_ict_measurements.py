@@ -42,10 +42,12 @@ from voice2mesh.paths import shared_assets_dir  # noqa: E402
 ICT_FACE_LAST = 9408  # upstream "face" vertex range [0:9408]; regions live on it
 
 ALIGN_LANDMARKS = np.arange(17, 68)  # inner landmarks (see step 2 above)
-METHOD = ("Umeyama similarity alignment of the BFM 2009 mean face (53,215 vertices) to the ICT neutral "
-          "through the 51 inner Multi-PIE landmarks (17-67); each paper metric vertex -> nearest ICT vertex "
-          "(scripts/derive_ict_measurements.py). Regions: landmark rules of "
-          "voice2mesh.facemodel.layout.regions_from_landmarks on ICT vertices 0..9408.")
+METHOD = (
+    "Umeyama similarity alignment of the BFM 2009 mean face (53,215 vertices) to the ICT neutral "
+    "through the 51 inner Multi-PIE landmarks (17-67); each paper metric vertex -> nearest ICT vertex "
+    "(scripts/derive_ict_measurements.py). Regions: landmark rules of "
+    "voice2mesh.facemodel.layout.regions_from_landmarks on ICT vertices 0..9408."
+)
 
 
 def ratios(vertices: np.ndarray, pairs: dict[str, tuple[int, int]]) -> dict[str, float]:
@@ -59,8 +61,13 @@ def derive(assets: Path) -> tuple[dict, object, object]:
     bfm_model = bfm.reference_model(assets / "bfm-reference", bfm.BFM_FULL)
     names = list(bfm.BFM_PAIRS_53215)
     ends = np.array([bfm.BFM_PAIRS_53215[k] for k in names]).reshape(-1)
-    res = transfer_points(bfm_model.mean, bfm_model.landmarks[ALIGN_LANDMARKS], ict_bare.mean,
-                          ict_bare.landmarks[ALIGN_LANDMARKS], ends)
+    res = transfer_points(
+        bfm_model.mean,
+        bfm_model.landmarks[ALIGN_LANDMARKS],
+        ict_bare.mean,
+        ict_bare.landmarks[ALIGN_LANDMARKS],
+        ends,
+    )
     all68 = transfer_points(bfm_model.mean, bfm_model.landmarks, ict_bare.mean, ict_bare.landmarks, ends)
     idx = res["indices"].reshape(-1, 2)
     dist = res["distances"].reshape(-1, 2)
@@ -72,22 +79,38 @@ def derive(assets: Path) -> tuple[dict, object, object]:
         "format": 1,
         "method": METHOD,
         "index_base": "0-based upstream ICT FaceKit Light vertex indices",
-        "alignment": {"landmarks": "17-67 (inner 51)",
-                      "landmark_rms_mm": round(res["landmark_rms"], 3),
-                      "bfm_to_ict_scale_um_to_mm": res["scale"],
-                      "with_all_68": {"landmark_rms_mm": round(all68["landmark_rms"], 3),
-                                      "pairs": all68["indices"].reshape(-1, 2).tolist()}},
+        "alignment": {
+            "landmarks": "17-67 (inner 51)",
+            "landmark_rms_mm": round(res["landmark_rms"], 3),
+            "bfm_to_ict_scale_um_to_mm": res["scale"],
+            "with_all_68": {
+                "landmark_rms_mm": round(all68["landmark_rms"], 3),
+                "pairs": all68["indices"].reshape(-1, 2).tolist(),
+            },
+        },
         "measurement_pairs": {
-            k: {"vertices": list(pairs[k]), "bfm_vertices": list(bfm.BFM_PAIRS_53215[k]),
-                "distance_to_moved_bfm_point_mm": [round(float(x), 3) for x in dist[i]]}
-            for i, k in enumerate(names)},
+            k: {
+                "vertices": list(pairs[k]),
+                "bfm_vertices": list(bfm.BFM_PAIRS_53215[k]),
+                "distance_to_moved_bfm_point_mm": [round(float(x), 3) for x in dist[i]],
+            }
+            for i, k in enumerate(names)
+        },
         "ict_neutral_ratios": {k: round(v, 5) for k, v in ratios(ict_bare.mean, pairs).items()},
-        "ict_neutral_distances_mm": {k: round(float(np.linalg.norm(ict_bare.mean[a] - ict_bare.mean[b])), 2)
-                                     for k, (a, b) in pairs.items()},
-        "region_rules": {"order": list(REGION_ORDER), "mouth_grow": MOUTH_GROW, "nose_grow": NOSE_GROW,
-                         "nose_top_half_width": NOSE_TOP_HALF_WIDTH, "jaw_band": JAW_BAND,
-                         "forehead_band": list(FOREHEAD_BAND), "forehead_half_width": FOREHEAD_HALF_WIDTH,
-                         "candidates": f"ICT vertices 0..{ICT_FACE_LAST}"},
+        "ict_neutral_distances_mm": {
+            k: round(float(np.linalg.norm(ict_bare.mean[a] - ict_bare.mean[b])), 2)
+            for k, (a, b) in pairs.items()
+        },
+        "region_rules": {
+            "order": list(REGION_ORDER),
+            "mouth_grow": MOUTH_GROW,
+            "nose_grow": NOSE_GROW,
+            "nose_top_half_width": NOSE_TOP_HALF_WIDTH,
+            "jaw_band": JAW_BAND,
+            "forehead_band": list(FOREHEAD_BAND),
+            "forehead_half_width": FOREHEAD_HALF_WIDTH,
+            "candidates": f"ICT vertices 0..{ICT_FACE_LAST}",
+        },
         "regions": {k: v.tolist() for k, v in regions.items()},
     }
     ict_model = ict.convert_ict_npz(assets / "ict-facekit" / "ict_facekit_light.npz", layout=layout)
@@ -102,8 +125,15 @@ def render(ict_model, bfm_model, out: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
-    colours = {"forehead": "#e6b422", "nose": "#8c564b", "left_cheek": "#5cb85c", "right_cheek": "#3a7bd5",
-               "mouth": "#e377c2", "chin": "#5bc0de", "jaw": "#8a6dd1"}
+    colours = {
+        "forehead": "#e6b422",
+        "nose": "#8c564b",
+        "left_cheek": "#5cb85c",
+        "right_cheek": "#3a7bd5",
+        "mouth": "#e377c2",
+        "chin": "#5bc0de",
+        "jaw": "#8a6dd1",
+    }
     seg_colours = {"OICD": "black", "ER": "#ff7f0e", "FR": "#1f77b4", "CR": "#d62728", "MR": "#2ca02c"}
     fig, axes = plt.subplots(2, 2, figsize=(13, 13))
     for row, model in enumerate((ict_model, bfm_model)):
@@ -157,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", type=Path, default=REPO / "docs" / "img" / "ict_measurements.png")
     args = p.parse_args(argv)
     if args.assets is None or not (args.assets / "bfm-reference").is_dir():
-        print("error: needs the shared assets (ict-facekit/, bfm-reference/); pass --assets DIR",
-              file=sys.stderr)
+        print(
+            "error: needs the shared assets (ict-facekit/, bfm-reference/); pass --assets DIR",
+            file=sys.stderr,
+        )
         return 2
     layout, ict_model, bfm_model = derive(args.assets)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -39,16 +39,32 @@ class ExampleVoice:
     pitch: int
     text: str
 
+
 EXAMPLE_VOICES: tuple[ExampleVoice, ...] = (
-    ExampleVoice("synthetic-low-voice", "en-us+m3", 150, 30,
-                 "The quick brown fox jumps over the lazy dog near the quiet river bank, "
-                 "and then it runs back home before the evening rain."),
-    ExampleVoice("synthetic-high-voice", "en-us+f3", 155, 70,
-                 "Every morning I walk along the harbour, count the boats, and listen to the gulls "
-                 "calling over the water."),
-    ExampleVoice("synthetic-mid-voice", "en-gb+m7", 145, 50,
-                 "Please read this sentence aloud in your normal voice for about five seconds, "
-                 "so the model can hear how you speak."),
+    ExampleVoice(
+        "synthetic-low-voice",
+        "en-us+m3",
+        150,
+        30,
+        "The quick brown fox jumps over the lazy dog near the quiet river bank, "
+        "and then it runs back home before the evening rain.",
+    ),
+    ExampleVoice(
+        "synthetic-high-voice",
+        "en-us+f3",
+        155,
+        70,
+        "Every morning I walk along the harbour, count the boats, and listen to the gulls "
+        "calling over the water.",
+    ),
+    ExampleVoice(
+        "synthetic-mid-voice",
+        "en-gb+m7",
+        145,
+        50,
+        "Please read this sentence aloud in your normal voice for about five seconds, "
+        "so the model can hear how you speak.",
+    ),
 )
 
 
@@ -66,13 +82,16 @@ def make_example(example: ExampleVoice, out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--out-dir", type=Path, default=EXAMPLES_DIR,
-                        help=f"output folder (default: {EXAMPLES_DIR})")
+    parser.add_argument(
+        "-o", "--out-dir", type=Path, default=EXAMPLES_DIR, help=f"output folder (default: {EXAMPLES_DIR})"
+    )
     args = parser.parse_args(argv)
     if shutil.which("espeak-ng") is None:
-        print("error: making the example voices needs espeak-ng; install it with "
-              "`sudo apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)",
-              file=sys.stderr)
+        print(
+            "error: making the example voices needs espeak-ng; install it with "
+            "`sudo apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)",
+            file=sys.stderr,
+        )
         return 2
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for example in EXAMPLE_VOICES:

@@ -39,9 +39,9 @@ class AppServer:
 
     url: str
     proc: subprocess.Popen
-    temp_dir: Path          # the server's Gradio cache (uploads, examples, session folders)
+    temp_dir: Path  # the server's Gradio cache (uploads, examples, session folders)
     log_path: Path
-    ready_s: float          # process start → first answered HTTP request
+    ready_s: float  # process start → first answered HTTP request
 
     @property
     def session_root(self) -> Path:
@@ -87,9 +87,14 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_app(bundle: str | Path | None, work_dir: str | Path, args: Sequence[str] = (),
-              app_file: str | Path = REPO_ROOT / "app.py", env: dict[str, str] | None = None,
-              timeout_s: float = READY_TIMEOUT_S) -> AppServer:
+def start_app(
+    bundle: str | Path | None,
+    work_dir: str | Path,
+    args: Sequence[str] = (),
+    app_file: str | Path = REPO_ROOT / "app.py",
+    env: dict[str, str] | None = None,
+    timeout_s: float = READY_TIMEOUT_S,
+) -> AppServer:
     """Start ``python app.py --bundle BUNDLE`` on a free port and wait until it answers HTTP.
 
     ``bundle=None`` leaves the choice to the app (its default bundle, models/default beside app.py).
@@ -100,29 +105,44 @@ def start_app(bundle: str | Path | None, work_dir: str | Path, args: Sequence[st
     temp_dir.mkdir(exist_ok=True)
     port = free_port()
     full_env = dict(os.environ)
-    full_env.update({
-        "GRADIO_TEMP_DIR": str(temp_dir), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-        "GRADIO_HEARTBEAT_INTERVAL": "0.5",  # closed sessions are noticed within a second
-        "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": full_env.get("OMP_NUM_THREADS", "1"),
-    })
+    full_env.update(
+        {
+            "GRADIO_TEMP_DIR": str(temp_dir),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "GRADIO_HEARTBEAT_INTERVAL": "0.5",  # closed sessions are noticed within a second
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": full_env.get("OMP_NUM_THREADS", "1"),
+        }
+    )
     full_env.update(env or {})
     for name in ("VOICE2MESH_BUNDLE", "VOICE2MESH_HUB_REPO", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         if name not in (env or {}):
             full_env.pop(name, None)
     log_path = work / f"app-{port}.log"
-    cmd = [sys.executable, str(app_file), *(["--bundle", str(bundle)] if bundle else []),
-           "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [
+        sys.executable,
+        str(app_file),
+        *(["--bundle", str(bundle)] if bundle else []),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     t0 = time.perf_counter()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=str(Path(app_file).parent), env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=str(Path(app_file).parent), env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}/"
     server = AppServer(url=url, proc=proc, temp_dir=temp_dir, log_path=log_path, ready_s=0.0)
     deadline = t0 + timeout_s
     while time.perf_counter() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with code {proc.returncode} before answering:\n"
-                               f"{server.log()}")
+            raise RuntimeError(
+                f"the app exited with code {proc.returncode} before answering:\n{server.log()}"
+            )
         if _answers(url):
             server.ready_s = time.perf_counter() - t0
             return server
@@ -132,8 +152,9 @@ def start_app(bundle: str | Path | None, work_dir: str | Path, args: Sequence[st
 
 
 @contextlib.contextmanager
-def running_app(bundle: str | Path | None, work_dir: str | Path, args: Sequence[str] = (),
-                **kwargs) -> Iterator[AppServer]:
+def running_app(
+    bundle: str | Path | None, work_dir: str | Path, args: Sequence[str] = (), **kwargs
+) -> Iterator[AppServer]:
     """``start_app`` as a context manager that always stops the process."""
     server = start_app(bundle, work_dir, args, **kwargs)
     try:

@@ -37,14 +37,16 @@ def speech_clip(path: Path | None = None) -> Path:
         return Path(path)
     assets = shared_assets_dir()
     if assets is None or not (assets / "voices" / SPEECH_CLIP).is_file():
-        raise FileNotFoundError(f"voices/{SPEECH_CLIP} not found in the shared assets "
-                                "(../shared/assets or $VOICE2MESH_ASSETS)")
+        raise FileNotFoundError(
+            f"voices/{SPEECH_CLIP} not found in the shared assets (../shared/assets or $VOICE2MESH_ASSETS)"
+        )
     return assets / "voices" / SPEECH_CLIP
 
 
 def _ffmpeg(src: Path, dst: Path, *args: str) -> Path:
-    subprocess.run(["ffmpeg", "-y", "-nostdin", "-v", "error", "-i", str(src), *args, str(dst)],
-                   check=True, timeout=60)
+    subprocess.run(
+        ["ffmpeg", "-y", "-nostdin", "-v", "error", "-i", str(src), *args, str(dst)], check=True, timeout=60
+    )
     return dst
 
 
@@ -53,8 +55,10 @@ def _sox(src: Path, dst: Path, *effects: str, out_opts: tuple[str, ...] = ()) ->
     return dst
 
 
-def make_bad_input_corpus(directory: str | Path, speech: str | Path | None = None,
-                          ) -> dict[str, tuple[Path, Expected]]:
+def make_bad_input_corpus(
+    directory: str | Path,
+    speech: str | Path | None = None,
+) -> dict[str, tuple[Path, Expected]]:
     """Write the corpus into ``directory``; ``{name: (path, "ok" | AudioError subclass)}``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -104,8 +108,11 @@ def make_bad_input_corpus(directory: str | Path, speech: str | Path | None = Non
     add("rate_44k1", _sox(src, d / "rate_44k1.wav", "rate", "-v", "44100"), "ok")
     add("rate_48k", _sox(src, d / "rate_48k.wav", "rate", "-v", "48000"), "ok")
     add("stereo", _sox(src, d / "stereo.wav", "remix", "1", "1v0.5"), "ok")
-    add("six_channels", _sox(src, d / "six_channels.wav", "remix", "1", "1", "1v0.5", "1v0.5", "0", "1v0.2"),
-        "ok")
+    add(
+        "six_channels",
+        _sox(src, d / "six_channels.wav", "remix", "1", "1", "1v0.5", "1v0.5", "0", "1v0.2"),
+        "ok",
+    )
     add("pcm_u8", _sox(src, d / "pcm_u8.wav", out_opts=("-b", "8", "-e", "unsigned-integer")), "ok")
     add("float32", _sox(src, d / "float32.wav", out_opts=("-b", "32", "-e", "floating-point")), "ok")
     add("flac", _sox(src, d / "speech.flac"), "ok")
@@ -117,8 +124,12 @@ def make_bad_input_corpus(directory: str | Path, speech: str | Path | None = Non
     # A browser-style WebM (MediaRecorder writes to a stream: no duration in the header).
     p = d / "streamed.webm"
     with p.open("wb") as out:
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(src), "-c:a", "libopus", "-f", "webm",
-                        "pipe:1"], stdout=out, check=True, timeout=60)
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-i", str(src), "-c:a", "libopus", "-f", "webm", "pipe:1"],
+            stdout=out,
+            check=True,
+            timeout=60,
+        )
     add("webm_streamed_no_duration", p, "ok")
     return cases
 

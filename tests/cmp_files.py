@@ -57,9 +57,14 @@ def tdmm_state(rng: np.random.Generator, reference: Path) -> dict[str, torch.Ten
     std[12:62] = rng.uniform(1e5, 6e5, 50)
     w_shp = rng.normal(0, 1e4 / 3e5 / 6.0, (N_FLAT, 40))
     w_exp = rng.normal(0, 1e4 / 3e5 / 3.0, (N_FLAT, 10))
-    return {"module.u": _t(u.reshape(N_FLAT, 1)), "module.w_shp": _t(w_shp), "module.w_exp": _t(w_exp),
-            "module.param_mean": _t(mean), "module.param_std": _t(std),
-            "module.IGM.backbone.conv1.weight": _t(rng.normal(size=(8, 3, 3, 3)))}
+    return {
+        "module.u": _t(u.reshape(N_FLAT, 1)),
+        "module.w_shp": _t(w_shp),
+        "module.w_exp": _t(w_exp),
+        "module.param_mean": _t(mean),
+        "module.param_std": _t(std),
+        "module.IGM.backbone.conv1.weight": _t(rng.normal(size=(8, 3, 3, 3))),
+    }
 
 
 def write_released_checkpoints(folder: Path, reference: Path, seed: int = 0) -> dict[str, Path]:
@@ -67,9 +72,11 @@ def write_released_checkpoints(folder: Path, reference: Path, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     root = folder / "pretrained_models"
     (root / "supervised_64").mkdir(parents=True, exist_ok=True)
-    paths = {"voice_embedding": root / "voice_embedding.pth",
-             "head": root / "supervised_64" / "supervised.pth",
-             "tdmm": root / "2D-to-3D-pretrained.tar"}
+    paths = {
+        "voice_embedding": root / "voice_embedding.pth",
+        "head": root / "supervised_64" / "supervised.pth",
+        "tdmm": root / "2D-to-3D-pretrained.tar",
+    }
     torch.save(voice_embedding_state(rng), paths["voice_embedding"])
     torch.save(supervised_head_state(rng), paths["head"])
     torch.save({"state_dict": tdmm_state(rng, reference), "epoch": 80}, paths["tdmm"])
@@ -85,14 +92,26 @@ def reference_vertices(features: np.ndarray, paths: dict[str, Path]) -> np.ndarr
     for i in (0, 3, 6, 9):
         x = F.conv1d(x, ve[f"model.{i}.weight"], stride=2, padding=1)
         b = f"model.{i + 1}"
-        x = F.batch_norm(x, ve[f"{b}.running_mean"], ve[f"{b}.running_var"], ve[f"{b}.weight"],
-                         ve[f"{b}.bias"], training=False, eps=1e-5)
+        x = F.batch_norm(
+            x,
+            ve[f"{b}.running_mean"],
+            ve[f"{b}.running_var"],
+            ve[f"{b}.weight"],
+            ve[f"{b}.bias"],
+            training=False,
+            eps=1e-5,
+        )
         x = F.relu(x)
     x = F.conv1d(x, ve["model.12.weight"], ve["model.12.bias"], stride=2, padding=1)
     e = x.mean(dim=2)
     e = e / e.norm(dim=1, keepdim=True)
-    p = torch.cat([F.linear(e, head[f"classifier_{n}.1.weight"], head[f"classifier_{n}.1.bias"])
-                   for n in ("scale", "shape", "exp")], dim=1)[0]
+    p = torch.cat(
+        [
+            F.linear(e, head[f"classifier_{n}.1.weight"], head[f"classifier_{n}.1.bias"])
+            for n in ("scale", "shape", "exp")
+        ],
+        dim=1,
+    )[0]
     s = p[0] * SCALE_STD + SCALE_MEAN
     alpha = p[1:51] * sd["module.param_std"][12:62] + sd["module.param_mean"][12:62]
     v = s * (sd["module.u"][:, 0] + sd["module.w_shp"] @ alpha[:40] + sd["module.w_exp"] @ alpha[40:])

@@ -14,9 +14,11 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--device", default=None,
-                     help="device for training/export tests: cpu (default), cuda or auto "
-                          "(also VOICE2MESH_TEST_DEVICE)")
+    parser.addoption(
+        "--device",
+        default=None,
+        help="device for training/export tests: cpu (default), cuda or auto (also VOICE2MESH_TEST_DEVICE)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +32,10 @@ def assets_dir() -> Path:
     """The shared assets folder; tests that need it are skipped when it is missing."""
     path = shared_assets_dir()
     if path is None:
-        pytest.skip("shared assets not found: expected ../shared/assets beside the repository "
-                    "(or set VOICE2MESH_ASSETS)")
+        pytest.skip(
+            "shared assets not found: expected ../shared/assets beside the repository "
+            "(or set VOICE2MESH_ASSETS)"
+        )
     return path
 
 

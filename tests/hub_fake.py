@@ -55,19 +55,36 @@ class FakeHub:
         return self
 
     # ------------------------------------------------------------------ the faked API
-    def create_repo(self, repo_id: str, *, private: bool | None = None, exist_ok: bool = False,
-                    **kwargs: Any) -> str:
+    def create_repo(
+        self, repo_id: str, *, private: bool | None = None, exist_ok: bool = False, **kwargs: Any
+    ) -> str:
         self.calls.append(("create_repo", {"repo_id": repo_id, "private": private, "exist_ok": exist_ok}))
         if repo_id in self.repos and not exist_ok:
             raise ValueError(f"repo {repo_id} exists")
         self.repos.setdefault(repo_id, FakeRepo())
         return f"{self.endpoint}/{repo_id}"
 
-    def upload_folder(self, *, repo_id: str, folder_path: str | Path, revision: str | None = None,
-                      commit_message: str | None = None, allow_patterns: list[str] | None = None,
-                      **kwargs: Any) -> CommitInfo:
-        self.calls.append(("upload_folder", {"repo_id": repo_id, "folder_path": str(folder_path),
-                                             "revision": revision, "allow_patterns": allow_patterns}))
+    def upload_folder(
+        self,
+        *,
+        repo_id: str,
+        folder_path: str | Path,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        allow_patterns: list[str] | None = None,
+        **kwargs: Any,
+    ) -> CommitInfo:
+        self.calls.append(
+            (
+                "upload_folder",
+                {
+                    "repo_id": repo_id,
+                    "folder_path": str(folder_path),
+                    "revision": revision,
+                    "allow_patterns": allow_patterns,
+                },
+            )
+        )
         repo = self.repos[repo_id]  # KeyError: upload before create_repo, as the real Hub refuses it
         src = Path(folder_path)
         files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
@@ -84,14 +101,28 @@ class FakeHub:
             shutil.copyfile(src / rel, dest / rel)
         repo.commits.append(sha)
         repo.branches[revision or "main"] = sha
-        return CommitInfo(commit_url=f"{self.endpoint}/{repo_id}/commit/{sha}",
-                          commit_message=commit_message or "", commit_description="", oid=sha)
+        return CommitInfo(
+            commit_url=f"{self.endpoint}/{repo_id}/commit/{sha}",
+            commit_message=commit_message or "",
+            commit_description="",
+            oid=sha,
+        )
 
-    def snapshot_download(self, repo_id: str, *, revision: str | None = None,
-                          cache_dir: str | Path | None = None, local_files_only: bool = False,
-                          **kwargs: Any) -> str:
-        self.calls.append(("snapshot_download", {"repo_id": repo_id, "revision": revision,
-                                                 "local_files_only": local_files_only, **kwargs}))
+    def snapshot_download(
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> str:
+        self.calls.append(
+            (
+                "snapshot_download",
+                {"repo_id": repo_id, "revision": revision, "local_files_only": local_files_only, **kwargs},
+            )
+        )
         if cache_dir is None:
             raise ValueError("FakeHub.snapshot_download needs a cache_dir (tests never touch ~/.cache)")
         cache = Path(cache_dir) / repo_id / (revision or "main")
@@ -104,8 +135,9 @@ class FakeHub:
         if repo is None or sha not in repo.commits:
             url = f"{self.endpoint}/api/models/{repo_id}/revision/{revision or 'main'}"
             response = httpx.Response(404, request=httpx.Request("GET", url))
-            raise RepositoryNotFoundError(f"404 Client Error: Repository Not Found for url: {url}",
-                                          response=response)
+            raise RepositoryNotFoundError(
+                f"404 Client Error: Repository Not Found for url: {url}", response=response
+            )
         if cache.exists():
             shutil.rmtree(cache)
         shutil.copytree(self.root / repo_id / sha, cache)

@@ -29,16 +29,27 @@ from voice2mesh.meshio import write_mesh
 from voice2mesh.paths import shared_assets_dir
 
 # VoxCeleb1 id -> VGGFace1 name; the first five ids are those of the shared feature files.
-IDENTITIES = {"rand_id00001": "Abe_Alpha", "rand_id00002": "Bea_Bravo", "rand_id00003": "Eve_Echo",
-              "rand_id00004": "Frank_Foxtrot", "rand_id00005": "Gus_Golf", "id10006": "Hal_Hotel",
-              "id10007": "Kim_Kilo", "id10008": "Mia_Mike", "id10009": "Pat_Papa", "id10010": "Zoe_Zulu",
-              "id10011": "No_Face"}  # the last has voices but no 3D folder
+IDENTITIES = {
+    "rand_id00001": "Abe_Alpha",
+    "rand_id00002": "Bea_Bravo",
+    "rand_id00003": "Eve_Echo",
+    "rand_id00004": "Frank_Foxtrot",
+    "rand_id00005": "Gus_Golf",
+    "id10006": "Hal_Hotel",
+    "id10007": "Kim_Kilo",
+    "id10008": "Mia_Mike",
+    "id10009": "Pat_Papa",
+    "id10010": "Zoe_Zulu",
+    "id10011": "No_Face",
+}  # the last has voices but no 3D folder
 UTTERANCES = 3
 
 
-SENTENCES = ("The quick brown fox jumps over the lazy dog near the river bank.",
-             "She sells sea shells by the sea shore every summer morning.",
-             "A journey of a thousand miles begins with a single step forward.")
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "She sells sea shells by the sea shore every summer morning.",
+    "A journey of a thousand miles begins with a single step forward.",
+)
 
 
 def synthvox_features(text: str, speaker: int) -> np.ndarray:
@@ -54,8 +65,9 @@ def synthvox_features(text: str, speaker: int) -> np.ndarray:
     return np.asarray(features_from_audio(load_audio(buf.getvalue())).features, dtype=np.float32)
 
 
-def _face_files(folder: Path, stem: str, vertices: np.ndarray, coefficients: np.ndarray,
-                tri: np.ndarray) -> None:
+def _face_files(
+    folder: Path, stem: str, vertices: np.ndarray, coefficients: np.ndarray, tri: np.ndarray
+) -> None:
     np.save(folder / f"{stem}.npy", coefficients.astype(np.float32))
     np.savetxt(folder / f"{stem}.xyz", vertices, fmt="%.6f")
     write_mesh(folder / f"{stem}.obj", vertices, tri)
@@ -103,8 +115,9 @@ def write_release(out: str | Path, seed: int = 0) -> dict[str, Path]:
         for j in range(1 if name[0] in "ABCDE" else 2):
             z = rng.normal(size=50)
             alpha = mean[12:62] + std[12:62] * z
-            coefficients = np.concatenate([alpha[:40], rng.normal(0, 1e4, 159), alpha[40:],
-                                           rng.normal(0, 1e3, 19)])
+            coefficients = np.concatenate(
+                [alpha[:40], rng.normal(0, 1e4, 159), alpha[40:], rng.normal(0, 1e3, 19)]
+            )
             s = SCALE_MEAN + SCALE_STD * rng.normal()
             v = s * (u[:, 0] + w_shp @ alpha[:40] + w_exp @ alpha[40:]).reshape(-1, 3)
             v += rng.normal(0, 0.02, v.shape)  # what the coefficients beyond 40 + 10 add to a full fit

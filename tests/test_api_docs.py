@@ -24,8 +24,11 @@ from voice2mesh.inference import Predictor  # noqa: E402
 from voice2mesh.meshio import read_vertices  # noqa: E402
 
 LOCAL_URL = '"http://127.0.0.1:7860/"'
-DOCS = {REPO_ROOT / "README.md": LOCAL_URL, REPO_ROOT / "docs" / "app.md": LOCAL_URL,
-        REPO_ROOT / "space" / "README.md": '"OWNER/SPACE"'}  # doc → the server address in its example
+DOCS = {
+    REPO_ROOT / "README.md": LOCAL_URL,
+    REPO_ROOT / "docs" / "app.md": LOCAL_URL,
+    REPO_ROOT / "space" / "README.md": '"OWNER/SPACE"',
+}  # doc → the server address in its example
 DOC_VOICE = '"voice.wav"'
 VOICE = REPO_ROOT / "examples" / "synthetic-low-voice.flac"
 DEFAULT = REPO_ROOT / "models" / "default"
@@ -85,15 +88,18 @@ def client(server) -> Client:
     c.close()
 
 
-@pytest.mark.parametrize("model, expected", [("supervised", ["supervised"]), ("kd", ["kd"]),
-                                             ("both", ["supervised", "kd"])])
+@pytest.mark.parametrize(
+    "model, expected", [("supervised", ["supervised"]), ("kd", ["kd"]), ("both", ["supervised", "kd"])]
+)
 def test_model_aliases_and_heatmap(client, local, model, expected):
-    mesh_a, mesh_b, result = client.predict(handle_file(str(VOICE)), model=model, heatmap=True,
-                                            api_name="/api/predict")
+    mesh_a, mesh_b, result = client.predict(
+        handle_file(str(VOICE)), model=model, heatmap=True, api_name="/api/predict"
+    )
     assert [f["model"] for f in result["models"]] == expected and result["heatmap"] is True
     assert (mesh_b is None) == (len(expected) == 1)
-    np.testing.assert_allclose(read_vertices(mesh_a), local[expected[0]].predict(VOICE).vertices,
-                               rtol=0, atol=1e-3)
+    np.testing.assert_allclose(
+        read_vertices(mesh_a), local[expected[0]].predict(VOICE).vertices, rtol=0, atol=1e-3
+    )
 
 
 def test_unknown_model_lists_the_choices(client, server):

@@ -59,8 +59,10 @@ def client(server) -> Client:
 
 @pytest.fixture(scope="module")
 def voice(tmp_path_factory) -> Path:
-    return synthesise(tmp_path_factory.mktemp("voice") / "voice.wav",
-                      "Hello, this is a short test of the voice to mesh web application, spoken slowly.")
+    return synthesise(
+        tmp_path_factory.mktemp("voice") / "voice.wav",
+        "Hello, this is a short test of the voice to mesh web application, spoken slowly.",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +86,11 @@ def downloads(client: Client) -> tuple:
 
 def session_files(server: AppServer, before: set[Path]) -> list[str]:
     """Suffixes of the files the server wrote into its session folders since ``before``."""
-    return sorted(p.name.split(".", 1)[1] if "-heatmap" not in p.name else "heatmap.glb"
-                  for p in server.session_root.rglob("*")
-                  if p.is_file() and p not in before and ".trash" not in p.parts)
+    return sorted(
+        p.name.split(".", 1)[1] if "-heatmap" not in p.name else "heatmap.glb"
+        for p in server.session_root.rglob("*")
+        if p.is_file() and p not in before and ".trash" not in p.parts
+    )
 
 
 def glb_vertices(path: str) -> np.ndarray:
@@ -261,8 +265,12 @@ def test_too_long_recording_rejected_on_the_server(client, tmp_path):
     sr = 8000
     t = np.arange(61 * sr) / sr
     wav = tmp_path / "long.wav"
-    sf.write(wav, (0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32), sr,
-             subtype="PCM_16")
+    sf.write(
+        wav,
+        (0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32),
+        sr,
+        subtype="PCM_16",
+    )
     with pytest.raises(Exception, match=r"too long"):
         predict(client, wav, MODEL_A)
 
@@ -302,6 +310,7 @@ def test_twenty_concurrent_requests(server, voice, local):
 
 def test_session_folder_removed_when_the_client_leaves(server, voice):
     c = Client(server.url, verbose=False)
+
     def sessions() -> set[str]:
         root = server.session_root
         return {p.name for p in root.iterdir() if not p.name.startswith(".")} if root.is_dir() else set()

@@ -22,8 +22,16 @@ from tests.app_server import AppServer, make_app_bundle, start_app, synthesise  
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 BACKGROUND = np.array([0.93, 0.94, 0.96]) * 255  # app.VIEWER_BACKGROUND
 TIMEOUT_MS = 90_000
 
@@ -32,8 +40,10 @@ TIMEOUT_MS = 90_000
 def voice(tmp_path_factory) -> Path:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng (Debian package) is needed to make test voices")
-    return synthesise(tmp_path_factory.mktemp("voice") / "voice.wav",
-                      "Good morning. I am speaking to the web page through a microphone that is not real.")
+    return synthesise(
+        tmp_path_factory.mktemp("voice") / "voice.wav",
+        "Good morning. I am speaking to the web page through a microphone that is not real.",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +62,12 @@ def server(tmp_path_factory) -> AppServer:
 @pytest.fixture(scope="module")
 def browser(voice):
     """Chromium with a fake microphone that plays ``voice``."""
-    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={voice}"]
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={voice}",
+    ]
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         yield b

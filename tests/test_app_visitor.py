@@ -51,8 +51,12 @@ def example_wav(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(example_wav):
-    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={example_wav}"]
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={example_wav}",
+    ]
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         yield b
@@ -61,8 +65,9 @@ def browser(example_wav):
 
 def open_page(browser, server: AppServer, viewport: tuple[int, int], mobile: bool = False):
     w, h = viewport
-    context = browser.new_context(viewport={"width": w, "height": h}, is_mobile=mobile, has_touch=mobile,
-                                  device_scale_factor=1)
+    context = browser.new_context(
+        viewport={"width": w, "height": h}, is_mobile=mobile, has_touch=mobile, device_scale_factor=1
+    )
     context.grant_permissions(["microphone"], origin=server.url.rstrip("/"))
     page = context.new_page()
     errors: list[str] = []
@@ -115,8 +120,11 @@ def test_both_models_with_heatmap_readable(browser, server, artifacts_dir, name)
         assert ((rgb[..., 0] - rgb[..., 2]) > 12).mean() > 0.01, "no heatmap colours"
     # the comparison: both models' readouts side by side, and their agreement, inside the viewport width
     width = VIEWPORTS[name][0]
-    for text in ("Supervised: ratio to OICD", "KD (knowledge distillation): ratio to OICD",
-                 "Agreement of the two models"):
+    for text in (
+        "Supervised: ratio to OICD",
+        "KD (knowledge distillation): ratio to OICD",
+        "Agreement of the two models",
+    ):
         box = page.get_by_text(text, exact=False).first.bounding_box()
         assert box is not None and box["width"] > 0, text
     summary = page.locator("#summary").bounding_box()

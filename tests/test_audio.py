@@ -32,9 +32,28 @@ from voice2mesh.features import extract_features
 pytestmark = pytest.mark.skipif(not tools_available(), reason="needs ffmpeg and sox (Debian packages)")
 
 CORPUS_NAMES = [
-    "empty_file", "truncated_header", "text_named_wav", "digital_silence", "white_noise", "one_ms",
-    "ten_minutes", "nan_float32", "rate_8k", "rate_44k1", "rate_48k", "stereo", "six_channels", "pcm_u8",
-    "float32", "flac", "mp3", "ogg_vorbis", "ogg_opus", "webm_opus", "m4a_aac", "webm_streamed_no_duration",
+    "empty_file",
+    "truncated_header",
+    "text_named_wav",
+    "digital_silence",
+    "white_noise",
+    "one_ms",
+    "ten_minutes",
+    "nan_float32",
+    "rate_8k",
+    "rate_44k1",
+    "rate_48k",
+    "stereo",
+    "six_channels",
+    "pcm_u8",
+    "float32",
+    "flac",
+    "mp3",
+    "ogg_vorbis",
+    "ogg_opus",
+    "webm_opus",
+    "m4a_aac",
+    "webm_streamed_no_duration",
 ]
 
 
@@ -77,8 +96,20 @@ def test_corpus_case_from_path(corpus, name):
         assert path.name in str(info.value), "the message names the file"
 
 
-@pytest.mark.parametrize("name", ["empty_file", "text_named_wav", "nan_float32", "stereo", "mp3", "ogg_opus",
-                                  "webm_opus", "m4a_aac", "webm_streamed_no_duration"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty_file",
+        "text_named_wav",
+        "nan_float32",
+        "stereo",
+        "mp3",
+        "ogg_opus",
+        "webm_opus",
+        "m4a_aac",
+        "webm_streamed_no_duration",
+    ],
+)
 def test_corpus_case_from_bytes(corpus, name):
     path, expected = corpus[name]
     _check(path.read_bytes(), expected, f"{name} (bytes)")
@@ -114,8 +145,9 @@ def test_long_ffmpeg_inputs_rejected(tmp_path, monkeypatch):
     subprocess.run(["ffmpeg", "-y", "-nostdin", "-v", "error", *tone, str(with_duration)], check=True)
     streamed = tmp_path / "long_streamed.webm"
     with streamed.open("wb") as out:
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *tone, "-f", "webm", "pipe:1"], stdout=out,
-                       check=True)
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", *tone, "-f", "webm", "pipe:1"], stdout=out, check=True
+        )
     calls: list[str] = []
     real_run = subprocess.run
 
@@ -164,7 +196,10 @@ def test_sixteen_bit_mono_fast_path_equals_the_float_path(speech, tmp_path, leve
     np.testing.assert_array_equal(fast.int16(), ints)
     np.testing.assert_array_equal(slow.int16(), ints)
     assert (fast.duration_s, fast.original_sample_rate, fast.original_channels) == (
-        slow.duration_s, slow.original_sample_rate, slow.original_channels)
+        slow.duration_s,
+        slow.original_sample_rate,
+        slow.original_channels,
+    )
 
 
 def test_to_int16_rounds_and_clips():
@@ -189,8 +224,9 @@ def test_resampler_suppresses_aliasing(tmp_path):
     """A 12 kHz tone at 48 kHz is above 16 kHz's 8 kHz Nyquist limit: it must vanish, not fold to 4 kHz."""
     t = np.arange(48000) / 48000
     tone = tmp_path / "tone12k.wav"
-    sf.write(tone, 0.5 * np.sin(2 * np.pi * 12000 * t) + 0.1 * np.sin(2 * np.pi * 440 * t), 48000,
-             subtype="FLOAT")
+    sf.write(
+        tone, 0.5 * np.sin(2 * np.pi * 12000 * t) + 0.1 * np.sin(2 * np.pi * 440 * t), 48000, subtype="FLOAT"
+    )
     y = load_audio(tone).samples[2000:-2000]
     spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
     freqs = np.fft.rfftfreq(len(y), 1 / 16000)
@@ -260,8 +296,15 @@ def test_inf_and_quiet_floats(tmp_path):
 
 
 def test_error_hierarchy():
-    for cls in (EmptyAudioError, UnreadableAudioError, AudioTooLongError, AudioTooLargeError,
-                SilentAudioError, NonFiniteAudioError, TooLittleSpeechError):
+    for cls in (
+        EmptyAudioError,
+        UnreadableAudioError,
+        AudioTooLongError,
+        AudioTooLargeError,
+        SilentAudioError,
+        NonFiniteAudioError,
+        TooLittleSpeechError,
+    ):
         assert issubclass(cls, AudioError) and issubclass(cls, ValueError)
 
 

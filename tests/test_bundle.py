@@ -121,7 +121,10 @@ def test_push_download_revision_and_offline(bundle_dir, tmp_path, monkeypatch):
     assert pinned.source == f"user/v2m@{first_sha}"
     download = [kw for name, kw in hub.calls if name == "snapshot_download"][-1]
     assert (download["revision"], download["endpoint"], download["local_files_only"]) == (
-        first_sha, hub.endpoint, False)
+        first_sha,
+        hub.endpoint,
+        False,
+    )
     with pytest.raises(BundleError, match="cannot download bundle user/nothere@main"):
         load_bundle("user/nothere", endpoint=hub.endpoint, cache_dir=cache, token=False)
     # offline mode asks huggingface_hub for cached files only

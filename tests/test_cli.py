@@ -71,7 +71,9 @@ def test_all_good_inputs_exit_zero_and_bad_bundle_exits_two(bundle_dir, assets_d
     out = tmp_path / "o"
     assert main(["predict", *inputs, "-o", str(out), "--bundle", str(bundle_dir), "-q"]) == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.glb")) == [
-        f"a/{clip.stem}.glb", f"b/{clip.stem}.glb"]
+        f"a/{clip.stem}.glb",
+        f"b/{clip.stem}.glb",
+    ]
     capsys.readouterr()
     # never overwritten silently
     before = (out / "a" / f"{clip.stem}.glb").stat().st_mtime_ns
@@ -93,6 +95,8 @@ def test_format_and_name_helpers():
     same_folder = output_stems(["d/voice.wav", "d/voice.flac"])
     assert [p.as_posix() for p in same_folder] == ["voice.wav", "voice.flac"]
     assert [p.as_posix() for p in output_stems(["f/1/a/00001.npy", "f/2/a/00001.npy"], ["f"])] == [
-        "1/a/00001", "2/a/00001"]
+        "1/a/00001",
+        "2/a/00001",
+    ]
     with pytest.raises(ValueError, match="given twice"):
         output_stems(["a/x.wav", "a/../a/x.wav"])

@@ -38,9 +38,20 @@ def released(ref_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cmp_bundle(released, ref_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "cmp"
-    rc = to_onnx_main(["--cmp-voice-embedding", str(released["voice_embedding"]),
-                       "--cmp-supervised", str(released["head"]), "--cmp-3dmm", str(released["tdmm"]),
-                       "--cmp-reference", str(ref_dir), "--out", str(out)])
+    rc = to_onnx_main(
+        [
+            "--cmp-voice-embedding",
+            str(released["voice_embedding"]),
+            "--cmp-supervised",
+            str(released["head"]),
+            "--cmp-3dmm",
+            str(released["tdmm"]),
+            "--cmp-reference",
+            str(ref_dir),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -116,10 +127,29 @@ def test_3ddfa_pickle_is_found_by_name_too(ref_dir, tmp_cache):
     u = (np.load(ref_dir / "u_shp.npy") + np.load(ref_dir / "u_exp.npy")).reshape(-1, 3)[idx].reshape(-1, 1)
     keypoints = bfm.noneck_keypoints(np.load(ref_dir / "keypoints_sim.npy"), idx)
     with open(tmp_cache.parent / "bfm_noneck_v3.pkl", "wb") as f:
-        pickle.dump({"u": u, "w_shp": rng.normal(0, 1e4, (u.size, 40)).astype(np.float32),
-                     "w_exp": rng.normal(0, 1e4, (u.size, 10)).astype(np.float32), "keypoints": keypoints}, f)
-    assert facemodel_main(["convert", "bfm-pkl", str(tmp_cache.parent / "bfm_noneck_v3.pkl"),
-                           "--reference", str(ref_dir), "-o", str(builtin.bfm_cache_path("bfm-38365"))]) == 0
+        pickle.dump(
+            {
+                "u": u,
+                "w_shp": rng.normal(0, 1e4, (u.size, 40)).astype(np.float32),
+                "w_exp": rng.normal(0, 1e4, (u.size, 10)).astype(np.float32),
+                "keypoints": keypoints,
+            },
+            f,
+        )
+    assert (
+        facemodel_main(
+            [
+                "convert",
+                "bfm-pkl",
+                str(tmp_cache.parent / "bfm_noneck_v3.pkl"),
+                "--reference",
+                str(ref_dir),
+                "-o",
+                str(builtin.bfm_cache_path("bfm-38365")),
+            ]
+        )
+        == 0
+    )
     model = load_face_model("bfm-38365").set_prediction_size(40, 10)
     assert (model.n_vertices, model.n_params) == (38365, 51)
 
@@ -154,12 +184,27 @@ def test_bad_released_files_are_named(released, tmp_path, capsys):
     assert "architecture" in capsys.readouterr().err
 
 
-def test_predict_on_released_feature_files_writes_the_authors_vertices(cmp_bundle, released, assets_dir,
-                                                                       tmp_path, capsys):
+def test_predict_on_released_feature_files_writes_the_authors_vertices(
+    cmp_bundle, released, assets_dir, tmp_path, capsys
+):
     fbank = assets_dir / "cmp-features"  # the released layout: fbank/<id>/<yt>/NNNNN.npy
     out = tmp_path / "pred"
-    rc = cli_main(["predict", str(fbank), "-o", str(out), "--format", "obj,glb", "--json",
-                   "--bundle", str(cmp_bundle), "--device", "cpu", "-q"])
+    rc = cli_main(
+        [
+            "predict",
+            str(fbank),
+            "-o",
+            str(out),
+            "--format",
+            "obj,glb",
+            "--json",
+            "--bundle",
+            str(cmp_bundle),
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     worst = 0.0
     for path in feature_files(assets_dir):

@@ -39,11 +39,13 @@ def _sha256s(folder: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------ the committed bundle
 def test_committed_bundle_is_exactly_the_files_its_manifest_names():
     bundle = load_bundle(DEFAULT_BUNDLE_DIR)  # raises on any sha256 mismatch
-    on_disk = {p.relative_to(DEFAULT_BUNDLE_DIR).as_posix()
-               for p in DEFAULT_BUNDLE_DIR.rglob("*") if p.is_file()}
+    on_disk = {
+        p.relative_to(DEFAULT_BUNDLE_DIR).as_posix() for p in DEFAULT_BUNDLE_DIR.rglob("*") if p.is_file()
+    }
     assert on_disk == set(bundle.manifest["files"]) | {MANIFEST_NAME}
-    tracked = subprocess.run(["git", "ls-files", "models/default"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, check=False)
+    tracked = subprocess.run(
+        ["git", "ls-files", "models/default"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
     if tracked.returncode == 0 and tracked.stdout.strip():  # a git checkout: committed == manifest
         assert {Path(p).relative_to("models/default").as_posix() for p in tracked.stdout.split()} == on_disk
     total = sum(p.stat().st_size for p in DEFAULT_BUNDLE_DIR.rglob("*") if p.is_file())
@@ -53,8 +55,10 @@ def test_committed_bundle_is_exactly_the_files_its_manifest_names():
 def test_committed_bundle_holds_supervised_and_kd_on_the_papers_encoder():
     bundle = load_bundle(DEFAULT_BUNDLE_DIR)
     models = {name: (m.framework, m.encoder, m.input_name) for name, m in bundle.models.items()}
-    assert models == {"supervised": ("supervised", "voiceembednet", "features"),
-                      "kd": ("kd", "voiceembednet", "features")}
+    assert models == {
+        "supervised": ("supervised", "voiceembednet", "features"),
+        "kd": ("kd", "voiceembednet", "features"),
+    }
     assert bundle.face_model.file, "the face model must be inside the bundle (no assets, no download)"
     assert bundle.manifest["training_data"]["synthetic"] is True
     limits = _build_module()
@@ -121,9 +125,22 @@ def test_tiny_build_twice_gives_identical_files(tmp_path, assets_dir):
     outs = []
     for i in (1, 2):  # different work folders: no local path may reach the bundle
         out = tmp_path / f"bundle{i}"
-        run = subprocess.run([sys.executable, str(BUILD_SCRIPT), "--tiny", "--out", str(out),
-                              "--work", str(tmp_path / f"work{i}")], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=900, check=False)
+        run = subprocess.run(
+            [
+                sys.executable,
+                str(BUILD_SCRIPT),
+                "--tiny",
+                "--out",
+                str(out),
+                "--work",
+                str(tmp_path / f"work{i}"),
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         outs.append(_sha256s(out))
     assert outs[0] == outs[1]

@@ -12,8 +12,9 @@ from training.eval_metrics import per_speaker, ridge_fit, ridge_predict
 from training.evaluate import evaluate, format_markdown, main
 
 
-def fake_synthvox(root: Path, hidden_from_params, n_speakers: int = 60, n_utts: int = 2,
-                  seed: int = 0) -> Path:
+def fake_synthvox(
+    root: Path, hidden_from_params, n_speakers: int = 60, n_utts: int = 2, seed: int = 0
+) -> Path:
     """A synthvox-format folder without audio (evaluation of reference rows reads no audio)."""
     from voice2mesh.facemodel import load_face_model
 
@@ -24,11 +25,19 @@ def fake_synthvox(root: Path, hidden_from_params, n_speakers: int = 60, n_utts: 
     ids = np.array([f"spk{i:03d}" for i in range(n_speakers)])
     splits = np.array(["train"] * (n_speakers * 2 // 3) + ["test"] * (n_speakers - n_speakers * 2 // 3))
     root.mkdir(parents=True)
-    np.savez(root / "faces.npz", speaker_ids=ids, params=params, hidden=hidden,
-             hidden_names=np.array([f"h{j}" for j in range(hidden.shape[1])]))
+    np.savez(
+        root / "faces.npz",
+        speaker_ids=ids,
+        params=params,
+        hidden=hidden,
+        hidden_names=np.array([f"h{j}" for j in range(hidden.shape[1])]),
+    )
     rows = ["utt_id,speaker_id,split,path"]
-    rows += [f"{s}_u{u},{s},{sp},wav/{s}_u{u}.wav" for s, sp in zip(ids, splits, strict=True)
-             for u in range(n_utts)]
+    rows += [
+        f"{s}_u{u},{s},{sp},wav/{s}_u{u}.wav"
+        for s, sp in zip(ids, splits, strict=True)
+        for u in range(n_utts)
+    ]
     (root / "utterances.csv").write_text("\n".join(rows) + "\n")
     (root / "meta.json").write_text(json.dumps({"link_strength": 0.5, "face_model": {"spec": "ict"}}))
     return root

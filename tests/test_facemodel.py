@@ -46,9 +46,11 @@ def test_vertex_formula_against_float64_reference(ict):
     ident = rng.normal(size=(3, 100)).astype(np.float32)
     expr = rng.uniform(size=(3, 53)).astype(np.float32)
     scale = np.array([1.0, 0.9, 1.1], np.float32)
-    ref = scale[:, None, None] * (ict.mean.astype(np.float64)
-                                  + np.einsum("bk,knc->bnc", ident, ict.identity_basis.astype(np.float64))
-                                  + np.einsum("bk,knc->bnc", expr, ict.expression_basis.astype(np.float64)))
+    ref = scale[:, None, None] * (
+        ict.mean.astype(np.float64)
+        + np.einsum("bk,knc->bnc", ident, ict.identity_basis.astype(np.float64))
+        + np.einsum("bk,knc->bnc", expr, ict.expression_basis.astype(np.float64))
+    )
     assert_close(ict.vertices(ident, expr, scale), ref, atol=2e-3)
     # one unit of one mode moves the mean by exactly that mode
     e = np.zeros(5, np.float32)
@@ -162,8 +164,8 @@ def test_orientation_from_landmarks(ict):
     er_a, er_b = ict.measurement_pairs["ER"]
     assert v[lm[30], 2] > v[[er_a, er_b], 2].max() + 50  # nose tip well in front of the ears (mm)
     forehead_y = v[ict.regions["forehead"], 1].mean()
-    assert forehead_y > v[lm[8], 1] + 100                 # forehead far above the chin (mm)
-    assert v[lm[45], 0] > 0 > v[lm[36], 0]                # the face's left eye at +x
+    assert forehead_y > v[lm[8], 1] + 100  # forehead far above the chin (mm)
+    assert v[lm[45], 0] > 0 > v[lm[36], 0]  # the face's left eye at +x
     flipped = v * np.array([1, -1, 1], np.float32)
     with pytest.raises(ict_mod.ICTConversionError, match="orientation"):
         ict_mod.check_orientation(flipped, lm)
@@ -219,13 +221,15 @@ def test_derivation_is_reproducible(assets_dir):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "derive", ict_mod.LAYOUT_JSON.parents[3] / "scripts" / "derive_ict_measurements.py")
+        "derive", ict_mod.LAYOUT_JSON.parents[3] / "scripts" / "derive_ict_measurements.py"
+    )
     derive = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(derive)
     layout, _, _ = derive.derive(assets_dir)
     committed = json.loads(ict_mod.LAYOUT_JSON.read_text())
-    assert {k: v["vertices"] for k, v in layout["measurement_pairs"].items()} == \
-        {k: v["vertices"] for k, v in committed["measurement_pairs"].items()}
+    assert {k: v["vertices"] for k, v in layout["measurement_pairs"].items()} == {
+        k: v["vertices"] for k, v in committed["measurement_pairs"].items()
+    }
     assert layout["regions"] == committed["regions"]
 
 

@@ -75,8 +75,10 @@ def test_triangulation_keeps_winding():
 
 
 def test_obj_reader_mixed_faces(tmp_path):
-    (tmp_path / "m.obj").write_text("# c\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\n"
-                                    "f 1/1/1 2/1/1 3/1/1\nf  1//1 2//1 3//1   4//1 \nf 4 3 2\n")
+    (tmp_path / "m.obj").write_text(
+        "# c\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\n"
+        "f 1/1/1 2/1/1 3/1/1\nf  1//1 2//1 3//1   4//1 \nf 4 3 2\n"
+    )
     verts, polys = ict.read_obj(tmp_path / "m.obj")
     assert verts.shape == (4, 3)
     assert polys.tolist() == [[0, 1, 2, -1], [0, 1, 2, 3], [3, 2, 1, -1]]
@@ -85,8 +87,9 @@ def test_obj_reader_mixed_faces(tmp_path):
 def test_ict_bad_inputs(tmp_path):
     with pytest.raises(ict.ICTConversionError, match="generic_neutral_mesh.obj"):
         ict.convert_ict_obj(tmp_path)
-    (tmp_path / "generic_neutral_mesh.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nv 2 2 0\n"
-                                                      "f 1 2 3 4 5\n")
+    (tmp_path / "generic_neutral_mesh.obj").write_text(
+        "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nv 2 2 0\nf 1 2 3 4 5\n"
+    )
     with pytest.raises(ict.ICTConversionError, match="5 corners"):
         ict.read_obj(tmp_path / "generic_neutral_mesh.obj")
     (tmp_path / "generic_neutral_mesh.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
@@ -99,8 +102,22 @@ def test_ict_bad_inputs(tmp_path):
 
 def test_cli_convert_ict(raw_dir, packed, tmp_path, capsys):
     assert main(["convert", "ict-obj", str(raw_dir), "-o", str(tmp_path / "a.npz")]) == 0
-    assert main(["convert", "ict-npz", str(packed), "-o", str(tmp_path / "b.npz"),
-                 "--n-identity", "60", "--n-expression", "20"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "ict-npz",
+                str(packed),
+                "-o",
+                str(tmp_path / "b.npz"),
+                "--n-identity",
+                "60",
+                "--n-expression",
+                "20",
+            ]
+        )
+        == 0
+    )
     a, b = FaceModel.load(tmp_path / "a.npz"), FaceModel.load(tmp_path / "b.npz")
     assert (a.max_identity, a.max_expression, a.n_identity, a.n_expression) == (2, 1, 2, 1)
     assert (b.max_identity, b.max_expression, b.n_identity, b.n_expression) == (100, 53, 60, 20)
@@ -144,8 +161,9 @@ def _check_random_basis(model: FaceModel, mean_v, w_shp, w_exp):
     rng = np.random.default_rng(5)
     a = rng.normal(size=w_shp.shape[1]).astype(np.float32)
     e = rng.normal(size=w_exp.shape[1]).astype(np.float32)
-    expected = mean_v.astype(np.float64) + (w_shp.astype(np.float64) @ a + w_exp.astype(np.float64) @ e
-                                            ).reshape(-1, 3)
+    expected = mean_v.astype(np.float64) + (
+        w_shp.astype(np.float64) @ a + w_exp.astype(np.float64) @ e
+    ).reshape(-1, 3)
     assert_close(model.vertices(a, e), expected, rtol=1e-5, atol=1.0)  # micrometres
 
 
@@ -156,10 +174,25 @@ def test_bfm_arrays_with_random_basis(ref_dir, tmp_path):
     np.save(tmp_path / "w_shp.npy", w_shp)
     np.save(tmp_path / "w_exp.npy", w_exp)
     out = tmp_path / "bfm.npz"
-    assert main(["convert", "bfm-arrays", str(ref_dir / "u_shp.npy"), str(ref_dir / "u_exp.npy"),
-                 "--shape-basis", str(tmp_path / "w_shp.npy"),
-                 "--expression-basis", str(tmp_path / "w_exp.npy"),
-                 "--reference", str(ref_dir), "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "bfm-arrays",
+                str(ref_dir / "u_shp.npy"),
+                str(ref_dir / "u_exp.npy"),
+                "--shape-basis",
+                str(tmp_path / "w_shp.npy"),
+                "--expression-basis",
+                str(tmp_path / "w_exp.npy"),
+                "--reference",
+                str(ref_dir),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     model = FaceModel.load(out)
     mean_v = (np.load(ref_dir / "u_shp.npy") + np.load(ref_dir / "u_exp.npy")).reshape(-1, 3)
     assert (model.n_vertices, model.max_identity, model.max_expression) == (53215, 4, 2)
@@ -183,12 +216,15 @@ def test_bfm_pickle_noneck_with_random_basis(ref_dir, tmp_path):
     _check_random_basis(model, full[idx], w_shp, w_exp)
     assert_close(idx[model.landmarks], np.load(ref_dir / "keypoints_sim.npy")[::3] // 3)
     # 3DDFA whitening statistics fold into the model: weights z give u + w @ (mu + sd * z)
-    stats = {"mean": rng.normal(size=62).astype(np.float32),
-             "std": rng.uniform(1, 2, size=62).astype(np.float32)}
+    stats = {
+        "mean": rng.normal(size=62).astype(np.float32),
+        "std": rng.uniform(1, 2, size=62).astype(np.float32),
+    }
     with open(tmp_path / "stats.pkl", "wb") as f:
         pickle.dump(stats, f)
-    white = bfm.convert_bfm_pkl(tmp_path / "bfm_noneck_v3.pkl", reference=ref_dir,
-                                param_stats=tmp_path / "stats.pkl")
+    white = bfm.convert_bfm_pkl(
+        tmp_path / "bfm_noneck_v3.pkl", reference=ref_dir, param_stats=tmp_path / "stats.pkl"
+    )
     z_s, z_e = rng.normal(size=3), rng.normal(size=2)
     a = stats["mean"][12:15] + stats["std"][12:15] * z_s
     e = stats["mean"][52:54] + stats["std"][52:54] * z_e
@@ -204,8 +240,15 @@ def test_bfm_bad_inputs(ref_dir, tmp_path):
     with pytest.raises(bfm.BFMConversionError, match="accepted layouts"):
         bfm.build(np.zeros(300), triangles=np.zeros((1, 3)), keypoints=np.zeros(204))
     with open(tmp_path / "nokp.pkl", "wb") as f:
-        pickle.dump({"u": np.zeros(3 * 53215), "w_shp": np.zeros((3 * 53215, 1)),
-                     "w_exp": np.zeros((3 * 53215, 1)), "keypoints": np.zeros(204)}, f)
+        pickle.dump(
+            {
+                "u": np.zeros(3 * 53215),
+                "w_shp": np.zeros((3 * 53215, 1)),
+                "w_exp": np.zeros((3 * 53215, 1)),
+                "keypoints": np.zeros(204),
+            },
+            f,
+        )
     with pytest.raises(bfm.BFMConversionError, match="--reference"):
         bfm.convert_bfm_pkl(tmp_path / "nokp.pkl")
     with pytest.raises(bfm.BFMConversionError, match="3N=159645"):
@@ -287,8 +330,11 @@ def test_full_upstream_download_equals_packed(packed, raw_dir, tmp_path, monkeyp
     upstream face lines) -> the built-in download + conversion equals the packed-npz conversion."""
     served = tmp_path / "served"
     served.mkdir()
-    faces = "".join(line for line in (raw_dir / "generic_neutral_mesh.obj").read_text().splitlines(True)
-                    if line.startswith("f "))
+    faces = "".join(
+        line
+        for line in (raw_dir / "generic_neutral_mesh.obj").read_text().splitlines(True)
+        if line.startswith("f ")
+    )
     with np.load(packed) as d:
         neutral = d["neutral"]
         shapes = {"generic_neutral_mesh": neutral}

@@ -67,7 +67,7 @@ def test_vad_matches_reference_run(voices):
         exact[clip] = got.dtype == np.int16 and got.shape == want.shape and bool((got == want).all())
         if clip == "Damian_Lewis":
             frame = vadmod.frame_length(rate)
-            assert np.array_equal(got[3 * frame:], want), "Damian_Lewis: all but the first 3 frames match"
+            assert np.array_equal(got[3 * frame :], want), "Damian_Lewis: all but the first 3 frames match"
     assert exact == {c: c != "Damian_Lewis" for c in CLIPS}
 
 
@@ -90,8 +90,9 @@ def test_one_call_per_frame_collector_matches_its_loop(voices, clip):
 
     ints, rate = sf.read(voices / f"{clip}.wav", dtype="int16")
     cfg = vadmod.VadConfig(recount=False)
-    np.testing.assert_array_equal(vadmod.vad(ints, rate, cfg),
-                                  original_vad(ints, webrtcvad.Vad(2), rate, recount=False))
+    np.testing.assert_array_equal(
+        vadmod.vad(ints, rate, cfg), original_vad(ints, webrtcvad.Vad(2), rate, recount=False)
+    )
 
 
 def test_benchmark_baseline_vad_is_the_original(voices):
@@ -217,9 +218,13 @@ def test_cli_bad_input_exit_2(tmp_path, capsys):
 
 def test_cli_as_module(voices, tmp_path):
     out = tmp_path / "f.npy"
-    proc = subprocess.run([sys.executable, "-m", "voice2mesh.features", str(voices / "Eoin_Macken.wav"), "-o",
-                           str(out)], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-m", "voice2mesh.features", str(voices / "Eoin_Macken.wav"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert proc.returncode == 0, proc.stderr
     assert np.load(out).shape == (1000, 64)
 
@@ -255,14 +260,13 @@ def test_features_need_the_configured_rate(voices):
         features_from_audio(dataclasses.replace(audio, sample_rate=8000))
 
 
-
 def test_log_mel_by_hand_on_a_short_signal():
     """Two frames computed by hand with numpy.resize, per-frame pre-emphasis and a dense DFT matrix."""
     cfg = FrontEndConfig()
     x = (np.random.default_rng(7).standard_normal(300) * 2000).astype(np.int16)  # shorter than a window
-    n = frame_count(len(x))                          # int(300 / 160 + 1) = 2 frames, both short
+    n = frame_count(len(x))  # int(300 / 160 + 1) = 2 frames, both short
     assert n == 2
-    frames = [np.resize(x[k * 160:].astype(np.float64), 400) for k in range(n)]
+    frames = [np.resize(x[k * 160 :].astype(np.float64), 400) for k in range(n)]
     dft = np.exp(-2j * np.pi * np.outer(np.arange(400), np.arange(513)) / 1024)  # 1024-point, zero-padded
     rows = []
     prior = 0.0

@@ -25,8 +25,10 @@ def _resemblyzer():
     """The reference package, or a skip saying why it is not there."""
     for name in ("resemblyzer", "librosa"):
         if importlib.util.find_spec(name) is None:
-            pytest.skip(f"parity test needs '{name}' (requirements-train.txt: resemblyzer --no-deps; "
-                        "requirements-dev.txt: librosa)")
+            pytest.skip(
+                f"parity test needs '{name}' (requirements-train.txt: resemblyzer --no-deps; "
+                "requirements-dev.txt: librosa)"
+            )
     import resemblyzer
 
     return resemblyzer
@@ -44,6 +46,7 @@ def clips(assets_dir: Path) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------ front end, independent checks
+
 
 def test_hparams_match_the_published_numbers():
     # Resemblyzer hparams: 16 kHz, 25 ms / 10 ms, 40 mels, 160-frame partials, 30 ms VAD windows.
@@ -116,10 +119,11 @@ def test_short_utterance_gives_one_partial():
     out = ge2e.partials(rng.normal(0, 0.1, 8000).astype(np.float32))
     assert out.shape == (1, 160, 40) and out.dtype == np.float32
     # Zero padding: frames beyond the audio (plus half a window) carry no energy.
-    assert np.all(out[0, 8000 // 160 + 2:] == 0)
+    assert np.all(out[0, 8000 // 160 + 2 :] == 0)
 
 
 # ------------------------------------------------------------------ front end, parity with the package
+
 
 @pytest.mark.parametrize("name", CLIPS)
 def test_preprocess_and_mels_match_the_package(assets_dir, name):
@@ -164,6 +168,7 @@ def test_partials_match_the_package(assets_dir, name):
 
 # ------------------------------------------------------------------ the torch encoder
 
+
 @pytest.fixture(scope="module")
 def encoder():
     pytest.importorskip("torch", reason="the GE2E encoder is a torch module (requirements-train.txt)")
@@ -179,8 +184,10 @@ def test_encoder_is_frozen(encoder):
     assert not any(p.requires_grad for p in encoder.parameters())
     encoder.train()
     assert not encoder.training
-    assert sum(p.numel() for p in encoder.parameters()) == 4 * 256 * (40 + 256 + 2) + 2 * 4 * 256 * (
-        256 + 256 + 2) + 256 * 257
+    assert (
+        sum(p.numel() for p in encoder.parameters())
+        == 4 * 256 * (40 + 256 + 2) + 2 * 4 * 256 * (256 + 256 + 2) + 256 * 257
+    )
 
 
 @pytest.mark.torch
@@ -215,8 +222,10 @@ def test_batched_with_mask_equals_one_by_one(clips, encoder):
 
 @pytest.mark.torch
 def test_same_speaker_is_closer_than_other_speakers(clips, encoder):
-    halves = {n: [encoder.embed_samples(x[: len(x) // 2]), encoder.embed_samples(x[len(x) // 2:])]
-              for n, x in clips.items()}
+    halves = {
+        n: [encoder.embed_samples(x[: len(x) // 2]), encoder.embed_samples(x[len(x) // 2 :])]
+        for n, x in clips.items()
+    }
     same = [a @ b for a, b in halves.values()]
     other = [halves[m][0] @ halves[n][1] for m in halves for n in halves if m != n]
     assert np.mean(same) > np.mean(other) + 0.1
@@ -240,9 +249,16 @@ def test_onnx_export_dynamic_batch_and_partials(clips, encoder, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     path = tmp_path / "ge2e.onnx"
     example = torch.from_numpy(ge2e.ge2e_input(clips["Alan_Tudyk"]))[None]
-    torch.onnx.export(encoder, (example,), str(path), input_names=["mels"], output_names=["embedding"],
-                      dynamic_axes={"mels": {0: "batch", 1: "partials"}, "embedding": {0: "batch"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        encoder,
+        (example,),
+        str(path),
+        input_names=["mels"],
+        output_names=["embedding"],
+        dynamic_axes={"mels": {0: "batch", 1: "partials"}, "embedding": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     real = ge2e.ge2e_input(clips["Alicja_Bachleda"])  # 12 partials: a count unlike the export example
     for mels in (real[None], np.stack([real[:3], real[5:8]])):

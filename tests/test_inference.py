@@ -146,8 +146,15 @@ def test_mesh_decoder_is_the_linear_model(predictor):
     fm = predictor.face_model
     params = fm.sample_params(5, np.random.default_rng(3))
     k, e = fm.n_identity, fm.n_expression
-    want = [p[0] * (fm.mean + np.tensordot(p[1:1 + k], fm.identity_basis[:k], 1)
-                    + np.tensordot(p[1 + k:], fm.expression_basis[:e], 1)) for p in params.astype(np.float64)]
+    want = [
+        p[0]
+        * (
+            fm.mean
+            + np.tensordot(p[1 : 1 + k], fm.identity_basis[:k], 1)
+            + np.tensordot(p[1 + k :], fm.expression_basis[:e], 1)
+        )
+        for p in params.astype(np.float64)
+    ]
     assert_close(predictor.decode_mesh(params), np.array(want, np.float32), rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="params must be"):
         predictor.decode_mesh(params[:, :-1])
@@ -165,8 +172,12 @@ def test_predict_features_feeds_released_fbank_files_as_they_are(predictor, bund
         pred = predictor.predict_features(feats, source=path.name)
         expected = np.asarray(feats, np.float64).mean(axis=0) @ w + b
         assert_close(pred.params, expected.astype(np.float32), atol=1e-4)
-        assert_close(pred.vertices, predictor.face_model.vertices_from_params(expected.astype(np.float32)),
-                     rtol=1e-4, atol=1e-3)
+        assert_close(
+            pred.vertices,
+            predictor.face_model.vertices_from_params(expected.astype(np.float32)),
+            rtol=1e-4,
+            atol=1e-3,
+        )
         assert pred.source == path.name and pred.timings["features"] == 0.0
     assert 1000 in lengths and max(lengths) > 1000, "the fixture files include tiled and longer ones"
 
@@ -177,8 +188,13 @@ def test_predict_features_equals_predict_after_the_front_end(predictor, clips):
 
 
 def test_predict_features_rejects_other_inputs(predictor, bundle_dir):
-    for bad in (np.zeros((1000,), np.float32), np.zeros((1000, 40), np.float32), np.zeros((0, 64)),
-                np.zeros((1, 1000, 64), np.float32), np.array([["a"] * 64])):
+    for bad in (
+        np.zeros((1000,), np.float32),
+        np.zeros((1000, 40), np.float32),
+        np.zeros((0, 64)),
+        np.zeros((1, 1000, 64), np.float32),
+        np.array([["a"] * 64]),
+    ):
         with pytest.raises(ValueError, match=r"must be a \(T, 64\) numeric array"):
             predictor.predict_features(bad, source="x.npy")
     nan = np.zeros((1000, 64), np.float32)

@@ -393,8 +393,17 @@ def test_triplet_units_are_the_teachers_image_frame(tmp_path):
 
     # ICT teacher: px of its input renders (64 px over a field of view RenderConfig.field_mm high)
     r = ImageRegressor(51, input_size=64, width=4)
-    torch.save({"format": TEACHER_FORMAT, "kind": "ict", "state_dict": r.state_dict(), "n_params": 51,
-                "input_size": 64, "width": 4}, tmp_path / "teacher.pt")
+    torch.save(
+        {
+            "format": TEACHER_FORMAT,
+            "kind": "ict",
+            "state_dict": r.state_dict(),
+            "n_params": 51,
+            "input_size": 64,
+            "width": 4,
+        },
+        tmp_path / "teacher.pt",
+    )
     teacher, _ = load_ict_teacher(tmp_path / "teacher.pt")
     assert RenderConfig().field_mm == 220.0
     out = teacher.forward_features(torch.zeros(1, 3, 64, 64))
@@ -573,8 +582,14 @@ def _random_bfm_noneck(path: Path, reference: Path, stats: Path) -> Path:
     n = u.size
     with open(stats, "rb") as f:
         st = pickle.load(f)
-    fm = bfm.from_full_arrays(u, rng.normal(0, 1.0, (n, 40)), rng.normal(0, 1.0, (n, 10)), reference,
-                              param_stats=st, layout=bfm.BFM_NONECK)
+    fm = bfm.from_full_arrays(
+        u,
+        rng.normal(0, 1.0, (n, 40)),
+        rng.normal(0, 1.0, (n, 10)),
+        reference,
+        param_stats=st,
+        layout=bfm.BFM_NONECK,
+    )
     fm.save(path)
     return path
 
@@ -607,11 +622,19 @@ def paper_kd_run(tmp_path_factory, assets_dir):
         face_model = _random_bfm_noneck(tmp_path / "bfm-38365.npz", ref, stats)
         cfg = load_kd_config(
             "paper",
-            [f"data.path={root}", f"data.encoder_checkpoint={enc}", "data.eval_frames=100",
-             f"teacher.checkpoint={weights}", f"teacher.param_stats={stats}",
-             f"teacher.face_model={face_model}",
-             "generator.channels=[16,8,8,8,4]", "discriminator.channels=[4,8,8,8,16]",
-             "optim.steps=2", "optim.batch_size=4", "optim.log_every=1"],
+            [
+                f"data.path={root}",
+                f"data.encoder_checkpoint={enc}",
+                "data.eval_frames=100",
+                f"teacher.checkpoint={weights}",
+                f"teacher.param_stats={stats}",
+                f"teacher.face_model={face_model}",
+                "generator.channels=[16,8,8,8,4]",
+                "discriminator.channels=[4,8,8,8,16]",
+                "optim.steps=2",
+                "optim.batch_size=4",
+                "optim.log_every=1",
+            ],
         )
         model = run_kd(cfg, tmp_path / "runs" / "kd", "cpu", progress=False)
         yield {"tmp": tmp_path, "root": root, "cfg": cfg, "model": model, "weights": weights, "stats": stats}
@@ -626,13 +649,21 @@ def test_paper_yaml_runs_end_to_end_on_the_released_layout_with_the_ddfa_teacher
 
     tmp_path, cfg, model = paper_kd_run["tmp"], paper_kd_run["cfg"], paper_kd_run["model"]
     with pytest.raises(FileNotFoundError, match="missing"):  # a face model that is not there is named
-        load_teacher("ddfa", str(paper_kd_run["weights"]), str(paper_kd_run["stats"]),
-                     str(tmp_path / "missing.npz"))
+        load_teacher(
+            "ddfa", str(paper_kd_run["weights"]), str(paper_kd_run["stats"]), str(tmp_path / "missing.npz")
+        )
     paper = load_kd_config("paper")
     assert (cfg.loss, cfg.student, cfg.optim.lr, cfg.teacher.kind) == (
-        paper.loss, paper.student, paper.optim.lr, "ddfa")
+        paper.loss,
+        paper.student,
+        paper.optim.lr,
+        "ddfa",
+    )
     assert (paper.loss.triplet_weight, paper.student.init, paper.student.batchnorm) == (
-        1.5, "random", "train")
+        1.5,
+        "random",
+        "train",
+    )
     rows = (tmp_path / "runs" / "kd" / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 and "triplet" in rows[0]
     x = torch.randn(2, 50, 64)
@@ -645,8 +676,9 @@ def test_paper_yaml_runs_end_to_end_on_the_released_layout_with_the_ddfa_teacher
 
 
 @pytest.mark.slow
-def test_training_evaluate_prints_table1_with_the_cascade_on_the_released_layout(paper_kd_run, capsys,
-                                                                                  monkeypatch):
+def test_training_evaluate_prints_table1_with_the_cascade_on_the_released_layout(
+    paper_kd_run, capsys, monkeypatch
+):
     """training.evaluate --data VOXCELEB3D_ROOT --face-model bfm-53215 with the paper.yaml run's model.pt and
     cascade.pt: Table 1 has the mean-face baseline, the cascade baseline and the KD row, every ratio
     finite, scored against the A-E identities' .xyz full fits."""
@@ -657,9 +689,22 @@ def test_training_evaluate_prints_table1_with_the_cascade_on_the_released_layout
     monkeypatch.setenv("VOICE2MESH_CACHE", str(tmp_path / "cache"))
     capsys.readouterr()
     out = tmp_path / "eval"
-    assert evaluate_main(["--data", str(root), "--face-model", "bfm-53215", "--checkpoints",
-                          str(model.parent / "model.pt"), str(model.parent / "cascade.pt"),
-                          "--out", str(out)]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--data",
+                str(root),
+                "--face-model",
+                "bfm-53215",
+                "--checkpoints",
+                str(model.parent / "model.pt"),
+                str(model.parent / "cascade.pt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     result = json.loads((out / "evaluation.json").read_text())[0]
     assert result["targets"] == "full-fit .xyz point clouds" and result["cascade"] == "run"

@@ -17,8 +17,10 @@ from voice2mesh.inference import Predictor
 from voice2mesh.live import HEARD_WAV, LiveStream, LiveStreams, history_rows
 from voice2mesh.service import InputError, ServiceConfig, Voice2MeshService
 
-TEXT = ("Good morning. I am speaking to the web page through a microphone that is not real, and the face "
-        "forms while I speak.")
+TEXT = (
+    "Good morning. I am speaking to the web page through a microphone that is not real, and the face "
+    "forms while I speak."
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def make_service(bundle: Path, work: Path, max_seconds: float = 60.0) -> Voice2M
 
 def chunks(x: np.ndarray, rate: int, seconds: float = 0.5):
     step = int(rate * seconds)
-    return [(rate, x[i:i + step]) for i in range(0, len(x), step)]
+    return [(rate, x[i : i + step]) for i in range(0, len(x), step)]
 
 
 def test_each_update_is_the_one_shot_prediction_of_the_samples_heard(bundle, voice, tmp_path):
@@ -78,7 +80,7 @@ def test_each_update_is_the_one_shot_prediction_of_the_samples_heard(bundle, voi
         # the buffer is the voice resampled in one go (the streaming resampler's output, less its tail)
         whole = soxr.resample(x.astype(np.float32) / 32768, rate, 16000, quality="HQ")
         heard = sf.read(results[-1].result.run_dir / HEARD_WAV, dtype="float32")[0]
-        assert np.abs(heard - whole[:len(heard)]).max() < 2e-4
+        assert np.abs(heard - whole[: len(heard)]).max() < 2e-4
         assert len(whole) - len(heard) < 0.05 * 16000
         # the history: one point per update with a face, speech seconds growing
         hist = results[-1].history
@@ -135,7 +137,7 @@ def test_streams_are_bounded_and_end_with_their_session(bundle, voice, tmp_path)
     live = LiveStreams(service, max_streams=3, ttl_s=3600)
     try:
         for i in range(5):
-            live.update(f"s{i}", (rate, x[:rate // 2]), None)
+            live.update(f"s{i}", (rate, x[: rate // 2]), None)
         assert len(live) == 3 and live.get("s0") is None and live.get("s4") is not None
         live.end("s4")
         assert live.get("s4") is None and len(live) == 2

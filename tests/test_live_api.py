@@ -67,8 +67,13 @@ class LiveClient:
     def _payload(self, chunk: Path, model: str) -> dict:
         path = self.http.post(f"{self.api}/upload", files={"files": chunk.open("rb")}).json()[0]
         data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, model, False]
-        return {"data": data, "fn_index": self.fn_index, "session_hash": self.session, "event_data": None,
-                "trigger_id": None}
+        return {
+            "data": data,
+            "fn_index": self.fn_index,
+            "session_hash": self.session,
+            "event_data": None,
+            "trigger_id": None,
+        }
 
     def send(self, chunk: Path, model: str = "supervised") -> dict:
         """Send one chunk; the answer the server streamed back for it."""
@@ -99,13 +104,15 @@ def test_streaming_chunks_over_http(server, bundle, tmp_path):
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng (Debian package) is needed to make test voices")
-    wav = synthesise(tmp_path / "voice.wav", "The face forms while I speak to the server, chunk by chunk, "
-                     "one second at a time.")
+    wav = synthesise(
+        tmp_path / "voice.wav",
+        "The face forms while I speak to the server, chunk by chunk, one second at a time.",
+    )
     x, rate = sf.read(wav, dtype="int16")
     paths = []
     for i, start in enumerate(range(0, len(x), rate)):  # one-second chunks at the voice's own rate
         paths.append(tmp_path / f"chunk{i}.wav")
-        sf.write(paths[-1], x[start:start + rate], rate, subtype="PCM_16")
+        sf.write(paths[-1], x[start : start + rate], rate, subtype="PCM_16")
     client = LiveClient(server.url)
     try:
         outputs = [client.send(p)["data"] for p in paths]

@@ -30,8 +30,12 @@ SPEAK_S = 9.0  # the fake microphone loops the voice; long enough for several up
 
 @pytest.fixture(scope="module")
 def browser(voice):  # noqa: F811 - the voice fixture imported above
-    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={voice}"]
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={voice}",
+    ]
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         yield b

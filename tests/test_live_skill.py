@@ -28,9 +28,14 @@ def evaluation_result() -> dict:
     model = {c: np.full(8, 0.10) for c in MAIN_COLUMNS}  # FR, CR, MR, ...: no better than the baseline
     model["ER"] = np.array([0.09, 0.09, 0.09, 0.09, 0.09, 0.09, 0.095, 0.095])
     model["MR"] = np.array([0.11, 0.09, 0.11, 0.09, 0.11, 0.09, 0.11, 0.09])  # speaker means = baseline
-    rows = [{"name": n, "kind": k, "values": {c: float(v[c].mean()) for c in MAIN_COLUMNS}, "_per_utt": v}
-            for n, k, v in (("mean-face baseline", "baseline", base), ("oracle", "oracle", oracle),
-                            (RUN, "model", model))]
+    rows = [
+        {"name": n, "kind": k, "values": {c: float(v[c].mean()) for c in MAIN_COLUMNS}, "_per_utt": v}
+        for n, k, v in (
+            ("mean-face baseline", "baseline", base),
+            ("oracle", "oracle", oracle),
+            (RUN, "model", model),
+        )
+    ]
     finish_rows(rows, speakers)
     return {"name": "synthvox-test", "split": "test", "n_speakers": 4, "rows": rows}
 
@@ -44,8 +49,12 @@ def test_skill_entry_by_hand():
     assert er["diff_vs_baseline"] == pytest.approx(d.mean())
     assert er["noise_2se"] == pytest.approx(2 * d.std(ddof=1) / 2)
     assert er["beyond_noise"] is True  # -0.00875 < -0.0025
-    assert entry["ratios"]["FR"] == {"gap_closed": 0.0, "beyond_noise": False, "diff_vs_baseline": 0.0,
-                                     "noise_2se": 0.0}
+    assert entry["ratios"]["FR"] == {
+        "gap_closed": 0.0,
+        "beyond_noise": False,
+        "diff_vs_baseline": 0.0,
+        "noise_2se": 0.0,
+    }
     assert entry["ratios"]["MR"]["beyond_noise"] is False
     assert entry["evaluated_on"] == "synthvox-test test split: 4 held-out speakers"
     assert skill_entry(evaluation_result(), "other/model.pt") is None
@@ -89,12 +98,15 @@ def test_readouts_and_live_marks_say_what_the_ratios_are_worth(skilled_bundle, t
     try:
         skills = app.model_skills(service)
         marks = app.unpredictable(skills)
-        assert marks == {"Supervised (log-mel)": {"FR": "no skill", "CR": "no skill", "MR": "no skill"},
-                         "Supervised (GE2E)": dict.fromkeys(RATIO_NAMES, "not measured")}
+        assert marks == {
+            "Supervised (log-mel)": {"FR": "no skill", "CR": "no skill", "MR": "no skill"},
+            "Supervised (GE2E)": dict.fromkeys(RATIO_NAMES, "not measured"),
+        }
         rng = np.random.default_rng(0)
         t = np.arange(3 * 16000) / 16000
-        voiced = (np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t)) * 8000
-                  + rng.normal(0, 300, t.size)).astype(np.int16)
+        voiced = (
+            np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t)) * 8000 + rng.normal(0, 300, t.size)
+        ).astype(np.int16)
         live = LiveStreams(service)
         for c in chunks(voiced, 16000, 1.0):
             u = live.update("s", c, "both")
@@ -135,8 +147,20 @@ def test_to_onnx_writes_the_skill_of_an_evaluated_run(tmp_path, assets_dir):
     evaluation = tmp_path / "evaluation.json"
     evaluation.write_text(json.dumps(evaluation_result()))
     out = tmp_path / "bundle"
-    assert to_onnx.main(["--all", str(tmp_path / "run-a"), "--out", str(out), "--no-check",
-                         "--evaluation", str(evaluation)]) == 0
+    assert (
+        to_onnx.main(
+            [
+                "--all",
+                str(tmp_path / "run-a"),
+                "--out",
+                str(out),
+                "--no-check",
+                "--evaluation",
+                str(evaluation),
+            ]
+        )
+        == 0
+    )
     bundle = load_bundle(out)
     skill = read_skill(bundle.model("supervised"))
     assert skill["ER"].gap_closed == pytest.approx(0.2188, abs=1e-4) and skill["ER"].predictable

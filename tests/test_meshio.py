@@ -42,7 +42,7 @@ def _glb_json(path: Path) -> dict:
     assert magic == 0x46546C67 and version == 2  # b"glTF", glTF 2.0
     length, kind = struct.unpack_from("<II", data, 12)
     assert kind == 0x4E4F534A  # b"JSON"
-    return json.loads(data[20:20 + length])
+    return json.loads(data[20 : 20 + length])
 
 
 def _glb_attribute(path: Path, name: str) -> np.ndarray:
@@ -119,9 +119,12 @@ def test_glb_is_y_up_with_no_node_transform_and_vertex_colours(tmp_path, bfm_fac
     gltf = _glb_json(path)
     for node in gltf.get("nodes", []):
         for key in ("matrix", "rotation", "scale", "translation"):
-            assert key not in node or np.allclose(node[key], np.eye(4).ravel() if key == "matrix" else
-                                                  {"rotation": [0, 0, 0, 1], "scale": [1, 1, 1],
-                                                   "translation": [0, 0, 0]}[key]), (key, node)
+            assert key not in node or np.allclose(
+                node[key],
+                np.eye(4).ravel()
+                if key == "matrix"
+                else {"rotation": [0, 0, 0, 1], "scale": [1, 1, 1], "translation": [0, 0, 0]}[key],
+            ), (key, node)
     prim = gltf["meshes"][0]["primitives"][0]
     pos = gltf["accessors"][prim["attributes"]["POSITION"]]
     assert pos["count"] == len(v)
@@ -134,8 +137,9 @@ def test_glb_is_y_up_with_no_node_transform_and_vertex_colours(tmp_path, bfm_fac
 def test_obj_text_is_fixed_point_with_nine_significant_digits():
     v = np.array([[-0.0, -1e-12, 0.5], [-12.25, 123.456789, -99.9999999], [7.0, -0.000004, 1e-6]])
     tri = np.array([[0, 1, 2], [2, 1, 0]])
-    text = meshio.obj_bytes(v, tri, np.array([[0, 128, 255, 255], [1, 2, 3, 255], [255, 255, 255, 255]],
-                                             np.uint8)).decode()
+    text = meshio.obj_bytes(
+        v, tri, np.array([[0, 128, 255, 255], [1, 2, 3, 255], [255, 255, 255, 255]], np.uint8)
+    ).decode()
     lines = text.splitlines()
     assert lines[0] == "v 0.000000 0.000000 0.500000 0.0000 0.5020 1.0000"  # no "-0.000000"
     assert lines[1] == "v -12.250000 123.456789 -100.000000 0.0039 0.0078 0.0118"

@@ -22,8 +22,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Paper metric vertices on the 53,215-vertex BFM mesh and the ratios of its mean face, both from
 # ../shared/assets/README.md (an independent source: the paper's own evaluation definitions).
-BFM_PAIRS = {"OICD": (2217, 14607), "FR": (1678, 42117), "CR": (2294, 13635),
-             "ER": (20636, 34153), "MR": (2130, 15003)}
+BFM_PAIRS = {
+    "OICD": (2217, 14607),
+    "FR": (1678, 42117),
+    "CR": (2294, 13635),
+    "ER": (20636, 34153),
+    "MR": (2130, 15003),
+}
 BFM_MEAN_RATIOS = {"ER": 1.41082, "FR": 1.15937, "CR": 1.00436, "MR": 1.11042}
 
 
@@ -50,9 +55,19 @@ def bfm_model(assets_dir: Path) -> FaceModel:
         "left_cheek": np.flatnonzero((mean[:, 0] > 30) & (np.abs(mean[:, 1] - nose[1]) < 20)),
         "right_cheek": np.flatnonzero((mean[:, 0] < -30) & (np.abs(mean[:, 1] - nose[1]) < 20)),
     }
-    return FaceModel(name="bfm-test", mean=mean, identity_basis=basis, expression_basis=np.zeros((0,)),
-                     triangles=tri, landmarks=landmarks, measurement_pairs=BFM_PAIRS, regions=regions,
-                     expression_range="gaussian", n_identity=6, n_expression=0)
+    return FaceModel(
+        name="bfm-test",
+        mean=mean,
+        identity_basis=basis,
+        expression_basis=np.zeros((0,)),
+        triangles=tri,
+        landmarks=landmarks,
+        measurement_pairs=BFM_PAIRS,
+        regions=regions,
+        expression_range="gaussian",
+        n_identity=6,
+        n_expression=0,
+    )
 
 
 def _small_model(seed: int = 0, n_vertices: int = 120) -> FaceModel:
@@ -61,10 +76,19 @@ def _small_model(seed: int = 0, n_vertices: int = 120) -> FaceModel:
     mean = rng.normal(size=(n_vertices, 3)) * 40.0
     basis = rng.normal(size=(5, n_vertices, 3)) * 2.0
     pairs = {"OICD": (0, 1), "ER": (2, 3), "FR": (4, 5), "CR": (6, 7), "MR": (8, 9)}
-    return FaceModel(name=f"small-{seed}", mean=mean, identity_basis=basis, expression_basis=np.zeros((0,)),
-                     triangles=np.array([[0, 1, 2]]), landmarks=np.arange(68), measurement_pairs=pairs,
-                     regions={"a": np.arange(0, 60), "b": np.arange(60, n_vertices)},
-                     expression_range="gaussian", n_identity=5, n_expression=0)
+    return FaceModel(
+        name=f"small-{seed}",
+        mean=mean,
+        identity_basis=basis,
+        expression_basis=np.zeros((0,)),
+        triangles=np.array([[0, 1, 2]]),
+        landmarks=np.arange(68),
+        measurement_pairs=pairs,
+        regions={"a": np.arange(0, 60), "b": np.arange(60, n_vertices)},
+        expression_range="gaussian",
+        n_identity=5,
+        n_expression=0,
+    )
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -75,8 +99,10 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 def _ref_ratio_errors(pred, target, pairs):
     out = {k: [] for k in (*metrics.RATIO_NAMES, "ARE")}
     for p, t in zip(pred, target, strict=True):
-        p = p * (np.linalg.norm(t[pairs["OICD"][0]] - t[pairs["OICD"][1]])
-                 / np.linalg.norm(p[pairs["OICD"][0]] - p[pairs["OICD"][1]]))
+        p = p * (
+            np.linalg.norm(t[pairs["OICD"][0]] - t[pairs["OICD"][1]])
+            / np.linalg.norm(p[pairs["OICD"][0]] - p[pairs["OICD"][1]])
+        )
         oicd_p = np.linalg.norm(p[pairs["OICD"][0]] - p[pairs["OICD"][1]])
         oicd_t = np.linalg.norm(t[pairs["OICD"][0]] - t[pairs["OICD"][1]])
         errs = []
@@ -96,7 +122,7 @@ def _ref_keypoint_error(pred, target, landmarks, oicd):
         diff = (p[landmarks] - t[landmarks]).ravel()
         h = t[:, 1].max() - t[:, 1].min()
         w = t[:, 0].max() - t[:, 0].min()
-        out.append(np.sqrt(np.sum(diff ** 2)) / np.sqrt(h * w))
+        out.append(np.sqrt(np.sum(diff**2)) / np.sqrt(h * w))
     return np.array(out)
 
 
@@ -110,7 +136,7 @@ def _ref_umeyama(src, dst):
     if np.linalg.det(U) * np.linalg.det(Vt) < 0:
         S[2, 2] = -1
     R = U @ S @ Vt
-    c = np.trace(np.diag(D) @ S) / (np.sum(a ** 2) / len(src))
+    c = np.trace(np.diag(D) @ S) / (np.sum(a**2) / len(src))
     return c, R, mu_d - c * R @ mu_s
 
 
@@ -172,8 +198,11 @@ def test_rmse_and_ratios_are_invariant_to_rotation_and_translation(bfm_model):
     R = _random_rotation(rng)
     moved = 1.2 * pred @ R.T + np.array([30.0, -12.0, 5.0])
     assert_close(metrics.aligned_rmse(moved, target), metrics.aligned_rmse(pred, target), rtol=1e-7)
-    assert_close(metrics.ratio_errors(moved, target, bfm_model)["ARE"],
-                 metrics.ratio_errors(pred, target, bfm_model)["ARE"], rtol=1e-9)
+    assert_close(
+        metrics.ratio_errors(moved, target, bfm_model)["ARE"],
+        metrics.ratio_errors(pred, target, bfm_model)["ARE"],
+        rtol=1e-9,
+    )
     assert_close(metrics.aligned_rmse(1.2 * target @ R.T + 7.0, target), np.zeros(2), atol=1e-6)
 
 
@@ -181,18 +210,18 @@ def test_rmse_and_ratios_are_invariant_to_rotation_and_translation(bfm_model):
 def test_stretching_x_gives_the_hand_computed_ratio_errors():
     # Pairs chosen by hand: OICD and ER along x, FR along y, CR in the xy-plane (3, 4), MR along z.
     v = np.zeros((10, 3))
-    v[1] = [10.0, 0, 0]          # OICD: 0-1, length 10
-    v[3] = [14.0, 0, 0]          # ER:   2-3, length 14
-    v[5] = [0, 12.0, 0]          # FR:   4-5, length 12
-    v[7] = [3.0, 4.0, 0]         # CR:   6-7, length 5
-    v[9] = [0, 0, 8.0]           # MR:   8-9, length 8
+    v[1] = [10.0, 0, 0]  # OICD: 0-1, length 10
+    v[3] = [14.0, 0, 0]  # ER:   2-3, length 14
+    v[5] = [0, 12.0, 0]  # FR:   4-5, length 12
+    v[7] = [3.0, 4.0, 0]  # CR:   6-7, length 5
+    v[9] = [0, 0, 8.0]  # MR:   8-9, length 8
     pairs = {"OICD": (0, 1), "ER": (2, 3), "FR": (4, 5), "CR": (6, 7), "MR": (8, 9)}
     a = 1.1
     pred = v * np.array([a, 1.0, 1.0])
     err = metrics.ratio_errors(pred, v, pairs)
     expected = {
-        "ER": abs(14 * a / (10 * a) - 14 / 10),                 # 0: both stretch with OICD
-        "FR": abs(12 / (10 * a) - 12 / 10),                     # 0.109090...
+        "ER": abs(14 * a / (10 * a) - 14 / 10),  # 0: both stretch with OICD
+        "FR": abs(12 / (10 * a) - 12 / 10),  # 0.109090...
         "CR": abs(np.hypot(3 * a, 4) / (10 * a) - 5 / 10),
         "MR": abs(8 / (10 * a) - 8 / 10),
     }
@@ -217,7 +246,7 @@ def test_translation_gives_the_hand_computed_keypoint_error(bfm_model):
     target = bfm_model.mean.astype(np.float64)
     pred = target + np.array([1.0, 0.0, 0.0])  # OICD unchanged, so no rescaling
     ext = target.max(0) - target.min(0)
-    expected = np.sqrt(68 * 1.0 ** 2) / np.sqrt(ext[1] * ext[0])
+    expected = np.sqrt(68 * 1.0**2) / np.sqrt(ext[1] * ext[0])
     assert abs(float(metrics.keypoint_error(pred, target, bfm_model)[0]) - expected) < 1e-9
     # aligned landmarks absorb a pure translation
     assert float(metrics.keypoint_error(pred, target, bfm_model, align=True)[0]) < 1e-9
@@ -233,8 +262,12 @@ def test_aligned_rmse_is_the_minimum_over_similarity_transforms():
         moved = c * pred @ Rotation.from_rotvec(rotvec).as_matrix().T + t
         return np.sqrt(np.mean(np.sum((moved - target) ** 2, axis=1)))
 
-    best = minimize(rmse_of, np.r_[1.0, 0, 0, 0, 0, 0, 0], method="Nelder-Mead",
-                    options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 40000, "maxfev": 40000})
+    best = minimize(
+        rmse_of,
+        np.r_[1.0, 0, 0, 0, 0, 0, 0],
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 40000, "maxfev": 40000},
+    )
     got = float(metrics.aligned_rmse(pred, target)[0])
     assert got <= best.fun + 1e-9
     assert abs(got - best.fun) < 1e-5
@@ -288,9 +321,11 @@ def test_vectorised_metrics_match_a_plain_loop_on_random_inputs():
     ref = _ref_ratio_errors(pred, target, model.measurement_pairs)
     for k in ref:
         assert_close(got[k], ref[k], rtol=1e-10, atol=1e-12)
-    assert_close(got["keypoint_error"],
-                 _ref_keypoint_error(pred, target, model.landmarks, model.measurement_pairs["OICD"]),
-                 rtol=1e-10)
+    assert_close(
+        got["keypoint_error"],
+        _ref_keypoint_error(pred, target, model.landmarks, model.measurement_pairs["OICD"]),
+        rtol=1e-10,
+    )
     rmse, per_region = _ref_rmse(pred, target, model.regions)
     assert_close(got["rmse"], rmse, rtol=1e-9)
     for k in per_region:
@@ -400,14 +435,27 @@ def test_decode_at_equals_the_face_models_own_vertices(bfm_model):
     assert_close(metrics.decode_at(bfm_model, params, ids), full.astype(np.float64), rtol=1e-5, atol=1e-4)
     rng = np.random.default_rng(2)  # with an expression basis (ICT-like unit-interval weights)
     small = _small_model(6)
-    model = FaceModel(name="with-expr", mean=small.mean, identity_basis=small.identity_basis,
-                      expression_basis=rng.normal(size=(4, small.n_vertices, 3)), triangles=small.triangles,
-                      landmarks=small.landmarks, measurement_pairs=small.measurement_pairs,
-                      regions=small.regions, expression_range="unit_interval", n_identity=3, n_expression=2)
+    model = FaceModel(
+        name="with-expr",
+        mean=small.mean,
+        identity_basis=small.identity_basis,
+        expression_basis=rng.normal(size=(4, small.n_vertices, 3)),
+        triangles=small.triangles,
+        landmarks=small.landmarks,
+        measurement_pairs=small.measurement_pairs,
+        regions=small.regions,
+        expression_range="unit_interval",
+        n_identity=3,
+        n_expression=2,
+    )
     params = model.sample_params(6, 1)
     params[:, -2:] = rng.random((6, 2))
-    assert_close(metrics.decode_at(model, params, np.arange(model.n_vertices)),
-                 model.vertices_from_params(params).astype(np.float64), rtol=1e-5, atol=1e-4)
+    assert_close(
+        metrics.decode_at(model, params, np.arange(model.n_vertices)),
+        model.vertices_from_params(params).astype(np.float64),
+        rtol=1e-5,
+        atol=1e-4,
+    )
 
 
 def test_prior_is_cached_on_disk_and_keyed_by_model(tmp_cache):
@@ -504,8 +552,9 @@ def test_cli_round_trip_with_meshio_files(tmp_path, bfm_model, capsys):
         assert out[k] == pytest.approx(float(direct[k][0]), rel=1e-4, abs=1e-6)  # PLY stores float32
     assert set(out["region_rmse"]) == set(bfm_model.regions)
     # XYZ and NPY inputs give the same numbers
-    rc = metrics.main([str(tmp_path / "pred.npy"), str(tmp_path / "target.xyz"),
-                       "--face-model", str(model_path), "--json"])
+    rc = metrics.main(
+        [str(tmp_path / "pred.npy"), str(tmp_path / "target.xyz"), "--face-model", str(model_path), "--json"]
+    )
     assert rc == 0
     out2 = json.loads(capsys.readouterr().out)
     assert out2["ARE"] == pytest.approx(float(direct["ARE"][0]), rel=1e-6)
@@ -535,9 +584,22 @@ def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, bfm_model, capsys):
         assert message in captured.err, (message, captured.err)
         assert captured.out == ""
     # the real entry point: exit status 2 and one clear line, no traceback
-    proc = subprocess.run([sys.executable, "-m", "voice2mesh.metrics", str(tmp_path / "short.npy"),
-                           str(target_path), "--face-model", str(model_path), "--json"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voice2mesh.metrics",
+            str(tmp_path / "short.npy"),
+            str(target_path),
+            "--face-model",
+            str(model_path),
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: PRED") and "100 vertices" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -547,8 +609,9 @@ def test_cli_with_a_builtin_layout_name(tmp_path, assets_dir, capsys):
     mean = _bfm_mean(assets_dir) * 1000.0  # the built-in BFM layouts are in micrometres
     np.save(tmp_path / "target.npy", mean)
     np.save(tmp_path / "pred.npy", mean * np.array([1.05, 1.0, 1.0]))
-    rc = metrics.main([str(tmp_path / "pred.npy"), str(tmp_path / "target.npy"), "--face-model", "bfm-53215",
-                       "--json"])
+    rc = metrics.main(
+        [str(tmp_path / "pred.npy"), str(tmp_path / "target.npy"), "--face-model", "bfm-53215", "--json"]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ARE"] > 0 and out["rmse"] > 0

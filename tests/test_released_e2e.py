@@ -19,8 +19,18 @@ from training.evaluate import main as evaluate_main
 from voice2mesh.__main__ import main as predict_main
 from voice2mesh.metrics import main as metrics_main
 
-TINY = ["--config", "tiny", "--device", "cpu", "--set", "data.kind=voxceleb3d", "--set",
-        "data.face_model=bfm-53215", "--set", "data.augment_copies=0"]
+TINY = [
+    "--config",
+    "tiny",
+    "--device",
+    "cpu",
+    "--set",
+    "data.kind=voxceleb3d",
+    "--set",
+    "data.face_model=bfm-53215",
+    "--set",
+    "data.augment_copies=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +39,10 @@ def release(tmp_path_factory, assets_dir):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VOICE2MESH_CACHE", str(out / "cache"))
         paths = write_release(out)
-        assert cmp.main(["facemodel", "--cmp-3dmm", str(paths["tdmm"]), "--reference",
-                         str(paths["reference"])]) == 0
+        assert (
+            cmp.main(["facemodel", "--cmp-3dmm", str(paths["tdmm"]), "--reference", str(paths["reference"])])
+            == 0
+        )
         yield out, paths
 
 
@@ -46,18 +58,40 @@ def test_the_released_layout_runs_from_training_to_table1(release, capsys):
     data_set = TINY + ["--set", f"data.path={root}"]
     assert pretrain.main(data_set + ["--out", str(out / "runs" / "pre")]) == 0
     encoder = out / "runs" / "pre" / "pretrain.pt"
-    assert supervised.main(data_set + ["--set", f"model.encoder_checkpoint={encoder}",
-                                       "--out", str(out / "runs" / "sup")]) == 0
+    assert (
+        supervised.main(
+            data_set + ["--set", f"model.encoder_checkpoint={encoder}", "--out", str(out / "runs" / "sup")]
+        )
+        == 0
+    )
     card = torch.load(out / "runs" / "sup" / "model.pt", weights_only=False)["model_card"]["data"]
     n_fz = sum(1 for n in IDENTITIES.values() if n[0] not in "ABCDE" and n != "No_Face")
     assert card["n_train_speakers"] + card["n_val_speakers"] == n_fz and card["n_val_speakers"] >= 1
 
-    assert to_onnx_main(["--checkpoint", str(out / "runs" / "sup" / "model.pt"),
-                         "--out", str(out / "bundles" / "ours")]) == 0
+    assert (
+        to_onnx_main(
+            ["--checkpoint", str(out / "runs" / "sup" / "model.pt"), "--out", str(out / "bundles" / "ours")]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert evaluate_main(["--data", str(root), "--face-model", "bfm-53215",
-                          "--checkpoints", str(out / "runs" / "sup" / "model.pt"),
-                          "--bundles", str(out / "bundles" / "ours"), "--out", str(out / "eval")]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--data",
+                str(root),
+                "--face-model",
+                "bfm-53215",
+                "--checkpoints",
+                str(out / "runs" / "sup" / "model.pt"),
+                "--bundles",
+                str(out / "bundles" / "ours"),
+                "--out",
+                str(out / "eval"),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "mean-face baseline" in table and "bundle ours" in table and "full-fit .xyz" in table
     result = json.loads((out / "eval" / "evaluation.json").read_text())[0]
@@ -66,8 +100,22 @@ def test_the_released_layout_runs_from_training_to_table1(release, capsys):
 
     for vid, name in IDENTITIES.items():
         if name[0] in "ABCDE":
-            assert predict_main(["predict", str(root / "fbank" / vid), "-o", str(out / "preds" / name),
-                                 "--format", "obj", "--bundle", str(out / "bundles" / "ours"), "-q"]) == 0
+            assert (
+                predict_main(
+                    [
+                        "predict",
+                        str(root / "fbank" / vid),
+                        "-o",
+                        str(out / "preds" / name),
+                        "--format",
+                        "obj",
+                        "--bundle",
+                        str(out / "bundles" / "ours"),
+                        "-q",
+                    ]
+                )
+                == 0
+            )
     capsys.readouterr()
     assert metrics_main([str(out / "preds"), str(root / "3D"), "--face-model", "bfm-53215", "--json"]) == 0
     folder = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -69,7 +69,7 @@ def wav_with_header_rate(path: Path, rate: int) -> Path:
     """A 16-bit mono WAV of one second of 0.5 whose header claims ``rate`` Hz."""
     sf.write(path, np.full(16000, 0.5, np.float32), 16000, subtype="PCM_16")
     data = bytearray(path.read_bytes())
-    data[24:28] = struct.pack("<I", rate)                      # fmt chunk: sample rate
+    data[24:28] = struct.pack("<I", rate)  # fmt chunk: sample rate
     data[28:32] = struct.pack("<I", (rate * 2) & 0xFFFFFFFF)  # and byte rate
     path.write_bytes(bytes(data))
     return path
@@ -85,7 +85,8 @@ def assert_public(message: str, server: AppServer | None = None) -> None:
 
 def peak_of_subprocess(code: str) -> float:
     """Peak memory growth (MB) of running ``code`` in a fresh interpreter, after its imports."""
-    script = textwrap.dedent("""
+    script = (
+        textwrap.dedent("""
         import sys
         from pathlib import Path
         import numpy as np, soundfile, soxr
@@ -95,9 +96,18 @@ def peak_of_subprocess(code: str) -> float:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
         before = hwm()
-    """) + textwrap.dedent(code) + "\nprint('GROWTH', hwm() - before)\n"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parent.parent, check=True)
+    """)
+        + textwrap.dedent(code)
+        + "\nprint('GROWTH', hwm() - before)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=True,
+    )
     return float(re.search(r"GROWTH (\S+)", out.stdout).group(1))
 
 
@@ -116,8 +126,11 @@ def test_absurd_header_rate_gets_a_sample_rate_message(tmp_path):
 def test_channel_limit_from_the_header(tmp_path):
     path = tmp_path / "nine.wav"
     sf.write(path, np.full((1600, 9), 0.1, np.float32), 16000, subtype="PCM_16")
-    with pytest.raises(AudioFormatLimitError, match=r"nine\.wav: the header gives 9 audio channels; "
-                                                    r"accepted: 1 to 8"):
+    with pytest.raises(
+        AudioFormatLimitError,
+        match=r"nine\.wav: the header gives 9 audio channels; "
+        r"accepted: 1 to 8",
+    ):
         load_audio(path)
     load_audio(path, AudioConfig(max_channels=9))  # the limit is the config's
 
@@ -177,8 +190,9 @@ def _obj_text(vertices: np.ndarray) -> str:
 def test_obj_with_millions_of_faces_reads_vertices_only(tmp_path):
     v = np.random.default_rng(0).normal(size=(3000, 3))
     path = tmp_path / "faces.obj"
-    faces = "".join(f"f {a} {b} {c} {d}\n" for a, b, c, d in
-                    np.random.default_rng(1).integers(1, 3001, size=(20000, 4)))
+    faces = "".join(
+        f"f {a} {b} {c} {d}\n" for a, b, c, d in np.random.default_rng(1).integers(1, 3001, size=(20000, 4))
+    )
     with open(path, "w") as fh:
         fh.write(_obj_text(v))
         for _ in range(40):  # 800,000 quads (~20 MB) that /compare never needs
@@ -199,8 +213,10 @@ def test_vertex_caps_are_found_before_parsing(tmp_path):
     assert info.value.count == 5000
     assert str(info.value) == f"{many}: 5000 vertices; accepted: at most 4000 vertices"
     claim = tmp_path / "claim.ply"
-    claim.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 2147483647\n"
-                      b"property float x\nproperty float y\nproperty float z\nend_header\n" + bytes(120))
+    claim.write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 2147483647\n"
+        b"property float x\nproperty float y\nproperty float z\nend_header\n" + bytes(120)
+    )
     with pytest.raises(meshio.MeshTooLargeError, match="claim.ply: 2147483647 vertices"):
         meshio.read_vertices(claim)
     npy = tmp_path / "big.npy"
@@ -209,19 +225,33 @@ def test_vertex_caps_are_found_before_parsing(tmp_path):
         meshio.read_vertices(npy)
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("short.ply", b"ply\nformat binary_little_endian 1.0\nelement vertex 200\nproperty float x\n"
-                  b"property float y\nproperty float z\nend_header\n" + bytes(120),
-     "ends after 10 of the 200"),
-    ("listy.ply", b"ply\nformat ascii 1.0\nelement vertex 1\nproperty list uchar int x\nproperty float y\n"
-                  b"property float z\nend_header\n1 1 2 3\n", "is not a number type"),
-    ("faces_first.ply", b"ply\nformat ascii 1.0\nelement face 1\nproperty list uchar int vertex_indices\n"
-                        b"element vertex 3\nproperty float x\nend_header\n", "first PLY element"),
-    ("ragged.obj", b"v 1 2 3\nv 1 2\n", "must all hold 3"),
-    ("words.obj", b"v 1 two 3\n", "must all hold 3"),
-    ("long.obj", b"v " + b"1 " * 5000 + b"\n", "longer than"),
-    ("nan.obj", b"v 1 2 nan\nv 1 2 3\n", "NaN"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "short.ply",
+            b"ply\nformat binary_little_endian 1.0\nelement vertex 200\nproperty float x\n"
+            b"property float y\nproperty float z\nend_header\n" + bytes(120),
+            "ends after 10 of the 200",
+        ),
+        (
+            "listy.ply",
+            b"ply\nformat ascii 1.0\nelement vertex 1\nproperty list uchar int x\nproperty float y\n"
+            b"property float z\nend_header\n1 1 2 3\n",
+            "is not a number type",
+        ),
+        (
+            "faces_first.ply",
+            b"ply\nformat ascii 1.0\nelement face 1\nproperty list uchar int vertex_indices\n"
+            b"element vertex 3\nproperty float x\nend_header\n",
+            "first PLY element",
+        ),
+        ("ragged.obj", b"v 1 2 3\nv 1 2\n", "must all hold 3"),
+        ("words.obj", b"v 1 two 3\n", "must all hold 3"),
+        ("long.obj", b"v " + b"1 " * 5000 + b"\n", "longer than"),
+        ("nan.obj", b"v 1 2 nan\nv 1 2 3\n", "NaN"),
+    ],
+)
 def test_hostile_mesh_files_give_clear_errors(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
@@ -259,8 +289,10 @@ def bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def voice(tmp_path_factory) -> Path:
-    return synthesise(tmp_path_factory.mktemp("voice") / "voice.wav",
-                      "Hello, this is a short test of the voice to mesh web application, spoken slowly.")
+    return synthesise(
+        tmp_path_factory.mktemp("voice") / "voice.wav",
+        "Hello, this is a short test of the voice to mesh web application, spoken slowly.",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -311,12 +343,16 @@ def test_hostile_meshes_through_compare(server, client, voice, tmp_path):
     many.write_text("v 1 2 3\n" * (15 * MiB // 8))
     files["many.obj"] = f"many.obj has {15 * MiB // 8} vertices, but the model's topology"
     claim = tmp_path / "claim.ply"
-    claim.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 2147483647\nproperty float x\n"
-                      b"property float y\nproperty float z\nend_header\n" + bytes(1200))
+    claim.write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 2147483647\nproperty float x\n"
+        b"property float y\nproperty float z\nend_header\n" + bytes(1200)
+    )
     files["claim.ply"] = "claim.ply has 2147483647 vertices"
     cloud = tmp_path / "cloud.ply"
-    cloud.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
-                      b"property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
+    cloud.write_bytes(
+        b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+        b"property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n"
+    )
     files["cloud.ply"] = "cloud.ply has 3 vertices"
     junk = tmp_path / "junk.ply"
     junk.write_bytes(os.urandom(4096))
@@ -364,8 +400,9 @@ def upload(http: httpx.Client, server: AppServer, name: str, data: bytes) -> htt
     return http.post(server.url + "gradio_api/upload", files={"files": (name, data)})
 
 
-def rest_call(http: httpx.Client, server: AppServer, api_name: str, data: list,
-              session_hash: str | None = None) -> list:
+def rest_call(
+    http: httpx.Client, server: AppServer, api_name: str, data: list, session_hash: str | None = None
+) -> list:
     """POST /gradio_api/call/<api_name>, then GET the answer (Gradio's REST API): the output list."""
     body = {"data": data, **({"session_hash": session_hash} if session_hash else {})}
     r = http.post(f"{server.url}gradio_api/call/{api_name}", json=body)
@@ -382,8 +419,11 @@ def file_data(path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def ttl_server(bundle, tmp_path_factory) -> AppServer:
-    srv = start_app(bundle, tmp_path_factory.mktemp("ttl"), ["--no-examples", "--session-ttl-s", str(TTL_S),
-                                                             "--upload-disk-mb", str(UPLOAD_CAP_MB)])
+    srv = start_app(
+        bundle,
+        tmp_path_factory.mktemp("ttl"),
+        ["--no-examples", "--session-ttl-s", str(TTL_S), "--upload-disk-mb", str(UPLOAD_CAP_MB)],
+    )
     yield srv
     srv.stop()
 
@@ -413,8 +453,10 @@ def test_rest_flood_is_bounded_and_cleared_by_the_timer(ttl_server, voice):
                 assert f"/{srv.proc.pid}/" not in out[0]["url"], out[0]["url"]
             peak = max(peak, tree_bytes(srv.temp_dir) - base)
         assert peak < 60 * MiB, f"the temp folder grew by {peak / MiB:.0f} MB"
-        cleared = wait_until(lambda: not session_folders(srv)
-                             and tree_bytes(srv.temp_dir) <= base + 64 * 1024, timeout_s=TTL_S + 10)
+        cleared = wait_until(
+            lambda: not session_folders(srv) and tree_bytes(srv.temp_dir) <= base + 64 * 1024,
+            timeout_s=TTL_S + 10,
+        )
         assert srv.alive() and "predict" in http.get(srv.url + "gradio_api/info").text
     print(f"REST flood: peak +{peak / MiB:.1f} MB, cleared {cleared:.1f} s after the last answer")
 
@@ -476,8 +518,9 @@ def test_a_session_hash_alone_opens_no_results(server, voice):
     with httpx.Client(timeout=120) as browser, httpx.Client(timeout=120) as other:
         assert browser.get(server.url).status_code == 200 and browser.cookies.get("voice2mesh_visitor")
         [path] = upload(browser, server, "voice.wav", voice.read_bytes()).json()
-        mine = rest_call(browser, server, "predict", [file_data(path), MODEL, False],
-                         session_hash=session_hash)
+        mine = rest_call(
+            browser, server, "predict", [file_data(path), MODEL, False], session_hash=session_hash
+        )
         assert rest_call(browser, server, "view", [True], session_hash=session_hash)[0]["url"]
         assert rest_call(other, server, "view", [True], session_hash=session_hash) == [None, None]
         assert rest_call(other, server, "downloads", [], session_hash=session_hash) == [None] * 6
@@ -486,11 +529,14 @@ def test_a_session_hash_alone_opens_no_results(server, voice):
         ends = [d["id"] for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
         assert ends
         for client, end in ((c, e) for c in (other, browser) for e in ends):  # by number: not the heartbeat
-            r = client.post(server.url + "gradio_api/queue/join",
-                            json={"data": [], "fn_index": end, "session_hash": session_hash})
+            r = client.post(
+                server.url + "gradio_api/queue/join",
+                json={"data": [], "fn_index": end, "session_hash": session_hash},
+            )
             if r.status_code == 200:  # queued: wait for it to finish
-                with client.stream("GET", f"{server.url}gradio_api/queue/data",
-                                   params={"session_hash": session_hash}) as stream:
+                with client.stream(
+                    "GET", f"{server.url}gradio_api/queue/data", params={"session_hash": session_hash}
+                ) as stream:
                     for line in stream.iter_lines():
                         if "process_completed" in line:
                             break
@@ -499,8 +545,11 @@ def test_a_session_hash_alone_opens_no_results(server, voice):
 
 
 def test_unknown_event_number_is_a_clear_answer(server):
-    r = httpx.post(server.url + "gradio_api/queue/join", timeout=30,
-                   json={"data": [], "fn_index": 9999, "session_hash": "abc"})
+    r = httpx.post(
+        server.url + "gradio_api/queue/join",
+        timeout=30,
+        json={"data": [], "fn_index": 9999, "session_hash": "abc"},
+    )
     assert r.status_code in (400, 404, 422), (r.status_code, r.text[:300])
     assert not CLASS_NAME.search(r.text) and "Traceback" not in r.text
     assert httpx.get(server.url + "config", timeout=30).status_code == 200
@@ -510,9 +559,11 @@ def test_unknown_event_number_is_a_clear_answer(server):
 
 
 def test_public_message_cuts_paths_pids_and_class_names():
-    text = ("could not read /srv/cache/3f2a/upload/scan.obj (AttributeError: 'PointCloud' object has no "
-            "attribute 'faces') in /srv/voice2mesh-sessions/4242/ab; file:/tmp/x/voice.wav; "
-            "<_io.BufferedReader object at 0x7f3a2b> numpy.linalg.LinAlgError")
+    text = (
+        "could not read /srv/cache/3f2a/upload/scan.obj (AttributeError: 'PointCloud' object has no "
+        "attribute 'faces') in /srv/voice2mesh-sessions/4242/ab; file:/tmp/x/voice.wav; "
+        "<_io.BufferedReader object at 0x7f3a2b> numpy.linalg.LinAlgError"
+    )
     out = public_message(text, pid=4242)
     assert "scan.obj" in out and "voice.wav" in out and "'faces'" in out
     assert not SERVER_PATH.search(out) and "/srv" not in out and "/tmp" not in out, out
@@ -528,8 +579,9 @@ def handlers(bundle, tmp_path_factory):
     from voice2mesh.service import ServiceConfig, Voice2MeshService
 
     config = ServiceConfig(audio=AudioConfig(max_bytes=2 * MiB), max_scan_bytes=3 * MiB)
-    service = Voice2MeshService.from_bundle(bundle, work_dir=tmp_path_factory.mktemp("sessions"),
-                                            config=config)
+    service = Voice2MeshService.from_bundle(
+        bundle, work_dir=tmp_path_factory.mktemp("sessions"), config=config
+    )
     yield app_module.make_handlers(service), service
     service.close()
 
@@ -569,19 +621,26 @@ def test_every_predict_error_is_public(handlers, voice, tmp_path, monkeypatch):
     (deep / "big.wav").write_bytes(bytes(3 * MiB))
     nan = np.full(rate, 0.1, np.float32)
     nan[7] = np.nan
-    cases.update({
-        "gone": (str(deep / "gone.wav"), "did not arrive"),
-        "empty": (str(deep / "empty.wav"), "empty.wav: the file is empty"),
-        "text": (str(deep / "text.wav"), "text.wav: not a readable audio file"),
-        "big": (str(deep / "big.wav"), "big.wav: 3.0 MB is too large"),
-        "silent": (wav("silent.wav", np.zeros(rate)), "silent.wav: the recording is silent"),
-        "long": (wav("long.wav", np.full(70 * 8000, 0.1), sr=8000), "long.wav: 70.0 s is too long"),
-        "rate": (str(wav_with_header_rate(deep / "rate.wav", 2**31 - 1)), "rate.wav: the header gives a "
-                 "sample rate of 2147483647 Hz"),
-        "channels": (wav("nine.wav", np.full((rate, 9), 0.1)), "nine.wav: the header gives 9 audio channels"),
-        "nan": (wav("nan.wav", nan, subtype="FLOAT"), "nan.wav: 1 sample(s) are NaN or infinite"),
-        "short": (wav("short.wav", speech[: rate // 3]), "short.wav"),
-    })
+    cases.update(
+        {
+            "gone": (str(deep / "gone.wav"), "did not arrive"),
+            "empty": (str(deep / "empty.wav"), "empty.wav: the file is empty"),
+            "text": (str(deep / "text.wav"), "text.wav: not a readable audio file"),
+            "big": (str(deep / "big.wav"), "big.wav: 3.0 MB is too large"),
+            "silent": (wav("silent.wav", np.zeros(rate)), "silent.wav: the recording is silent"),
+            "long": (wav("long.wav", np.full(70 * 8000, 0.1), sr=8000), "long.wav: 70.0 s is too long"),
+            "rate": (
+                str(wav_with_header_rate(deep / "rate.wav", 2**31 - 1)),
+                "rate.wav: the header gives a sample rate of 2147483647 Hz",
+            ),
+            "channels": (
+                wav("nine.wav", np.full((rate, 9), 0.1)),
+                "nine.wav: the header gives 9 audio channels",
+            ),
+            "nan": (wav("nan.wav", nan, subtype="FLOAT"), "nan.wav: 1 sample(s) are NaN or infinite"),
+            "short": (wav("short.wav", speech[: rate // 3]), "short.wav"),
+        }
+    )
     for audio, expected in cases.values():
         _public_error(lambda a=audio: h["predict"](a, MODEL, False, _visitor("p")), tmp_path, expected)
     _public_error(lambda: h["predict"](str(voice), "nope", False, _visitor("p")), tmp_path, "unknown model")
@@ -592,8 +651,11 @@ def test_every_predict_error_is_public(handlers, voice, tmp_path, monkeypatch):
         raise RuntimeError(f"failed at {deep}/model.onnx in process {os.getpid()}")
 
     monkeypatch.setattr(service, "run", broken)
-    message = _public_error(lambda: h["predict"](str(voice), MODEL, False, _visitor("p")), tmp_path,
-                            "Something went wrong on the server while making the face")
+    message = _public_error(
+        lambda: h["predict"](str(voice), MODEL, False, _visitor("p")),
+        tmp_path,
+        "Something went wrong on the server while making the face",
+    )
     assert "model.onnx" not in message
 
 
@@ -602,25 +664,32 @@ def test_every_compare_error_is_public(handlers, voice, tmp_path, monkeypatch):
     deep = tmp_path / "cache" / "89abcdef" / "upload"
     deep.mkdir(parents=True)
     n = service.face_model.n_vertices
-    _public_error(lambda: h["compare"](str(deep / "scan.obj"), _visitor("fresh")), tmp_path,
-                  "did not arrive")
+    _public_error(lambda: h["compare"](str(deep / "scan.obj"), _visitor("fresh")), tmp_path, "did not arrive")
     (deep / "first.obj").write_text("v 0 0 0\n" * n)
-    _public_error(lambda: h["compare"](str(deep / "first.obj"), _visitor("fresh")), tmp_path,
-                  "make a face from a voice first")
+    _public_error(
+        lambda: h["compare"](str(deep / "first.obj"), _visitor("fresh")),
+        tmp_path,
+        "make a face from a voice first",
+    )
     h["predict"](str(voice), MODEL, False, _visitor("c"))
     files = {
         "scan.stl": (b"solid x", "scan.stl: unsupported scan format .stl"),
         "huge.obj": (bytes(3 * MiB + 1), "huge.obj: the scan is larger than 3 MB"),
         "junk.ply": (os.urandom(2048), "junk.ply: not a PLY file"),
         "few.obj": (b"v 0 0 0\n" * 10, "few.obj has 10 vertices, but the model's topology"),
-        "many.ply": (b"ply\nformat ascii 1.0\nelement vertex 99999999\nproperty float x\nproperty float y\n"
-                     b"property float z\nend_header\n", "many.ply has 99999999 vertices"),
+        "many.ply": (
+            b"ply\nformat ascii 1.0\nelement vertex 99999999\nproperty float x\nproperty float y\n"
+            b"property float z\nend_header\n",
+            "many.ply has 99999999 vertices",
+        ),
         "nan.obj": (b"v nan 0 0\n" + b"v 0 0 0\n" * (n - 1), "nan.obj: vertices contain NaN"),
         "ragged.obj": (b"v 0 0\n" + b"v 0 0 0\n" * (n - 1), "ragged.obj: OBJ vertex lines must all hold"),
         "empty.obj": (b"# nothing\n", "empty.obj: no vertex"),
-        "short.ply": (b"ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\n"
-                      b"property float y\nproperty float z\nend_header\n" % n + bytes(12),
-                      "short.ply: the file ends after 1 of the"),
+        "short.ply": (
+            b"ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\n"
+            b"property float y\nproperty float z\nend_header\n" % n + bytes(12),
+            "short.ply: the file ends after 1 of the",
+        ),
     }
     _public_error(lambda: h["compare"](None, _visitor("c")), tmp_path, "no scan")
     for name, (content, expected) in files.items():
@@ -634,8 +703,11 @@ def test_every_compare_error_is_public(handlers, voice, tmp_path, monkeypatch):
         raise KeyError(f"{deep}/regions.npz")
 
     monkeypatch.setattr(service, "compare_scan", broken)
-    _public_error(lambda: h["compare"](str(deep / "same.obj"), _visitor("c")), tmp_path,
-                  "Something went wrong on the server while comparing with the scan")
+    _public_error(
+        lambda: h["compare"](str(deep / "same.obj"), _visitor("c")),
+        tmp_path,
+        "Something went wrong on the server while comparing with the scan",
+    )
 
 
 # --------------------------------------------------------------------------- session store bounds

@@ -135,7 +135,11 @@ def test_render_faces_batches_match_single_renders(face_model) -> None:
     views = sample_views(5, np.random.default_rng(4))
     renderer = FaceRenderer.for_face_model(face_model, RenderConfig(size=32))
     batched = render_faces(face_model, params, views, renderer=renderer, chunk=2)
-    single = np.stack([render_faces(face_model, params[i:i + 1], views.take(slice(i, i + 1)),
-                                    renderer=renderer)[0] for i in range(5)])
+    single = np.stack(
+        [
+            render_faces(face_model, params[i : i + 1], views.take(slice(i, i + 1)), renderer=renderer)[0]
+            for i in range(5)
+        ]
+    )
     assert batched.shape == (5, 32, 32, 3)
     np.testing.assert_array_equal(batched, single)

@@ -67,24 +67,51 @@ def test_session_store_forgets_a_result_whose_folder_is_gone(tmp_path):
 
 
 def test_jsonable_maps_numpy_and_non_finite_values():
-    value = {1: np.float32(0.5), "nan": float("nan"), "arr": np.array([1.0, np.inf, -np.inf]),
-             "n": np.int64(3), "flag": np.bool_(True), "t": (np.float64(2.0), None, "x")}
+    value = {
+        1: np.float32(0.5),
+        "nan": float("nan"),
+        "arr": np.array([1.0, np.inf, -np.inf]),
+        "n": np.int64(3),
+        "flag": np.bool_(True),
+        "t": (np.float64(2.0), None, "x"),
+    }
     out = jsonable(value)
-    assert out == {"1": 0.5, "nan": None, "arr": [1.0, None, None], "n": 3, "flag": True,
-                   "t": [2.0, None, "x"]}
+    assert out == {
+        "1": 0.5,
+        "nan": None,
+        "arr": [1.0, None, None],
+        "n": 3,
+        "flag": True,
+        "t": [2.0, None, "x"],
+    }
     assert type(out["n"]) is int and type(out["flag"]) is bool
     text = json.dumps(out, allow_nan=False)  # strict JSON: would raise on NaN
     assert "NaN" not in text and not any(isinstance(v, float) and math.isnan(v) for v in out.values())
 
 
 def test_training_data_flags_are_read_not_guessed():
-    synth = read_training_data({"training_data": {"summary": "synthvox", "synthetic": True,
-                                                  "random_weights": False, "dataset": "synthvox v3"}})
+    synth = read_training_data(
+        {
+            "training_data": {
+                "summary": "synthvox",
+                "synthetic": True,
+                "random_weights": False,
+                "dataset": "synthvox v3",
+            }
+        }
+    )
     assert synth.synthetic is True and synth.random_weights is False
     assert synth.details == {"dataset": "synthvox v3"}
     # free text never decides: "synth" in a summary of a bundle flagged as real data stays real
-    real = read_training_data({"training_data": {"summary": "not synthvox: VoxCeleb-3D", "synthetic": False,
-                                                 "random_weights": False}})
+    real = read_training_data(
+        {
+            "training_data": {
+                "summary": "not synthvox: VoxCeleb-3D",
+                "synthetic": False,
+                "random_weights": False,
+            }
+        }
+    )
     assert real.synthetic is False
     old = read_training_data({"training_data": {"dataset": "synthvox (espeak-ng voices)"}})
     assert old.synthetic is None and old.random_weights is None  # unknown, not guessed from the text

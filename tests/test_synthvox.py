@@ -75,8 +75,9 @@ def test_format(tiny: Path) -> None:
     with np.load(tiny / "images" / "images.npz") as d:
         assert d["params"].shape == (10, 2, fm.n_params) and d["yaw"].shape == (10, 2)
         # renders keep the speaker's scale and identity
-        np.testing.assert_array_equal(d["params"][:, 0, : 1 + fm.n_identity],
-                                      faces["params"][:, : 1 + fm.n_identity])
+        np.testing.assert_array_equal(
+            d["params"][:, 0, : 1 + fm.n_identity], faces["params"][:, : 1 + fm.n_identity]
+        )
 
 
 def test_realised_voice_matches_the_controls(tiny: Path) -> None:
@@ -92,8 +93,9 @@ def test_realised_voice_matches_the_controls(tiny: Path) -> None:
 
 def test_same_seed_same_bytes_other_seed_differs(tiny: Path, tmp_path: Path) -> None:
     again = generate(tmp_path / "b", SynthVoxConfig(**TINY))
-    files = sorted(p.relative_to(tiny) for p in tiny.rglob("*")
-                   if p.is_file() and p.name != "generation_log.json")
+    files = sorted(
+        p.relative_to(tiny) for p in tiny.rglob("*") if p.is_file() and p.name != "generation_log.json"
+    )
     assert len(files) > 30
     for rel in files:
         assert (tiny / rel).read_bytes() == (again / rel).read_bytes(), rel
@@ -214,7 +216,7 @@ def test_vocal_tract_factor_shifts_the_spectrum_not_the_duration(tmp_path: Path)
     for lam in (0.9, 1.1):
         pitch = espeak.pitch_for_f0("m3", 115 * lam)
         job = UtteranceJob(f"s{lam}", "m3", pitch, round(165 * lam), lam, 1.0, texts, str(tmp_path), 16000)
-        (_, rel, dur), = synthesize_speaker(job)
+        ((_, rel, dur),) = synthesize_speaker(job)
         x, sr = sf.read(tmp_path / rel)
         spectra[lam], durations[lam] = _log_spectrum(x, sr, log_f), dur
     shifts = np.arange(-40, 41)
@@ -227,8 +229,25 @@ def test_vocal_tract_factor_shifts_the_spectrum_not_the_duration(tmp_path: Path)
 
 def test_cli_generates_a_small_dataset(tmp_path: Path, capsys, assets_dir) -> None:
     out = tmp_path / "cli"
-    assert main(["generate", str(out), "--speakers", "3", "--utterances", "1", "--workers", "1",
-                 "--val-fraction", "0.34", "--test-fraction", "0.34"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(out),
+                "--speakers",
+                "3",
+                "--utterances",
+                "1",
+                "--workers",
+                "1",
+                "--val-fraction",
+                "0.34",
+                "--test-fraction",
+                "0.34",
+            ]
+        )
+        == 0
+    )
     assert "3 speakers x 1 utterances" in capsys.readouterr().out
     assert [s["split"] for s in _csv(out / "speakers.csv")] == ["train", "val", "test"]
     assert main(["generate", str(out), "--speakers", "3"]) == 2  # not empty: refused

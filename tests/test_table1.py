@@ -10,8 +10,13 @@ import pytest
 from voice2mesh.meshio import write_mesh
 from voice2mesh.metrics import main as metrics_main
 
-PAIRS = {"OICD": (2217, 14607), "FR": (1678, 42117), "CR": (2294, 13635), "ER": (20636, 34153),
-         "MR": (2130, 15003)}
+PAIRS = {
+    "OICD": (2217, 14607),
+    "FR": (1678, 42117),
+    "CR": (2294, 13635),
+    "ER": (20636, 34153),
+    "MR": (2130, 15003),
+}
 
 
 @pytest.fixture()
@@ -49,6 +54,7 @@ def _write_obj_by_hand(path, v: np.ndarray, kind: str) -> None:
 
 def _hand(preds: list[np.ndarray], target: np.ndarray, keypoints: np.ndarray) -> dict[str, float]:
     """The formula, written out: OICD scaling, ratio errors, keypoint error, mean over the predictions."""
+
     def d(v, name):
         i, j = PAIRS[name]
         return float(np.sqrt(((v[i] - v[j]) ** 2).sum()))
@@ -59,8 +65,10 @@ def _hand(preds: list[np.ndarray], target: np.ndarray, keypoints: np.ndarray) ->
     rows = []
     for p in preds:
         p = p * (d(target, "OICD") / d(p, "OICD"))
-        row = {k: abs(d(p, k) / d(p, "OICD") - d(target, k) / d(target, "OICD"))
-               for k in ("ER", "FR", "CR", "MR")}
+        row = {
+            k: abs(d(p, k) / d(p, "OICD") - d(target, k) / d(target, "OICD"))
+            for k in ("ER", "FR", "CR", "MR")
+        }
         row["ARE"] = (row["ER"] + row["FR"] + row["CR"] + row["MR"]) / 4
         row["keypoint_error"] = float(np.sqrt(((p[lm] - target[lm]) ** 2).sum()) / np.sqrt(h * w))
         rows.append(row)
@@ -122,12 +130,15 @@ def test_text_output_is_the_table_row(trees, tmp_cache, capsys):
     assert "keypoint_error" in text and "3 identities, 6 predictions" in text and "Dan_Missing" in text
 
 
-@pytest.mark.parametrize("damage, where", [
-    ("v 1.0 2.0\n", "Bellamy_Young/yt_a/00002.obj"),
-    ("v 1.0 2.0 x\n", "Bellamy_Young/yt_a/00002.obj"),
-    ("short", "Bellamy_Young/yt_a/00002.obj"),
-    ("xyz", "Asa_Butterfield/Asa_Butterfield.xyz"),
-])
+@pytest.mark.parametrize(
+    "damage, where",
+    [
+        ("v 1.0 2.0\n", "Bellamy_Young/yt_a/00002.obj"),
+        ("v 1.0 2.0 x\n", "Bellamy_Young/yt_a/00002.obj"),
+        ("short", "Bellamy_Young/yt_a/00002.obj"),
+        ("xyz", "Asa_Butterfield/Asa_Butterfield.xyz"),
+    ],
+)
 def test_a_malformed_file_is_named(trees, tmp_cache, capsys, damage, where):
     pred_root, target_root, _ = trees
     path = (target_root if where.endswith(".xyz") else pred_root) / where

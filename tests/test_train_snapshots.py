@@ -22,10 +22,20 @@ def test_keep_every_writes_usable_snapshots(tmp_path, assets_dir):
     root = tmp_path / "vc3d"
     bfm = make_bfm_file(assets_dir, tmp_path)
     make_voxceleb3d(root, assets_dir, np.random.default_rng(0), bfm)
-    cfg = apply_overrides(load_config("tiny"), [
-        "data.kind=voxceleb3d", f"data.path={root}", f"data.face_model={bfm}", "data.train_frames=64",
-        "data.eval_frames=128", "data.val_fraction=0",
-        "pretrain.epochs=4", "supervised.epochs=2", "loss.vertex_weight=0"])
+    cfg = apply_overrides(
+        load_config("tiny"),
+        [
+            "data.kind=voxceleb3d",
+            f"data.path={root}",
+            f"data.face_model={bfm}",
+            "data.train_frames=64",
+            "data.eval_frames=128",
+            "data.val_fraction=0",
+            "pretrain.epochs=4",
+            "supervised.epochs=2",
+            "loss.vertex_weight=0",
+        ],
+    )
     out = tmp_path / "runs" / "pre"
     final = run_pretrain(cfg, out, "cpu", keep_every=2)
     assert sorted(p.name for p in out.glob("epoch-*.pt")) == ["epoch-002.pt", "epoch-004.pt"]

@@ -22,8 +22,12 @@ from training.data import (
 )
 
 # cmp-features speaker folder -> the VGGFace1 name given to it in the fixture (A-E: test, F-Z: train)
-FIXTURE_NAMES = {"rand_id00001": "Abe_Alpha", "rand_id00002": "Frank_Foxtrot", "rand_id00003": "Zoe_Zulu",
-                 "rand_id00004": "Eve_Echo"}  # rand_id00005 has no face: must be left out
+FIXTURE_NAMES = {
+    "rand_id00001": "Abe_Alpha",
+    "rand_id00002": "Frank_Foxtrot",
+    "rand_id00003": "Zoe_Zulu",
+    "rand_id00004": "Eve_Echo",
+}  # rand_id00005 has no face: must be left out
 
 
 def make_bfm_file(assets_dir: Path, folder: Path) -> Path:
@@ -41,8 +45,9 @@ def bfm_file(assets_dir, tmp_path_factory) -> Path:
     return make_bfm_file(assets_dir, tmp_path_factory.mktemp("bfm"))
 
 
-def make_voxceleb3d(root: Path, assets_dir: Path, rng: np.random.Generator,
-                    bfm: Path) -> dict[str, np.ndarray]:
+def make_voxceleb3d(
+    root: Path, assets_dir: Path, rng: np.random.Generator, bfm: Path
+) -> dict[str, np.ndarray]:
     """A tiny Voxceleb-3D tree: vox1_meta.csv, fbank/<id>/<video>/<utt>.npy, faces/<name>/ with .npy
     coefficients (199 + 29) and .xyz full fits per face. Returns name -> expected [scale, weights]."""
     from voice2mesh.facemodel import FaceModel
@@ -81,8 +86,12 @@ def test_voxceleb3d_reader_pairs_by_identity_and_splits_by_initial(tmp_path, ass
     assert data.n_utterances == 12  # 4 paired speakers x 3 feature files; rand_id00005 is unpaired
     assert data.meta["unpaired_voice_ids"] == ["rand_id00005"]
     split_of = dict(zip(data.utt_speakers, data.utt_splits, strict=True))
-    assert split_of == {"Abe_Alpha": "test", "Eve_Echo": "test", "Frank_Foxtrot": "train",
-                        "Zoe_Zulu": "train"}
+    assert split_of == {
+        "Abe_Alpha": "test",
+        "Eve_Echo": "test",
+        "Frank_Foxtrot": "train",
+        "Zoe_Zulu": "train",
+    }
     for name, expected in truth.items():
         p = data.targets_for(np.array([name]))[0]
         assert p.shape == (51,)
@@ -125,7 +134,8 @@ def test_csv_manifest_reader(tmp_path):
         "audio,speaker,split,params,params_path\n"
         f"a1.wav,alice,train,{pa},\n"
         f"a2.wav,alice,train,{pa},\n"
-        "b1.wav,bob,test,,b.npy\n")
+        "b1.wav,bob,test,,b.npy\n"
+    )
     data = read_csv_manifest(tmp_path / "m.csv")
     assert list(data.speaker_ids) == ["alice", "bob"]
     assert list(data.utt_splits) == ["train", "train", "test"]
@@ -188,7 +198,7 @@ def test_noise_hits_the_requested_snr_and_gain_clips():
     rng = np.random.default_rng(0)
     x = (0.1 * np.sin(np.arange(48000) * 0.05)).astype(np.float32)
     y = aug.add_noise(x, 10.0, rng, exponent=1.0)
-    snr = 10 * np.log10(np.mean(x ** 2) / np.mean((y - x) ** 2))
+    snr = 10 * np.log10(np.mean(x**2) / np.mean((y - x) ** 2))
     assert snr == pytest.approx(10.0, abs=0.1)
     assert np.abs(aug.gain(x, 40.0)).max() == pytest.approx(1.0)
     assert aug.speed(x, 1.25).size == pytest.approx(x.size / 1.25, abs=2)

@@ -41,10 +41,21 @@ def voxceleb(tmp_path_factory, assets_dir) -> tuple[Path, Path]:
 
 def tiny_cfg(data: tuple[Path, Path], *extra: str):
     root, bfm = data  # the fixture's two F-Z identities all train (A-E is the test split)
-    return apply_overrides(load_config("tiny"), [
-        "data.kind=voxceleb3d", f"data.path={root}", f"data.face_model={bfm}", "data.train_frames=64",
-        "data.eval_frames=128", "data.val_fraction=0", "pretrain.epochs=3", "supervised.epochs=4",
-        "loss.vertex_weight=0", *extra])
+    return apply_overrides(
+        load_config("tiny"),
+        [
+            "data.kind=voxceleb3d",
+            f"data.path={root}",
+            f"data.face_model={bfm}",
+            "data.train_frames=64",
+            "data.eval_frames=128",
+            "data.val_fraction=0",
+            "pretrain.epochs=3",
+            "supervised.epochs=4",
+            "loss.vertex_weight=0",
+            *extra,
+        ],
+    )
 
 
 def _same_state(a: dict, b: dict) -> None:
@@ -91,8 +102,19 @@ def test_supervised_resume_continues_identically(tmp_path, voxceleb, device):
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
-    rc = train.main(["supervised", "--config", "tiny", "--out", str(tmp_path / "r"), "--device", "cpu",
-                  "--set", f"data.path={tmp_path / 'missing'}"])
+    rc = train.main(
+        [
+            "supervised",
+            "--config",
+            "tiny",
+            "--out",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "--set",
+            f"data.path={tmp_path / 'missing'}",
+        ]
+    )
     assert rc == 2
     assert "synthvox dataset folder not found" in capsys.readouterr().err
     assert train.main(["pretrain", "--config", "tiny", "--set", "nope=1"]) == 2
@@ -101,11 +123,36 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 @pytest.mark.slow
 def test_ddp_gloo_two_processes(tmp_path, voxceleb):
     out = tmp_path / "runs" / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "training.train", "pretrain", "--config", "tiny", "--out", str(out), "--device", "cpu",
-           "--set", "data.kind=voxceleb3d", "--set", f"data.path={voxceleb[0]}",
-           "--set", f"data.face_model={voxceleb[1]}", "--set", "data.val_fraction=0",
-           "--set", "data.train_frames=64", "--set", "data.eval_frames=128"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "training.train",
+        "pretrain",
+        "--config",
+        "tiny",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--set",
+        "data.kind=voxceleb3d",
+        "--set",
+        f"data.path={voxceleb[0]}",
+        "--set",
+        f"data.face_model={voxceleb[1]}",
+        "--set",
+        "data.val_fraction=0",
+        "--set",
+        "data.train_frames=64",
+        "--set",
+        "data.eval_frames=128",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -121,8 +168,10 @@ def test_generate_train_evaluate_loop_under_a_minute(tmp_path, assets_dir, devic
     from training.synthvox.generate import generate
 
     t0 = time.perf_counter()
-    data = generate(tmp_path / "sv", SynthVoxConfig(speakers=10, utterances=2, workers=1,
-                                                     val_fraction=0.2, test_fraction=0.2))
+    data = generate(
+        tmp_path / "sv",
+        SynthVoxConfig(speakers=10, utterances=2, workers=1, val_fraction=0.2, test_fraction=0.2),
+    )
     cfg = apply_overrides(load_config("tiny"), [f"data.path={data}", "data.augment_copies=1"])
     pre = run_pretrain(cfg, tmp_path / "runs" / "pre", device)
     cfg = apply_overrides(cfg, [f"model.encoder_checkpoint={pre}"])

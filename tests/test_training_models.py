@@ -78,9 +78,12 @@ def test_vertices_torch_matches_the_face_model(assets_dir):
     fm = load_face_model("ict")
     params = fm.sample_params(3, np.random.default_rng(0))
     k, e = fm.n_identity, fm.n_expression
-    v = models.vertices_torch(torch.from_numpy(params), torch.from_numpy(fm.mean.reshape(-1)),
-                              torch.from_numpy(fm.identity_basis[:k].reshape(k, -1)),
-                              torch.from_numpy(fm.expression_basis[:e].reshape(e, -1)))
+    v = models.vertices_torch(
+        torch.from_numpy(params),
+        torch.from_numpy(fm.mean.reshape(-1)),
+        torch.from_numpy(fm.identity_basis[:k].reshape(k, -1)),
+        torch.from_numpy(fm.expression_basis[:e].reshape(e, -1)),
+    )
     assert_close(v.numpy().reshape(3, -1, 3), fm.vertices_from_params(params), atol=1e-3)
 
 

@@ -52,7 +52,7 @@ def coloured_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndar
     f[0] = f[1] if n > 1 else 1.0
     spec *= f ** (-exponent / 2.0)
     noise = np.fft.irfft(spec, n)
-    return (noise / (np.sqrt(np.mean(noise ** 2)) + 1e-12)).astype(np.float32)
+    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
 
 
 def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator, exponent: float = 1.0) -> np.ndarray:

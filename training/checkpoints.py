@@ -19,8 +19,9 @@ from training.models import VoiceEmbedNet, VoiceToParams, build_encoder, build_v
 GE2E_DIGEST = "ge2e-resemblyzer-0.1.4"
 
 
-def read_torch_file(path: str | Path, what: str = "checkpoint", *, weights_only: bool = False,
-                    hint: str = "") -> Any:
+def read_torch_file(
+    path: str | Path, what: str = "checkpoint", *, weights_only: bool = False, hint: str = ""
+) -> Any:
     """``torch.load`` onto the CPU: the one guarded loader of every ``.pt`` / ``.pth`` file.
 
     Raises FileNotFoundError (``"{what} not found: PATH{hint}"``) or ValueError (not a readable file).
@@ -61,11 +62,13 @@ def load_pretrained_encoder(path: str | Path) -> tuple[VoiceEmbedNet, str]:
     """The frozen VoiceEmbedNet of a pretrain checkpoint (``RUN/pretrain.pt``, a snapshot, or any checkpoint
     whose ``state_dict`` holds ``encoder.*`` weights) and the digest of the file."""
     if not path:
-        raise ValueError("no encoder checkpoint given: the VoiceEmbedNet must be pretrained first "
-                         "(RUN/pretrain.pt of `python -m training.train pretrain`)")
+        raise ValueError(
+            "no encoder checkpoint given: the VoiceEmbedNet must be pretrained first "
+            "(RUN/pretrain.pt of `python -m training.train pretrain`)"
+        )
     ck = load_checkpoint(path)
     state = ck.get("state_dict", {}) if isinstance(ck, dict) else {}
-    enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     if not enc_state:
         raise ValueError(f"{path}: no VoiceEmbedNet weights (no 'encoder.*' entries in state_dict)")
     enc = VoiceEmbedNet()
@@ -78,8 +81,10 @@ def load_encoder(kind: str, checkpoint: str | Path = "") -> tuple[nn.Module, str
     ``voiceembednet`` from a pretrain checkpoint, ``ge2e`` with its published weights."""
     if kind == "voiceembednet":
         if not checkpoint:
-            raise ValueError("model.encoder_checkpoint is empty: the supervised stage needs a pretrained "
-                             "VoiceEmbedNet (run `python -m training.train pretrain` first)")
+            raise ValueError(
+                "model.encoder_checkpoint is empty: the supervised stage needs a pretrained "
+                "VoiceEmbedNet (run `python -m training.train pretrain` first)"
+            )
         return load_pretrained_encoder(checkpoint)
     return freeze(build_encoder(kind, pretrained=True)), GE2E_DIGEST
 
@@ -93,11 +98,19 @@ def load_voice_to_params(path: str | Path) -> tuple[VoiceToParams, dict[str, Any
 def voice_to_params_from_checkpoint(ck: dict[str, Any], path: str | Path = "checkpoint") -> VoiceToParams:
     """An eval-mode VoiceToParams from a loaded supervised ``model.pt`` dict."""
     if ck.get("stage") != "supervised" or "state_dict" not in ck:
-        raise ValueError(f"{path}: not a supervised model checkpoint (stage={ck.get('stage')!r}); "
-                         "pass the model.pt a `training.train supervised` run wrote")
+        raise ValueError(
+            f"{path}: not a supervised model checkpoint (stage={ck.get('stage')!r}); "
+            "pass the model.pt a `training.train supervised` run wrote"
+        )
     cfg = config_from_dict(ck["config"])
-    model = build_voice_to_params(ck["encoder"], ck["n_identity"], ck["n_expression"], cfg.model.dropout,
-                                  torch.from_numpy(ck["param_mean"]), torch.from_numpy(ck["param_std"]))
+    model = build_voice_to_params(
+        ck["encoder"],
+        ck["n_identity"],
+        ck["n_expression"],
+        cfg.model.dropout,
+        torch.from_numpy(ck["param_mean"]),
+        torch.from_numpy(ck["param_std"]),
+    )
     model.load_state_dict(ck["state_dict"])
     return model.eval()
 
@@ -110,8 +123,9 @@ def kd_model_from_checkpoint(ckpt: dict[str, Any]) -> KDInference:
     """An eval-mode KDInference (features -> VoiceEmbedNet -> generator -> student -> params, un-whitened)
     from a loaded KD ``model.pt`` dict."""
     if not is_kd_checkpoint(ckpt):
-        raise ValueError("not a KD checkpoint (framework != 'kd'); "
-                         "train one with `python -m training.kd train`")
+        raise ValueError(
+            "not a KD checkpoint (framework != 'kd'); train one with `python -m training.kd train`"
+        )
     for key in ("state_dict", "generator_arch", "student_arch"):
         if key not in ckpt:
             raise ValueError(f"KD checkpoint lacks {key!r}; keys: {sorted(ckpt)}")
@@ -134,6 +148,8 @@ def load_kd_model(path: str | Path) -> tuple[KDInference, dict[str, Any]]:
     ck = read_torch_file(path, "KD checkpoint")
     if not is_kd_checkpoint(ck):
         stage = ck.get("stage") if isinstance(ck, dict) else None
-        raise ValueError(f"{path}: not a KD checkpoint (stage={stage!r}); pass RUN/model.pt of "
-                         "`python -m training.kd train`")
+        raise ValueError(
+            f"{path}: not a KD checkpoint (stage={stage!r}); pass RUN/model.pt of "
+            "`python -m training.kd train`"
+        )
     return kd_model_from_checkpoint(ck), ck

@@ -25,14 +25,14 @@ T = TypeVar("T")
 class DataConfig:
     """Where the data is and how it becomes model inputs."""
 
-    kind: str = "synthvox"             # synthvox | voxceleb3d | csv
-    path: str = ""                     # dataset root (synthvox, voxceleb3d) or manifest file (csv)
-    face_model: str = ""               # face model id or file; "" = the one the dataset names
+    kind: str = "synthvox"  # synthvox | voxceleb3d | csv
+    path: str = ""  # dataset root (synthvox, voxceleb3d) or manifest file (csv)
+    face_model: str = ""  # face model id or file; "" = the one the dataset names
     max_utterances_per_speaker: int = 0  # 0 = all
-    train_frames: int = 300            # random crop length (frames) for pretraining
-    eval_frames: int = 1000            # the paper's tiling length at inference
-    augment_copies: int = 2            # augmented feature variants cached per training utterance
-    val_fraction: float = 0.1          # share of training speakers held out when the data has no val split
+    train_frames: int = 300  # random crop length (frames) for pretraining
+    eval_frames: int = 1000  # the paper's tiling length at inference
+    augment_copies: int = 2  # augmented feature variants cached per training utterance
+    val_fraction: float = 0.1  # share of training speakers held out when the data has no val split
 
 
 @dataclass
@@ -45,16 +45,16 @@ class AugmentConfig:
     gain_db_range: tuple[float, float] = (-12.0, 6.0)
     noise_p: float = 0.5
     snr_db_range: tuple[float, float] = (10.0, 35.0)
-    phone_p: float = 0.25              # 300-3400 Hz band, 8 kHz round trip
-    browser_p: float = 0.25            # opus-like low-pass (~7-8 kHz) + light compression
+    phone_p: float = 0.25  # 300-3400 Hz band, 8 kHz round trip
+    browser_p: float = 0.25  # opus-like low-pass (~7-8 kHz) + light compression
 
 
 @dataclass
 class ModelConfig:
     """Encoder choice and head sizes."""
 
-    encoder: str = "voiceembednet"     # voiceembednet | ge2e
-    encoder_checkpoint: str = ""       # pretrain checkpoint for voiceembednet (supervised stage)
+    encoder: str = "voiceembednet"  # voiceembednet | ge2e
+    encoder_checkpoint: str = ""  # pretrain checkpoint for voiceembednet (supervised stage)
     n_identity: int = 40
     n_expression: int = 10
     dropout: float = 0.2
@@ -69,7 +69,7 @@ class OptimConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    schedule: str = "cosine"           # cosine | step | constant
+    schedule: str = "cosine"  # cosine | step | constant
     step_size: int = 10
     gamma: float = 0.5
     warmup_epochs: int = 0
@@ -96,8 +96,8 @@ class TrainConfig:
     pretrain: OptimConfig = field(default_factory=OptimConfig)
     supervised: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    threads: int = 0                   # torch intra-op threads; 0 = leave as is
-    checkpoint_every: int = 1          # epochs
+    threads: int = 0  # torch intra-op threads; 0 = leave as is
+    checkpoint_every: int = 1  # epochs
 
 
 class ConfigError(ValueError):
@@ -113,8 +113,12 @@ def _problem(exc: OmegaConfBaseException) -> str:
     return f"{key}: {first}" if key else first
 
 
-def build_typed(schema: type[T], values: Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
-                where: str = "config") -> T:
+def build_typed(
+    schema: type[T],
+    values: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    where: str = "config",
+) -> T:
     """An instance of the dataclass ``schema``: its defaults, then ``values`` (nested plain values), then
     ``key.sub=value`` overrides (YAML-parsed values)."""
     bad = [o for o in overrides if "=" not in o]
@@ -145,8 +149,10 @@ def load_typed(schema: type[T], path: str | Path, config_dir: Path, overrides: S
     if not p.exists() and not p.suffix:
         p = config_dir / f"{p.name}.yaml"
     if not p.is_file():
-        raise ConfigError(f"config file not found: {path} (give a YAML path or one of "
-                          f"{sorted(q.stem for q in config_dir.glob('*.yaml'))})")
+        raise ConfigError(
+            f"config file not found: {path} (give a YAML path or one of "
+            f"{sorted(q.stem for q in config_dir.glob('*.yaml'))})"
+        )
     try:
         values = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:

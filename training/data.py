@@ -51,18 +51,18 @@ class VoiceFaceData:
     """Utterances (one row each) and per-speaker face targets."""
 
     name: str
-    kind: str                          # synthvox | voxceleb3d | csv
+    kind: str  # synthvox | voxceleb3d | csv
     root: Path
     synthetic: bool
-    face_model: str                    # face model id or path ("" = unknown)
-    utt_ids: np.ndarray                # (U,) str
-    utt_speakers: np.ndarray           # (U,) str
-    utt_splits: np.ndarray             # (U,) str, one of SPLITS
-    utt_paths: list[Path]              # audio files or (T, 64) feature .npy files
-    speaker_ids: np.ndarray            # (S,) str
-    params: np.ndarray | None = None   # (S, 1+K+E) float32 targets
+    face_model: str  # face model id or path ("" = unknown)
+    utt_ids: np.ndarray  # (U,) str
+    utt_speakers: np.ndarray  # (U,) str
+    utt_splits: np.ndarray  # (U,) str, one of SPLITS
+    utt_paths: list[Path]  # audio files or (T, 64) feature .npy files
+    speaker_ids: np.ndarray  # (S,) str
+    params: np.ndarray | None = None  # (S, 1+K+E) float32 targets
     meshes: list[Path | None] | None = None  # (S,) mesh files (when targets are meshes)
-    hidden: np.ndarray | None = None   # (S, H) hidden voice parameters (synthvox)
+    hidden: np.ndarray | None = None  # (S, H) hidden voice parameters (synthvox)
     hidden_names: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
@@ -91,8 +91,13 @@ class VoiceFaceData:
         """The utterances where ``mask`` is true (speaker arrays kept whole)."""
         mask = np.asarray(mask, dtype=bool)
         idx = np.flatnonzero(mask)
-        return replace(self, utt_ids=self.utt_ids[idx], utt_speakers=self.utt_speakers[idx],
-                       utt_splits=self.utt_splits[idx], utt_paths=[self.utt_paths[i] for i in idx])
+        return replace(
+            self,
+            utt_ids=self.utt_ids[idx],
+            utt_speakers=self.utt_speakers[idx],
+            utt_splits=self.utt_splits[idx],
+            utt_paths=[self.utt_paths[i] for i in idx],
+        )
 
     def limit_per_speaker(self, n: int) -> VoiceFaceData:
         """At most ``n`` utterances per speaker (the first ones, in file order); 0 keeps all."""
@@ -112,15 +117,21 @@ class VoiceFaceData:
         train = self.speakers_of("train")
         n_val = max(1, int(round(fraction * len(train)))) if len(train) > 1 else 0
         val = set(np.random.default_rng(seed).permutation(train)[:n_val])
-        splits = np.array([("val" if (s in val and sp == "train") else sp)
-                           for s, sp in zip(self.utt_speakers, self.utt_splits, strict=True)])
+        splits = np.array(
+            [
+                ("val" if (s in val and sp == "train") else sp)
+                for s, sp in zip(self.utt_speakers, self.utt_splits, strict=True)
+            ]
+        )
         return replace(self, utt_splits=splits)
 
     def targets_for(self, speakers: np.ndarray) -> np.ndarray:
         """(n, P) target params of the given speaker ids."""
         if self.params is None:
-            raise DataError(f"{self.root}: this dataset has mesh targets only; fit parameters first "
-                            "(training.data.fit_params_to_meshes)")
+            raise DataError(
+                f"{self.root}: this dataset has mesh targets only; fit parameters first "
+                "(training.data.fit_params_to_meshes)"
+            )
         return self.params[[self.speaker_index[s] for s in speakers]]
 
 
@@ -169,11 +180,21 @@ def read_synthvox(root: str | Path) -> VoiceFaceData:
     fm = meta.get("face_model", "ict")
     face_model = str(fm.get("spec") or fm.get("name") or "ict") if isinstance(fm, dict) else str(fm)
     return VoiceFaceData(
-        name=str(meta.get("name", root.name)), kind="synthvox", root=root, synthetic=True,
+        name=str(meta.get("name", root.name)),
+        kind="synthvox",
+        root=root,
+        synthetic=True,
         face_model=face_model,
-        utt_ids=np.array([r["utt_id"] for r in rows]), utt_speakers=np.array([r["speaker_id"] for r in rows]),
-        utt_splits=np.array([r["split"] for r in rows]), utt_paths=[root / r["path"] for r in rows],
-        speaker_ids=speaker_ids, params=params, hidden=hidden, hidden_names=hidden_names, meta=meta)
+        utt_ids=np.array([r["utt_id"] for r in rows]),
+        utt_speakers=np.array([r["speaker_id"] for r in rows]),
+        utt_splits=np.array([r["split"] for r in rows]),
+        utt_paths=[root / r["path"] for r in rows],
+        speaker_ids=speaker_ids,
+        params=params,
+        hidden=hidden,
+        hidden_names=hidden_names,
+        meta=meta,
+    )
 
 
 def params_from_3dmm(values: np.ndarray | dict, n_identity: int, n_expression: int, where: str) -> np.ndarray:
@@ -186,18 +207,21 @@ def params_from_3dmm(values: np.ndarray | dict, n_identity: int, n_expression: i
         shp = next((values[k] for k in ("shape", "alpha_shp", "id") if k in values), None)
         exp = next((values[k] for k in ("exp", "alpha_exp", "expression") if k in values), None)
         if shp is None or exp is None:
-            raise DataError(f"{where}: parameter dict needs shape/alpha_shp and exp/alpha_exp, "
-                            f"got {sorted(values)}")
+            raise DataError(
+                f"{where}: parameter dict needs shape/alpha_shp and exp/alpha_exp, got {sorted(values)}"
+            )
         shp, exp = np.ravel(shp), np.ravel(exp)
     else:
         v = np.ravel(np.asarray(values, dtype=np.float32))
         if v.size == BFM_SHAPE_DIM + BFM_EXPR_DIM:
             shp, exp = v[:BFM_SHAPE_DIM], v[BFM_SHAPE_DIM:]
         elif v.size == DDFA_DIM:
-            shp, exp = v[DDFA_POSE:DDFA_POSE + 40], v[DDFA_POSE + 40:]
+            shp, exp = v[DDFA_POSE : DDFA_POSE + 40], v[DDFA_POSE + 40 :]
         else:
-            raise DataError(f"{where}: {v.size} parameters; accepted: {BFM_SHAPE_DIM + BFM_EXPR_DIM} "
-                            f"(199 shape + 29 expression) or {DDFA_DIM} (12 pose + 40 shape + 10 expression)")
+            raise DataError(
+                f"{where}: {v.size} parameters; accepted: {BFM_SHAPE_DIM + BFM_EXPR_DIM} "
+                f"(199 shape + 29 expression) or {DDFA_DIM} (12 pose + 40 shape + 10 expression)"
+            )
     if shp.size < n_identity or exp.size < n_expression:
         raise DataError(f"{where}: needs >= {n_identity} shape and >= {n_expression} expression weights")
     return np.concatenate([[1.0], shp[:n_identity], exp[:n_expression]]).astype(np.float32)
@@ -244,7 +268,7 @@ def released_targets(folder: Path, face_model, n_identity: int, n_expression: in
     out = []
     for npy in sorted(folder.glob("*.npy")):
         p = _load_param_file(npy, n_identity, n_expression)
-        ident, expr = weights_from_coefficients(face_model, p[1:1 + n_identity], p[1 + n_identity:])
+        ident, expr = weights_from_coefficients(face_model, p[1 : 1 + n_identity], p[1 + n_identity :])
         xyz = npy.with_suffix(".xyz")
         if not xyz.is_file():
             raise DataError(f"{npy}: no {xyz.name} beside it (the full-fit point cloud gives the scale)")
@@ -254,15 +278,17 @@ def released_targets(folder: Path, face_model, n_identity: int, n_expression: in
             raise DataError(str(exc)) from exc
         face = face_model.vertices(ident, expr).reshape(-1).astype(np.float64)
         if cloud.size != face.size:
-            raise DataError(f"{xyz}: {cloud.size // 3} points, face model {face_model.name} has "
-                            f"{face_model.n_vertices}")
+            raise DataError(
+                f"{xyz}: {cloud.size // 3} points, face model {face_model.name} has {face_model.n_vertices}"
+            )
         scale = float(cloud @ face / (face @ face))
         out.append(np.concatenate([[scale], ident, expr]))
     return np.mean(out, axis=0).astype(np.float32)
 
 
-def read_voxceleb3d(root: str | Path, n_identity: int = 40, n_expression: int = 10,
-                    face_model: str = "bfm-53215") -> VoiceFaceData:
+def read_voxceleb3d(
+    root: str | Path, n_identity: int = 40, n_expression: int = 10, face_model: str = "bfm-53215"
+) -> VoiceFaceData:
     """The Voxceleb-3D release (docs/paper.md): ``vox1_meta.csv`` (tab-separated: VoxCeleb1 ID, VGGFace1
     ID, ...), ``fbank/<id>/<video>/<utt>.npy`` ((T, 64) normalised features) or ``wav/<id>/...`` audio,
     and one 3D folder per identity (``<Name>/`` with ``.npy`` 3DMM coefficients and ``.xyz`` full fits,
@@ -284,8 +310,10 @@ def read_voxceleb3d(root: str | Path, n_identity: int = 40, n_expression: int = 
         raise DataError(f"{root}: no voice folder; expected fbank/ (feature .npy) or wav/ (audio)")
     folders = _identity_folders(root, set(id_to_name.values()))
     if not folders:
-        raise DataError(f"{root}: no 3D folder named like a VGGFace1 ID of vox1_meta.csv (each <Name>/ holds "
-                        ".npy 3DMM coefficients and .xyz point clouds)")
+        raise DataError(
+            f"{root}: no 3D folder named like a VGGFace1 ID of vox1_meta.csv (each <Name>/ holds "
+            ".npy 3DMM coefficients and .xyz point clouds)"
+        )
     try:
         fm = load_face_model(face_model).set_prediction_size(n_identity, n_expression)
     except (ValueError, FileNotFoundError) as exc:
@@ -310,20 +338,35 @@ def read_voxceleb3d(root: str | Path, n_identity: int = 40, n_expression: int = 
     params = np.stack([released_targets(folders[s], fm, n_identity, n_expression) for s in used])
     splits = np.array(["test" if s[:1].upper() in VOXCELEB3D_VAL_INITIALS else "train" for s in utt_spk])
     return VoiceFaceData(
-        name=root.name, kind="voxceleb3d", root=root, synthetic=False, face_model=face_model,
-        utt_ids=np.array(utt_ids), utt_speakers=np.array(utt_spk), utt_splits=splits, utt_paths=utt_paths,
-        speaker_ids=np.array(used), params=params, meshes=None,
-        meta={"unpaired_voice_ids": sorted(skipped), "source": "Voxceleb-3D (Wu et al., CVPR 2022)",
-              "targets_xyz": {s: [str(p) for p in sorted(folders[s].glob("*.xyz"))] for s in used},
-              "n_identity": n_identity, "n_expression": n_expression})
+        name=root.name,
+        kind="voxceleb3d",
+        root=root,
+        synthetic=False,
+        face_model=face_model,
+        utt_ids=np.array(utt_ids),
+        utt_speakers=np.array(utt_spk),
+        utt_splits=splits,
+        utt_paths=utt_paths,
+        speaker_ids=np.array(used),
+        params=params,
+        meshes=None,
+        meta={
+            "unpaired_voice_ids": sorted(skipped),
+            "source": "Voxceleb-3D (Wu et al., CVPR 2022)",
+            "targets_xyz": {s: [str(p) for p in sorted(folders[s].glob("*.xyz"))] for s in used},
+            "n_identity": n_identity,
+            "n_expression": n_expression,
+        },
+    )
 
 
 def _parse_params(text: str, where: str) -> np.ndarray:
     try:
         values = [float(v) for v in text.replace(";", " ").replace(",", " ").split()]
     except ValueError as exc:
-        raise DataError(f"{where}: params must be numbers separated by spaces or ';', "
-                        f"got {text[:60]!r}") from exc
+        raise DataError(
+            f"{where}: params must be numbers separated by spaces or ';', got {text[:60]!r}"
+        ) from exc
     return np.array(values, dtype=np.float32)
 
 
@@ -374,10 +417,20 @@ def read_csv_manifest(path: str | Path, face_model: str = "ict") -> VoiceFaceDat
     speakers = sorted(set(utt_spk))
     params = np.stack([spk_params[s] for s in speakers]) if all(s in spk_params for s in speakers) else None
     meshes = [spk_mesh.get(s) for s in speakers] if spk_mesh else None
-    return VoiceFaceData(name=path.stem, kind="csv", root=base, synthetic=False, face_model=face_model,
-                         utt_ids=np.array(utt_ids), utt_speakers=np.array(utt_spk),
-                         utt_splits=np.array(utt_split), utt_paths=utt_paths, speaker_ids=np.array(speakers),
-                         params=params, meshes=meshes)
+    return VoiceFaceData(
+        name=path.stem,
+        kind="csv",
+        root=base,
+        synthetic=False,
+        face_model=face_model,
+        utt_ids=np.array(utt_ids),
+        utt_speakers=np.array(utt_spk),
+        utt_splits=np.array(utt_split),
+        utt_paths=utt_paths,
+        speaker_ids=np.array(speakers),
+        params=params,
+        meshes=meshes,
+    )
 
 
 def fit_params_to_meshes(face_model, vertices: np.ndarray) -> np.ndarray:
@@ -387,11 +440,18 @@ def fit_params_to_meshes(face_model, vertices: np.ndarray) -> np.ndarray:
     """
     v = np.asarray(vertices, dtype=np.float64).reshape(len(vertices), -1)
     k, e = face_model.n_identity, face_model.n_expression
-    design = np.concatenate([face_model.mean.reshape(1, -1), face_model.identity_basis[:k].reshape(k, -1),
-                             face_model.expression_basis[:e].reshape(e, -1)]).T.astype(np.float64)
+    design = np.concatenate(
+        [
+            face_model.mean.reshape(1, -1),
+            face_model.identity_basis[:k].reshape(k, -1),
+            face_model.expression_basis[:e].reshape(e, -1),
+        ]
+    ).T.astype(np.float64)
     if design.shape[0] != v.shape[1]:
-        raise DataError(f"meshes have {v.shape[1] // 3} vertices, face model {face_model.name} has "
-                        f"{face_model.n_vertices}: targets must be in the face model's topology")
+        raise DataError(
+            f"meshes have {v.shape[1] // 3} vertices, face model {face_model.name} has "
+            f"{face_model.n_vertices}: targets must be in the face model's topology"
+        )
     coef, *_ = np.linalg.lstsq(design, v.T, rcond=None)
     s = coef[0]
     return np.concatenate([s[:, None], (coef[1:] / s).T], axis=1).astype(np.float32)
@@ -421,20 +481,26 @@ class FeatureBank:
     Variant 0 is the clean utterance; variants 1..n are augmented (audio sources only).
     """
 
-    utt_ids: np.ndarray        # (U,)
-    n_variants: np.ndarray     # (U,) variants per utterance
-    first: np.ndarray          # (U,) index of variant 0 in offsets
-    offsets: np.ndarray        # (items + 1,) row offsets into data
-    data: np.ndarray           # (rows, 64) float16
+    utt_ids: np.ndarray  # (U,)
+    n_variants: np.ndarray  # (U,) variants per utterance
+    first: np.ndarray  # (U,) index of variant 0 in offsets
+    offsets: np.ndarray  # (items + 1,) row offsets into data
+    data: np.ndarray  # (rows, 64) float16
 
     def get(self, utt: int, variant: int = 0) -> np.ndarray:
         item = self.first[utt] + min(variant, self.n_variants[utt] - 1)
-        return self.data[self.offsets[item]:self.offsets[item + 1]].astype(np.float32)
+        return self.data[self.offsets[item] : self.offsets[item + 1]].astype(np.float32)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, utt_ids=self.utt_ids, n_variants=self.n_variants, first=self.first,
-                 offsets=self.offsets, data=self.data)
+        np.savez(
+            tmp,
+            utt_ids=self.utt_ids,
+            n_variants=self.n_variants,
+            first=self.first,
+            offsets=self.offsets,
+            data=self.data,
+        )
         tmp.replace(path)
 
     @classmethod
@@ -453,11 +519,12 @@ def random_crop(features: np.ndarray, n_frames: int, rng: np.random.Generator) -
     if features.shape[0] <= n_frames:
         return tile_frames(features, n_frames)
     start = int(rng.integers(0, features.shape[0] - n_frames + 1))
-    return features[start:start + n_frames]
+    return features[start : start + n_frames]
 
 
-def _cache_key(data: VoiceFaceData, idx: np.ndarray, copies: int, aug: AugmentConfig, seed: int,
-               what: str) -> str:
+def _cache_key(
+    data: VoiceFaceData, idx: np.ndarray, copies: int, aug: AugmentConfig, seed: int, what: str
+) -> str:
     h = hashlib.sha1()
     h.update(json.dumps([FEATURE_CACHE_VERSION, what, copies, repr(aug), seed]).encode())
     for i in idx:
@@ -480,9 +547,15 @@ def front_end(samples: np.ndarray) -> np.ndarray:
     return vf.normalise(vf.log_mel(voiced, cfg)).astype(np.float32)
 
 
-def build_feature_bank(data: VoiceFaceData, cache_dir: str | Path, utt_mask: np.ndarray | None = None,
-                       augment_copies: int = 0, augment_cfg: AugmentConfig | None = None, seed: int = 0,
-                       progress: bool = True) -> FeatureBank:
+def build_feature_bank(
+    data: VoiceFaceData,
+    cache_dir: str | Path,
+    utt_mask: np.ndarray | None = None,
+    augment_copies: int = 0,
+    augment_cfg: AugmentConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureBank:
     """Front-end features of the selected utterances (+ augmented copies), cached under ``cache_dir``.
 
     Feature .npy sources are used as they are (already normalised, no waveform to augment).
@@ -515,8 +588,12 @@ def build_feature_bank(data: VoiceFaceData, cache_dir: str | Path, utt_mask: np.
         for v in variants:
             chunks.append(v.astype(np.float16))
             offsets.append(offsets[-1] + len(v))
-    bank = FeatureBank(utt_ids=data.utt_ids[idx], n_variants=np.array(n_var, dtype=np.int64),
-                       first=np.array(first, dtype=np.int64), offsets=np.array(offsets, dtype=np.int64),
-                       data=np.concatenate(chunks) if chunks else np.zeros((0, 64), np.float16))
+    bank = FeatureBank(
+        utt_ids=data.utt_ids[idx],
+        n_variants=np.array(n_var, dtype=np.int64),
+        first=np.array(first, dtype=np.int64),
+        offsets=np.array(offsets, dtype=np.int64),
+        data=np.concatenate(chunks) if chunks else np.zeros((0, 64), np.float16),
+    )
     bank.save(path)
     return bank

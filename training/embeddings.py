@@ -38,15 +38,28 @@ def prepare_data(data_cfg: DataConfig, seed: int) -> VoiceFaceData:
 
 def data_summary(data: VoiceFaceData) -> dict[str, Any]:
     """What a model card says about the training data."""
-    return {"name": data.name, "kind": data.kind, "path": str(data.root), "synthetic": data.synthetic,
-            "face_model": data.face_model, "n_train_speakers": len(data.speakers_of("train")),
-            "n_val_speakers": len(data.speakers_of("val")),
-            "n_train_utterances": int((data.utt_splits == "train").sum()),
-            "meta": {k: v for k, v in data.meta.items() if isinstance(v, str | int | float | bool)}}
+    return {
+        "name": data.name,
+        "kind": data.kind,
+        "path": str(data.root),
+        "synthetic": data.synthetic,
+        "face_model": data.face_model,
+        "n_train_speakers": len(data.speakers_of("train")),
+        "n_val_speakers": len(data.speakers_of("val")),
+        "n_train_utterances": int((data.utt_splits == "train").sum()),
+        "meta": {k: v for k, v in data.meta.items() if isinstance(v, str | int | float | bool)},
+    }
 
 
-def shared_bank(data: VoiceFaceData, mask: np.ndarray, copies: int, augment_cfg: AugmentConfig, seed: int,
-                d: Dist, out: Path) -> FeatureBank:
+def shared_bank(
+    data: VoiceFaceData,
+    mask: np.ndarray,
+    copies: int,
+    augment_cfg: AugmentConfig,
+    seed: int,
+    d: Dist,
+    out: Path,
+) -> FeatureBank:
     """The run's feature bank: rank 0 builds the cache, the other processes wait and read it."""
     if d.main:
         bank = build_feature_bank(data, cache_dir_for(out), mask, copies, augment_cfg, seed)
@@ -57,25 +70,34 @@ def shared_bank(data: VoiceFaceData, mask: np.ndarray, copies: int, augment_cfg:
 
 
 @torch.no_grad()
-def embed_voiceembednet(encoder: nn.Module, bank: FeatureBank, n_frames: int, device: torch.device,
-                        batch: int = 64) -> list[np.ndarray]:
+def embed_voiceembednet(
+    encoder: nn.Module, bank: FeatureBank, n_frames: int, device: torch.device, batch: int = 64
+) -> list[np.ndarray]:
     """(variants, D) embeddings of every utterance of the bank (features tiled to ``n_frames``)."""
     items = [(u, v) for u in range(len(bank.utt_ids)) for v in range(int(bank.n_variants[u]))]
     embs = np.zeros((len(items), encoder.embed_dim), dtype=np.float32)
     for s in range(0, len(items), batch):
-        chunk = items[s:s + batch]
+        chunk = items[s : s + batch]
         x = np.stack([tile_frames(bank.get(u, v), n_frames) for u, v in chunk])
-        embs[s:s + len(chunk)] = encoder(torch.from_numpy(x).to(device)).cpu().numpy()
+        embs[s : s + len(chunk)] = encoder(torch.from_numpy(x).to(device)).cpu().numpy()
     out, k = [], 0
     for u in range(len(bank.utt_ids)):
-        out.append(embs[k:k + int(bank.n_variants[u])])
+        out.append(embs[k : k + int(bank.n_variants[u])])
         k += int(bank.n_variants[u])
     return out
 
 
 @torch.no_grad()
-def embed_ge2e(encoder: nn.Module, data: VoiceFaceData, idx: np.ndarray, copies: int,
-               augment_cfg: AugmentConfig, seed: int, device: torch.device, show: bool) -> list[np.ndarray]:
+def embed_ge2e(
+    encoder: nn.Module,
+    data: VoiceFaceData,
+    idx: np.ndarray,
+    copies: int,
+    augment_cfg: AugmentConfig,
+    seed: int,
+    device: torch.device,
+    show: bool,
+) -> list[np.ndarray]:
     """GE2E embeddings (clean + augmented variants) straight from the waveform."""
     out = []
     for i in progress(idx, show, "GE2E embeddings"):
@@ -93,8 +115,17 @@ def embed_ge2e(encoder: nn.Module, data: VoiceFaceData, idx: np.ndarray, copies:
     return out
 
 
-def embedding_bank(cfg: TrainConfig, data: VoiceFaceData, mask: np.ndarray, copies: int, encoder: nn.Module,
-                   digest: str, out: Path, device: torch.device, d: Dist) -> list[np.ndarray]:
+def embedding_bank(
+    cfg: TrainConfig,
+    data: VoiceFaceData,
+    mask: np.ndarray,
+    copies: int,
+    encoder: nn.Module,
+    digest: str,
+    out: Path,
+    device: torch.device,
+    d: Dist,
+) -> list[np.ndarray]:
     """Per-utterance (variants, D) embeddings of the frozen encoder, cached next to the run."""
     idx = np.flatnonzero(mask)
     h = hashlib.sha1(f"{digest}|{copies}|{cfg.seed}|{cfg.data.eval_frames}|{cfg.augment!r}".encode())
@@ -120,8 +151,16 @@ def embedding_bank(cfg: TrainConfig, data: VoiceFaceData, mask: np.ndarray, copi
 
 
 @torch.no_grad()
-def clean_embeddings(encoder: nn.Module, data: VoiceFaceData, mask: np.ndarray, cache_dir: Path,
-                     n_frames: int, digest: str, batch: int = 64, show: bool = False) -> np.ndarray:
+def clean_embeddings(
+    encoder: nn.Module,
+    data: VoiceFaceData,
+    mask: np.ndarray,
+    cache_dir: Path,
+    n_frames: int,
+    digest: str,
+    batch: int = 64,
+    show: bool = False,
+) -> np.ndarray:
     """(U_selected, D) VoiceEmbedNet embeddings of the clean utterances (tiled to ``n_frames``), cached
     under ``cache_dir`` by encoder digest."""
     idx = np.flatnonzero(mask)

@@ -20,8 +20,8 @@ def per_utterance_metrics(face_model, pred_params: np.ndarray, target_params: np
     """voice2mesh.metrics.compare over (U, P) parameter pairs, in memory-bounded chunks."""
     parts = []
     for s in range(0, len(pred_params), METRIC_CHUNK):
-        p = face_model.vertices_from_params(pred_params[s:s + METRIC_CHUNK])
-        t = face_model.vertices_from_params(target_params[s:s + METRIC_CHUNK])
+        p = face_model.vertices_from_params(pred_params[s : s + METRIC_CHUNK])
+        t = face_model.vertices_from_params(target_params[s : s + METRIC_CHUNK])
         parts.append(compare(p, t, face_model))
 
     def cat(key_parts):
@@ -44,8 +44,9 @@ def per_speaker(values: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     return np.bincount(inv, weights=values) / np.bincount(inv)
 
 
-def ridge_fit(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = RIDGE_ALPHAS, folds: int = 5,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def ridge_fit(
+    x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = RIDGE_ALPHAS, folds: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Ridge regression on standardised inputs, alpha chosen by k-fold CV. Returns (W, mu, sd, alpha)."""
     mu, sd = x.mean(0), np.maximum(x.std(0), 1e-12)
     xs = (x - mu) / sd
@@ -78,8 +79,9 @@ def ridge_predict(w: np.ndarray, mu: np.ndarray, sd: np.ndarray, x: np.ndarray) 
     return np.concatenate([xs, np.ones((len(xs), 1))], 1) @ w
 
 
-def oracle_params(data: VoiceFaceData, train_speakers: np.ndarray, eval_speakers: np.ndarray,
-                  seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+def oracle_params(
+    data: VoiceFaceData, train_speakers: np.ndarray, eval_speakers: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Face parameters of the eval speakers predicted from their true hidden voice parameters."""
     if data.hidden is None:
         raise DataError(f"{data.root}: no hidden voice parameters (the oracle needs synthvox)")

@@ -40,8 +40,15 @@ from voice2mesh.ge2e import ge2e_input
 from voice2mesh.metrics import aggregate_by_speaker
 
 MAIN_COLUMNS = ("ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse")
-COLUMN_TITLES = {"ER": "ER", "FR": "FR", "CR": "CR", "MR": "MR", "ARE": "mean ARE",
-                 "keypoint_error": "keypoint err.", "rmse": "RMSE (mm)"}
+COLUMN_TITLES = {
+    "ER": "ER",
+    "FR": "FR",
+    "CR": "CR",
+    "MR": "MR",
+    "ARE": "mean ARE",
+    "keypoint_error": "keypoint err.",
+    "rmse": "RMSE (mm)",
+}
 
 
 def detect_kind(path: str | Path) -> str:
@@ -53,14 +60,17 @@ def detect_kind(path: str | Path) -> str:
         return "synthvox"
     if (p / "vox1_meta.csv").is_file():
         return "voxceleb3d"
-    raise DataError(f"{path}: not a dataset this tool reads (a synthvox folder with faces.npz, a Voxceleb-3D "
-                    "folder with vox1_meta.csv, or a CSV manifest)")
+    raise DataError(
+        f"{path}: not a dataset this tool reads (a synthvox folder with faces.npz, a Voxceleb-3D "
+        "folder with vox1_meta.csv, or a CSV manifest)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # model predictions
-def predict_checkpoint(path: str | Path, data: VoiceFaceData, mask: np.ndarray, cache_dir: Path,
-                       batch: int = 32) -> np.ndarray:
+def predict_checkpoint(
+    path: str | Path, data: VoiceFaceData, mask: np.ndarray, cache_dir: Path, batch: int = 32
+) -> np.ndarray:
     """(U, P) un-whitened parameters the model predicts for the selected utterances (clean audio)."""
     kd = predict_kd_or_none(path, data, mask, cache_dir, batch)
     if kd is not None:
@@ -109,8 +119,15 @@ def finish_rows(rows: list[dict[str, Any]], speakers: np.ndarray) -> None:
         r.pop("_per_utt", None)
 
 
-def evaluate(data_path: str | Path, checkpoints: Sequence[str | Path], cache_dir: str | Path,
-             split: str = "", seed: int = 0, kind: str = "", max_utterances: int = 0) -> dict[str, Any]:
+def evaluate(
+    data_path: str | Path,
+    checkpoints: Sequence[str | Path],
+    cache_dir: str | Path,
+    split: str = "",
+    seed: int = 0,
+    kind: str = "",
+    max_utterances: int = 0,
+) -> dict[str, Any]:
     """The whole table for one dataset: reference rows + one row per checkpoint."""
     data = load_dataset(kind or detect_kind(data_path), data_path).limit_per_speaker(max_utterances)
     if data.params is None:
@@ -136,22 +153,43 @@ def evaluate(data_path: str | Path, checkpoints: Sequence[str | Path], cache_dir
     if data.hidden is not None:
         opar, extra = oracle_params(data, train_speakers, eval_speakers, seed)
         pos = {s: i for i, s in enumerate(eval_speakers)}
-        rows.append(_row("oracle (true hidden voice params, ridge)", "oracle",
-                         per_utterance_metrics(fm, opar[[pos[s] for s in spk]], target), spk))
+        rows.append(
+            _row(
+                "oracle (true hidden voice params, ridge)",
+                "oracle",
+                per_utterance_metrics(fm, opar[[pos[s] for s in spk]], target),
+                spk,
+            )
+        )
     chance = fm.sample_params(u, np.random.default_rng(seed))
     chance_metrics = per_utterance_metrics(fm, chance, target)
     rows.append(_row("chance (random face from the prior)", "chance", chance_metrics, spk))
     cache = Path(cache_dir)
     for ck in checkpoints:
         pred = predict_checkpoint(ck, data, mask, cache)
-        rows.append(_row(Path(ck).parent.name + "/" + Path(ck).name, "model",
-                         per_utterance_metrics(fm, pred, target), spk))
+        rows.append(
+            _row(
+                Path(ck).parent.name + "/" + Path(ck).name,
+                "model",
+                per_utterance_metrics(fm, pred, target),
+                spk,
+            )
+        )
         rows[-1]["checkpoint"] = str(Path(ck).resolve())
     finish_rows(rows, spk)
-    return {"dataset": str(data_path), "name": data.name, "split": split, "synthetic": data.synthetic,
-            "link_strength": data.meta.get("link_strength"), "face_model": fm.name,
-            "n_speakers": int(len(eval_speakers)), "n_utterances": int(u),
-            "n_train_speakers": int(len(train_speakers)), **extra, "rows": rows}
+    return {
+        "dataset": str(data_path),
+        "name": data.name,
+        "split": split,
+        "synthetic": data.synthetic,
+        "link_strength": data.meta.get("link_strength"),
+        "face_model": fm.name,
+        "n_speakers": int(len(eval_speakers)),
+        "n_utterances": int(u),
+        "n_train_speakers": int(len(train_speakers)),
+        **extra,
+        "rows": rows,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,8 +197,10 @@ def evaluate(data_path: str | Path, checkpoints: Sequence[str | Path], cache_dir
 def format_markdown(result: dict[str, Any]) -> str:
     """Table 1 layout (values, % change vs baseline, gap closed) + region RMSE table."""
     link = result.get("link_strength")
-    title = (f"### {result['name']} ({result['split']}: {result['n_speakers']} speakers, "
-             f"{result['n_utterances']} utterances{f', link strength {link}' if link is not None else ''})")
+    title = (
+        f"### {result['name']} ({result['split']}: {result['n_speakers']} speakers, "
+        f"{result['n_utterances']} utterances{f', link strength {link}' if link is not None else ''})"
+    )
     head = ["row", *(COLUMN_TITLES[c] for c in MAIN_COLUMNS), "ARE vs baseline", "gap closed ARE / ER"]
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
@@ -179,13 +219,26 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     regions = sorted(result["rows"][0]["values"].get("region_rmse", {}))
     if regions:
-        lines += ["", "Region RMSE (mm, after similarity alignment):", "",
-                  "| row | " + " | ".join(regions) + " |", "|" + "---|" * (len(regions) + 1)]
+        lines += [
+            "",
+            "Region RMSE (mm, after similarity alignment):",
+            "",
+            "| row | " + " | ".join(regions) + " |",
+            "|" + "---|" * (len(regions) + 1),
+        ]
         for r in result["rows"]:
-            lines.append("| " + r["name"] + " | " + " | ".join(f"{r['values']['region_rmse'][g]:.2f}"
-                                                             for g in regions) + " |")
-    lines += ["", "ARE vs baseline: % change of mean ARE (± two paired standard errors over speakers, "
-              "in % of the baseline). Gap closed: (baseline - row) / (baseline - oracle)."]
+            lines.append(
+                "| "
+                + r["name"]
+                + " | "
+                + " | ".join(f"{r['values']['region_rmse'][g]:.2f}" for g in regions)
+                + " |"
+            )
+    lines += [
+        "",
+        "ARE vs baseline: % change of mean ARE (± two paired standard errors over speakers, "
+        "in % of the baseline). Gap closed: (baseline - row) / (baseline - oracle).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -195,22 +248,47 @@ def result_base(result: dict[str, Any]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", action="append", required=True,
-                        help="dataset folder or manifest (repeat, each followed by its --checkpoints)")
-    parser.add_argument("--checkpoints", action="append", nargs="*", default=[],
-                        help="model.pt files for the preceding --data")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        help="dataset folder or manifest (repeat, each followed by its --checkpoints)",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        action="append",
+        nargs="*",
+        default=[],
+        help="model.pt files for the preceding --data",
+    )
     parser.add_argument("--out", required=True, help="folder for evaluation.md / evaluation.json")
     parser.add_argument("--split", default="", help="split to evaluate (default: test, else val)")
     parser.add_argument("--cache", default="", help="feature cache folder (default OUT/cache)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 suits shared CPUs; 0 leaves PyTorch's default)")
-    parser.add_argument("--max-utterances-per-speaker", type=int, default=0,
-                        help="evaluate at most N utterances of each speaker (0: all)")
-    parser.add_argument("--face-model", default="bfm-53215",
-                        help="Voxceleb-3D release: the BFM face model (built once, docs/paper.md)")
-    parser.add_argument("--bundles", action="append", nargs="*", default=[],
-                        help="Voxceleb-3D release: model bundles to score as well (e.g. the authors' model)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 suits shared CPUs; 0 leaves PyTorch's default)",
+    )
+    parser.add_argument(
+        "--max-utterances-per-speaker",
+        type=int,
+        default=0,
+        help="evaluate at most N utterances of each speaker (0: all)",
+    )
+    parser.add_argument(
+        "--face-model",
+        default="bfm-53215",
+        help="Voxceleb-3D release: the BFM face model (built once, docs/paper.md)",
+    )
+    parser.add_argument(
+        "--bundles",
+        action="append",
+        nargs="*",
+        default=[],
+        help="Voxceleb-3D release: model bundles to score as well (e.g. the authors' model)",
+    )
     args = parser.parse_args(argv)
     ckpts = list(args.checkpoints) + [[]] * (len(args.data) - len(args.checkpoints))
     if len(ckpts) > len(args.data):
@@ -227,11 +305,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if detect_kind(data_path) == "voxceleb3d":  # the release: Table 1 as the paper evaluates it
                 from training import released_eval  # it imports predict_checkpoint from here
 
-                released.append(released_eval.evaluate_released(data_path, args.face_model, cks, bds, cache,
-                                                                 args.seed))
+                released.append(
+                    released_eval.evaluate_released(data_path, args.face_model, cks, bds, cache, args.seed)
+                )
                 continue
-            results.append(evaluate(data_path, cks, cache, args.split, args.seed,
-                                    max_utterances=args.max_utterances_per_speaker))
+            results.append(
+                evaluate(
+                    data_path,
+                    cks,
+                    cache,
+                    args.split,
+                    args.seed,
+                    max_utterances=args.max_utterances_per_speaker,
+                )
+            )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -26,8 +26,13 @@ class VertexLoss(nn.Module):
     def __init__(self, face_model, n_identity: int, n_expression: int, train_params: np.ndarray) -> None:
         super().__init__()
         fm = face_model
-        a = np.concatenate([fm.mean.reshape(1, -1), fm.identity_basis[:n_identity].reshape(n_identity, -1),
-                            fm.expression_basis[:n_expression].reshape(n_expression, -1)]).astype(np.float64)
+        a = np.concatenate(
+            [
+                fm.mean.reshape(1, -1),
+                fm.identity_basis[:n_identity].reshape(n_identity, -1),
+                fm.expression_basis[:n_expression].reshape(n_expression, -1),
+            ]
+        ).astype(np.float64)
         self.n_coords = a.shape[1]
         self.register_buffer("gram", torch.from_numpy((a @ a.T / self.n_coords).astype(np.float32)))
         v = fm.vertices_from_params(train_params).reshape(len(train_params), -1)
@@ -42,8 +47,15 @@ class VertexLoss(nn.Module):
         return ((d @ self.gram) * d).sum(dim=1).mean() / self.norm
 
 
-def supervised_loss(head_out: torch.Tensor, target_w: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                    vloss: VertexLoss | None, param_weight: float, vertex_weight: float) -> torch.Tensor:
+def supervised_loss(
+    head_out: torch.Tensor,
+    target_w: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    vloss: VertexLoss | None,
+    param_weight: float,
+    vertex_weight: float,
+) -> torch.Tensor:
     """``param_weight * L2(whitened params) + vertex_weight * VertexLoss(un-whitened params)``."""
     loss = param_weight * ((head_out - target_w) ** 2).mean()
     if vloss is not None and vertex_weight > 0:

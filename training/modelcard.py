@@ -21,19 +21,36 @@ NOT_FOR = (
 )
 
 
-def build_card(*, name: str, stage: str, encoder: str, face_model: str, data: dict[str, Any],
-               config: dict[str, Any], metrics: dict[str, Any] | None = None,
-               training: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_card(
+    *,
+    name: str,
+    stage: str,
+    encoder: str,
+    face_model: str,
+    data: dict[str, Any],
+    config: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The card as plain JSON-able values."""
     synthetic = bool(data.get("synthetic"))
-    data_line = (f"SYNTHETIC data ({data.get('name')}): espeak-ng voices whose parameters were made to "
-                 "depend on randomly drawn faces; no real person's voice or face was used. Numbers on it say "
-                 "whether the pipeline learns a known link, not how well voices predict real faces."
-                 if synthetic else f"Real recordings ({data.get('name')}, {data.get('kind')}).")
+    data_line = (
+        f"SYNTHETIC data ({data.get('name')}): espeak-ng voices whose parameters were made to "
+        "depend on randomly drawn faces; no real person's voice or face was used. Numbers on it say "
+        "whether the pipeline learns a known link, not how well voices predict real faces."
+        if synthetic
+        else f"Real recordings ({data.get('name')}, {data.get('kind')})."
+    )
     return {
-        "name": name, "stage": stage, "encoder": encoder, "face_model": face_model,
-        "data": {**data, "summary": data_line}, "config": config, "metrics": metrics or {},
-        "training": training or {}, "intended_use": "research and demonstration of the Cross-Modal "
+        "name": name,
+        "stage": stage,
+        "encoder": encoder,
+        "face_model": face_model,
+        "data": {**data, "summary": data_line},
+        "config": config,
+        "metrics": metrics or {},
+        "training": training or {},
+        "intended_use": "research and demonstration of the Cross-Modal "
         "Perceptionist idea (Wu, Hsu, Neumann, CVPR 2022): how much face geometry a voice carries.",
         "not_for": NOT_FOR,
     }
@@ -61,16 +78,33 @@ def write_card(card: dict[str, Any], folder: str | Path) -> tuple[Path, Path]:
     jpath.write_text(json.dumps(card, indent=2, default=str))
     d = card["data"]
     lines = [
-        f"# Model card: {card['name']}", "",
-        f"- Stage: {card['stage']}", f"- Encoder: {card['encoder']}", f"- Face model: {card['face_model']}",
+        f"# Model card: {card['name']}",
+        "",
+        f"- Stage: {card['stage']}",
+        f"- Encoder: {card['encoder']}",
+        f"- Face model: {card['face_model']}",
         f"- Data: {d['summary']}",
         f"- Speakers / utterances used: {d.get('n_train_speakers', '?')} train, "
         f"{d.get('n_val_speakers', '?')} validation; {d.get('n_train_utterances', '?')} training utterances",
-        "", "## Metrics", "", *_metrics_md(card.get("metrics", {})), "",
-        "## Training", "", *[f"- {k}: {v}" for k, v in card.get("training", {}).items()], "",
-        "## Intended use", "", card["intended_use"], "",
-        "## What it is not", "", card["not_for"], "",
+        "",
+        "## Metrics",
+        "",
+        *_metrics_md(card.get("metrics", {})),
+        "",
+        "## Training",
+        "",
+        *[f"- {k}: {v}" for k, v in card.get("training", {}).items()],
+        "",
+        "## Intended use",
+        "",
+        card["intended_use"],
+        "",
+        "## What it is not",
+        "",
+        card["not_for"],
+        "",
     ]
-    mpath.write_text(with_metadata("\n".join(lines), license="mit", library_name="pytorch",
-                                   tags=[*TAGS, card["stage"]]))
+    mpath.write_text(
+        with_metadata("\n".join(lines), license="mit", library_name="pytorch", tags=[*TAGS, card["stage"]])
+    )
     return mpath, jpath

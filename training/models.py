@@ -45,14 +45,21 @@ class VoiceEmbedNet(nn.Module):
     Input: features (B, T, 64) (CMVN-normalised log-mel, the ONNX contract); output: (B, 64), unit length.
     """
 
-    def __init__(self, in_channels: int = N_MELS, channels: tuple[int, ...] = VOICE_CHANNELS,
-                 embed_dim: int = EMBED_DIM) -> None:
+    def __init__(
+        self,
+        in_channels: int = N_MELS,
+        channels: tuple[int, ...] = VOICE_CHANNELS,
+        embed_dim: int = EMBED_DIM,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         prev = in_channels
         for ch in channels:
-            layers += [nn.Conv1d(prev, ch, CONV_KERNEL, CONV_STRIDE, CONV_PADDING, bias=False),
-                       nn.BatchNorm1d(ch, affine=True), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv1d(prev, ch, CONV_KERNEL, CONV_STRIDE, CONV_PADDING, bias=False),
+                nn.BatchNorm1d(ch, affine=True),
+                nn.ReLU(inplace=True),
+            ]
             prev = ch
         layers.append(nn.Conv1d(prev, embed_dim, CONV_KERNEL, CONV_STRIDE, CONV_PADDING, bias=True))
         self.layers = nn.Sequential(*layers)
@@ -75,8 +82,14 @@ class VoiceEmbedNet2d(nn.Module):
         layers: list[nn.Module] = []
         for layer in net.layers:
             if isinstance(layer, nn.Conv1d):
-                conv = nn.Conv2d(layer.in_channels, layer.out_channels, (1, layer.kernel_size[0]),
-                                 (1, layer.stride[0]), (0, layer.padding[0]), bias=layer.bias is not None)
+                conv = nn.Conv2d(
+                    layer.in_channels,
+                    layer.out_channels,
+                    (1, layer.kernel_size[0]),
+                    (1, layer.stride[0]),
+                    (0, layer.padding[0]),
+                    bias=layer.bias is not None,
+                )
                 conv.weight = nn.Parameter(layer.weight.detach().unsqueeze(2), requires_grad=False)
                 if layer.bias is not None:
                     conv.bias = layer.bias
@@ -162,8 +175,13 @@ class PretrainNet(nn.Module):
 class SupervisedHead(nn.Module):
     """Dropout 0.2 + linear heads for scale (1), identity (K) and expression (E); outputs whitened params."""
 
-    def __init__(self, embed_dim: int, n_identity: int = N_IDENTITY, n_expression: int = N_EXPRESSION,
-                 dropout: float = HEAD_DROPOUT) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        n_identity: int = N_IDENTITY,
+        n_expression: int = N_EXPRESSION,
+        dropout: float = HEAD_DROPOUT,
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.scale = nn.Linear(embed_dim, 1)
@@ -179,8 +197,9 @@ class SupervisedHead(nn.Module):
 class VoiceToParams(nn.Module):
     """Frozen encoder + supervised head + de-whitening: the exported graph (un-whitened params out)."""
 
-    def __init__(self, encoder: nn.Module, head: SupervisedHead, param_mean: torch.Tensor,
-                 param_std: torch.Tensor) -> None:
+    def __init__(
+        self, encoder: nn.Module, head: SupervisedHead, param_mean: torch.Tensor, param_std: torch.Tensor
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
@@ -200,23 +219,30 @@ class VoiceToParams(nn.Module):
         return self.from_embedding(self.encoder(inputs))
 
 
-def build_voice_to_params(encoder_name: str, n_identity: int, n_expression: int, dropout: float,
-                          param_mean: torch.Tensor, param_std: torch.Tensor,
-                          pretrained: bool = False) -> VoiceToParams:
+def build_voice_to_params(
+    encoder_name: str,
+    n_identity: int,
+    n_expression: int,
+    dropout: float,
+    param_mean: torch.Tensor,
+    param_std: torch.Tensor,
+    pretrained: bool = False,
+) -> VoiceToParams:
     """A fresh VoiceToParams (weights to be loaded from a checkpoint, or ``pretrained`` GE2E)."""
     encoder = build_encoder(encoder_name, pretrained)
     head = SupervisedHead(encoder.embed_dim, n_identity, n_expression, dropout)
     return VoiceToParams(encoder, head, param_mean, param_std)
 
 
-def vertices_torch(params: torch.Tensor, mean: torch.Tensor, identity_basis: torch.Tensor,
-                   expression_basis: torch.Tensor) -> torch.Tensor:
+def vertices_torch(
+    params: torch.Tensor, mean: torch.Tensor, identity_basis: torch.Tensor, expression_basis: torch.Tensor
+) -> torch.Tensor:
     """Torch twin of ``FaceModel.vertices_from_params`` for the vertex loss: (B, 1+K+E) -> (B, N*3).
 
     ``identity_basis`` (K, N*3), ``expression_basis`` (E, N*3), ``mean`` (N*3,), flattened.
     """
     k = identity_basis.shape[0]
-    shape = mean + params[:, 1:1 + k] @ identity_basis + params[:, 1 + k:] @ expression_basis
+    shape = mean + params[:, 1 : 1 + k] @ identity_basis + params[:, 1 + k :] @ expression_basis
     return params[:, :1] * shape
 
 

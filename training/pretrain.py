@@ -40,8 +40,14 @@ from training.run import (
 )
 
 
-def run_pretrain(cfg: TrainConfig, out: str | Path, device: str = "auto", resume: bool = False,
-                 stop_after: int = 0, keep_every: int = 0) -> Path:
+def run_pretrain(
+    cfg: TrainConfig,
+    out: str | Path,
+    device: str = "auto",
+    resume: bool = False,
+    stop_after: int = 0,
+    keep_every: int = 0,
+) -> Path:
     """Speaker-classifier pretraining of VoiceEmbedNet; returns the path of the final checkpoint.
 
     ``stop_after`` > 0 ends after that many epochs of this call (a time-boxed job; continue with
@@ -88,11 +94,20 @@ def run_pretrain(cfg: TrainConfig, out: str | Path, device: str = "auto", resume
         rng = np.random.default_rng([cfg.seed, epoch, d.rank, 1])
         net.train()
         total, n_seen = 0.0, 0
-        for batch in progress(shard_batches(len(fit_idx), oc.batch_size, cfg.seed, epoch, d), d.main,
-                              f"pretrain {epoch + 1}/{oc.epochs}"):
+        for batch in progress(
+            shard_batches(len(fit_idx), oc.batch_size, cfg.seed, epoch, d),
+            d.main,
+            f"pretrain {epoch + 1}/{oc.epochs}",
+        ):
             items = fit_idx[batch]
-            x = np.stack([random_crop(bank.get(i, int(rng.integers(0, bank.n_variants[i]))),
-                                      cfg.data.train_frames, rng) for i in items])
+            x = np.stack(
+                [
+                    random_crop(
+                        bank.get(i, int(rng.integers(0, bank.n_variants[i]))), cfg.data.train_frames, rng
+                    )
+                    for i in items
+                ]
+            )
             y = torch.from_numpy(labels[items]).to(dev)
             loss = F.cross_entropy(net(torch.from_numpy(x).to(dev)), y)
             optimizer_step(loss, opt, net, oc.grad_clip)
@@ -101,15 +116,30 @@ def run_pretrain(cfg: TrainConfig, out: str | Path, device: str = "auto", resume
         sched.step()
         # held-out speaker accuracy on train-length windows (a cheap monitor; 1000 frames cost 5x more)
         acc = pretrain_accuracy(model, bank, held_idx, labels, cfg.data.train_frames, dev)
-        row = {"stage": "pretrain", "epoch": epoch + 1, "train_loss": total / max(n_seen, 1),
-               "heldout_acc": acc, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)}
+        row = {
+            "stage": "pretrain",
+            "epoch": epoch + 1,
+            "train_loss": total / max(n_seen, 1),
+            "heldout_acc": acc,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.time() - t0, 2),
+        }
         stopping = bool(stop_after) and epoch + 1 - start_epoch >= stop_after
         if d.main:
             logger.log(row)
-            payload = {"stage": "pretrain", "config": config_to_dict(cfg), "state_dict": model.state_dict(),
-                       "encoder": "voiceembednet", "speakers": list(speakers), "optimizer": opt.state_dict(),
-                       "scheduler": sched.state_dict(), "epoch": epoch, "best": max(best, acc),
-                       "rng": rng_state(), "face_model": data.face_model}
+            payload = {
+                "stage": "pretrain",
+                "config": config_to_dict(cfg),
+                "state_dict": model.state_dict(),
+                "encoder": "voiceembednet",
+                "speakers": list(speakers),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "best": max(best, acc),
+                "rng": rng_state(),
+                "face_model": data.face_model,
+            }
             if checkpoint_due(epoch + 1, cfg.checkpoint_every, oc.epochs, stopping):
                 save_checkpoint(last_path, payload)
             if keep_every > 0 and (epoch + 1) % keep_every == 0:
@@ -122,12 +152,21 @@ def run_pretrain(cfg: TrainConfig, out: str | Path, device: str = "auto", resume
     logger.close()
     final = out / "pretrain.pt"
     if d.main:
-        card = build_card(name=cfg.name, stage="pretrain", encoder="voiceembednet",
-                          face_model=data.face_model,
-                          data=data_summary(data), config=config_to_dict(cfg),
-                          metrics={"heldout_speaker_accuracy": best},
-                          training={"epochs": oc.epochs, "seconds": round(time.time() - t0, 1),
-                                    "world_size": d.world, "device": str(dev)})
+        card = build_card(
+            name=cfg.name,
+            stage="pretrain",
+            encoder="voiceembednet",
+            face_model=data.face_model,
+            data=data_summary(data),
+            config=config_to_dict(cfg),
+            metrics={"heldout_speaker_accuracy": best},
+            training={
+                "epochs": oc.epochs,
+                "seconds": round(time.time() - t0, 1),
+                "world_size": d.world,
+                "device": str(dev),
+            },
+        )
         ck = load_checkpoint(last_path)
         ck["model_card"] = card
         save_checkpoint(final, ck)
@@ -137,15 +176,21 @@ def run_pretrain(cfg: TrainConfig, out: str | Path, device: str = "auto", resume
 
 
 @torch.no_grad()
-def pretrain_accuracy(model: PretrainNet, bank: FeatureBank, idx: np.ndarray, labels: np.ndarray,
-                      n_frames: int, device: torch.device) -> float:
+def pretrain_accuracy(
+    model: PretrainNet,
+    bank: FeatureBank,
+    idx: np.ndarray,
+    labels: np.ndarray,
+    n_frames: int,
+    device: torch.device,
+) -> float:
     """Speaker-classification accuracy on the held-out utterances ``idx`` (NaN when there are none)."""
     if len(idx) == 0:
         return float("nan")
     model.eval()
     correct = 0
     for s in range(0, len(idx), 64):
-        items = idx[s:s + 64]
+        items = idx[s : s + 64]
         x = torch.from_numpy(np.stack([tile_frames(bank.get(i), n_frames) for i in items])).to(device)
         correct += int((model(x).argmax(1).cpu().numpy() == labels[items]).sum())
     return correct / len(idx)
@@ -154,9 +199,14 @@ def pretrain_accuracy(model: PretrainNet, bank: FeatureBank, idx: np.ndarray, la
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training.train pretrain") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     add_run_arguments(parser, "YAML file or a name in training/configs/")
-    parser.add_argument("--keep-every", type=int, default=0, metavar="N",
-                        help="also keep RUN_DIR/epoch-NNN.pt every N epochs (encoder snapshots for "
-                        "choosing the amount of pretraining on validation speakers)")
+    parser.add_argument(
+        "--keep-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also keep RUN_DIR/epoch-NNN.pt every N epochs (encoder snapshots for "
+        "choosing the amount of pretraining on validation speakers)",
+    )
 
     def train(args: argparse.Namespace) -> Path:
         cfg = load_config(args.config, args.overrides)

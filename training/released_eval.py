@@ -25,12 +25,19 @@ from training.data import DataError, VoiceFaceData, read_voxceleb3d
 from voice2mesh.facemodel import load_face_model
 from voice2mesh.table1 import COLUMNS, MAX_PREDICTIONS, read_target, score_identities
 
-COLUMN_TITLES = {"ER": "ER", "FR": "FR", "CR": "CR", "MR": "MR", "ARE": "mean ARE",
-                 "keypoint_error": "keypoint err."}
+COLUMN_TITLES = {
+    "ER": "ER",
+    "FR": "FR",
+    "CR": "CR",
+    "MR": "MR",
+    "ARE": "mean ARE",
+    "keypoint_error": "keypoint err.",
+}
 
 
-def evaluation_utterances(data: VoiceFaceData, split: str = "test",
-                          per_identity: int = MAX_PREDICTIONS) -> np.ndarray:
+def evaluation_utterances(
+    data: VoiceFaceData, split: str = "test", per_identity: int = MAX_PREDICTIONS
+) -> np.ndarray:
     """Mask of the first ``per_identity`` utterances (file order) of each identity of ``split``."""
     mask = np.zeros(data.n_utterances, dtype=bool)
     counts: dict[str, int] = {}
@@ -46,8 +53,10 @@ def _targets(data: VoiceFaceData, names: list[str], n_vertices: int) -> dict[str
     for name in names:
         files = data.meta["targets_xyz"].get(name, [])
         if len(files) != 1:
-            raise DataError(f"{data.root}: {name} has {len(files)} .xyz files; an evaluation identity "
-                            "needs exactly one (the A-E set of the release has one face each)")
+            raise DataError(
+                f"{data.root}: {name} has {len(files)} .xyz files; an evaluation identity "
+                "needs exactly one (the A-E set of the release has one face each)"
+            )
         out[name] = read_target(Path(files[0]), n_vertices)
     return out
 
@@ -73,8 +82,10 @@ def _bundle_vertices(bundle: str, data: VoiceFaceData, mask: np.ndarray, n_verti
 
     predictor = Predictor.from_bundle(bundle, device="cpu", warmup=False)
     if predictor.face_model.n_vertices != n_vertices:
-        raise DataError(f"bundle {bundle}: its face model has {predictor.face_model.n_vertices} vertices, "
-                        f"the targets {n_vertices}")
+        raise DataError(
+            f"bundle {bundle}: its face model has {predictor.face_model.n_vertices} vertices, "
+            f"the targets {n_vertices}"
+        )
     out = []
     for i in np.flatnonzero(mask):
         path = data.utt_paths[i]
@@ -85,8 +96,14 @@ def _bundle_vertices(bundle: str, data: VoiceFaceData, mask: np.ndarray, n_verti
     return np.stack(out)
 
 
-def evaluate_released(data_path: str | Path, face_model: str, checkpoints: list[str], bundles: list[str],
-                      cache_dir: str | Path, seed: int = 0) -> dict[str, Any]:
+def evaluate_released(
+    data_path: str | Path,
+    face_model: str,
+    checkpoints: list[str],
+    bundles: list[str],
+    cache_dir: str | Path,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The Table 1 rows for one Voxceleb-3D release folder (the A-E identities)."""
     from training.evaluate import predict_checkpoint  # that module dispatches here: imported late
 
@@ -109,27 +126,44 @@ def evaluate_released(data_path: str | Path, face_model: str, checkpoints: list[
     add("mean-face baseline", "baseline", np.repeat(fm.vertices_from_params(base)[None], mask.sum(), 0))
     cascades = _cascades(checkpoints)
     for ck in cascades:
-        add(f"cascade baseline ({Path(ck).parent.name})", "cascade",
-            fm.vertices_from_params(predict_checkpoint(ck, data, mask, Path(cache_dir))), checkpoint=str(ck))
+        add(
+            f"cascade baseline ({Path(ck).parent.name})",
+            "cascade",
+            fm.vertices_from_params(predict_checkpoint(ck, data, mask, Path(cache_dir))),
+            checkpoint=str(ck),
+        )
     for ck in checkpoints:
         if ck in cascades:
             continue
         params = predict_checkpoint(ck, data, mask, Path(cache_dir))
-        add(f"{Path(ck).parent.name}/{Path(ck).name}", "model", fm.vertices_from_params(params),
-            checkpoint=str(ck))
+        add(
+            f"{Path(ck).parent.name}/{Path(ck).name}",
+            "model",
+            fm.vertices_from_params(params),
+            checkpoint=str(ck),
+        )
     for b in bundles:
         add(f"bundle {Path(b).name}", "bundle", _bundle_vertices(b, data, mask, fm.n_vertices), bundle=str(b))
-    return {"dataset": str(data_path), "name": data.name, "split": "test (A-E)", "face_model": fm.name,
-            "n_identities": len(names), "n_predictions": int(mask.sum()),
-            "n_train_identities": int(len(train_speakers)), "targets": "full-fit .xyz point clouds",
-            "cascade": "run" if cascades else "not available: give a KD run's cascade.pt (or its model.pt)",
-            "rows": rows}
+    return {
+        "dataset": str(data_path),
+        "name": data.name,
+        "split": "test (A-E)",
+        "face_model": fm.name,
+        "n_identities": len(names),
+        "n_predictions": int(mask.sum()),
+        "n_train_identities": int(len(train_speakers)),
+        "targets": "full-fit .xyz point clouds",
+        "cascade": "run" if cascades else "not available: give a KD run's cascade.pt (or its model.pt)",
+        "rows": rows,
+    }
 
 
 def format_markdown(result: dict[str, Any]) -> str:
     """The Table 1 layout: one row per predictor, the paper's columns."""
-    title = (f"### {result['name']} ({result['split']}: {result['n_identities']} identities, "
-             f"{result['n_predictions']} predictions; targets: {result['targets']})")
+    title = (
+        f"### {result['name']} ({result['split']}: {result['n_identities']} identities, "
+        f"{result['n_predictions']} predictions; targets: {result['targets']})"
+    )
     head = ["row", *(COLUMN_TITLES[c] for c in COLUMNS)]
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:

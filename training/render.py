@@ -58,10 +58,17 @@ void main() {
 """
 
 # Skin albedos (linear RGB) from light to dark; a render picks a random mix of two neighbours.
-SKIN_TONES = np.array([
-    [0.80, 0.60, 0.50], [0.72, 0.50, 0.39], [0.62, 0.41, 0.30], [0.48, 0.30, 0.20],
-    [0.34, 0.20, 0.13], [0.22, 0.13, 0.08],
-], dtype=np.float32)
+SKIN_TONES = np.array(
+    [
+        [0.80, 0.60, 0.50],
+        [0.72, 0.50, 0.39],
+        [0.62, 0.41, 0.30],
+        [0.48, 0.30, 0.20],
+        [0.34, 0.20, 0.13],
+        [0.22, 0.13, 0.08],
+    ],
+    dtype=np.float32,
+)
 
 
 LIP_ALBEDO = np.array([0.95, 0.62, 0.62], dtype=np.float32)  # multiplies the skin tone
@@ -96,25 +103,25 @@ def albedo_pattern(face_model) -> np.ndarray:
 class RenderConfig:
     """Camera and image settings."""
 
-    size: int = 64              # output px (square)
-    supersample: int = 2        # render at size * supersample, box-filter down (anti-aliasing)
-    field_mm: float = 220.0     # height of the field of view at the face centre, mm
+    size: int = 64  # output px (square)
+    supersample: int = 2  # render at size * supersample, box-filter down (anti-aliasing)
+    field_mm: float = 220.0  # height of the field of view at the face centre, mm
     distance_mm: float = 700.0  # camera distance from the face centre, mm (perspective)
-    batch: int = 256            # images per framebuffer read-back
+    batch: int = 256  # images per framebuffer read-back
 
 
 @dataclass
 class Views:
     """Per-image variations (all arrays with a leading batch dimension B)."""
 
-    yaw: np.ndarray         # (B,) radians, + turns the face to its left (the viewer's right)
-    pitch: np.ndarray       # (B,) radians, + tilts the face up
-    roll: np.ndarray        # (B,) radians
-    light_dir: np.ndarray   # (B, 3) unit vectors towards the light, camera frame
-    ambient: np.ndarray     # (B,) in [0, 1]
-    skin: np.ndarray        # (B, 3) linear RGB albedo
+    yaw: np.ndarray  # (B,) radians, + turns the face to its left (the viewer's right)
+    pitch: np.ndarray  # (B,) radians, + tilts the face up
+    roll: np.ndarray  # (B,) radians
+    light_dir: np.ndarray  # (B, 3) unit vectors towards the light, camera frame
+    ambient: np.ndarray  # (B,) in [0, 1]
+    skin: np.ndarray  # (B, 3) linear RGB albedo
     background: np.ndarray  # (B, 3) RGB in [0, 1]
-    specular: np.ndarray    # (B,) strength of a white Blinn-Phong highlight
+    specular: np.ndarray  # (B,) strength of a white Blinn-Phong highlight
 
     def __len__(self) -> int:
         return int(self.yaw.shape[0])
@@ -123,8 +130,13 @@ class Views:
         return Views(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
-def sample_views(n: int, rng: np.random.Generator, max_yaw_deg: float = 30.0, max_pitch_deg: float = 15.0,
-                 max_roll_deg: float = 8.0) -> Views:
+def sample_views(
+    n: int,
+    rng: np.random.Generator,
+    max_yaw_deg: float = 30.0,
+    max_pitch_deg: float = 15.0,
+    max_roll_deg: float = 8.0,
+) -> Views:
     """Random pose (uniform in +-max), light from the front hemisphere, skin tone and background."""
     rad = np.deg2rad
     yaw = rng.uniform(-rad(max_yaw_deg), rad(max_yaw_deg), n)
@@ -137,17 +149,31 @@ def sample_views(n: int, rng: np.random.Generator, max_yaw_deg: float = 30.0, ma
     hi = np.minimum(lo + 1, len(SKIN_TONES) - 1)
     skin = SKIN_TONES[lo] + (t - lo)[:, None] * (SKIN_TONES[hi] - SKIN_TONES[lo])
     background = np.repeat(rng.uniform(0.15, 0.85, (n, 1)), 3, axis=1) * rng.uniform(0.85, 1.15, (n, 3))
-    return Views(yaw, pitch, roll, light.astype(np.float32), rng.uniform(0.25, 0.45, n),
-                 skin.astype(np.float32), np.clip(background, 0, 1).astype(np.float32),
-                 rng.uniform(0.02, 0.1, n))
+    return Views(
+        yaw,
+        pitch,
+        roll,
+        light.astype(np.float32),
+        rng.uniform(0.25, 0.45, n),
+        skin.astype(np.float32),
+        np.clip(background, 0, 1).astype(np.float32),
+        rng.uniform(0.02, 0.1, n),
+    )
 
 
 def frontal_views(n: int, skin_index: int = 1) -> Views:
     """n frontal views, light from the camera side, a fixed skin tone, grey background."""
     light = np.tile(np.array([0.3, 0.4, 1.0], dtype=np.float32) / np.linalg.norm([0.3, 0.4, 1.0]), (n, 1))
-    return Views(np.zeros(n), np.zeros(n), np.zeros(n), light, np.full(n, 0.35),
-                 np.tile(SKIN_TONES[skin_index], (n, 1)), np.full((n, 3), 0.5, dtype=np.float32),
-                 np.full(n, 0.06))
+    return Views(
+        np.zeros(n),
+        np.zeros(n),
+        np.zeros(n),
+        light,
+        np.full(n, 0.35),
+        np.tile(SKIN_TONES[skin_index], (n, 1)),
+        np.full((n, 3), 0.5, dtype=np.float32),
+        np.full(n, 0.06),
+    )
 
 
 def rotation_matrices(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
@@ -172,21 +198,29 @@ def _context():
         raise RuntimeError(
             "could not create a headless OpenGL context (moderngl, EGL backend): install the Debian "
             "packages libegl1 libegl-mesa0 libgl1-mesa-dri (software rendering) or a GPU driver with EGL "
-            f"({exc})") from exc
+            f"({exc})"
+        ) from exc
 
 
 def _perspective(fov_y: float, near: float, far: float) -> np.ndarray:
     f = 1.0 / np.tan(fov_y / 2)
-    return np.array([[f, 0, 0, 0], [0, f, 0, 0],
-                     [0, 0, (far + near) / (near - far), 2 * far * near / (near - far)],
-                     [0, 0, -1, 0]], dtype=np.float64)
+    return np.array(
+        [
+            [f, 0, 0, 0],
+            [0, f, 0, 0],
+            [0, 0, (far + near) / (near - far), 2 * far * near / (near - far)],
+            [0, 0, -1, 0],
+        ],
+        dtype=np.float64,
+    )
 
 
 class FaceRenderer:
     """Renders batches of meshes sharing one triangle list (e.g. faces of one FaceModel)."""
 
-    def __init__(self, triangles: np.ndarray, n_vertices: int, centre: np.ndarray,
-                 config: RenderConfig | None = None) -> None:
+    def __init__(
+        self, triangles: np.ndarray, n_vertices: int, centre: np.ndarray, config: RenderConfig | None = None
+    ) -> None:
         self.config = config or RenderConfig()
         self.triangles = np.ascontiguousarray(triangles, dtype=np.int32)
         self.n_vertices = int(n_vertices)
@@ -199,8 +233,12 @@ class FaceRenderer:
         self.vbo = ctx.buffer(reserve=self.config.batch * self.n_vertices * 6 * 4)
         self.ibo = ctx.buffer(self.triangles.tobytes())
         self._loc_pos, self._loc_col = self.prog["in_pos"].location, self.prog["in_color"].location
-        self.vao = ctx.vertex_array(self.prog, [(self.vbo, "3f 3f", "in_pos", "in_color")],
-                                    index_buffer=self.ibo, index_element_size=4)
+        self.vao = ctx.vertex_array(
+            self.prog,
+            [(self.vbo, "3f 3f", "in_pos", "in_color")],
+            index_buffer=self.ibo,
+            index_element_size=4,
+        )
         c = self.config
         fov = 2 * np.arctan(c.field_mm / 2 / c.distance_mm)
         view = np.eye(4)
@@ -229,8 +267,9 @@ class FaceRenderer:
             raise ValueError(f"{len(views)} views for {v.shape[0]} meshes")
         col = np.asarray(colors, dtype=np.float32)
         if col.shape not in ((self.n_vertices, 3), (v.shape[0], self.n_vertices, 3)):
-            raise ValueError(f"colors must be ({self.n_vertices}, 3) or (B, {self.n_vertices}, 3), "
-                             f"got {col.shape}")
+            raise ValueError(
+                f"colors must be ({self.n_vertices}, 3) or (B, {self.n_vertices}, 3), got {col.shape}"
+            )
         out = np.empty((v.shape[0], self.config.size, self.config.size, 3), dtype=np.uint8)
         step = self.config.batch
         for start in range(0, v.shape[0], step):
@@ -264,8 +303,8 @@ class FaceRenderer:
             self.vao.render()
         side = self._per_row * tile
         raw = np.frombuffer(self.fbo.read(components=3), dtype=np.uint8).reshape(side, side, 3)[::-1]
-        rows = (np.arange(b) // self._per_row)
-        cols = (np.arange(b) % self._per_row)
+        rows = np.arange(b) // self._per_row
+        cols = np.arange(b) % self._per_row
         # tile i sits at GL row (from the bottom) rows[i]; after the flip it is at top row per_row-1-rows[i]
         tiles = raw.reshape(self._per_row, tile, self._per_row, tile, 3)[self._per_row - 1 - rows, :, cols]
         ss = c.supersample
@@ -273,9 +312,15 @@ class FaceRenderer:
         return np.round(small).astype(np.uint8)
 
 
-def render_faces(face_model, params: np.ndarray, views: Views | None = None,
-                 rng: np.random.Generator | None = None, renderer: FaceRenderer | None = None,
-                 size: int = 64, chunk: int = 256) -> np.ndarray:
+def render_faces(
+    face_model,
+    params: np.ndarray,
+    views: Views | None = None,
+    rng: np.random.Generator | None = None,
+    renderer: FaceRenderer | None = None,
+    size: int = 64,
+    chunk: int = 256,
+) -> np.ndarray:
     """(B, 1+K+E) parameters of ``face_model`` -> (B, size, size, 3) uint8 renders with ``albedo_pattern``;
     ``views`` default to ``sample_views(B, rng)`` (random pose, light, skin tone, background)."""
     params = np.asarray(params, dtype=np.float32)

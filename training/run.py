@@ -62,8 +62,9 @@ def init_distributed(device: torch.device) -> Dist:
         return Dist()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(),
-                local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(
+        rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0"))
+    )
 
 
 def end_distributed() -> None:
@@ -103,8 +104,15 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def start_run(out: str | Path, stage: str, config: dict[str, Any], device: str = "auto", seed: int = 0,
-              threads: int = 0, resume: bool = False) -> tuple[Path, torch.device, Dist]:
+def start_run(
+    out: str | Path,
+    stage: str,
+    config: dict[str, Any],
+    device: str = "auto",
+    seed: int = 0,
+    threads: int = 0,
+    resume: bool = False,
+) -> tuple[Path, torch.device, Dist]:
     """Device, process group, threads and seeds; the run folder (stale logs removed unless resuming)
     with ``<stage>_config.yaml``. Returns (run folder, device, Dist)."""
     dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -140,6 +148,7 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Opti
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: Any) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-epoch LR factor: linear warm-up, then cosine to 0, step decay, or constant."""
+
     def factor(epoch: int) -> float:
         if epoch < cfg.warmup_epochs:
             return (epoch + 1) / (cfg.warmup_epochs + 1)
@@ -169,9 +178,9 @@ def shard_batches(n: int, batch_size: int, seed: int, epoch: int, d: Dist) -> li
     """The epoch's shuffled indices, this rank's equal share, cut into batches (same count on every rank)."""
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     per_rank = len(perm) // d.world
-    mine = perm[d.rank * per_rank:(d.rank + 1) * per_rank] if d.world > 1 else perm
+    mine = perm[d.rank * per_rank : (d.rank + 1) * per_rank] if d.world > 1 else perm
     bs = max(1, batch_size // d.world)
-    return [mine[i:i + bs] for i in range(0, len(mine), bs)]
+    return [mine[i : i + bs] for i in range(0, len(mine), bs)]
 
 
 def distributed(model: nn.Module, d: Dist) -> nn.Module:
@@ -233,15 +242,27 @@ def add_run_arguments(parser: argparse.ArgumentParser, config_help: str) -> None
     parser.add_argument("--config", required=True, help=config_help)
     parser.add_argument("--out", default=None, help="run folder (default runs/<config name>-<stage>)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    parser.add_argument("--stop-after", type=int, default=0, metavar="N",
-                        help="stop after N epochs of this call (time-boxed jobs; continue with --resume)")
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop after N epochs of this call (time-boxed jobs; continue with --resume)",
+    )
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.path=data/synthvox (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set data.path=data/synthvox (repeatable)",
+    )
 
 
-def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-                train: Callable[[argparse.Namespace], Path]) -> int:
+def run_command(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, train: Callable[[argparse.Namespace], Path]
+) -> int:
     """Parse ``argv``, call ``train(args)`` and print ``wrote PATH`` (rank 0); a bad input is one line on
     stderr and exit status 2, never a traceback."""
     args = parser.parse_args(argv)

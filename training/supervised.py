@@ -43,8 +43,9 @@ from voice2mesh.facemodel import load_face_model
 from voice2mesh.metrics import aggregate_by_speaker, ratio_errors
 
 
-def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resume: bool = False,
-                   stop_after: int = 0) -> Path:
+def run_supervised(
+    cfg: TrainConfig, out: str | Path, device: str = "auto", resume: bool = False, stop_after: int = 0
+) -> Path:
     """Supervised head on the frozen encoder; returns the path of the final checkpoint (``model.pt``).
 
     ``stop_after`` > 0 ends after that many epochs of this call (continue with ``resume``); ``last.pt``
@@ -53,8 +54,10 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
     out, dev, d = start_run(out, "supervised", config_to_dict(cfg), device, cfg.seed, cfg.threads, resume)
     data = prepare_data(cfg.data, cfg.seed)
     if data.params is None:
-        raise DataError(f"{data.root}: the supervised stage needs parameter targets (this data has meshes "
-                        "only; fit them with training.data.fit_params_to_meshes)")
+        raise DataError(
+            f"{data.root}: the supervised stage needs parameter targets (this data has meshes "
+            "only; fit them with training.data.fit_params_to_meshes)"
+        )
     n_params = data.params.shape[1]
     k, e = cfg.model.n_identity, cfg.model.n_expression
     if n_params != 1 + k + e:
@@ -81,8 +84,9 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
     val_x = torch.from_numpy(np.stack([v[0] for v in val_emb])).to(dev) if len(val_emb) else None
 
     def loss_of(head_out: torch.Tensor, target_w: torch.Tensor) -> torch.Tensor:
-        return supervised_loss(head_out, target_w, mean, std, vloss, cfg.loss.param_weight,
-                               cfg.loss.vertex_weight)
+        return supervised_loss(
+            head_out, target_w, mean, std, vloss, cfg.loss.param_weight, cfg.loss.vertex_weight
+        )
 
     oc = cfg.supervised
     head = SupervisedHead(encoder.embed_dim, k, e, cfg.model.dropout).to(dev)
@@ -105,8 +109,11 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
         rng = np.random.default_rng([cfg.seed, epoch, d.rank, 2])
         net.train()
         total, n_seen = 0.0, 0
-        for batch in progress(shard_batches(len(train_emb), oc.batch_size, cfg.seed, epoch, d), d.main,
-                              f"supervised {epoch + 1}/{oc.epochs}"):
+        for batch in progress(
+            shard_batches(len(train_emb), oc.batch_size, cfg.seed, epoch, d),
+            d.main,
+            f"supervised {epoch + 1}/{oc.epochs}",
+        ):
             x = np.stack([train_emb[i][rng.integers(0, len(train_emb[i]))] for i in batch])
             loss = loss_of(net(torch.from_numpy(x).to(dev)), tw[batch])
             optimizer_step(loss, opt, net, oc.grad_clip)
@@ -116,8 +123,14 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
         head.eval()
         with torch.no_grad():
             val = float(loss_of(head(val_x), vw)) if val_x is not None else total / max(n_seen, 1)
-        row = {"stage": "supervised", "epoch": epoch + 1, "train_loss": total / max(n_seen, 1),
-               "val_loss": val, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)}
+        row = {
+            "stage": "supervised",
+            "epoch": epoch + 1,
+            "train_loss": total / max(n_seen, 1),
+            "val_loss": val,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.time() - t0, 2),
+        }
         stopping = bool(stop_after) and epoch + 1 - start_epoch >= stop_after
         if d.main:
             logger.log(row)
@@ -125,12 +138,22 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
                 best, best_epoch = val, epoch + 1
                 save_checkpoint(best_path, {"head_state_dict": head.state_dict(), "epoch": epoch})
             if checkpoint_due(epoch + 1, cfg.checkpoint_every, oc.epochs, stopping):
-                save_checkpoint(last_path, {
-                    "stage": "supervised", "config": config_to_dict(cfg),
-                    "head_state_dict": head.state_dict(),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-                    "best": best, "best_epoch": best_epoch, "rng": rng_state(),
-                    "param_mean": mean_np, "param_std": std_np})
+                save_checkpoint(
+                    last_path,
+                    {
+                        "stage": "supervised",
+                        "config": config_to_dict(cfg),
+                        "head_state_dict": head.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "epoch": epoch,
+                        "best": best,
+                        "best_epoch": best_epoch,
+                        "rng": rng_state(),
+                        "param_mean": mean_np,
+                        "param_std": std_np,
+                    },
+                )
         barrier(d)
         if stopping and epoch + 1 < oc.epochs:
             logger.close()
@@ -139,35 +162,64 @@ def run_supervised(cfg: TrainConfig, out: str | Path, device: str = "auto", resu
     final = out / "model.pt"
     if d.main:
         head.load_state_dict(load_checkpoint(best_path)["head_state_dict"])
-        model = VoiceToParams(encoder.cpu(), head.cpu().eval(), torch.from_numpy(mean_np),
-                              torch.from_numpy(std_np))
+        model = VoiceToParams(
+            encoder.cpu(), head.cpu().eval(), torch.from_numpy(mean_np), torch.from_numpy(std_np)
+        )
         metrics = {"best_val_loss": best, "best_epoch": best_epoch}
         if val_x is not None and len(val_emb):
             try:
                 metrics.update(validation_metrics(model, val_x.cpu(), data, val_mask, face_model, k, e))
             except (ValueError, FileNotFoundError) as exc:  # e.g. a face model without shape bases here
                 metrics["val_metrics_unavailable"] = str(exc)
-        card = build_card(name=cfg.name, stage="supervised", encoder=cfg.model.encoder,
-                          face_model=data.face_model, data=data_summary(data), config=config_to_dict(cfg),
-                          metrics=metrics,
-                          training={"epochs": oc.epochs, "seconds": round(time.time() - t0, 1),
-                                    "world_size": d.world, "device": str(dev),
-                                    "encoder_weights": digest,
-                                    **({"encoder_weights_licence": ge2e.LICENCE}
-                                       if cfg.model.encoder == "ge2e" else {})})
-        save_checkpoint(final, {
-            "stage": "supervised", "config": config_to_dict(cfg), "state_dict": model.state_dict(),
-            "param_mean": mean_np, "param_std": std_np, "face_model": data.face_model,
-            "encoder": cfg.model.encoder, "n_identity": k, "n_expression": e, "model_card": card,
-            "input": "features (batch, time, 64)" if cfg.model.encoder == "voiceembednet"
-            else "mels (batch, partials, 160, 40)"})
+        card = build_card(
+            name=cfg.name,
+            stage="supervised",
+            encoder=cfg.model.encoder,
+            face_model=data.face_model,
+            data=data_summary(data),
+            config=config_to_dict(cfg),
+            metrics=metrics,
+            training={
+                "epochs": oc.epochs,
+                "seconds": round(time.time() - t0, 1),
+                "world_size": d.world,
+                "device": str(dev),
+                "encoder_weights": digest,
+                **({"encoder_weights_licence": ge2e.LICENCE} if cfg.model.encoder == "ge2e" else {}),
+            },
+        )
+        save_checkpoint(
+            final,
+            {
+                "stage": "supervised",
+                "config": config_to_dict(cfg),
+                "state_dict": model.state_dict(),
+                "param_mean": mean_np,
+                "param_std": std_np,
+                "face_model": data.face_model,
+                "encoder": cfg.model.encoder,
+                "n_identity": k,
+                "n_expression": e,
+                "model_card": card,
+                "input": "features (batch, time, 64)"
+                if cfg.model.encoder == "voiceembednet"
+                else "mels (batch, partials, 160, 40)",
+            },
+        )
         write_card(card, out)
     barrier(d)
     return final
 
 
-def validation_metrics(model: VoiceToParams, val_x: torch.Tensor, data: VoiceFaceData, val_mask: np.ndarray,
-                       face_model, k: int, e: int) -> dict[str, float]:
+def validation_metrics(
+    model: VoiceToParams,
+    val_x: torch.Tensor,
+    data: VoiceFaceData,
+    val_mask: np.ndarray,
+    face_model,
+    k: int,
+    e: int,
+) -> dict[str, float]:
     """Validation ratio errors (ER, FR, CR, MR, ARE) of the final model, speaker-averaged, for the card."""
     fm = face_model or load_face_model(data.face_model).set_prediction_size(k, e)
     with torch.no_grad():

@@ -19,8 +19,11 @@ COMMANDS = {"pretrain": pretrain.main, "supervised": supervised.main}
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in COMMANDS:
-        print(f"usage: python -m training.train {{{','.join(COMMANDS)}}} --config X.yaml [options]\n"
-              f"error: the first argument must be one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"usage: python -m training.train {{{','.join(COMMANDS)}}} --config X.yaml [options]\n"
+            f"error: the first argument must be one of: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     return COMMANDS[args[0]](args[1:], prog=f"python -m training.train {args[0]}")
 

@@ -55,11 +55,16 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in (FEATURE_SUFFIX, *AUDIO_SUFFIXES))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in (FEATURE_SUFFIX, *AUDIO_SUFFIXES)
+            )
             if not found:
-                raise ValueError(f"{path}: folder holds no audio or .npy feature files "
-                                 f"(accepted: {', '.join((FEATURE_SUFFIX, *AUDIO_SUFFIXES))})")
+                raise ValueError(
+                    f"{path}: folder holds no audio or .npy feature files "
+                    f"(accepted: {', '.join((FEATURE_SUFFIX, *AUDIO_SUFFIXES))})"
+                )
             files += found
             roots.append(path)
         else:
@@ -95,8 +100,9 @@ def output_stems(paths: Sequence[str | Path], roots: Sequence[str | Path] | None
     return [r if counts[s] > 1 else s for r, s in zip(rel, stems, strict=True)]
 
 
-def existing_outputs(out_dir: Path, stems: Sequence[Path], formats: Sequence[str],
-                     json_too: bool) -> list[Path]:
+def existing_outputs(
+    out_dir: Path, stems: Sequence[Path], formats: Sequence[str], json_too: bool
+) -> list[Path]:
     """Output files of this run that are already in ``out_dir``."""
     exts = [*formats, *(["json"] if json_too else [])]
     return [p for s in stems for e in exts if (p := out_dir / f"{s}.{e}").exists()]
@@ -181,8 +187,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         line = ", ".join(f"{k}/OICD {v:.3f}" for k, v in r.items() if isinstance(v, float))
         exts = args.format[0] if len(args.format) == 1 else "{" + ",".join(args.format) + "}"
         tqdm.write(
-            f"{path} -> {out_dir / stem}.{exts}  {line}  "
-            f"({pred.timings['total']:.1f} ms)",
+            f"{path} -> {out_dir / stem}.{exts}  {line}  ({pred.timings['total']:.1f} ms)",
             file=sys.stdout,
         )
     done = len(files) - len(failed)
@@ -215,11 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
 
     pr = sub.add_parser("predict", help="predict a face mesh for each recording or feature file")
-    pr.add_argument("audio", nargs="+", metavar="INPUT",
-                    help="audio files (wav, flac, mp3, ogg, m4a, ...), .npy feature files (T, 64) as "
-                         "released with the paper (fbank/<id>/<yt>/NNNNN.npy), or folders of them")
-    pr.add_argument("-o", "--output", required=True,
-                    help="output folder (input folders are mirrored under it when file names repeat)")
+    pr.add_argument(
+        "audio",
+        nargs="+",
+        metavar="INPUT",
+        help="audio files (wav, flac, mp3, ogg, m4a, ...), .npy feature files (T, 64) as "
+        "released with the paper (fbank/<id>/<yt>/NNNNN.npy), or folders of them",
+    )
+    pr.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output folder (input folders are mirrored under it when file names repeat)",
+    )
     pr.add_argument("--overwrite", action="store_true", help="replace outputs already in the folder")
     pr.add_argument("--format", type=parse_formats, default=["glb"], help="comma list of glb,obj,ply")
     pr.add_argument("--json", action="store_true", help="also write <name>.json with readouts and timings")

@@ -30,8 +30,26 @@ import soxr
 MiB = 1 << 20
 ACCEPTED = "WAV, FLAC, OGG/Vorbis, Opus, MP3, WebM, M4A/MP4 (anything ffmpeg decodes)"
 # Containers libsndfile does not read: go straight to ffmpeg.
-FFMPEG_SUFFIXES = frozenset({".webm", ".weba", ".m4a", ".mp4", ".m4v", ".aac", ".mkv", ".mka", ".mov",
-                             ".3gp", ".amr", ".wma", ".wmv", ".avi", ".ac3", ".caf"})
+FFMPEG_SUFFIXES = frozenset(
+    {
+        ".webm",
+        ".weba",
+        ".m4a",
+        ".mp4",
+        ".m4v",
+        ".aac",
+        ".mkv",
+        ".mka",
+        ".mov",
+        ".3gp",
+        ".amr",
+        ".wma",
+        ".wmv",
+        ".avi",
+        ".ac3",
+        ".caf",
+    }
+)
 
 
 class AudioError(ValueError):
@@ -80,18 +98,18 @@ class AudioConfig:
     96 kHz and 8 channels admit hi-res and multichannel recorders; 8 kHz is telephone speech.
     """
 
-    max_duration_s: float = 60.0     # longer recordings are rejected before decoding
-    min_sample_rate: int = 8000      # header rates outside [min, max] are rejected before decoding
+    max_duration_s: float = 60.0  # longer recordings are rejected before decoding
+    min_sample_rate: int = 8000  # header rates outside [min, max] are rejected before decoding
     max_sample_rate: int = 96000
-    max_channels: int = 8            # more channels are rejected before decoding
-    block_frames: int = 1 << 16      # frames decoded, checked and downmixed at a time (bounded memory)
-    min_speech_s: float = 1.0        # less speech after VAD -> TooLittleSpeechError (voice2mesh.features)
-    sample_rate: int = 16000         # the paper's front end runs at 16 kHz
-    max_bytes: int = 100 * MiB       # files/buffers above this are rejected before reading
-    silence_peak: float = 1e-4       # peak below this (-80 dBFS, ~3 LSB of 16 bit) is digital silence
-    clip_level: float = 0.99         # |sample| at or above this counts as clipped (8-bit tops at 0.992)
-    clip_fraction: float = 1e-3      # warn when more than this fraction of samples is clipped
-    ffmpeg_timeout_s: float = 30.0   # per ffprobe/ffmpeg call
+    max_channels: int = 8  # more channels are rejected before decoding
+    block_frames: int = 1 << 16  # frames decoded, checked and downmixed at a time (bounded memory)
+    min_speech_s: float = 1.0  # less speech after VAD -> TooLittleSpeechError (voice2mesh.features)
+    sample_rate: int = 16000  # the paper's front end runs at 16 kHz
+    max_bytes: int = 100 * MiB  # files/buffers above this are rejected before reading
+    silence_peak: float = 1e-4  # peak below this (-80 dBFS, ~3 LSB of 16 bit) is digital silence
+    clip_level: float = 0.99  # |sample| at or above this counts as clipped (8-bit tops at 0.992)
+    clip_fraction: float = 1e-3  # warn when more than this fraction of samples is clipped
+    ffmpeg_timeout_s: float = 30.0  # per ffprobe/ffmpeg call
 
 
 @dataclass
@@ -123,12 +141,13 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return np.clip(x, -32768, 32767).astype(np.int16)
 
 
-def load_audio(source: str | os.PathLike | bytes | bytearray | memoryview,
-               config: AudioConfig | None = None) -> Audio:
+def load_audio(
+    source: str | os.PathLike | bytes | bytearray | memoryview, config: AudioConfig | None = None
+) -> Audio:
     """Decode, check and convert a recording (path or bytes) to float32 mono 16 kHz."""
     cfg = config or AudioConfig()
     data, path, label = _resolve(source, cfg)
-    suffix = (path.suffix.lower() if path is not None else _sniff_suffix(data))
+    suffix = path.suffix.lower() if path is not None else _sniff_suffix(data)
     reasons: list[str] = []
     warnings: list[str] = []
     try:
@@ -141,8 +160,9 @@ def load_audio(source: str | os.PathLike | bytes | bytearray | memoryview,
             return _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
     except _FfmpegFailedError as e:
         reasons.append(e.detail)
-        raise UnreadableAudioError(f"{label}: not a readable audio file ({'; '.join(reasons)}); "
-                                   f"accepted: {ACCEPTED}") from None
+        raise UnreadableAudioError(
+            f"{label}: not a readable audio file ({'; '.join(reasons)}); accepted: {ACCEPTED}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- input
@@ -157,18 +177,23 @@ def _resolve(source, cfg: AudioConfig) -> tuple[bytes | None, Path | None, str]:
         path = Path(source)
         label = str(path.name) or str(path)
         if not path.is_file():
-            raise UnreadableAudioError(f"{path}: no such file; accepted: a path to an audio file "
-                                       f"({ACCEPTED}) or its bytes")
+            raise UnreadableAudioError(
+                f"{path}: no such file; accepted: a path to an audio file ({ACCEPTED}) or its bytes"
+            )
         size = path.stat().st_size
         data = None
     else:
         raise TypeError(f"load_audio takes a path or bytes, not {type(source).__name__}")
     if size == 0:
-        raise EmptyAudioError(f"{label}: the file is empty (0 bytes); accepted: a recording of "
-                              f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
+        raise EmptyAudioError(
+            f"{label}: the file is empty (0 bytes); accepted: a recording of "
+            f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
+        )
     if size > cfg.max_bytes:
-        raise AudioTooLargeError(f"{label}: {size / MiB:.1f} MB is too large; accepted: up to "
-                                 f"{cfg.max_bytes / MiB:g} MB and {cfg.max_duration_s:g} s")
+        raise AudioTooLargeError(
+            f"{label}: {size / MiB:.1f} MB is too large; accepted: up to "
+            f"{cfg.max_bytes / MiB:g} MB and {cfg.max_duration_s:g} s"
+        )
     return data, path, label
 
 
@@ -185,8 +210,10 @@ def _sniff_suffix(data: bytes | None) -> str:
 
 def _too_long(label: str, duration: float, cfg: AudioConfig, more: bool = False) -> AudioTooLongError:
     """``more``: decoding stopped at ``duration`` (the file is at least that long)."""
-    return AudioTooLongError(f"{label}: {duration:.1f} s{' or more' if more else ''} is too long; accepted: "
-                             f"at most {cfg.max_duration_s:g} s (trim the recording)")
+    return AudioTooLongError(
+        f"{label}: {duration:.1f} s{' or more' if more else ''} is too long; accepted: "
+        f"at most {cfg.max_duration_s:g} s (trim the recording)"
+    )
 
 
 def _check_header(label: str, rate: int, channels: int, duration: float | None, cfg: AudioConfig) -> None:
@@ -194,11 +221,13 @@ def _check_header(label: str, rate: int, channels: int, duration: float | None, 
     if not cfg.min_sample_rate <= rate <= cfg.max_sample_rate:
         raise AudioFormatLimitError(
             f"{label}: the header gives a sample rate of {rate} Hz; accepted: {cfg.min_sample_rate}-"
-            f"{cfg.max_sample_rate} Hz (save or export the recording at 16, 44.1 or 48 kHz)")
+            f"{cfg.max_sample_rate} Hz (save or export the recording at 16, 44.1 or 48 kHz)"
+        )
     if not 1 <= channels <= cfg.max_channels:
         raise AudioFormatLimitError(
             f"{label}: the header gives {channels} audio channels; accepted: 1 to {cfg.max_channels} "
-            "(mono or stereo recordings)")
+            "(mono or stereo recordings)"
+        )
     if duration is not None and duration > cfg.max_duration_s:
         raise _too_long(label, duration, cfg)
 
@@ -221,8 +250,10 @@ def _decode_soundfile(data: bytes | None, path: Path | None, label: str, cfg: Au
             raise UnreadableAudioError(f"{label}: the header gives no sample rate; accepted: {ACCEPTED}")
         _check_header(label, rate, channels, frames / rate, cfg)
         if frames <= 0:
-            raise EmptyAudioError(f"{label}: the file holds no audio samples; accepted: a recording "
-                                  f"of {cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
+            raise EmptyAudioError(
+                f"{label}: the file holds no audio samples; accepted: a recording "
+                f"of {cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
+            )
         try:
             if f.subtype == "PCM_16" and channels == 1 and rate == cfg.sample_rate:
                 # already the front end's format (at most max_duration_s of int16): see _finish_pcm16
@@ -254,14 +285,16 @@ def _ffmpeg_reason(stderr: bytes, url: str) -> str:
 
 def _run(cmd: list[str], cfg: AudioConfig, label: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=cfg.ffmpeg_timeout_s, check=False,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            cmd, capture_output=True, timeout=cfg.ffmpeg_timeout_s, check=False, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         raise _FfmpegFailedError(label, f"{cmd[0]} took longer than {cfg.ffmpeg_timeout_s:g} s") from None
 
 
-def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: str,
-                   cfg: AudioConfig, warnings: list[str]) -> Audio:
+def _decode_ffmpeg(
+    data: bytes | None, path: Path | None, label: str, suffix: str, cfg: AudioConfig, warnings: list[str]
+) -> Audio:
     """ffprobe (stream, rate, channels, duration), header checks, then ffmpeg to raw float32 read from
     its pipe in blocks, at most max+1 s.
 
@@ -269,8 +302,10 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
     """
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if ffmpeg is None or ffprobe is None:
-        raise _FfmpegFailedError(label, "this format needs ffmpeg, which is not installed "
-                                        "(Debian/Ubuntu: sudo apt-get install ffmpeg)")
+        raise _FfmpegFailedError(
+            label,
+            "this format needs ffmpeg, which is not installed (Debian/Ubuntu: sudo apt-get install ffmpeg)",
+        )
     with tempfile.TemporaryDirectory(prefix="voice2mesh-audio-") as tmp:
         if data is not None:
             src = Path(tmp) / f"input{suffix or '.bin'}"
@@ -278,8 +313,22 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
         else:
             src = path.resolve()
         url = f"file:{src}"  # never read as an option or another protocol
-        probe = _run([ffprobe, "-v", "error", "-print_format", "json", "-show_streams",
-                      "-show_format", "-select_streams", "a:0", url], cfg, label)
+        probe = _run(
+            [
+                ffprobe,
+                "-v",
+                "error",
+                "-print_format",
+                "json",
+                "-show_streams",
+                "-show_format",
+                "-select_streams",
+                "a:0",
+                url,
+            ],
+            cfg,
+            label,
+        )
         try:
             info = json.loads(probe.stdout or b"{}")
         except json.JSONDecodeError:
@@ -297,21 +346,44 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
         _check_header(label, rate, channels, duration, cfg)
         # Browser recordings (WebM) often carry no duration: decode at most max + 1 s and check.
         limit = f"{cfg.max_duration_s + 1.0:.3f}"
-        cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", url, "-map", "0:a:0", "-vn", "-sn", "-dn",
-               "-t", limit, "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(rate),
-               "pipe:1"]
+        cmd = [
+            ffmpeg,
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            url,
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-sn",
+            "-dn",
+            "-t",
+            limit,
+            "-f",
+            "f32le",
+            "-acodec",
+            "pcm_f32le",
+            "-ac",
+            str(channels),
+            "-ar",
+            str(rate),
+            "pipe:1",
+        ]
         mono = _MonoStream(rate, channels, label, cfg)
         returncode, stderr = _stream_ffmpeg(cmd, Path(tmp) / "stderr.txt", mono, cfg, label)
     if returncode != 0:
         if mono.frames == 0:
             raise _FfmpegFailedError(label, _ffmpeg_reason(stderr, url))
-        warnings.append(f"{label}: the file is damaged or cut short; using the {mono.frames / rate:.1f} s "
-                        "that decoded")
+        warnings.append(
+            f"{label}: the file is damaged or cut short; using the {mono.frames / rate:.1f} s that decoded"
+        )
     return mono.finish(warnings)
 
 
-def _stream_ffmpeg(cmd: list[str], stderr_path: Path, mono: _MonoStream, cfg: AudioConfig,
-                   label: str) -> tuple[int, bytes]:
+def _stream_ffmpeg(
+    cmd: list[str], stderr_path: Path, mono: _MonoStream, cfg: AudioConfig, label: str
+) -> tuple[int, bytes]:
     """Run ffmpeg, feeding its float32 output to ``mono`` block by block; (return code, stderr).
 
     The process is killed after ``cfg.ffmpeg_timeout_s`` and when reading stops early (an error).
@@ -361,8 +433,11 @@ class _MonoStream:
         self._parts: list[np.ndarray] = []
         # soxr: a band-limited (linear-phase, anti-aliasing) resampler in C for any ratio
         # (44.1k -> 16k included), faster than scipy's polyphase filter and librosa's default.
-        self._resampler = (None if rate == cfg.sample_rate else
-                           soxr.ResampleStream(rate, cfg.sample_rate, 1, dtype="float32", quality="HQ"))
+        self._resampler = (
+            None
+            if rate == cfg.sample_rate
+            else soxr.ResampleStream(rate, cfg.sample_rate, 1, dtype="float32", quality="HQ")
+        )
 
     def add(self, block: np.ndarray) -> None:
         """One (frames, channels) float32 block."""
@@ -383,13 +458,17 @@ class _MonoStream:
         """Non-finite check, clipping warning, the mono samples, silence check."""
         label, cfg = self.label, self.cfg
         if self.frames == 0:
-            raise EmptyAudioError(f"{label}: the file holds no audio samples; accepted: a recording of "
-                                  f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech")
+            raise EmptyAudioError(
+                f"{label}: the file holds no audio samples; accepted: a recording of "
+                f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
+            )
         if self.frames > self.rate * cfg.max_duration_s:
             raise _too_long(label, self.frames / self.rate, cfg)
         if self.non_finite:
-            raise NonFiniteAudioError(f"{label}: {self.non_finite} sample(s) are NaN or infinite (a broken "
-                                      "float recording); accepted: finite samples, e.g. 16-bit PCM")
+            raise NonFiniteAudioError(
+                f"{label}: {self.non_finite} sample(s) are NaN or infinite (a broken "
+                "float recording); accepted: finite samples, e.g. 16-bit PCM"
+            )
         warnings = list(warnings)
         clipped = self.clipped / (self.frames * self.channels)
         if clipped > cfg.clip_fraction:
@@ -401,20 +480,28 @@ class _MonoStream:
         peak = float(np.max(np.abs(mono))) if mono.size else 0.0
         if peak < cfg.silence_peak:
             raise _silent(label, peak)
-        return Audio(samples=np.ascontiguousarray(mono), sample_rate=cfg.sample_rate,
-                     duration_s=mono.size / cfg.sample_rate, original_sample_rate=int(self.rate),
-                     original_channels=int(self.channels), warnings=warnings, source=label, config=cfg)
+        return Audio(
+            samples=np.ascontiguousarray(mono),
+            sample_rate=cfg.sample_rate,
+            duration_s=mono.size / cfg.sample_rate,
+            original_sample_rate=int(self.rate),
+            original_channels=int(self.channels),
+            warnings=warnings,
+            source=label,
+            config=cfg,
+        )
 
 
-def _finish(raw: np.ndarray, rate: int, label: str, cfg: AudioConfig,
-            warnings: list[str] | None = None) -> Audio:
+def _finish(
+    raw: np.ndarray, rate: int, label: str, cfg: AudioConfig, warnings: list[str] | None = None
+) -> Audio:
     """Checks and conversion of samples already in memory: (frames, channels) float32, or int16 mono
     at the target rate (:func:`_finish_pcm16`)."""
     if raw.dtype == np.int16:
         return _finish_pcm16(raw, label, cfg, warnings)
     stream = _MonoStream(rate, raw.shape[1], label, cfg)
     for start in range(0, raw.shape[0], cfg.block_frames):
-        stream.add(np.asarray(raw[start:start + cfg.block_frames], dtype=np.float32))
+        stream.add(np.asarray(raw[start : start + cfg.block_frames], dtype=np.float32))
     return stream.finish(list(warnings or []))
 
 
@@ -436,19 +523,31 @@ def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig, warnings: list[
     peak = max(hi, -lo) / 32768.0
     if peak < cfg.silence_peak:
         raise _silent(label, peak)
-    return Audio(samples=samples, sample_rate=cfg.sample_rate, duration_s=pcm.size / cfg.sample_rate,
-                 original_sample_rate=cfg.sample_rate, original_channels=1, warnings=warnings, source=label,
-                 config=cfg, pcm16=pcm)
+    return Audio(
+        samples=samples,
+        sample_rate=cfg.sample_rate,
+        duration_s=pcm.size / cfg.sample_rate,
+        original_sample_rate=cfg.sample_rate,
+        original_channels=1,
+        warnings=warnings,
+        source=label,
+        config=cfg,
+        pcm16=pcm,
+    )
 
 
 def _clipping_warning(label: str, fraction: float) -> str:
-    return (f"{label}: {100 * fraction:.1f} % of the samples are clipped (recording level too high); "
-            "the face may be less reliable - record a little further from the mic")
+    return (
+        f"{label}: {100 * fraction:.1f} % of the samples are clipped (recording level too high); "
+        "the face may be less reliable - record a little further from the mic"
+    )
 
 
 def _silent(label: str, peak: float) -> SilentAudioError:
-    return SilentAudioError(f"{label}: the recording is silent (peak level {_dbfs(peak)}); accepted: "
-                            "a recording with audible speech - check the microphone")
+    return SilentAudioError(
+        f"{label}: the recording is silent (peak level {_dbfs(peak)}); accepted: "
+        "a recording with audible speech - check the microphone"
+    )
 
 
 def _dbfs(peak: float) -> str:

@@ -88,8 +88,12 @@ def read_training_data(manifest: dict[str, Any], where: str = MANIFEST_NAME) -> 
             raise BundleError(f"{where}: training_data.{key} must be true or false, got {value!r}")
         flags[key] = value
     details = {k: v for k, v in td.items() if k not in ("synthetic", "random_weights", "summary")}
-    return TrainingData(synthetic=flags["synthetic"], random_weights=flags["random_weights"],
-                        summary=str(td.get("summary") or ""), details=details)
+    return TrainingData(
+        synthetic=flags["synthetic"],
+        random_weights=flags["random_weights"],
+        summary=str(td.get("summary") or ""),
+        details=details,
+    )
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,13 @@ def read_skill(entry: ModelEntry, where: str = MANIFEST_NAME) -> dict[str, Ratio
     for name, value in (ratios or {}).items():
         gap = value.get("gap_closed") if isinstance(value, dict) else "?"
         noise = value.get("beyond_noise") if isinstance(value, dict) else "?"
-        if (gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float)))) or \
-                (noise is not None and not isinstance(noise, bool)):
-            raise BundleError(f"{where}: models.{entry.name}.skill.ratios.{name} needs gap_closed (a number "
-                              f"or null) and beyond_noise (true, false or null), got {value!r}")
+        if (gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float)))) or (
+            noise is not None and not isinstance(noise, bool)
+        ):
+            raise BundleError(
+                f"{where}: models.{entry.name}.skill.ratios.{name} needs gap_closed (a number "
+                f"or null) and beyond_noise (true, false or null), got {value!r}"
+            )
         out[str(name)] = RatioSkill(None if gap is None else float(gap), noise)
     return out
 

@@ -48,34 +48,36 @@ from voice2mesh.vad import VadConfig, vad
 class FrontEndConfig:
     """The paper's front-end numbers (Wen et al. 2019 preprocessing, used by Wu et al. 2022)."""
 
-    sample_rate: int = 16000      # Hz
-    n_mels: int = 64              # mel filters
-    low_hz: float = 20.0          # lowest filter edge, Hz
-    high_hz: float = 7200.0       # highest filter edge, Hz
-    win_length: int = 400         # samples (25 ms Hamming window)
-    hop_length: int = 160         # samples (10 ms; the original's frate = 100 frames/s)
-    n_fft: int = 1024             # FFT points
-    preemphasis: float = 0.97     # y[n] = x[n] - 0.97 x[n-1]
-    log_floor: float = 1e-5       # energies are clipped to this before the natural log
-    n_frames: int = 1000          # frames after tiling (10 s)
-    crop_long: bool = True        # cut recordings longer than n_frames (the original does not)
+    sample_rate: int = 16000  # Hz
+    n_mels: int = 64  # mel filters
+    low_hz: float = 20.0  # lowest filter edge, Hz
+    high_hz: float = 7200.0  # highest filter edge, Hz
+    win_length: int = 400  # samples (25 ms Hamming window)
+    hop_length: int = 160  # samples (10 ms; the original's frate = 100 frames/s)
+    n_fft: int = 1024  # FFT points
+    preemphasis: float = 0.97  # y[n] = x[n] - 0.97 x[n-1]
+    log_floor: float = 1e-5  # energies are clipped to this before the natural log
+    n_frames: int = 1000  # frames after tiling (10 s)
+    crop_long: bool = True  # cut recordings longer than n_frames (the original does not)
     vad: VadConfig = field(default_factory=VadConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.vad, dict):  # rebuilt from JSON/YAML (e.g. a bundle's manifest)
             object.__setattr__(self, "vad", VadConfig(**self.vad))
         if not (self.hop_length > 0 and 0 < self.win_length <= self.n_fft):
-            raise ValueError(f"need 0 < hop_length and 0 < win_length <= n_fft, got {self.hop_length}, "
-                             f"{self.win_length}, {self.n_fft}")
+            raise ValueError(
+                f"need 0 < hop_length and 0 < win_length <= n_fft, got {self.hop_length}, "
+                f"{self.win_length}, {self.n_fft}"
+            )
 
 
 @dataclass
 class FeatureResult:
     """Everything the front end produced for one recording."""
 
-    vad: np.ndarray          # int16 samples kept by the VAD
-    logmel: np.ndarray       # (T, n_mels) float32
-    features: np.ndarray     # (n_frames, n_mels) float32, normalised and tiled
+    vad: np.ndarray  # int16 samples kept by the VAD
+    logmel: np.ndarray  # (T, n_mels) float32
+    features: np.ndarray  # (n_frames, n_mels) float32, normalised and tiled
     timings: dict[str, float]  # milliseconds per stage: vad_ms, logmel_ms, features_ms, total_ms
     speech_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -133,7 +135,7 @@ def _frames(x: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndar
     if n_inside:
         out[:n_inside] = np.lib.stride_tricks.sliding_window_view(x, win)[::hop]
     starts = np.arange(n_inside, n_out) * hop
-    left = n - starts                                  # samples from each short frame's start to the end
+    left = n - starts  # samples from each short frame's start to the end
     short = left > 0
     if short.any():
         idx = starts[short, None] + np.arange(win) % left[short, None]
@@ -163,13 +165,13 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
     a, window, filters = config.preemphasis, _window(config.win_length), _sparse_filters(config)
     energies = np.empty((config.n_mels, len(frames)))  # transposed: the sparse product's natural layout
     for b in range(0, len(frames), _BLOCK):
-        f = frames[b: b + _BLOCK].astype(np.float64)
+        f = frames[b : b + _BLOCK].astype(np.float64)
         f[:, 1:] -= a * f[:, :-1]
-        f[:, 0] -= a * before[b: b + _BLOCK]
+        f[:, 0] -= a * before[b : b + _BLOCK]
         f *= window
         pairs = np.fft.rfft(f, n=config.n_fft, axis=1).view(np.float64)  # re, im side by side
         np.square(pairs, out=pairs)
-        energies[:, b: b + _BLOCK] = filters @ (pairs[:, 0::2] + pairs[:, 1::2]).T
+        energies[:, b : b + _BLOCK] = filters @ (pairs[:, 0::2] + pairs[:, 1::2]).T
     return np.log(np.maximum(energies.T, config.log_floor)).astype(np.float32)
 
 
@@ -210,8 +212,10 @@ def tile(features: np.ndarray, n_frames: int = 1000, crop_long: bool = True) -> 
 def features_from_audio(audio: Audio, config: FrontEndConfig = FrontEndConfig()) -> FeatureResult:
     """VAD → log mel → CMVN → tiling for decoded audio; TooLittleSpeechError under ``min_speech_s``."""
     if audio.sample_rate != config.sample_rate:
-        raise ValueError(f"{audio.source}: the front end runs at {config.sample_rate} Hz, the audio is at "
-                         f"{audio.sample_rate} Hz (load it with voice2mesh.audio.load_audio)")
+        raise ValueError(
+            f"{audio.source}: the front end runs at {config.sample_rate} Hz, the audio is at "
+            f"{audio.sample_rate} Hz (load it with voice2mesh.audio.load_audio)"
+        )
     t0 = time.perf_counter()
     voiced = vad(audio.int16(), audio.sample_rate, config.vad)
     t1 = time.perf_counter()
@@ -220,26 +224,36 @@ def features_from_audio(audio: Audio, config: FrontEndConfig = FrontEndConfig())
     if speech_s < min_speech:
         raise TooLittleSpeechError(
             f"{audio.source}: only {speech_s:.2f} s of speech found in {audio.duration_s:.2f} s of audio "
-            f"(voice activity detection); accepted: at least {min_speech:g} s of clear speech")
+            f"(voice activity detection); accepted: at least {min_speech:g} s of clear speech"
+        )
     lm = log_mel(voiced, config)
     t2 = time.perf_counter()
     feats = tile(normalise(lm), config.n_frames, config.crop_long)
     t3 = time.perf_counter()
-    ms = {"vad_ms": (t1 - t0) * 1e3, "logmel_ms": (t2 - t1) * 1e3, "features_ms": (t3 - t2) * 1e3,
-          "total_ms": (t3 - t0) * 1e3}
-    return FeatureResult(vad=voiced, logmel=lm, features=feats, timings=ms, speech_s=speech_s,
-                         warnings=list(audio.warnings))
+    ms = {
+        "vad_ms": (t1 - t0) * 1e3,
+        "logmel_ms": (t2 - t1) * 1e3,
+        "features_ms": (t3 - t2) * 1e3,
+        "total_ms": (t3 - t0) * 1e3,
+    }
+    return FeatureResult(
+        vad=voiced, logmel=lm, features=feats, timings=ms, speech_s=speech_s, warnings=list(audio.warnings)
+    )
 
 
-def extract_features(source, config: FrontEndConfig = FrontEndConfig(),
-                     audio_config: AudioConfig | None = None) -> FeatureResult:
+def extract_features(
+    source, config: FrontEndConfig = FrontEndConfig(), audio_config: AudioConfig | None = None
+) -> FeatureResult:
     """Load (path or bytes) + VAD + features; raises :class:`voice2mesh.audio.AudioError` on bad input."""
     t0 = time.perf_counter()
     audio = load_audio(source, audio_config)
     t1 = time.perf_counter()
     result = features_from_audio(audio, config)
-    result.timings = {"load_ms": (t1 - t0) * 1e3, **result.timings,
-                      "total_ms": (time.perf_counter() - t0) * 1e3}
+    result.timings = {
+        "load_ms": (t1 - t0) * 1e3,
+        **result.timings,
+        "total_ms": (time.perf_counter() - t0) * 1e3,
+    }
     return result
 
 
@@ -248,12 +262,17 @@ STAGES = ("vad", "logmel", "features")
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m voice2mesh.features AUDIO -o OUT.npy --stage vad|logmel|features``."""
-    parser = argparse.ArgumentParser(prog="python -m voice2mesh.features",
-                                     description="The paper's front end for one recording.")
+    parser = argparse.ArgumentParser(
+        prog="python -m voice2mesh.features", description="The paper's front end for one recording."
+    )
     parser.add_argument("audio", type=Path, help="audio file (wav, flac, ogg, opus, mp3, webm, m4a, ...)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .npy")
-    parser.add_argument("--stage", choices=STAGES, default="features",
-                        help="vad: int16 voiced samples; logmel: (T, 64); features: (1000, 64) (default)")
+    parser.add_argument(
+        "--stage",
+        choices=STAGES,
+        default="features",
+        help="vad: int16 voiced samples; logmel: (T, 64); features: (1000, 64) (default)",
+    )
     args = parser.parse_args(argv)
     try:
         result = extract_features(args.audio)
@@ -268,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"{args.output}: {args.stage} {out.shape} {out.dtype} ({result.speech_s:.2f} s of speech, "
-          f"{result.timings['total_ms']:.1f} ms)")
+    print(
+        f"{args.output}: {args.stage} {out.shape} {out.dtype} ({result.speech_s:.2f} s of speech, "
+        f"{result.timings['total_ms']:.1f} ms)"
+    )
     return 0
 
 

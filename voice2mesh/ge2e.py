@@ -39,19 +39,19 @@ class GE2EFrontEndConfig:
     breaks parity with those weights.
     """
 
-    sample_rate: int = 16000          # Hz
-    window_ms: int = 25               # mel analysis window, ms (400 samples)
-    hop_ms: int = 10                  # mel hop, ms (160 samples)
-    n_mels: int = 40                  # mel channels
-    fmin: float = 0.0                 # Hz, lowest filter edge
-    fmax: float | None = None         # Hz, highest filter edge (None: Nyquist)
-    partial_frames: int = 160         # frames per partial utterance (1.6 s)
+    sample_rate: int = 16000  # Hz
+    window_ms: int = 25  # mel analysis window, ms (400 samples)
+    hop_ms: int = 10  # mel hop, ms (160 samples)
+    n_mels: int = 40  # mel channels
+    fmin: float = 0.0  # Hz, lowest filter edge
+    fmax: float | None = None  # Hz, highest filter edge (None: Nyquist)
+    partial_frames: int = 160  # frames per partial utterance (1.6 s)
     partials_per_second: float = 1.3  # embed_utterance(rate=1.3)
-    min_coverage: float = 0.75        # embed_utterance(min_coverage=0.75)
-    target_dbfs: float = -30.0        # volume normalisation target, dBFS (increase only)
-    vad_window_ms: int = 30           # WebRTC VAD window, ms (10, 20 or 30)
-    vad_mode: int = 3                 # WebRTC VAD aggressiveness (0-3)
-    vad_moving_average_width: int = 8 # windows averaged in the voicing vote
+    min_coverage: float = 0.75  # embed_utterance(min_coverage=0.75)
+    target_dbfs: float = -30.0  # volume normalisation target, dBFS (increase only)
+    vad_window_ms: int = 30  # WebRTC VAD window, ms (10, 20 or 30)
+    vad_mode: int = 3  # WebRTC VAD aggressiveness (0-3)
+    vad_moving_average_width: int = 8  # windows averaged in the voicing vote
     vad_max_silence_windows: int = 6  # longest silence kept, windows (dilation by max + 1 windows)
 
     @property
@@ -81,14 +81,17 @@ def _check_samples(samples: np.ndarray, what: str = "samples") -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"GE2E front end: {what} is empty (0 samples)")
     if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"GE2E front end: {what} must be float samples in [-1, 1] at 16 kHz, "
-                         f"got dtype {arr.dtype} (convert int16 with x / 32768)")
+        raise ValueError(
+            f"GE2E front end: {what} must be float samples in [-1, 1] at 16 kHz, "
+            f"got dtype {arr.dtype} (convert int16 with x / 32768)"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"GE2E front end: {what} contains NaN or infinite values")
     return arr.astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------- preprocessing
+
 
 def normalize_volume(wav: np.ndarray, target_dbfs: float = DEFAULT_CONFIG.target_dbfs) -> np.ndarray:
     """Scale ``wav`` up so that its RMS level is ``target_dbfs``; louder input is left unchanged."""
@@ -122,8 +125,11 @@ def voiced_mask(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) ->
     step = 2 * win
     vad = webrtcvad.Vad(config.vad_mode)
     # The only per-window loop: WebRTC VAD is a stateful C routine fed window by window.
-    flags = np.fromiter((vad.is_speech(raw[i:i + step], config.sample_rate)
-                         for i in range(0, len(raw), step)), dtype=bool, count=len(raw) // step)
+    flags = np.fromiter(
+        (vad.is_speech(raw[i : i + step], config.sample_rate) for i in range(0, len(raw), step)),
+        dtype=bool,
+        count=len(raw) // step,
+    )
     w = config.vad_moving_average_width
     # Moving average over windows i-(w-1)//2 .. i+w//2, rounded half-to-even: voiced iff > half voted.
     votes = _window_counts(flags, (w - 1) // 2, w // 2)
@@ -154,6 +160,7 @@ def preprocess_wav(samples: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CON
 
 
 # ----------------------------------------------------------------------------- mel spectrogram
+
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (Auditory Toolbox): linear below 1 kHz (200/3 Hz per mel), log above."""
@@ -222,6 +229,7 @@ def mel_frames(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> 
 
 # ----------------------------------------------------------------------------- partial utterances
 
+
 def partial_starts(n_samples: int, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
     """First mel frame of each partial utterance of a ``n_samples``-long preprocessed waveform.
 
@@ -237,8 +245,10 @@ def partial_starts(n_samples: int, config: GE2EFrontEndConfig = DEFAULT_CONFIG) 
     n_frames = int(np.ceil((n_samples + 1) / hop))
     step = int(np.round(config.sample_rate / config.partials_per_second / hop))
     if not 0 < step <= length:
-        raise ValueError(f"GE2E front end: partials_per_second={config.partials_per_second} gives a step of "
-                         f"{step} frames; it must be between 1 and {length}")
+        raise ValueError(
+            f"GE2E front end: partials_per_second={config.partials_per_second} gives a step of "
+            f"{step} frames; it must be between 1 and {length}"
+        )
     starts = np.arange(0, max(1, n_frames - length + step + 1), step, dtype=np.int64)
     coverage = (n_samples - starts[-1] * hop) / (length * hop)
     if coverage < config.min_coverage and len(starts) > 1:
@@ -246,8 +256,9 @@ def partial_starts(n_samples: int, config: GE2EFrontEndConfig = DEFAULT_CONFIG) 
     return starts
 
 
-def partial_slices(n_samples: int, config: GE2EFrontEndConfig = DEFAULT_CONFIG
-                   ) -> tuple[list[slice], list[slice]]:
+def partial_slices(
+    n_samples: int, config: GE2EFrontEndConfig = DEFAULT_CONFIG
+) -> tuple[list[slice], list[slice]]:
     """(waveform slices, mel-frame slices) of the partial utterances, like the package returns."""
     starts = partial_starts(n_samples, config)
     length, hop = config.partial_frames, config.hop_length

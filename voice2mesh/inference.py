@@ -199,13 +199,17 @@ class Predictor:
         original feeds it: no VAD, no CMVN, no tiling or cropping. Only for log-mel models
         (VoiceEmbedNet encoder); raises ValueError for any other shape or non-finite values."""
         if self.entry.encoder == "ge2e":
-            raise ValueError(f"{source}: model {self.entry.name!r} takes GE2E mel partials, not (T, 64) "
-                             "log-mel features; choose a VoiceEmbedNet model of the bundle")
+            raise ValueError(
+                f"{source}: model {self.entry.name!r} takes GE2E mel partials, not (T, 64) "
+                "log-mel features; choose a VoiceEmbedNet model of the bundle"
+            )
         n_mels = self._n_mels
         x = np.asarray(features)
         if x.ndim != 2 or x.shape[1] != n_mels or x.shape[0] < 1 or x.dtype.kind not in "fiu":
-            raise ValueError(f"{source}: features must be a (T, {n_mels}) numeric array with T >= 1 "
-                             f"(frames x mel bins, already normalised), got {x.dtype} {x.shape}")
+            raise ValueError(
+                f"{source}: features must be a (T, {n_mels}) numeric array with T >= 1 "
+                f"(frames x mel bins, already normalised), got {x.dtype} {x.shape}"
+            )
         x = x.astype(np.float32)
         if not np.isfinite(x).all():
             raise ValueError(f"{source}: features contain NaN or infinite values")
@@ -284,8 +288,11 @@ def _front_end(encoder: str, config: dict[str, Any]):
     def run_features(audio: Audio) -> tuple[np.ndarray, float, dict[str, float]]:
         result = features.features_from_audio(audio, cfg)
         t = result.timings
-        return result.features, result.speech_s, {"vad": t["vad_ms"],
-                                                  "features": t["logmel_ms"] + t["features_ms"]}
+        return (
+            result.features,
+            result.speech_s,
+            {"vad": t["vad_ms"], "features": t["logmel_ms"] + t["features_ms"]},
+        )
 
     return run_features
 

@@ -53,11 +53,11 @@ class HistoryPoint:
 class LiveUpdate:
     """What one chunk produced: a new result, or why there is none yet."""
 
-    result: RunResult | None          # None: no prediction for this chunk (see ``message``)
-    heard_s: float                    # seconds of audio in the stream so far
-    message: str = ""                 # for the visitor: why there is no new face, or the limit reached
+    result: RunResult | None  # None: no prediction for this chunk (see ``message``)
+    heard_s: float  # seconds of audio in the stream so far
+    message: str = ""  # for the visitor: why there is no new face, or the limit reached
     history: list[HistoryPoint] = field(default_factory=list)
-    update_ms: float = 0.0            # server time of this update (buffering + one-shot run + WAV)
+    update_ms: float = 0.0  # server time of this update (buffering + one-shot run + WAV)
 
 
 class LiveStream:
@@ -87,11 +87,14 @@ class LiveStream:
                 raise InputError(f"microphone chunk at {rate} Hz; accepted: 8000-96000 Hz")
             self.rate = int(rate)
             if self.rate != SAMPLE_RATE:
-                self._resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32",
-                                                      quality="HQ")
+                self._resampler = soxr.ResampleStream(
+                    self.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+                )
         elif int(rate) != self.rate:
-            raise InputError(f"the microphone changed its sample rate from {self.rate} to {rate} Hz "
-                             "during one recording; start a new recording")
+            raise InputError(
+                f"the microphone changed its sample rate from {self.rate} to {rate} Hz "
+                "during one recording; start a new recording"
+            )
         if self._resampler is None:
             pcm = _mono_int16(data)
             if pcm is None:
@@ -100,7 +103,7 @@ class LiveStream:
             pcm = to_int16(self._resampler.resample_chunk(_mono_float(data), last=False))
         room = len(self.samples) - self.n
         kept = min(room, len(pcm))
-        self.samples[self.n:self.n + kept] = pcm[:kept]
+        self.samples[self.n : self.n + kept] = pcm[:kept]
         self.n += kept
         return kept
 
@@ -174,8 +177,13 @@ class LiveStreams:
             self._streams.popitem(last=False)
 
     # ----------------------------------------------------------------- updates
-    def update(self, session_id: str | None, chunk: tuple[int, np.ndarray] | None, choice: str | None = None,
-               kinds: tuple[str, ...] = ("glb",)) -> LiveUpdate:
+    def update(
+        self,
+        session_id: str | None,
+        chunk: tuple[int, np.ndarray] | None,
+        choice: str | None = None,
+        kinds: tuple[str, ...] = ("glb",),
+    ) -> LiveUpdate:
         """Add a chunk to the session's stream (a new stream when it has none) and predict from all the
         samples so far with the one-shot path. Expected bad input (too little speech yet, silence) gives
         an update without a result and a message; the stream goes on."""
@@ -198,21 +206,27 @@ class LiveStreams:
                 return LiveUpdate(None, stream.seconds, f"listening… {exc}", list(stream.history))
             for face in result.faces:
                 r = face.readouts
-                stream.history.append(HistoryPoint(
-                    heard_s=stream.seconds, speech_s=face.speech_s,
-                    model=face.label, ratios={k: float(r["ratios"][k]) for k in metrics.RATIO_NAMES},
-                    percentiles={k: float(r["percentiles"][k]) for k in metrics.RATIO_NAMES}))
+                stream.history.append(
+                    HistoryPoint(
+                        heard_s=stream.seconds,
+                        speech_s=face.speech_s,
+                        model=face.label,
+                        ratios={k: float(r["ratios"][k]) for k in metrics.RATIO_NAMES},
+                        percentiles={k: float(r["percentiles"][k]) for k in metrics.RATIO_NAMES},
+                    )
+                )
             ms = (time.perf_counter() - t0) * 1e3
             result.timings_ms["live update"] = ms
             return LiveUpdate(result, stream.seconds, "", list(stream.history), ms)
 
-    def _predict(self, session_id: str | None, stream: LiveStream, choice: str | None,
-                 kinds: tuple[str, ...]) -> RunResult:
+    def _predict(
+        self, session_id: str | None, stream: LiveStream, choice: str | None, kinds: tuple[str, ...]
+    ) -> RunResult:
         """Write the samples so far as a 16-bit WAV, run the one-shot path on it, keep the WAV with the
         result (``heard.wav`` in its run folder)."""
         tmp = self.service.sessions.root / f".live-{uuid.uuid4().hex}.wav"
         try:
-            sf.write(tmp, stream.samples[:stream.n], SAMPLE_RATE, subtype="PCM_16", format="WAV")
+            sf.write(tmp, stream.samples[: stream.n], SAMPLE_RATE, subtype="PCM_16", format="WAV")
             try:
                 result = self.service.run(tmp, choice, session_id, kinds=kinds)
             except AudioError as exc:  # its message names the temporary file: name the microphone
@@ -232,8 +246,9 @@ class LiveStreams:
         return path if path.is_file() else None
 
 
-def history_rows(history: list[HistoryPoint], unpredictable: dict[str, dict[str, str]] | None = None
-                 ) -> list[dict[str, Any]]:
+def history_rows(
+    history: list[HistoryPoint], unpredictable: dict[str, dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
     """Long-format rows for the live plot: one per update, model and ratio. ``unpredictable`` maps a
     model label to {ratio: mark} for ratios the model has no measured skill on; the mark is appended
     to the series name ("ER (no skill)")."""
@@ -244,8 +259,15 @@ def history_rows(history: list[HistoryPoint], unpredictable: dict[str, dict[str,
         for name in metrics.RATIO_NAMES:
             mark = marks.get(p.model, {}).get(name, "")
             series = f"{name}{f' ({mark})' if mark else ''}{f' · {p.model}' if multi else ''}"
-            rows.append({"speech_s": round(p.speech_s, 2), "heard_s": round(p.heard_s, 2),
-                         "ratio": series, "value": p.ratios[name], "percentile": p.percentiles[name]})
+            rows.append(
+                {
+                    "speech_s": round(p.speech_s, 2),
+                    "heard_s": round(p.heard_s, 2),
+                    "ratio": series,
+                    "value": p.ratios[name],
+                    "percentile": p.percentiles[name],
+                }
+            )
     return rows
 
 

@@ -29,8 +29,9 @@ MESH_FORMATS = (".glb", ".obj", ".ply")
 OBJ_SIGNIFICANT_DIGITS = 9  # of the largest |coordinate|: float32 coordinates survive exactly
 OBJ_COLOR_DECIMALS = 4  # colours as r g b in [0, 1]: enough to recover every 8-bit level
 # the text of each 8-bit colour level in an OBJ file ("0.5020" for 128), looked up, not formatted
-_COLOR_TEXT = np.frombuffer("".join(f"{i / 255:.{OBJ_COLOR_DECIMALS}f}" for i in range(256)).encode(),
-                            np.uint8).reshape(256, OBJ_COLOR_DECIMALS + 2)
+_COLOR_TEXT = np.frombuffer(
+    "".join(f"{i / 255:.{OBJ_COLOR_DECIMALS}f}" for i in range(256)).encode(), np.uint8
+).reshape(256, OBJ_COLOR_DECIMALS + 2)
 VERTEX_FORMATS = (".obj", ".ply", ".xyz", ".npy", ".glb")
 
 # Heatmap scale: per-vertex distance to the reference (mean) face in millimetres. Fixed, so that
@@ -124,8 +125,9 @@ def write_mesh(
             fh.writelines(obj_parts(v, f, c))
         return path
     normals = vertex_normals(v, f) if ext == ".glb" else None  # vectorised (trimesh's is slower)
-    mesh = trimesh.Trimesh(vertices=v, faces=f.astype(np.int64), vertex_normals=normals, vertex_colors=c,
-                           process=False)
+    mesh = trimesh.Trimesh(
+        vertices=v, faces=f.astype(np.int64), vertex_normals=normals, vertex_colors=c, process=False
+    )
     if ext == ".glb":
         path.write_bytes(mesh.export(file_type="glb", include_normals=True))
     else:
@@ -141,16 +143,19 @@ def obj_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | 
     return b"".join(obj_parts(vertices, triangles, colors))
 
 
-def obj_parts(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None
-              ) -> tuple[np.ndarray, bytes]:
+def obj_parts(
+    vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None
+) -> tuple[np.ndarray, bytes]:
     """The two blocks of :func:`obj_bytes` (``v`` lines as a uint8 array, ``f`` lines), written in turn."""
     v = np.asarray(vertices, dtype=np.float64)
     top = float(np.abs(v).max()) if v.size else 0.0
     leading = int(np.floor(np.log10(top))) + 1 if top > 0 else 1  # position of the first significant digit
     rgb = None if colors is None else _COLOR_TEXT[np.asarray(colors, dtype=np.uint8)[:, :3]]
     tri = np.ascontiguousarray(triangles, dtype=np.int64)
-    return (_ascii_lines(b"v", [(v, max(0, OBJ_SIGNIFICANT_DIGITS - leading))], rgb),
-            _obj_face_lines(tri.tobytes()))
+    return (
+        _ascii_lines(b"v", [(v, max(0, OBJ_SIGNIFICANT_DIGITS - leading))], rgb),
+        _obj_face_lines(tri.tobytes()),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -167,8 +172,9 @@ def _magnitudes(x: np.ndarray, decimals: int) -> tuple[np.ndarray, int]:
     return scaled.astype(np.uint32 if top < 2**32 else np.uint64), max(len(str(top)), decimals + 1)
 
 
-def _write_digits(x: np.ndarray, magnitude: np.ndarray, decimals: int, n_digits: int,
-                  target: np.ndarray) -> None:
+def _write_digits(
+    x: np.ndarray, magnitude: np.ndarray, decimals: int, n_digits: int, target: np.ndarray
+) -> None:
     """Numbers (N, K) as ASCII into ``target`` (K, W, N) uint8, in fixed point: sign, digits, point.
 
     Digits come from repeated in-place division of all K columns at once (one numpy pass per
@@ -193,8 +199,9 @@ def _write_digits(x: np.ndarray, magnitude: np.ndarray, decimals: int, n_digits:
     target[:, 0] = np.where((x.T < 0) & (magnitude.T > 0), ord("-"), 0)  # no "-0.000"
 
 
-def _ascii_lines(tag: bytes, columns: list[tuple[np.ndarray, int]], text: np.ndarray | None = None
-                 ) -> np.ndarray:
+def _ascii_lines(
+    tag: bytes, columns: list[tuple[np.ndarray, int]], text: np.ndarray | None = None
+) -> np.ndarray:
     """ASCII (uint8 array): ``tag a b c ...\n`` per row of the (N, K) blocks in ``columns`` (each with
     its decimals), then the ready-made (N, K, W) ASCII fields ``text`` if given.
 
@@ -217,7 +224,8 @@ def _ascii_lines(tag: bytes, columns: list[tuple[np.ndarray, int]], text: np.nda
         pos += x.shape[1] * (width + 1)
     if text is not None:
         block = rows_t[pos : pos + text.shape[1] * (text.shape[2] + 1)].reshape(
-            text.shape[1], text.shape[2] + 1, n)
+            text.shape[1], text.shape[2] + 1, n
+        )
         block[:, 0] = ord(" ")
         block[:, 1:] = text.transpose(1, 2, 0)
     rows_t[-1] = ord("\n")
@@ -230,15 +238,32 @@ def _ascii_lines(tag: bytes, columns: list[tuple[np.ndarray, int]], text: np.nda
 # PLY header, from counting OBJ 'v' lines, from an NPY header) and parses with numpy (no Python
 # object per number). Errors name the file as the caller gave it and say what is accepted, with no
 # exception class names; the app shows them through voice2mesh.publictext (no server folders).
-MAX_VERTICES = 1_000_000     # default cap of the readers (24 MB of float64 vertices)
+MAX_VERTICES = 1_000_000  # default cap of the readers (24 MB of float64 vertices)
 MAX_PLY_HEADER_BYTES = 1 << 16
-_OBJ_CHUNK_BYTES = 1 << 18   # OBJ files are scanned in chunks of whole lines (bounded temporaries)
+_OBJ_CHUNK_BYTES = 1 << 18  # OBJ files are scanned in chunks of whole lines (bounded temporaries)
 _OBJ_MAX_LINE_BYTES = 1 << 10
-_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
-ACCEPTED_VERTEX_FILES = ("OBJ ('v x y z' lines), PLY (ASCII or binary, first element 'vertex' with x, y, z), "
-                         "XYZ ('x y z' lines), NPY (an (N, 3) array), GLB (one mesh)")
+_PLY_TYPES = {
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
+}
+ACCEPTED_VERTEX_FILES = (
+    "OBJ ('v x y z' lines), PLY (ASCII or binary, first element 'vertex' with x, y, z), "
+    "XYZ ('x y z' lines), NPY (an (N, 3) array), GLB (one mesh)"
+)
 
 
 class MeshTooLargeError(MeshFileError):
@@ -259,8 +284,10 @@ def _obj_vertex_lines(data: bytes, name: str) -> tuple[int, bytes]:
     is_v = (buf[starts] == ord("v")) & ((second == ord(" ")) | (second == ord("\t")))
     first, last = starts[is_v] + 2, ends[is_v] + 1  # after 'v ', through the newline
     if first.size and int((last - first).max()) > _OBJ_MAX_LINE_BYTES:
-        raise MeshFileError(f"{name}: a vertex line is longer than {_OBJ_MAX_LINE_BYTES} characters; "
-                            "accepted: 'v x y z' lines, optionally with a weight or r g b [a]")
+        raise MeshFileError(
+            f"{name}: a vertex line is longer than {_OBJ_MAX_LINE_BYTES} characters; "
+            "accepted: 'v x y z' lines, optionally with a weight or r g b [a]"
+        )
     lengths = last - first
     offsets = np.repeat(first - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
     return int(is_v.sum()), buf[offsets + np.arange(int(lengths.sum()))].tobytes()
@@ -276,8 +303,10 @@ def _read_obj_vertices(path: Path, max_vertices: int) -> np.ndarray:
             cut = data.rfind(b"\n") + 1
             data, tail = data[:cut], data[cut:]
             if len(tail) > _OBJ_CHUNK_BYTES:
-                raise MeshFileError(f"{name}: a line is longer than {_OBJ_CHUNK_BYTES} characters; "
-                                    f"accepted: {ACCEPTED_VERTEX_FILES}")
+                raise MeshFileError(
+                    f"{name}: a line is longer than {_OBJ_CHUNK_BYTES} characters; "
+                    f"accepted: {ACCEPTED_VERTEX_FILES}"
+                )
             if data:
                 n, text = _obj_vertex_lines(data, name)
                 count += n
@@ -290,15 +319,17 @@ def _read_obj_vertices(path: Path, max_vertices: int) -> np.ndarray:
     if count > max_vertices:
         raise MeshTooLargeError(name, count, max_vertices)
     if count == 0:
-        raise MeshFileError(f"{name}: no vertex ('v x y z') lines found in the OBJ file; "
-                            f"accepted: {ACCEPTED_VERTEX_FILES}")
+        raise MeshFileError(
+            f"{name}: no vertex ('v x y z') lines found in the OBJ file; accepted: {ACCEPTED_VERTEX_FILES}"
+        )
     try:
         rows = np.loadtxt(io.BytesIO(b"".join(kept)), dtype=np.float64, ndmin=2)
     except ValueError:
         rows = np.zeros((0, 0))
     if rows.shape[0] != count or rows.shape[1] not in (3, 4, 6, 7):
-        raise MeshFileError(f"{name}: OBJ vertex lines must all hold 3 (x y z), 4 (x y z w) or 6/7 "
-                            "(x y z r g b [a]) numbers")
+        raise MeshFileError(
+            f"{name}: OBJ vertex lines must all hold 3 (x y z), 4 (x y z w) or 6/7 (x y z r g b [a]) numbers"
+        )
     return rows
 
 
@@ -325,10 +356,10 @@ def _read_obj(path: Path, max_vertices: int) -> tuple[np.ndarray, np.ndarray, np
 
 @dataclass
 class _PlyHeader:
-    encoding: str                   # "ascii", "binary_little_endian" or "binary_big_endian"
+    encoding: str  # "ascii", "binary_little_endian" or "binary_big_endian"
     n_vertices: int
     properties: list[tuple[str, str]]  # the vertex element's (name, numpy type)
-    size: int                       # bytes up to and including "end_header\n"
+    size: int  # bytes up to and including "end_header\n"
 
 
 def _read_ply_header(path: Path, max_vertices: int) -> _PlyHeader:
@@ -340,8 +371,10 @@ def _read_ply_header(path: Path, max_vertices: int) -> _PlyHeader:
     end = head.find(b"end_header")
     newline = head.find(b"\n", end)
     if not head.startswith(b"ply") or end < 0 or newline < 0:
-        raise MeshFileError(f"{name}: not a PLY file (no 'ply' ... 'end_header' header in the first "
-                            f"{MAX_PLY_HEADER_BYTES // 1024} KB); accepted: {ACCEPTED_VERTEX_FILES}")
+        raise MeshFileError(
+            f"{name}: not a PLY file (no 'ply' ... 'end_header' header in the first "
+            f"{MAX_PLY_HEADER_BYTES // 1024} KB); accepted: {ACCEPTED_VERTEX_FILES}"
+        )
     lines = [ln.split() for ln in head[:end].decode("ascii", errors="replace").splitlines()[1:]]
     encoding, elements = "", []
     for words in lines:
@@ -352,19 +385,24 @@ def _read_ply_header(path: Path, max_vertices: int) -> _PlyHeader:
         elif words[:1] == ["property"] and elements:
             elements[-1][2].append(words[1:])
     if encoding not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise MeshFileError(f"{name}: unknown PLY format {encoding!r}; accepted: ascii, "
-                            "binary_little_endian, binary_big_endian")
+        raise MeshFileError(
+            f"{name}: unknown PLY format {encoding!r}; accepted: ascii, "
+            "binary_little_endian, binary_big_endian"
+        )
     if not elements or elements[0][0] != "vertex" or not elements[0][1].isdigit():
-        raise MeshFileError(f"{name}: the first PLY element is not 'vertex <count>'; "
-                            f"accepted: {ACCEPTED_VERTEX_FILES}")
+        raise MeshFileError(
+            f"{name}: the first PLY element is not 'vertex <count>'; accepted: {ACCEPTED_VERTEX_FILES}"
+        )
     count = int(elements[0][1])
     if count > max_vertices:
         raise MeshTooLargeError(name, count, max_vertices)
     props = []
     for words in elements[0][2]:
         if len(words) != 2 or words[0] not in _PLY_TYPES:
-            raise MeshFileError(f"{name}: vertex property {' '.join(words)!r} is not a number type; "
-                                f"accepted: scalar vertex properties ({', '.join(sorted(_PLY_TYPES))})")
+            raise MeshFileError(
+                f"{name}: vertex property {' '.join(words)!r} is not a number type; "
+                f"accepted: scalar vertex properties ({', '.join(sorted(_PLY_TYPES))})"
+            )
         props.append((words[1], _PLY_TYPES[words[0]]))
     if not {"x", "y", "z"} <= {p for p, _ in props}:
         raise MeshFileError(f"{name}: the PLY vertices have no x, y, z properties")
@@ -384,15 +422,17 @@ def _read_ply_vertices(path: Path, max_vertices: int) -> np.ndarray:
             except ValueError:
                 rows = None
             if rows is None or rows.shape != (n, len(names)):
-                raise MeshFileError(f"{name}: the PLY vertex lines do not hold {n} x {len(names)} numbers "
-                                    "as the header says")
+                raise MeshFileError(
+                    f"{name}: the PLY vertex lines do not hold {n} x {len(names)} numbers as the header says"
+                )
             return rows[:, [names.index(c) for c in "xyz"]]
         order = "<" if header.encoding == "binary_little_endian" else ">"
         dtype = np.dtype([(p, order + t) for p, t in header.properties])
         records = np.fromfile(fh, dtype=dtype, count=n)
     if len(records) != n:
-        raise MeshFileError(f"{name}: the file ends after {len(records)} of the {n} vertices its header "
-                            "gives")
+        raise MeshFileError(
+            f"{name}: the file ends after {len(records)} of the {n} vertices its header gives"
+        )
     return np.stack([records[c].astype(np.float64) for c in "xyz"], axis=1)
 
 
@@ -402,15 +442,17 @@ def _read_xyz(path: Path, max_vertices: int) -> np.ndarray:
             warnings.simplefilter("ignore", UserWarning)
             arr = np.loadtxt(path, dtype=np.float64, ndmin=2, max_rows=max_vertices + 1)
     except ValueError:
-        raise MeshFileError(f"{str(path)}: could not read XYZ file (every line must be 'x y z' numbers)") \
-            from None
+        raise MeshFileError(
+            f"{str(path)}: could not read XYZ file (every line must be 'x y z' numbers)"
+        ) from None
     if arr.size == 0:
         raise MeshFileError(f"{str(path)}: empty XYZ file (expected one 'x y z' line per vertex)")
     if arr.shape[0] > max_vertices:
         raise MeshTooLargeError(str(path), None, max_vertices)
     if arr.shape[1] != 3:
-        raise MeshFileError(f"{str(path)}: XYZ lines must have exactly 3 numbers ('x y z'), "
-                            f"got {arr.shape[1]}")
+        raise MeshFileError(
+            f"{str(path)}: XYZ lines must have exactly 3 numbers ('x y z'), got {arr.shape[1]}"
+        )
     return arr
 
 
@@ -434,8 +476,10 @@ def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
             raise MeshFileError(f"{str(path)}: the mesh node has a transform; voice2mesh files have none")
         loaded = geoms[0]
     v = np.asarray(loaded.vertices, dtype=np.float64)
-    f = np.asarray(getattr(loaded, "faces", None) if getattr(loaded, "faces", None) is not None
-                   else np.zeros((0, 3)), dtype=np.int64)  # a point cloud has no faces
+    f = np.asarray(
+        getattr(loaded, "faces", None) if getattr(loaded, "faces", None) is not None else np.zeros((0, 3)),
+        dtype=np.int64,
+    )  # a point cloud has no faces
     colors = None
     visual = getattr(loaded, "visual", None)
     if visual is not None and getattr(visual, "kind", None) == "vertex":
@@ -447,8 +491,9 @@ def _checked_path(path: str | Path) -> Path:
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in VERTEX_FORMATS:
-        raise MeshFileError(f"{str(path)}: unsupported file type {ext or '(none)'!r}; "
-                            f"accepted: {ACCEPTED_VERTEX_FILES}")
+        raise MeshFileError(
+            f"{str(path)}: unsupported file type {ext or '(none)'!r}; accepted: {ACCEPTED_VERTEX_FILES}"
+        )
     if not path.is_file():
         raise MeshFileError(f"{str(path)}: file not found")
     return path
@@ -462,12 +507,15 @@ def _reading(path: Path, read):
         raise
     except (ValueError, OSError, KeyError, IndexError, TypeError, EOFError, AttributeError):
         kind = path.suffix.lower()[1:].upper()
-        raise MeshFileError(f"{str(path)}: could not read {kind} file (damaged, or not {kind}); "
-                            f"accepted: {ACCEPTED_VERTEX_FILES}") from None
+        raise MeshFileError(
+            f"{str(path)}: could not read {kind} file (damaged, or not {kind}); "
+            f"accepted: {ACCEPTED_VERTEX_FILES}"
+        ) from None
 
 
-def read_mesh(path: str | Path, max_vertices: int = MAX_VERTICES
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def read_mesh(
+    path: str | Path, max_vertices: int = MAX_VERTICES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Read (vertices (N, 3) float64, triangles (F, 3) int64, colors (N, 4) uint8 or None).
 
     Formats: .glb, .obj, .ply (vertex order preserved). XYZ and NPY give no triangles. More than
@@ -500,11 +548,13 @@ def read_vertices(path: str | Path, max_vertices: int = MAX_VERTICES) -> np.ndar
     """
     path = _checked_path(path)
     ext = path.suffix.lower()
-    readers = {".obj": lambda: _read_obj_vertices(path, max_vertices)[:, :3],
-               ".ply": lambda: _read_ply_vertices(path, max_vertices),
-               ".xyz": lambda: _read_xyz(path, max_vertices),
-               ".npy": lambda: _read_npy(path, max_vertices),
-               ".glb": lambda: _read_trimesh(path)[0]}
+    readers = {
+        ".obj": lambda: _read_obj_vertices(path, max_vertices)[:, :3],
+        ".ply": lambda: _read_ply_vertices(path, max_vertices),
+        ".xyz": lambda: _read_xyz(path, max_vertices),
+        ".npy": lambda: _read_npy(path, max_vertices),
+        ".glb": lambda: _read_trimesh(path)[0],
+    }
     v = _check_vertices(_reading(path, readers[ext]), str(path))
     if len(v) > max_vertices:
         raise MeshTooLargeError(str(path), len(v), max_vertices)

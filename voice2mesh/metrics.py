@@ -32,9 +32,21 @@ from voice2mesh.facemodel.align import apply_similarity, similarity_from_moments
 from voice2mesh.paths import cache_dir
 
 __all__ = [
-    "aggregate_by_speaker", "aligned_rmse", "apply_similarity", "compare", "decode_at", "distances",
-    "keypoint_error", "mm_per_unit", "percentile", "ratio_errors", "ratio_prior", "ratios", "readouts",
-    "region_rmse", "umeyama",
+    "aggregate_by_speaker",
+    "aligned_rmse",
+    "apply_similarity",
+    "compare",
+    "decode_at",
+    "distances",
+    "keypoint_error",
+    "mm_per_unit",
+    "percentile",
+    "ratio_errors",
+    "ratio_prior",
+    "ratios",
+    "readouts",
+    "region_rmse",
+    "umeyama",
 ]
 
 NORMALISER = "OICD"
@@ -95,9 +107,18 @@ def _soa(x: np.ndarray) -> np.ndarray:
     return out
 
 
-_MM_PER_UNIT = {"mm": 1.0, "millimetres": 1.0, "millimeters": 1.0, "um": 1e-3, "µm": 1e-3,
-                "micrometres": 1e-3, "micrometers": 1e-3, "cm": 10.0, "m": 1000.0,
-                "px": float("nan")}  # an image frame (the authors' BFM outputs): no physical size
+_MM_PER_UNIT = {
+    "mm": 1.0,
+    "millimetres": 1.0,
+    "millimeters": 1.0,
+    "um": 1e-3,
+    "µm": 1e-3,
+    "micrometres": 1e-3,
+    "micrometers": 1e-3,
+    "cm": 10.0,
+    "m": 1000.0,
+    "px": float("nan"),
+}  # an image frame (the authors' BFM outputs): no physical size
 
 
 def mm_per_unit(face_model: Any) -> float:
@@ -272,8 +293,9 @@ def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, 
     p, t = _pair(pred, target)
     n = getattr(face_model, "n_vertices", p.shape[1])
     if p.shape[1] != n:
-        raise ValueError(f"meshes have {p.shape[1]} vertices but face model "
-                         f"{getattr(face_model, 'name', '')!r} has {n}")
+        raise ValueError(
+            f"meshes have {p.shape[1]} vertices but face model {getattr(face_model, 'name', '')!r} has {n}"
+        )
     out: dict[str, Any] = dict(ratio_errors(p, t, face_model))
     sq, height, width = _aligned_pass(p, t)
     out["keypoint_error"] = keypoint_error(p, t, face_model, _extent=(height, width))
@@ -315,8 +337,10 @@ def _model_digest(face_model: Any) -> str:
 
 
 def _prior_key(face_model: Any, n_samples: int, seed: int) -> str:
-    return (f"v{PRIOR_VERSION}-{_model_digest(face_model)[:20]}-i{face_model.n_identity}"
-            f"-e{face_model.n_expression}-n{n_samples}-s{seed}")
+    return (
+        f"v{PRIOR_VERSION}-{_model_digest(face_model)[:20]}-i{face_model.n_identity}"
+        f"-e{face_model.n_expression}-n{n_samples}-s{seed}"
+    )
 
 
 def decode_at(face_model: Any, params: np.ndarray, vertex_ids: np.ndarray) -> np.ndarray:
@@ -434,7 +458,8 @@ def _load_model(spec: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - any loader failure is reported as bad input
         raise MetricsInputError(
             f"could not load face model {spec!r}: {exc} (give a face model file or one of "
-            "bfm-53215, bfm-38365, ict)") from exc
+            "bfm-53215, bfm-38365, ict)"
+        ) from exc
 
 
 def _load_mesh(path: str, face_model: Any, role: str) -> np.ndarray:
@@ -447,7 +472,8 @@ def _load_mesh(path: str, face_model: Any, role: str) -> np.ndarray:
     if v.shape[0] != face_model.n_vertices:
         raise MetricsInputError(
             f"{role} {path}: {v.shape[0]} vertices, but face model {face_model.name!r} has "
-            f"{face_model.n_vertices} (the meshes must use the model's topology and vertex order)")
+            f"{face_model.n_vertices} (the meshes must use the model's topology and vertex order)"
+        )
     return v
 
 
@@ -456,21 +482,30 @@ def compare_files(pred_path: str, target_path: str, face_model: Any) -> dict[str
     pred = _load_mesh(pred_path, face_model, "PRED")
     target = _load_mesh(target_path, face_model, "TARGET")
     res = compare(pred, target, face_model)
-    return {k: ({r: float(x[0]) for r, x in v.items()} if isinstance(v, dict) else float(v[0]))
-            for k, v in res.items()}
+    return {
+        k: ({r: float(x[0]) for r, x in v.items()} if isinstance(v, dict) else float(v[0]))
+        for k, v in res.items()
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m voice2mesh.metrics",
         description="The paper's errors between a predicted and a target face mesh of one topology; with two "
-                    "folders, Table 1 over the released VoxCeleb-3D layout (voice2mesh.table1).")
-    parser.add_argument("pred", help="predicted mesh (.obj, .ply, .xyz, .npy (N, 3)), or PRED_ROOT with "
-                        "<Name>/*.obj (up to 3 per identity)")
-    parser.add_argument("target", help="target mesh, same formats and vertex order as PRED, or TARGET_ROOT "
-                        "with <Name>/<one>.xyz")
-    parser.add_argument("--face-model", required=True,
-                        help="face model file, or a built-in layout: bfm-53215, bfm-38365, ict")
+        "folders, Table 1 over the released VoxCeleb-3D layout (voice2mesh.table1).",
+    )
+    parser.add_argument(
+        "pred",
+        help="predicted mesh (.obj, .ply, .xyz, .npy (N, 3)), or PRED_ROOT with "
+        "<Name>/*.obj (up to 3 per identity)",
+    )
+    parser.add_argument(
+        "target",
+        help="target mesh, same formats and vertex order as PRED, or TARGET_ROOT with <Name>/<one>.xyz",
+    )
+    parser.add_argument(
+        "--face-model", required=True, help="face model file, or a built-in layout: bfm-53215, bfm-38365, ict"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (the last line)")
     args = parser.parse_args(argv)
     folders = Path(args.pred).is_dir() and Path(args.target).is_dir()

@@ -39,8 +39,9 @@ def requested_providers(device: str = "auto") -> list[str]:
     if CUDA in ort.get_available_providers() and (device == "cuda" or not _cuda_failed):
         return [CUDA, CPU]
     if device == "cuda":
-        raise DeviceError(f"device='cuda' requested but this onnxruntime build offers only "
-                          f"{ort.get_available_providers()}")
+        raise DeviceError(
+            f"device='cuda' requested but this onnxruntime build offers only {ort.get_available_providers()}"
+        )
     return [CPU]
 
 
@@ -61,8 +62,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return so
 
 
-def create_session(model_path: str, device: str = "auto",
-                   threads: int | None = None) -> tuple[ort.InferenceSession, str]:
+def create_session(
+    model_path: str, device: str = "auto", threads: int | None = None
+) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession and the provider it really runs on (``session.get_providers()[0]``), which
     is CUDA only when the created session runs on it; ``device='cuda'`` raises DeviceError otherwise."""
     providers = requested_providers(device)
@@ -72,6 +74,8 @@ def create_session(model_path: str, device: str = "auto",
         global _cuda_failed
         _cuda_failed = True
     if device == "cuda" and used != CUDA:
-        raise DeviceError(f"device='cuda' requested but ONNX Runtime could not start CUDA for {model_path} "
-                          f"and runs on {used} (no usable GPU or CUDA libraries)")
+        raise DeviceError(
+            f"device='cuda' requested but ONNX Runtime could not start CUDA for {model_path} "
+            f"and runs on {used} (no usable GPU or CUDA libraries)"
+        )
     return session, used

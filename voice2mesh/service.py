@@ -57,11 +57,11 @@ class ServiceConfig:
     """Server-side limits and housekeeping (the app passes the same numbers to Gradio)."""
 
     audio: AudioConfig = field(default_factory=lambda: AudioConfig(max_bytes=20 * MiB))  # limits of a voice
-    max_scan_bytes: int = 20 * MiB        # "compare with your own scan" uploads
-    runs_kept_per_session: int = 4        # a session's older result folders are deleted (bounded disk use)
-    session_ttl_s: float = 900.0          # a session idle this long is removed (API clients never "unload")
-    max_sessions: int = 128               # sessions kept at most (results in memory); least recently used go
-    max_session_bytes: int = 512 * MiB    # session files kept at most; least recently used sessions go
+    max_scan_bytes: int = 20 * MiB  # "compare with your own scan" uploads
+    runs_kept_per_session: int = 4  # a session's older result folders are deleted (bounded disk use)
+    session_ttl_s: float = 900.0  # a session idle this long is removed (API clients never "unload")
+    max_sessions: int = 128  # sessions kept at most (results in memory); least recently used go
+    max_session_bytes: int = 512 * MiB  # session files kept at most; least recently used sessions go
 
     @property
     def max_upload_bytes(self) -> int:
@@ -90,14 +90,14 @@ def viewer_kind(heatmap: bool) -> str:
 class FaceResult:
     """One model's prediction for one voice, with the mesh files written so far."""
 
-    model: str                      # bundle model name
-    label: str                      # shown to people
-    vertices: np.ndarray            # (N, 3) mm
-    files: dict[str, Path]          # written so far, by MESH_KINDS key
-    readouts: dict[str, Any]        # voice2mesh.metrics.readouts of one face
-    timings_ms: dict[str, float]    # per stage, as the runtime reports them, plus "write meshes"
-    provider: str                   # ONNX Runtime execution provider that ran the model
-    speech_s: float = 0.0           # seconds of speech the VAD kept
+    model: str  # bundle model name
+    label: str  # shown to people
+    vertices: np.ndarray  # (N, 3) mm
+    files: dict[str, Path]  # written so far, by MESH_KINDS key
+    readouts: dict[str, Any]  # voice2mesh.metrics.readouts of one face
+    timings_ms: dict[str, float]  # per stage, as the runtime reports them, plus "write meshes"
+    provider: str  # ONNX Runtime execution provider that ran the model
+    speech_s: float = 0.0  # seconds of speech the VAD kept
 
 
 @dataclass
@@ -114,17 +114,25 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (what the API's JSON output carries)."""
-        return jsonable({
-            "audio_seconds": round(self.audio_seconds, 3),
-            "warnings": list(self.warnings),
-            "models": [{
-                "model": f.model, "label": f.label, "provider": f.provider,
-                "n_vertices": int(f.vertices.shape[0]),
-                "readouts": f.readouts, "timings_ms": f.timings_ms,
-            } for f in self.faces],
-            "agreement": self.agreement,
-            "timings_ms": self.timings_ms,
-        })
+        return jsonable(
+            {
+                "audio_seconds": round(self.audio_seconds, 3),
+                "warnings": list(self.warnings),
+                "models": [
+                    {
+                        "model": f.model,
+                        "label": f.label,
+                        "provider": f.provider,
+                        "n_vertices": int(f.vertices.shape[0]),
+                        "readouts": f.readouts,
+                        "timings_ms": f.timings_ms,
+                    }
+                    for f in self.faces
+                ],
+                "agreement": self.agreement,
+                "timings_ms": self.timings_ms,
+            }
+        )
 
 
 # --------------------------------------------------------------------------- the service
@@ -147,12 +155,12 @@ class BundleInfo:
     source: str
     title: str
     trained_on: str
-    synthetic: bool | None       # trained on synthetic voices; None: the bundle does not say
+    synthetic: bool | None  # trained on synthetic voices; None: the bundle does not say
     random_weights: bool | None  # untrained weights; None: the bundle does not say
-    model_card: str              # URL of the model card ("" when the bundle is a local folder)
+    model_card: str  # URL of the model card ("" when the bundle is a local folder)
     face_model: str
     n_vertices: int
-    card_markdown: str = ""      # the bundle's README.md without its YAML header
+    card_markdown: str = ""  # the bundle's README.md without its YAML header
 
     @property
     def source_name(self) -> str:
@@ -173,8 +181,14 @@ class BundleInfo:
 class Voice2MeshService:
     """Loads a bundle once and serves predictions to many sessions (thread-safe)."""
 
-    def __init__(self, models: list[LoadedModel], face_model: Any, info: BundleInfo, work_dir: Path,
-                 config: ServiceConfig | None = None) -> None:
+    def __init__(
+        self,
+        models: list[LoadedModel],
+        face_model: Any,
+        info: BundleInfo,
+        work_dir: Path,
+        config: ServiceConfig | None = None,
+    ) -> None:
         if not models:
             raise ValueError("a service needs at least one model")
         self.models = {m.name: m for m in models}
@@ -183,25 +197,40 @@ class Voice2MeshService:
         self.config = config or ServiceConfig()
         cfg = self.config
         self.sessions: SessionStore[RunResult] = SessionStore(
-            Path(work_dir), cfg.runs_kept_per_session, cfg.session_ttl_s, max_sessions=cfg.max_sessions,
-            max_bytes=cfg.max_session_bytes)
+            Path(work_dir),
+            cfg.runs_kept_per_session,
+            cfg.session_ttl_s,
+            max_sessions=cfg.max_sessions,
+            max_bytes=cfg.max_session_bytes,
+        )
         self.sessions.start_sweeping(cfg.sweep_interval_s)
         self._triangles = np.asarray(face_model.triangles)
         self._reference = np.asarray(face_model.mean, dtype=np.float64)
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def from_bundle(cls, source: str | Path | None = None, revision: str | None = None, *,
-                    work_dir: str | Path | None = None, config: ServiceConfig | None = None
-                    ) -> Voice2MeshService:
+    def from_bundle(
+        cls,
+        source: str | Path | None = None,
+        revision: str | None = None,
+        *,
+        work_dir: str | Path | None = None,
+        config: ServiceConfig | None = None,
+    ) -> Voice2MeshService:
         """Load every model of a bundle (folder, Hub repo id, or None for the default bundle)."""
         config = config or ServiceConfig()
         bundle = load_bundle(source, revision)  # resolved and sha256-checked once for all its models
         models = []
         for name, entry in bundle.models.items():
             predictor = Predictor(bundle, model=name, audio_config=config.audio)
-            models.append(LoadedModel(name=name, framework=entry.framework, predictor=predictor,
-                                      label=FRAMEWORK_LABELS.get(entry.framework, name)))
+            models.append(
+                LoadedModel(
+                    name=name,
+                    framework=entry.framework,
+                    predictor=predictor,
+                    label=FRAMEWORK_LABELS.get(entry.framework, name),
+                )
+            )
         _disambiguate(models, {n: ENCODER_LABELS.get(e.encoder, e.encoder) for n, e in bundle.models.items()})
         models.sort(key=lambda m: (m.name != bundle.default_model, m.name))
         face_model = bundle.load_face_model()
@@ -257,8 +286,10 @@ class Voice2MeshService:
 
     def limits_text(self) -> str:
         a = self.config.audio
-        return (f"{a.min_speech_s:g} s of speech or more, at most {a.max_duration_s:g} s in total, "
-                f"files up to {a.max_bytes / MiB:g} MB")
+        return (
+            f"{a.min_speech_s:g} s of speech or more, at most {a.max_duration_s:g} s in total, "
+            f"files up to {a.max_bytes / MiB:g} MB"
+        )
 
     # ----------------------------------------------------------------- input checks
     def check_audio(self, path: str | Path | None) -> Audio:
@@ -267,16 +298,23 @@ class Voice2MeshService:
             raise InputError("no audio: upload a recording or record one with the microphone")
         p = Path(path)
         if not p.is_file():
-            raise InputError(f"the audio file {p.name!r} did not arrive on the server; "
-                             "please upload it again")
+            raise InputError(
+                f"the audio file {p.name!r} did not arrive on the server; please upload it again"
+            )
         try:
             return load_audio(p, self.config.audio)  # size, then the header's limits, then decode
         except AudioError as exc:
             raise _public(exc) from None
 
     # ----------------------------------------------------------------- prediction
-    def run(self, audio_path: str | Path | None, choice: str | None = None, session_id: str | None = None,
-            *, kinds: Iterable[str] = ("glb",)) -> RunResult:
+    def run(
+        self,
+        audio_path: str | Path | None,
+        choice: str | None = None,
+        session_id: str | None = None,
+        *,
+        kinds: Iterable[str] = ("glb",),
+    ) -> RunResult:
         """Check the audio, run the chosen model(s), write the mesh files of ``kinds`` (MESH_KINDS keys).
 
         Other formats are written when asked for (:meth:`mesh_files`). Raises AudioError / InputError.
@@ -295,23 +333,35 @@ class Voice2MeshService:
         agreement = None
         if len(faces) == 2:
             agreement = self.agreement(faces[0].vertices, faces[1].vertices)
-        result = RunResult(faces=faces, audio_seconds=float(audio.duration_s),
-                           warnings=[public_message(w) for w in audio.warnings], agreement=agreement,
-                           run_dir=run_dir, timings_ms={"check audio": check_ms})
+        result = RunResult(
+            faces=faces,
+            audio_seconds=float(audio.duration_s),
+            warnings=[public_message(w) for w in audio.warnings],
+            agreement=agreement,
+            run_dir=run_dir,
+            timings_ms={"check audio": check_ms},
+        )
         self.sessions.remember(session_id, result)
         return result
 
-    def _predict_one(self, model: LoadedModel, audio: Audio, run_dir: Path, kinds: list[str]
-                     ) -> FaceResult:
+    def _predict_one(self, model: LoadedModel, audio: Audio, run_dir: Path, kinds: list[str]) -> FaceResult:
         pred = model.predictor.predict(audio)
         vertices = np.asarray(pred.vertices, dtype=np.float64)
-        face = FaceResult(model=model.name, label=model.label, vertices=vertices, files={},
-                          readouts=pred.readouts, timings_ms=dict(pred.timings), provider=pred.provider,
-                          speech_s=float(pred.speech_s))
+        face = FaceResult(
+            model=model.name,
+            label=model.label,
+            vertices=vertices,
+            files={},
+            readouts=pred.readouts,
+            timings_ms=dict(pred.timings),
+            provider=pred.provider,
+            speech_s=float(pred.speech_s),
+        )
         t0 = time.perf_counter()
         for kind in kinds:
-            face.files[kind] = self._write(kind, run_dir / f"{_safe_name(model.name)}{MESH_KINDS[kind]}",
-                                           vertices)
+            face.files[kind] = self._write(
+                kind, run_dir / f"{_safe_name(model.name)}{MESH_KINDS[kind]}", vertices
+            )
         face.timings_ms["write meshes"] = (time.perf_counter() - t0) * 1000.0
         return face
 
@@ -349,8 +399,9 @@ class Voice2MeshService:
         return out
 
     # ----------------------------------------------------------------- compare with a scan
-    def compare_scan(self, scan_path: str | Path | None, session_id: str | None = None
-                     ) -> list[dict[str, Any]]:
+    def compare_scan(
+        self, scan_path: str | Path | None, session_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """The paper's metrics between the visitor's scan and each face of the session's latest run.
 
         Returns one dict per model: ``{"model", "ER", "FR", "CR", "MR", "ARE", "keypoint_error",
@@ -360,9 +411,11 @@ class Voice2MeshService:
             raise InputError("no scan: upload an OBJ or PLY file of a face in the model's topology")
         path = Path(scan_path)
         if path.suffix.lower() not in SCAN_FORMATS:
-            raise InputError(f"{path.name}: unsupported scan format {path.suffix or '(none)'}; accepted: "
-                             f"{', '.join(SCAN_FORMATS)} with {self.face_model.n_vertices} vertices in the "
-                             f"{self.info.face_model} topology")
+            raise InputError(
+                f"{path.name}: unsupported scan format {path.suffix or '(none)'}; accepted: "
+                f"{', '.join(SCAN_FORMATS)} with {self.face_model.n_vertices} vertices in the "
+                f"{self.info.face_model} topology"
+            )
         if not path.is_file():
             raise InputError(f"the scan {path.name!r} did not arrive on the server; please upload it again")
         if path.stat().st_size > self.config.max_scan_bytes:
@@ -386,16 +439,19 @@ class Voice2MeshService:
             for k in (*metrics.RATIO_NAMES, "ARE", "keypoint_error"):
                 row[k] = float(np.asarray(c[k]).reshape(-1)[0])
             row["rmse_mm"] = float(np.asarray(c["rmse"]).reshape(-1)[0])
-            row["region_rmse_mm"] = {k: float(np.asarray(v).reshape(-1)[0])
-                                     for k, v in c["region_rmse"].items()}
+            row["region_rmse_mm"] = {
+                k: float(np.asarray(v).reshape(-1)[0]) for k, v in c["region_rmse"].items()
+            }
             out.append(row)
         return out
 
     def _wrong_topology(self, name: str, count: int | None) -> str:
         found = f"has {count} vertices" if count is not None else "has more vertices than the model"
-        return (f"{name} {found}, but the model's topology ({self.info.face_model}) has "
-                f"{self.face_model.n_vertices}: the scan must be registered to that mesh, vertex for vertex "
-                "(for example a mesh downloaded from this app)")
+        return (
+            f"{name} {found}, but the model's topology ({self.info.face_model}) has "
+            f"{self.face_model.n_vertices}: the scan must be registered to that mesh, vertex for vertex "
+            "(for example a mesh downloaded from this app)"
+        )
 
     # ----------------------------------------------------------------- housekeeping
     def end_session(self, session_id: str | None) -> None:
@@ -460,12 +516,17 @@ def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
     repo = bundle.source.split("@")[0]
     if not card and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and not Path(repo).exists():
         card = f"https://huggingface.co/{repo}"
-    return BundleInfo(source=bundle.source,
-                      title=str(manifest.get("name") or Path(bundle.source).name or "voice2mesh model"),
-                      trained_on=trained_on_text(bundle.training), synthetic=bundle.training.synthetic,
-                      random_weights=bundle.training.random_weights, model_card=card,
-                      face_model=str(face_model.name), n_vertices=int(face_model.n_vertices),
-                      card_markdown=read_model_card(bundle.root))
+    return BundleInfo(
+        source=bundle.source,
+        title=str(manifest.get("name") or Path(bundle.source).name or "voice2mesh model"),
+        trained_on=trained_on_text(bundle.training),
+        synthetic=bundle.training.synthetic,
+        random_weights=bundle.training.random_weights,
+        model_card=card,
+        face_model=str(face_model.name),
+        n_vertices=int(face_model.n_vertices),
+        card_markdown=read_model_card(bundle.root),
+    )
 
 
 def read_model_card(root: str | Path, max_chars: int = 20000) -> str:
@@ -491,6 +552,15 @@ def example_voices(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
 
 
 __all__ = [
-    "BOTH", "AudioConfig", "AudioError", "BundleInfo", "FaceResult", "InputError", "RunResult",
-    "ServiceConfig", "Voice2MeshService", "describe_bundle", "example_voices",
+    "BOTH",
+    "AudioConfig",
+    "AudioError",
+    "BundleInfo",
+    "FaceResult",
+    "InputError",
+    "RunResult",
+    "ServiceConfig",
+    "Voice2MeshService",
+    "describe_bundle",
+    "example_voices",
 ]

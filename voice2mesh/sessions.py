@@ -50,8 +50,15 @@ R = TypeVar("R", bound=HasRunDir)
 class SessionStore(Generic[R]):
     """Per-session folders under one root, and the latest result of each session (thread-safe)."""
 
-    def __init__(self, root: Path, runs_kept: int = 2, ttl_s: float = 7200.0, *,
-                 max_sessions: int | None = None, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        runs_kept: int = 2,
+        ttl_s: float = 7200.0,
+        *,
+        max_sessions: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.runs_kept = max(1, int(runs_kept))

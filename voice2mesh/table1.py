@@ -47,9 +47,14 @@ class FolderResult:
 
     def as_dict(self) -> dict[str, Any]:
         n_pred = sum(len(v) for v in self.predictions_per_identity.values())
-        return {**self.metrics, "identities": len(self.per_identity), "predictions": n_pred,
-                "skipped": {"no_predictions": self.missing_predictions, "no_target": self.missing_targets},
-                "unused_predictions": self.unused_predictions, "per_identity": self.per_identity}
+        return {
+            **self.metrics,
+            "identities": len(self.per_identity),
+            "predictions": n_pred,
+            "skipped": {"no_predictions": self.missing_predictions, "no_target": self.missing_targets},
+            "unused_predictions": self.unused_predictions,
+            "per_identity": self.per_identity,
+        }
 
 
 def read_obj_vertices(path: str | Path) -> np.ndarray:
@@ -76,15 +81,18 @@ def _target(folder: Path) -> Path:
     found = sorted(folder.glob("*.xyz"))
     if len(found) != 1:
         what = "no .xyz point cloud" if not found else f"{len(found)} .xyz files ({found[0].name}, ...)"
-        raise ReleasedLayoutError(f"{folder}: {what}; the evaluation needs exactly one target per identity "
-                                  "(the A-E set of the release has one face each)")
+        raise ReleasedLayoutError(
+            f"{folder}: {what}; the evaluation needs exactly one target per identity "
+            "(the A-E set of the release has one face each)"
+        )
     return found[0]
 
 
 def _checked(v: np.ndarray, path: Path, n: int) -> np.ndarray:
     if v.shape[0] != n:
-        raise ReleasedLayoutError(f"{path}: {v.shape[0]} vertices, the face model has {n} (same topology "
-                                  "and vertex order needed)")
+        raise ReleasedLayoutError(
+            f"{path}: {v.shape[0]} vertices, the face model has {n} (same topology and vertex order needed)"
+        )
     if not np.isfinite(v).all():
         raise ReleasedLayoutError(f"{path}: vertices that are not finite numbers")
     return v
@@ -98,8 +106,9 @@ def _identities(root: Path, files) -> set[str]:
     return {p.name for p in root.iterdir() if p.is_dir() and any(files(p))}
 
 
-def score_identities(predictions: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray],
-                     face_model: Any) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def score_identities(
+    predictions: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray], face_model: Any
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """The paper's numbers for vertices already read: ``predictions`` name -> (n, N, 3) (n >= 1),
     ``targets`` name -> (N, 3). Per prediction (OICD-scaled to the target), mean per identity, then
     over identities. Returns (the Table 1 numbers, the per-identity numbers)."""
@@ -122,8 +131,9 @@ def score_identities(predictions: Mapping[str, np.ndarray], targets: Mapping[str
     return aggregate_by_speaker(values, spk), per_identity
 
 
-def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model: Any,
-                     max_predictions: int = MAX_PREDICTIONS) -> FolderResult:
+def evaluate_folders(
+    pred_root: str | Path, target_root: str | Path, face_model: Any, max_predictions: int = MAX_PREDICTIONS
+) -> FolderResult:
     """Table 1 of the predictions under ``pred_root`` against the targets under ``target_root``."""
     pred_root, target_root = Path(pred_root), Path(target_root)
     for root, what in ((pred_root, "PRED_ROOT"), (target_root, "TARGET_ROOT")):
@@ -133,8 +143,10 @@ def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model:
     targets = _identities(target_root, lambda p: p.glob("*.xyz"))
     both = sorted(preds & targets)
     if not both:
-        raise ReleasedLayoutError(f"no identity has both predictions ({pred_root}/<Name>/*.obj) and a target "
-                                  f"({target_root}/<Name>/*.xyz)")
+        raise ReleasedLayoutError(
+            f"no identity has both predictions ({pred_root}/<Name>/*.obj) and a target "
+            f"({target_root}/<Name>/*.xyz)"
+        )
     n = face_model.n_vertices
     pred_vertices: dict[str, np.ndarray] = {}
     target_vertices: dict[str, np.ndarray] = {}
@@ -149,9 +161,14 @@ def evaluate_folders(pred_root: str | Path, target_root: str | Path, face_model:
         pred_vertices[name] = np.stack([_checked(read_obj_vertices(f), f, n) for f in files])
         used[name] = [f.relative_to(pred_root / name).as_posix() for f in files]
     metrics, per_identity = score_identities(pred_vertices, target_vertices, face_model)
-    return FolderResult(metrics=metrics, per_identity=per_identity, predictions_per_identity=used,
-                        missing_predictions=sorted(targets - preds), missing_targets=sorted(preds - targets),
-                        unused_predictions=unused)
+    return FolderResult(
+        metrics=metrics,
+        per_identity=per_identity,
+        predictions_per_identity=used,
+        missing_predictions=sorted(targets - preds),
+        missing_targets=sorted(preds - targets),
+        unused_predictions=unused,
+    )
 
 
 def read_target(path: Path, n_vertices: int) -> np.ndarray:

@@ -43,11 +43,11 @@ import webrtcvad
 class VadConfig:
     """WebRTC VAD and collector settings (defaults: the paper's)."""
 
-    mode: int = 2             # WebRTC aggressiveness 0-3 (paper: 2)
-    frame_ms: int = 20        # frame length (10, 20 or 30 ms; paper: 20)
-    padding_ms: int = 50      # padding window (paper: 50 ms -> int(50 / 20) = 2 frames)
+    mode: int = 2  # WebRTC aggressiveness 0-3 (paper: 2)
+    frame_ms: int = 20  # frame length (10, 20 or 30 ms; paper: 20)
+    padding_ms: int = 50  # padding window (paper: 50 ms -> int(50 / 20) = 2 frames)
     trigger_ratio: float = 0.9  # voiced/unvoiced fraction of the window that switches (paper: 0.9)
-    recount: bool = True      # re-classify the ring's frames at every step, as the original (quirk 1)
+    recount: bool = True  # re-classify the ring's frames at every step, as the original (quirk 1)
 
     @property
     def padding_frames(self) -> int:
@@ -64,8 +64,10 @@ def frames_of(samples: np.ndarray, sample_rate: int, config: VadConfig = VadConf
     n = frame_length(sample_rate, config)
     x = np.asarray(samples)
     if x.dtype != np.int16 or x.ndim != 1:
-        raise TypeError(f"the VAD takes one channel of int16 samples, not {x.dtype} {x.shape} "
-                        "(float audio: voice2mesh.audio.to_int16)")
+        raise TypeError(
+            f"the VAD takes one channel of int16 samples, not {x.dtype} {x.shape} "
+            "(float audio: voice2mesh.audio.to_int16)"
+        )
     x = np.ascontiguousarray(x)
     count = max(0, (len(x) - 1) // n)  # k-th frame is used when (k + 1) * n < len(x)
     return x[: count * n].reshape(count, n)
@@ -85,8 +87,12 @@ def _classifier(detector: webrtcvad.Vad, sample_rate: int):
     return functools.partial(process.process, handle, sample_rate)
 
 
-def speech_flags(frames: np.ndarray, sample_rate: int, config: VadConfig = VadConfig(),
-                 detector: webrtcvad.Vad | None = None) -> np.ndarray:
+def speech_flags(
+    frames: np.ndarray,
+    sample_rate: int,
+    config: VadConfig = VadConfig(),
+    detector: webrtcvad.Vad | None = None,
+) -> np.ndarray:
     """WebRTC ``is_speech`` of each frame, one call each (the detector adapts as it goes)."""
     is_speech, n = _classifier(detector or new_detector(config), sample_rate), frames.shape[1]
     return np.fromiter((is_speech(f.tobytes(), n) for f in frames), dtype=bool, count=len(frames))
@@ -108,7 +114,7 @@ def _window_all(flags: np.ndarray, n: int) -> np.ndarray:
     """w[k] = flags[k-n+1 .. k] are all true (False for k < n-1)."""
     c = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
     out = np.zeros(len(flags), dtype=bool)
-    out[n - 1:] = (c[n:] - c[:-n]) == n
+    out[n - 1 :] = (c[n:] - c[:-n]) == n
     return out
 
 
@@ -126,8 +132,8 @@ def _collect_full_window(flags: np.ndarray, n: int) -> np.ndarray:
     kind = voiced_win[pos]
     prev = np.concatenate([[False], kind[:-1]])
     switches = pos[kind != prev]
-    starts = switches[0::2] - (n - 1)          # trigger: the ring's frames are kept too
-    ends = switches[1::2] + 1                  # end: the unvoiced frame that ended it is kept
+    starts = switches[0::2] - (n - 1)  # trigger: the ring's frames are kept too
+    ends = switches[1::2] + 1  # end: the unvoiced frame that ended it is kept
     if len(ends) < len(starts):
         ends = np.append(ends, len(flags))
     edges = np.zeros(len(flags) + 1, dtype=np.int64)
@@ -154,8 +160,12 @@ def _collect_loop(flags: np.ndarray, n: int, need: int) -> np.ndarray:
     return keep
 
 
-def collect_recount(frames: np.ndarray, sample_rate: int, config: VadConfig = VadConfig(),
-                    detector: webrtcvad.Vad | None = None) -> np.ndarray:
+def collect_recount(
+    frames: np.ndarray,
+    sample_rate: int,
+    config: VadConfig = VadConfig(),
+    detector: webrtcvad.Vad | None = None,
+) -> np.ndarray:
     """Kept-frame mask of the original collector, which re-classifies the ring at each step (quirk 1)."""
     is_speech, n_samples = _classifier(detector or new_detector(config), sample_rate), frames.shape[1]
     n = config.padding_frames
@@ -177,13 +187,17 @@ def collect_recount(frames: np.ndarray, sample_rate: int, config: VadConfig = Va
                 triggered, ring = False, []
         elif voiced >= need:
             triggered = True
-            keep[k + 1 - len(ring): k + 1] = b"\x01" * len(ring)
+            keep[k + 1 - len(ring) : k + 1] = b"\x01" * len(ring)
             ring = []
     return np.frombuffer(bytes(keep), dtype=np.uint8).astype(bool)
 
 
-def vad(samples: np.ndarray, sample_rate: int = 16000, config: VadConfig = VadConfig(),
-        detector: webrtcvad.Vad | None = None) -> np.ndarray:
+def vad(
+    samples: np.ndarray,
+    sample_rate: int = 16000,
+    config: VadConfig = VadConfig(),
+    detector: webrtcvad.Vad | None = None,
+) -> np.ndarray:
     """int16 samples → the voiced frames concatenated (int16), as the paper's preprocessing.
 
     ``detector``: a ``webrtcvad.Vad`` to reuse across calls (the original shares one for a whole

@@ -44,14 +44,17 @@ def pretrained_weights_path() -> Path:
         raise FileNotFoundError(
             "the GE2E encoder needs the pretrained weights shipped in the 'resemblyzer' package, which is "
             "not installed; install it without its pinned dependencies: "
-            "`pip install --no-deps resemblyzer==0.1.4`")
+            "`pip install --no-deps resemblyzer==0.1.4`"
+        )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / WEIGHTS_FILE
         if path.is_file():
             return path
     folders = list(spec.submodule_search_locations)
-    raise FileNotFoundError(f"the 'resemblyzer' package at {folders} holds no {WEIGHTS_FILE}; "
-                            "reinstall it (`pip install --no-deps --force-reinstall resemblyzer==0.1.4`)")
+    raise FileNotFoundError(
+        f"the 'resemblyzer' package at {folders} holds no {WEIGHTS_FILE}; "
+        "reinstall it (`pip install --no-deps --force-reinstall resemblyzer==0.1.4`)"
+    )
 
 
 class GE2EEncoder(nn.Module):
@@ -80,8 +83,10 @@ class GE2EEncoder(nn.Module):
         counts are padded into one batch; padded partials are left out of the mean.
         """
         if not torch.jit.is_tracing() and (mels.dim() != 4 or mels.shape[-1] != self.config.n_mels):
-            raise ValueError("GE2EEncoder expects mels of shape (batch, partials, frames, "
-                             f"{self.config.n_mels}), got {tuple(mels.shape)}")
+            raise ValueError(
+                "GE2EEncoder expects mels of shape (batch, partials, frames, "
+                f"{self.config.n_mels}), got {tuple(mels.shape)}"
+            )
         b, p = mels.shape[0], mels.shape[1]
         partial = self.embed_partials(mels.reshape(b * p, mels.shape[2], mels.shape[3])).reshape(b, p, -1)
         if partial_mask is None:
@@ -103,8 +108,9 @@ class GE2EEncoder(nn.Module):
         return super().train(False if getattr(self, "_frozen", False) else mode)
 
     @torch.no_grad()
-    def embed_samples(self, samples: np.ndarray,
-                      front_end: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
+    def embed_samples(
+        self, samples: np.ndarray, front_end: GE2EFrontEndConfig = DEFAULT_CONFIG
+    ) -> np.ndarray:
         """Raw float32 16 kHz samples -> (256,) embedding, through :func:`voice2mesh.ge2e.ge2e_input`."""
         mels = torch.from_numpy(ge2e_input(samples, front_end))[None]
         device = next(self.parameters()).device

@@ -48,8 +48,9 @@ def route_ceiling(
     if data.params is None:
         raise ValueError(f"{dc.path}: the ceiling is scored against 3D targets; this dataset has none")
     encoder, digest = load_pretrained_encoder(dc.encoder_checkpoint)
-    teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats,
-                                     cfg.teacher.face_model)
+    teacher, info = load_teacher(
+        cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats, cfg.teacher.face_model
+    )
     fm = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
     train_spk = [s for s in data.speakers_of("train") if s in folders.files]
     tr_mask = (data.utt_splits == "train") & np.isin(data.utt_speakers, train_spk)

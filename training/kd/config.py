@@ -153,8 +153,9 @@ def validate_kd_config(cfg: KDConfig, where: str = "config") -> KDConfig:
     for section in ("generator", "discriminator"):
         ch = getattr(cfg, section).channels
         if not ch or not all(c > 0 for c in ch):
-            raise ConfigError(f"{where}.{section}.channels: expected a list of positive integers, "
-                              f"got {list(ch)}")
+            raise ConfigError(
+                f"{where}.{section}.channels: expected a list of positive integers, got {list(ch)}"
+            )
     if len(cfg.generator.channels) < 2:
         raise ConfigError(f"{where}.generator.channels: need at least 2 layers (4x4 start, then x2 each)")
     if cfg.optim.utterances_per_speaker < 2 and cfg.loss.triplet_weight > 0:

@@ -129,8 +129,9 @@ def read_voxceleb_with_faces(root: str | Path, images: str | Path = "") -> Voice
                 utt_spk.append(name)
                 utt_paths.append(f)
     if not utt_ids:
-        raise DataError(f"{root}: no voice file could be paired with an image folder of {images} through "
-                        "vox1_meta.csv")
+        raise DataError(
+            f"{root}: no voice file could be paired with an image folder of {images} through vox1_meta.csv"
+        )
     splits = np.array(["val" if s[:1].upper() in VOXCELEB3D_VAL_INITIALS else "train" for s in utt_spk])
     return VoiceFaceData(
         name=root.name,

@@ -53,8 +53,9 @@ def load_ict_teacher(path: str | Path) -> tuple[ImageRegressor, dict[str, Any]]:
     Its image frame (``image_frame_vertices``): px of its ``input_size`` renders, whose field of view is
     ``RenderConfig.field_mm`` high at the face centre, so face-model mm * input_size / field_mm (frontal,
     no pose: the equivalent of the BFM teacher's 120-px frame)."""
-    ck = read_torch_file(path, "teacher checkpoint",
-                         hint=" (train one with `python -m training.kd.teacher train --out DIR`)")
+    ck = read_torch_file(
+        path, "teacher checkpoint", hint=" (train one with `python -m training.kd.teacher train --out DIR`)"
+    )
     if not isinstance(ck, dict) or ck.get("format") != TEACHER_FORMAT:
         raise ValueError(f"{path}: not a KD teacher checkpoint (expected format {TEACHER_FORMAT!r})")
     model = ImageRegressor(ck["n_params"], ck["input_size"], ck["width"])
@@ -63,8 +64,9 @@ def load_ict_teacher(path: str | Path) -> tuple[ImageRegressor, dict[str, Any]]:
     return freeze(model), ck
 
 
-def load_teacher(kind: str, checkpoint: str, param_stats: str = "",
-                 face_model: str = "bfm-38365") -> tuple[nn.Module, dict[str, Any]]:
+def load_teacher(
+    kind: str, checkpoint: str, param_stats: str = "", face_model: str = "bfm-38365"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Any teacher behind the common interface (frozen): ``ict`` or ``ddfa``. Returns (module, info)
     where info holds ``face_model``, ``n_identity``, ``n_expression`` (and the checkpoint dict).
     ``face_model``: what a ``ddfa`` teacher's parameters decode with (an ``ict`` teacher names its own)."""
@@ -79,6 +81,9 @@ def load_teacher(kind: str, checkpoint: str, param_stats: str = "",
     if kind == "ddfa":
         fm = prediction_face_model(face_model, DDFA_SHAPE, DDFA_EXPRESSION)  # says how to build a BFM
         model = load_ddfa_teacher(checkpoint, param_stats, fm)
-        return model, {"face_model": face_model, "n_identity": model.n_shape,
-                       "n_expression": model.n_expression}
+        return model, {
+            "face_model": face_model,
+            "n_identity": model.n_shape,
+            "n_expression": model.n_expression,
+        }
     raise ValueError(f"unknown teacher kind {kind!r}; accepted: ict, ddfa")

@@ -89,8 +89,9 @@ class KDTrainer:
         data, folders = read_voices_and_faces(dc.kind, dc.path, dc.images, dc.max_images_per_identity)
         self.data, self.folders = data, folders
         self.encoder, self.encoder_digest = load_pretrained_encoder(dc.encoder_checkpoint)
-        teacher, info = load_teacher(cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats,
-                                     cfg.teacher.face_model)
+        teacher, info = load_teacher(
+            cfg.teacher.kind, cfg.teacher.checkpoint, cfg.teacher.param_stats, cfg.teacher.face_model
+        )
         self.teacher, self.teacher_info = teacher.to(device), info
         self.face_model = prediction_face_model(info["face_model"], info["n_identity"], info["n_expression"])
         self.decoder = MeshDecoder(self.face_model).to(device)
@@ -317,12 +318,18 @@ class KDTrainer:
         if data.params is None:
             return {}
         target = data.params[data.utt_speaker_index()[mask]]
-        out = {"val_are": float(np.mean(per_utterance_metrics(self.face_model, np.concatenate(params),
-                                                               target)["ARE"]))}
+        out = {
+            "val_are": float(
+                np.mean(per_utterance_metrics(self.face_model, np.concatenate(params), target)["ARE"])
+            )
+        }
         if not hasattr(self, "_val_base"):
             base = data.targets_for(np.array(self.identities)).mean(0, keepdims=True)
-            self._val_base = float(np.mean(per_utterance_metrics(
-                self.face_model, np.repeat(base, len(target), 0), target)["ARE"]))
+            self._val_base = float(
+                np.mean(
+                    per_utterance_metrics(self.face_model, np.repeat(base, len(target), 0), target)["ARE"]
+                )
+            )
         out["val_are_baseline"] = self._val_base
         return out
 
@@ -370,8 +377,12 @@ def student_arch(student: nn.Module) -> dict[str, Any]:
     come from the state dict)."""
     if isinstance(student, DDFATeacher):
         return {"kind": "ddfa", "n_params": student.n_params, "input_size": student.input_size}
-    return {"kind": "ict", "n_params": student.n_params, "input_size": student.input_size,
-            "width": student.width}
+    return {
+        "kind": "ict",
+        "n_params": student.n_params,
+        "input_size": student.input_size,
+        "width": student.width,
+    }
 
 
 def checkpoint_payload(
@@ -409,19 +420,24 @@ def checkpoint_payload(
 
 TEACHER_3D = {
     "ict": "the ICT teacher was trained on renders of random faces drawn from the ICT prior, with their "
-           "parameters (no face of any dataset speaker)",
+    "parameters (no face of any dataset speaker)",
     "ddfa": "the 3DDFA-V2-style teacher's weights were trained by others on 3D fits of face photos",
 }
 
 
 def three_d_data_statement(cfg: KDConfig) -> str:
     """Exactly which 3D data touched this KD model (the model card's claim)."""
-    monitor = (f"the validation speakers' mean ARE was logged every {cfg.optim.eval_every} steps "
-               "(monitoring; it changes nothing in the run)" if cfg.optim.eval_every > 0
-               else "no 3D error was computed during the run")
-    return (f"the KD losses use no 3D targets; {TEACHER_3D[cfg.teacher.kind]}; model.pt is the last step "
-            f"(no checkpoint picked with 3D data); {monitor}. The recipe's settings may have been chosen on "
-            "validation speakers' 3D faces: docs/kd.md says which (the synthvox recipe's were).")
+    monitor = (
+        f"the validation speakers' mean ARE was logged every {cfg.optim.eval_every} steps "
+        "(monitoring; it changes nothing in the run)"
+        if cfg.optim.eval_every > 0
+        else "no 3D error was computed during the run"
+    )
+    return (
+        f"the KD losses use no 3D targets; {TEACHER_3D[cfg.teacher.kind]}; model.pt is the last step "
+        f"(no checkpoint picked with 3D data); {monitor}. The recipe's settings may have been chosen on "
+        "validation speakers' 3D faces: docs/kd.md says which (the synthvox recipe's were)."
+    )
 
 
 def run_kd(

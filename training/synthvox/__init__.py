@@ -4,5 +4,11 @@ to the face geometry). See docs/synthvox.md."""
 from .config import DEFAULT_VARIANTS, FORMAT_VERSION, SynthVoxConfig
 from .generate import explained_variance, generate, load_faces
 
-__all__ = ["DEFAULT_VARIANTS", "FORMAT_VERSION", "SynthVoxConfig", "explained_variance", "generate",
-           "load_faces"]
+__all__ = [
+    "DEFAULT_VARIANTS",
+    "FORMAT_VERSION",
+    "SynthVoxConfig",
+    "explained_variance",
+    "generate",
+    "load_faces",
+]

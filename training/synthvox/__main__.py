@@ -26,8 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("out")
     g.add_argument("--speakers", type=int, default=d.speakers)
     g.add_argument("--utterances", type=int, default=d.utterances, help="per speaker")
-    g.add_argument("--link-strength", type=float, default=d.link_strength,
-                   help="s in [0, 1]; 0 = voices independent of faces")
+    g.add_argument(
+        "--link-strength",
+        type=float,
+        default=d.link_strength,
+        help="s in [0, 1]; 0 = voices independent of faces",
+    )
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--images", type=int, default=d.images, help="face renders per speaker (0: none)")
     g.add_argument("--image-size", type=int, default=d.image_size, help="px")
@@ -52,10 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             config = SynthVoxConfig(
-                speakers=args.speakers, utterances=args.utterances, link_strength=args.link_strength,
-                seed=args.seed, images=args.images, image_size=args.image_size,
+                speakers=args.speakers,
+                utterances=args.utterances,
+                link_strength=args.link_strength,
+                seed=args.seed,
+                images=args.images,
+                image_size=args.image_size,
                 variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
-                val_fraction=args.val_fraction, test_fraction=args.test_fraction, workers=args.workers)
+                val_fraction=args.val_fraction,
+                test_fraction=args.test_fraction,
+                workers=args.workers,
+            )
             out = generate(args.out, config, overwrite=args.overwrite, progress=True)
             if config.speakers >= 10:
                 print(json.dumps({"explained_variance": explained_variance(out)}, indent=2))

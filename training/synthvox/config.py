@@ -16,14 +16,14 @@ class SynthVoxConfig:
     """What ``generate`` builds. Defaults: 1,200 speakers -> 720 train / 180 val / 300 test."""
 
     speakers: int = 1200
-    utterances: int = 4              # per speaker, distinct sentences
-    link_strength: float = 0.6       # s in h = s * z + sqrt(1 - s^2) * noise (docs/synthvox.md)
+    utterances: int = 4  # per speaker, distinct sentences
+    link_strength: float = 0.6  # s in h = s * z + sqrt(1 - s^2) * noise (docs/synthvox.md)
     seed: int = 0
-    images: int = 0                  # face renders per speaker (0: none)
-    image_size: int = 64             # px, square (the paper's generator output size)
+    images: int = 0  # face renders per speaker (0: none)
+    image_size: int = 64  # px, square (the paper's generator output size)
     face_model: str = "ict"
-    n_identity: int = 40             # identity modes sampled (the rest stay 0)
-    n_expression: int = 10           # expression modes sampled (the rest stay 0)
+    n_identity: int = 40  # identity modes sampled (the rest stay 0)
+    n_expression: int = 10  # expression modes sampled (the rest stay 0)
     val_fraction: float = 0.15
     test_fraction: float = 0.25
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -43,10 +43,15 @@ class SynthVoxConfig:
             problems.append(f"images must be >= 0, got {self.images}")
         if not 16 <= self.image_size <= 1024:
             problems.append(f"image_size must be in 16..1024, got {self.image_size}")
-        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            problems.append(f"val_fraction ({self.val_fraction}) and test_fraction ({self.test_fraction}) "
-                            "must be in [0, 1) and sum to less than 1")
+        if not (
+            0 <= self.val_fraction < 1
+            and 0 <= self.test_fraction < 1
+            and self.val_fraction + self.test_fraction < 1
+        ):
+            problems.append(
+                f"val_fraction ({self.val_fraction}) and test_fraction ({self.test_fraction}) "
+                "must be in [0, 1) and sum to less than 1"
+            )
         if self.workers < 1:
             problems.append(f"workers must be >= 1, got {self.workers}")
         if problems:

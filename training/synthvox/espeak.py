@@ -35,8 +35,9 @@ def espeak_binary() -> str:
     """Path of the espeak-ng binary, or a clear error saying how to install it."""
     path = shutil.which(ESPEAK)
     if path is None:
-        raise EspeakError("espeak-ng not found on PATH: install the Debian package `espeak-ng` "
-                          "(apt-get install espeak-ng)")
+        raise EspeakError(
+            "espeak-ng not found on PATH: install the Debian package `espeak-ng` (apt-get install espeak-ng)"
+        )
     return path
 
 
@@ -58,15 +59,18 @@ def validate_variants(names) -> tuple[str, ...]:
     known = available_variants()
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown espeak-ng voice variant(s) {unknown}: espeak-ng would silently use the "
-                         f"plain voice. Known variants (espeak-ng --voices=variant): {', '.join(known)}")
+        raise ValueError(
+            f"unknown espeak-ng voice variant(s) {unknown}: espeak-ng would silently use the "
+            f"plain voice. Known variants (espeak-ng --voices=variant): {', '.join(known)}"
+        )
     if not names:
         raise ValueError("at least one espeak-ng voice variant is needed")
     return names
 
 
-def synthesize(text: str, variant: str, pitch: int, speed: int, language: str = BASE_VOICE
-               ) -> tuple[np.ndarray, int]:
+def synthesize(
+    text: str, variant: str, pitch: int, speed: int, language: str = BASE_VOICE
+) -> tuple[np.ndarray, int]:
     """One utterance: int16 mono samples and their sample rate (espeak-ng writes 22,050 Hz).
 
     ``language``: the espeak-ng voice the variant applies to ("en", "en-us", "en-gb", ...).
@@ -75,12 +79,24 @@ def synthesize(text: str, variant: str, pitch: int, speed: int, language: str = 
         raise ValueError("empty text")
     pitch = int(np.clip(pitch, *PITCH_RANGE))
     speed = int(np.clip(speed, *SPEED_RANGE))
-    args = [espeak_binary(), "-v", f"{language}+{variant}", "-p", str(pitch), "-s", str(speed),
-            "--stdout", "--", text]
+    args = [
+        espeak_binary(),
+        "-v",
+        f"{language}+{variant}",
+        "-p",
+        str(pitch),
+        "-s",
+        str(speed),
+        "--stdout",
+        "--",
+        text,
+    ]
     out = subprocess.run(args, capture_output=True, check=False)
     if out.returncode != 0 or len(out.stdout) < 100:
-        raise EspeakError(f"espeak-ng failed (rc {out.returncode}) for {args[1:-1]}: "
-                          f"{out.stderr.decode(errors='replace').strip()}")
+        raise EspeakError(
+            f"espeak-ng failed (rc {out.returncode}) for {args[1:-1]}: "
+            f"{out.stderr.decode(errors='replace').strip()}"
+        )
     samples, sr = sf.read(io.BytesIO(out.stdout), dtype="int16")
     return samples, int(sr)
 
@@ -98,7 +114,7 @@ def f0_median(samples: np.ndarray, sr: int, fmin: float = 50.0, fmax: float = 40
     n = 1 + (x.size - fl) // hop
     frames = x[np.arange(fl)[None, :] + hop * np.arange(n)[:, None]]
     frames = frames - frames.mean(axis=1, keepdims=True)
-    energy = (frames ** 2).sum(axis=1)
+    energy = (frames**2).sum(axis=1)
     if not (energy > 0).any():
         return float("nan")
     frames = frames[energy > 0.05 * np.median(energy[energy > 0])]
@@ -130,8 +146,9 @@ def pitch_calibration(variant: str, speed: int = 165) -> tuple[np.ndarray, np.nd
 
     Measured once per espeak-ng version and kept under ``cache_dir()/synthvox-pitch/`` (a JSON file).
     """
-    key = hashlib.sha256(f"{espeak_version()}|{variant}|{speed}|{CALIBRATION_TEXT}|{CALIBRATION_PITCHES}"
-                         .encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        f"{espeak_version()}|{variant}|{speed}|{CALIBRATION_TEXT}|{CALIBRATION_PITCHES}".encode()
+    ).hexdigest()[:20]
     path = cache_dir() / "synthvox-pitch" / f"{variant}-{key}.json"
     pitches = np.asarray(CALIBRATION_PITCHES, dtype=np.float64)
     try:
@@ -146,8 +163,11 @@ def pitch_calibration(variant: str, speed: int = 165) -> tuple[np.ndarray, np.nd
         raise EspeakError(f"could not measure F0 of espeak-ng variant {variant!r} at -p 0")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"variant": variant, "espeak": espeak_version(), "pitches": pitches.tolist(),
-                               "f0": f0.tolist()}))
+    tmp.write_text(
+        json.dumps(
+            {"variant": variant, "espeak": espeak_version(), "pitches": pitches.tolist(), "f0": f0.tolist()}
+        )
+    )
     os.replace(tmp, path)
     return pitches, f0
 

@@ -58,13 +58,14 @@ def vocal_tract_scale(samples: np.ndarray, sr_in: int, factor: float, sr_out: in
     return soxr.resample(x, sr_in / factor, sr_out, quality="VHQ").astype(np.float32)
 
 
-ENVELOPE_NFFT = 512      # STFT of the dispersion warp at 16 kHz: 32 ms windows, 8 ms hop
-ENVELOPE_LIFTER = 30     # cepstral coefficients kept for the spectral envelope (quefrency < 1.9 ms)
+ENVELOPE_NFFT = 512  # STFT of the dispersion warp at 16 kHz: 32 ms windows, 8 ms hop
+ENVELOPE_LIFTER = 30  # cepstral coefficients kept for the spectral envelope (quefrency < 1.9 ms)
 MAX_ENVELOPE_GAIN_DB = 30.0
 
 
-def formant_dispersion_warp(x: np.ndarray, sr: int, gamma: float,
-                            pivot_hz: float = link.DISP_PIVOT_HZ) -> np.ndarray:
+def formant_dispersion_warp(
+    x: np.ndarray, sr: int, gamma: float, pivot_hz: float = link.DISP_PIVOT_HZ
+) -> np.ndarray:
     """Warp the spectral envelope so that a formant at F moves to pivot * (F / pivot) ** gamma.
 
     Per frame (STFT, vectorised over frames): the envelope is the cepstrally smoothed log magnitude
@@ -78,10 +79,10 @@ def formant_dispersion_warp(x: np.ndarray, sr: int, gamma: float,
         return x
     hop = ENVELOPE_NFFT // 4
     _, _, spec = stft(x, sr, nperseg=ENVELOPE_NFFT, noverlap=ENVELOPE_NFFT - hop)
-    log_mag = np.log(np.abs(spec) + 1e-6)                                   # (bins, frames)
-    cep = np.fft.irfft(log_mag, axis=0)                                     # real cepstrum
-    cep[ENVELOPE_LIFTER:-ENVELOPE_LIFTER + 1] = 0.0
-    env = np.fft.rfft(cep, axis=0).real                                     # (bins, frames)
+    log_mag = np.log(np.abs(spec) + 1e-6)  # (bins, frames)
+    cep = np.fft.irfft(log_mag, axis=0)  # real cepstrum
+    cep[ENVELOPE_LIFTER : -ENVELOPE_LIFTER + 1] = 0.0
+    env = np.fft.rfft(cep, axis=0).real  # (bins, frames)
     n_bins = env.shape[0]
     freqs = np.linspace(0.0, sr / 2, n_bins)
     src = np.zeros_like(freqs)
@@ -120,18 +121,18 @@ class World:
     """The speakers of a synthvox dataset before any audio: faces, measurements, latents, voice controls."""
 
     face_model: object
-    params: np.ndarray          # (S, 1+K+E) float32
-    measurements: np.ndarray    # (S, M) linked ratios
-    latents: np.ndarray         # (S, M) standardised latents h
+    params: np.ndarray  # (S, 1+K+E) float32
+    measurements: np.ndarray  # (S, M) linked ratios
+    latents: np.ndarray  # (S, M) standardised latents h
     controls: link.VoiceControls
-    hidden: np.ndarray          # (S, H) float32, link.HIDDEN_NAMES
+    hidden: np.ndarray  # (S, H) float32, link.HIDDEN_NAMES
     variant_names: list[str]
     espeak_pitch: list[int]
     espeak_speed: list[int]
     prior_mean: np.ndarray
     prior_std: np.ndarray
     whitening: np.ndarray
-    seeds: list                 # SeedSequences: faces, link noise, sentences, images
+    seeds: list  # SeedSequences: faces, link noise, sentences, images
 
 
 def sample_world(config: SynthVoxConfig) -> World:
@@ -143,8 +144,9 @@ def sample_world(config: SynthVoxConfig) -> World:
     params = fm.sample_params(config.speakers, rng_faces)
     measurements = link.measurements_from_params(params, fm)
     prior_mean, prior_std, whitening = link.prior_statistics(fm)
-    h = link.latents(link.standardise(measurements, prior_mean, prior_std, whitening), config.link_strength,
-                     rng_link)
+    h = link.latents(
+        link.standardise(measurements, prior_mean, prior_std, whitening), config.link_strength, rng_link
+    )
     controls = link.controls_from_latents(h, len(variants))
     # Synthesis controls: F0 and rate pre-compensated for the vocal-tract resampling (vocal_tract_scale);
     # F0 is clipped to what the variant can produce and the realised value is what ``hidden`` records.
@@ -157,8 +159,21 @@ def sample_world(config: SynthVoxConfig) -> World:
         realised_f0.append(target / vtl)
     controls.f0_hz = np.asarray(realised_f0)
     speeds = np.clip(np.round(controls.rate_wpm * controls.vtl_factor), *espeak.SPEED_RANGE).astype(int)
-    return World(fm, params, measurements, h, controls, controls.hidden(), names, pitches,
-                 [int(x) for x in speeds], prior_mean, prior_std, whitening, seeds)
+    return World(
+        fm,
+        params,
+        measurements,
+        h,
+        controls,
+        controls.hidden(),
+        names,
+        pitches,
+        [int(x) for x in speeds],
+        prior_mean,
+        prior_std,
+        whitening,
+        seeds,
+    )
 
 
 def _splits(config: SynthVoxConfig) -> list[str]:
@@ -166,8 +181,9 @@ def _splits(config: SynthVoxConfig) -> list[str]:
     return ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
 
 
-def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = False,
-             progress: bool = False) -> Path:
+def generate(
+    out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = False, progress: bool = False
+) -> Path:
     """Build the dataset in ``out_dir`` (created; must be empty unless ``overwrite``). Returns the path."""
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -185,9 +201,19 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
     jobs = []
     for i, spk in enumerate(speaker_ids):
         idx = rng_text.choice(n_sent, size=config.utterances, replace=config.utterances > n_sent)
-        jobs.append(UtteranceJob(spk, world.variant_names[i], world.espeak_pitch[i], world.espeak_speed[i],
-                                 float(controls.vtl_factor[i]), float(controls.dispersion[i]),
-                                 tuple(SENTENCES[j] for j in idx), str(out), config.sample_rate))
+        jobs.append(
+            UtteranceJob(
+                spk,
+                world.variant_names[i],
+                world.espeak_pitch[i],
+                world.espeak_speed[i],
+                float(controls.vtl_factor[i]),
+                float(controls.dispersion[i]),
+                tuple(SENTENCES[j] for j in idx),
+                str(out),
+                config.sample_rate,
+            )
+        )
     if config.workers > 1 and len(jobs) > 1:
         ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold a GL context later
         with ProcessPoolExecutor(config.workers, mp_context=ctx) as pool:
@@ -198,8 +224,15 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
     t_audio = time.perf_counter()
 
     if config.images:
-        write_speaker_images(out, fm, world.params, speaker_ids, config.images, config.image_size,
-                             np.random.default_rng(world.seeds[3]))
+        write_speaker_images(
+            out,
+            fm,
+            world.params,
+            speaker_ids,
+            config.images,
+            config.image_size,
+            np.random.default_rng(world.seeds[3]),
+        )
     t_images = time.perf_counter()
 
     splits = _splits(config)
@@ -209,29 +242,52 @@ def generate(out_dir: str | Path, config: SynthVoxConfig, overwrite: bool = Fals
         "config": config.to_dict(),
         "seed": config.seed,
         "link_strength": config.link_strength,
-        "face_model": {"name": fm.name, "sha256": fm.sha256, "n_identity": fm.n_identity,
-                       "n_expression": fm.n_expression, "spec": config.face_model},
+        "face_model": {
+            "name": fm.name,
+            "sha256": fm.sha256,
+            "n_identity": fm.n_identity,
+            "n_expression": fm.n_expression,
+            "spec": config.face_model,
+        },
         "link": link.link_definition(config.link_strength),
-        "measurement_prior": {"names": list(link.MEASUREMENT_NAMES), "mean": world.prior_mean.tolist(),
-                              "std": world.prior_std.tolist(), "whitening": world.whitening.tolist(),
-                              "samples": link.PRIOR_SAMPLES, "seed": link.PRIOR_SEED},
-        "espeak": {"base_voice": espeak.BASE_VOICE, "variants": list(config.variants),
-                   "pitch_calibration": {v: [espeak.pitch_calibration(v)[0].tolist(),
-                                             np.round(espeak.pitch_calibration(v)[1], 3).tolist()]
-                                         for v in config.variants}},
+        "measurement_prior": {
+            "names": list(link.MEASUREMENT_NAMES),
+            "mean": world.prior_mean.tolist(),
+            "std": world.prior_std.tolist(),
+            "whitening": world.whitening.tolist(),
+            "samples": link.PRIOR_SAMPLES,
+            "seed": link.PRIOR_SEED,
+        },
+        "espeak": {
+            "base_voice": espeak.BASE_VOICE,
+            "variants": list(config.variants),
+            "pitch_calibration": {
+                v: [
+                    espeak.pitch_calibration(v)[0].tolist(),
+                    np.round(espeak.pitch_calibration(v)[1], 3).tolist(),
+                ]
+                for v in config.variants
+            },
+        },
         "audio": {"sample_rate": config.sample_rate, "format": "WAV PCM_16 mono", "peak": PEAK},
         "images": {"per_speaker": config.images, "size": config.image_size, "format": "PNG RGB"},
         "splits": dict(zip(("train", "val", "test"), config.split_sizes(), strict=True)),
         "n_utterances": int(sum(len(r) for r in results)),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    timings = {"world_s": t_world - t0, "audio_s": t_audio - t_world,
-               "images_s": t_images - t_audio, "total_s": time.perf_counter() - t0}
+    timings = {
+        "world_s": t_world - t0,
+        "audio_s": t_audio - t_world,
+        "images_s": t_images - t_audio,
+        "total_s": time.perf_counter() - t0,
+    }
     (out / "generation_log.json").write_text(json.dumps({"timings": timings}, indent=2) + "\n")
     if progress:
         extra = f" + {config.images} images" if config.images else ""
-        print(f"synthvox: {config.speakers} speakers x {config.utterances} utterances{extra} "
-              f"in {timings['total_s']:.1f} s -> {out}")
+        print(
+            f"synthvox: {config.speakers} speakers x {config.utterances} utterances{extra} "
+            f"in {timings['total_s']:.1f} s -> {out}"
+        )
         print("  " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return out
 
@@ -243,33 +299,66 @@ def _write_tables(out: Path, speaker_ids, splits, world: World, jobs, results) -
     meas_cols = [m.replace("/", "_") for m in link.MEASUREMENT_NAMES]
     with open(out / "speakers.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["speaker_id", "split", *link.HIDDEN_NAMES, "variant", "espeak_voice", "f0_hz",
-                    "vtl_factor", "rate_wpm", "dispersion", "espeak_pitch", "espeak_speed", *meas_cols])
+        w.writerow(
+            [
+                "speaker_id",
+                "split",
+                *link.HIDDEN_NAMES,
+                "variant",
+                "espeak_voice",
+                "f0_hz",
+                "vtl_factor",
+                "rate_wpm",
+                "dispersion",
+                "espeak_pitch",
+                "espeak_speed",
+                *meas_cols,
+            ]
+        )
         for i, spk in enumerate(speaker_ids):
-            w.writerow([spk, splits[i], *(f"{x:.6f}" for x in hidden[i]), names[i],
-                        f"{espeak.BASE_VOICE}+{names[i]}", f"{controls.f0_hz[i]:.3f}",
-                        f"{controls.vtl_factor[i]:.6f}", f"{controls.rate_wpm[i]:.3f}",
-                        f"{controls.dispersion[i]:.6f}", pitches[i], speeds[i],
-                        *(f"{x:.6f}" for x in measurements[i])])
+            w.writerow(
+                [
+                    spk,
+                    splits[i],
+                    *(f"{x:.6f}" for x in hidden[i]),
+                    names[i],
+                    f"{espeak.BASE_VOICE}+{names[i]}",
+                    f"{controls.f0_hz[i]:.3f}",
+                    f"{controls.vtl_factor[i]:.6f}",
+                    f"{controls.rate_wpm[i]:.3f}",
+                    f"{controls.dispersion[i]:.6f}",
+                    pitches[i],
+                    speeds[i],
+                    *(f"{x:.6f}" for x in measurements[i]),
+                ]
+            )
     with open(out / "utterances.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["utt_id", "speaker_id", "split", "path", "text", "duration_s"])
         for i, (job, rows) in enumerate(zip(jobs, results, strict=True)):
             for (utt_id, rel, dur), text in zip(rows, job.texts, strict=True):
                 w.writerow([utt_id, job.speaker_id, splits[i], rel, text, f"{dur:.4f}"])
-    np.savez(out / "faces.npz", speaker_ids=np.array(speaker_ids), splits=np.array(splits),
-             params=world.params.astype(np.float32), hidden=hidden.astype(np.float32),
-             hidden_names=np.array(link.HIDDEN_NAMES), latents=world.latents.astype(np.float32),
-             measurements=measurements.astype(np.float32),
-             measurement_names=np.array(link.MEASUREMENT_NAMES))
+    np.savez(
+        out / "faces.npz",
+        speaker_ids=np.array(speaker_ids),
+        splits=np.array(splits),
+        params=world.params.astype(np.float32),
+        hidden=hidden.astype(np.float32),
+        hidden_names=np.array(link.HIDDEN_NAMES),
+        latents=world.latents.astype(np.float32),
+        measurements=measurements.astype(np.float32),
+        measurement_names=np.array(link.MEASUREMENT_NAMES),
+    )
 
 
 def load_faces(dataset_dir: str | Path) -> dict[str, np.ndarray]:
     """The arrays of ``faces.npz`` (clear error if the folder is not a synthvox dataset)."""
     path = Path(dataset_dir) / "faces.npz"
     if not path.is_file():
-        raise FileNotFoundError(f"{dataset_dir}: no faces.npz (not a synthvox dataset; make one with "
-                                "`python -m training.synthvox generate OUT`)")
+        raise FileNotFoundError(
+            f"{dataset_dir}: no faces.npz (not a synthvox dataset; make one with "
+            "`python -m training.synthvox generate OUT`)"
+        )
     with np.load(path, allow_pickle=False) as d:
         return {k: d[k] for k in d.files}
 

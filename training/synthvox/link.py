@@ -48,15 +48,20 @@ DISP_PIVOT_HZ = 1000.0
 class Link:
     """One hidden voice parameter linked to one face measurement."""
 
-    hidden: str       # name of the latent / voice control
+    hidden: str  # name of the latent / voice control
     measurement: str  # "ER/OICD", "FR/OICD", "CR/OICD" or "MR/OICD"
-    sign: float       # +1 or -1
-    why: str          # the motivation, one line (docs/synthvox.md has more)
+    sign: float  # +1 or -1
+    why: str  # the motivation, one line (docs/synthvox.md has more)
 
 
 LINKS: tuple[Link, ...] = (
-    Link("f0", "ER/OICD", -1.0, "broader head (ear-to-ear breadth) ~ larger larynx ~ lower F0; and a wider "
-         "pharynx ~ formants closer together (dispersion, driven by the same latent)"),
+    Link(
+        "f0",
+        "ER/OICD",
+        -1.0,
+        "broader head (ear-to-ear breadth) ~ larger larynx ~ lower F0; and a wider "
+        "pharynx ~ formants closer together (dispersion, driven by the same latent)",
+    ),
     Link("vtl", "CR/OICD", +1.0, "broader mid-face (cheek breadth) ~ larger oral cavity ~ longer tract"),
     Link("rate", "MR/OICD", +1.0, "no physiology: a behavioural link so a third ratio is audible"),
     Link("variant", "FR/OICD", +1.0, "no physiology: voice quality (espeak-ng variant) as a coarse code"),
@@ -97,16 +102,19 @@ def prior_statistics(face_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     samples = measurements_from_params(prior_params, face_model)
     mean, std = samples.mean(axis=0), samples.std(axis=0)
     if not (std > 0).all():
-        raise ValueError(f"face model {face_model.name}: a linked measurement has zero spread under the prior"
-                         f" (sd {dict(zip(MEASUREMENT_NAMES, std.round(6), strict=True))}); "
-                         "are its measurement pairs real?")
+        raise ValueError(
+            f"face model {face_model.name}: a linked measurement has zero spread under the prior"
+            f" (sd {dict(zip(MEASUREMENT_NAMES, std.round(6), strict=True))}); "
+            "are its measurement pairs real?"
+        )
     evals, evecs = np.linalg.eigh(np.corrcoef(samples.T))
-    whitening = evecs @ np.diag(evals ** -0.5) @ evecs.T
+    whitening = evecs @ np.diag(evals**-0.5) @ evecs.T
     return mean, std, whitening
 
 
-def standardise(measurements: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                whitening: np.ndarray) -> np.ndarray:
+def standardise(
+    measurements: np.ndarray, mean: np.ndarray, std: np.ndarray, whitening: np.ndarray
+) -> np.ndarray:
     """(S, M) measurements -> (S, M) whitened standard scores z (uncorrelated, unit variance, prior)."""
     return ((measurements - mean) / std) @ whitening.T
 
@@ -117,7 +125,7 @@ def latents(z: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndar
         raise ValueError(f"link strength must be in [0, 1], got {strength}")
     signs = np.array([link.sign for link in LINKS])
     noise = rng.standard_normal(z.shape)
-    return strength * signs * z + np.sqrt(1.0 - strength ** 2) * noise
+    return strength * signs * z + np.sqrt(1.0 - strength**2) * noise
 
 
 def variant_bins(h: np.ndarray, n_variants: int) -> np.ndarray:
@@ -138,10 +146,16 @@ class VoiceControls:
 
     def hidden(self) -> np.ndarray:
         """(S, H) float32 in the order of HIDDEN_NAMES: what the audio carries, in linear units."""
-        return np.stack([12.0 * np.log2(self.f0_hz / F0_BASE_HZ), np.log(self.vtl_factor),
-                         np.log(self.rate_wpm / RATE_BASE_WPM), self.variant_index.astype(np.float64),
-                         np.log(self.dispersion)],
-                        axis=1).astype(np.float32)
+        return np.stack(
+            [
+                12.0 * np.log2(self.f0_hz / F0_BASE_HZ),
+                np.log(self.vtl_factor),
+                np.log(self.rate_wpm / RATE_BASE_WPM),
+                self.variant_index.astype(np.float64),
+                np.log(self.dispersion),
+            ],
+            axis=1,
+        ).astype(np.float32)
 
 
 def controls_from_latents(h: np.ndarray, n_variants: int) -> VoiceControls:
@@ -159,17 +173,19 @@ def link_definition(strength: float) -> dict:
     """The link as data (written to meta.json)."""
     return {
         "formula": "h_j = s * sign_j * z_j + sqrt(1 - s^2) * eps_j, z = W ((m - prior_mean) / prior_sd), "
-                   "W = C^(-1/2) (ZCA) of the prior correlation C of the measurements",
+        "W = C^(-1/2) (ZCA) of the prior correlation C of the measurements",
         "strength": strength,
-        "links": [{"hidden": lk.hidden, "measurement": lk.measurement, "sign": lk.sign, "why": lk.why}
-                  for lk in LINKS],
+        "links": [
+            {"hidden": lk.hidden, "measurement": lk.measurement, "sign": lk.sign, "why": lk.why}
+            for lk in LINKS
+        ],
         "controls": {
             "f0_hz": f"{F0_BASE_HZ} * 2 ** ({F0_ST_PER_SD} * h_f0 / 12)",
             "vtl_factor": f"exp({VTL_LOG_PER_SD} * h_vtl)  (formants / vtl_factor)",
             "rate_wpm": f"{RATE_BASE_WPM} * exp({RATE_LOG_PER_SD} * h_rate)",
             "variant_index": "equal-probability normal-quantile bin of h_variant",
             "dispersion": f"exp({DISP_LOG_PER_SD} * h_f0): envelope warp, formant F -> "
-                          f"{DISP_PIVOT_HZ} * (F / {DISP_PIVOT_HZ}) ** dispersion",
+            f"{DISP_PIVOT_HZ} * (F / {DISP_PIVOT_HZ}) ** dispersion",
         },
         "hidden_names": list(HIDDEN_NAMES),
     }

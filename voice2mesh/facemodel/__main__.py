@@ -15,9 +15,18 @@ from .model import FaceModel
 KINDS = ("ict-obj", "ict-npz", "bfm-arrays", "bfm-pkl")
 
 
-def convert(kind: str, inputs: list[str], out: str | Path, *, reference: str | None = None,
-            shape_basis: str | None = None, expression_basis: str | None = None,
-            param_stats: str | None = None, n_identity: int = 40, n_expression: int = 10) -> FaceModel:
+def convert(
+    kind: str,
+    inputs: list[str],
+    out: str | Path,
+    *,
+    reference: str | None = None,
+    shape_basis: str | None = None,
+    expression_basis: str | None = None,
+    param_stats: str | None = None,
+    n_identity: int = 40,
+    n_expression: int = 10,
+) -> FaceModel:
     """Convert ``inputs`` of ``kind`` into a face model file at ``out``; returns the model."""
     sizes = {"n_identity": n_identity, "n_expression": n_expression}
     if kind in ("ict-obj", "ict-npz"):
@@ -40,12 +49,20 @@ def convert(kind: str, inputs: list[str], out: str | Path, *, reference: str | N
 
 def summary(model: FaceModel) -> dict:
     """What a person wants to know about a model file."""
-    return {"name": model.name, "vertices": model.n_vertices, "triangles": int(model.triangles.shape[0]),
-            "identity_modes": model.max_identity, "expression_modes": model.max_expression,
-            "n_identity": model.n_identity, "n_expression": model.n_expression,
-            "units": model.metadata.get("units"), "source": model.metadata.get("source"),
-            "measurement_pairs": model.measurement_pairs,
-            "regions": {k: int(v.size) for k, v in model.regions.items()}, "sha256": model.sha256}
+    return {
+        "name": model.name,
+        "vertices": model.n_vertices,
+        "triangles": int(model.triangles.shape[0]),
+        "identity_modes": model.max_identity,
+        "expression_modes": model.max_expression,
+        "n_identity": model.n_identity,
+        "n_expression": model.n_expression,
+        "units": model.metadata.get("units"),
+        "source": model.metadata.get("source"),
+        "measurement_pairs": model.measurement_pairs,
+        "regions": {k: int(v.size) for k, v in model.regions.items()},
+        "sha256": model.sha256,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="convert an upstream model into a voice2mesh face model file")
     c.add_argument("kind", choices=KINDS)
-    c.add_argument("inputs", nargs="+", help="ict-obj: FaceXModel folder; ict-npz: packed npz; "
-                   "bfm-arrays: mean .npy file(s), summed (u_shp.npy u_exp.npy); bfm-pkl: bfm_noneck_v3.pkl")
+    c.add_argument(
+        "inputs",
+        nargs="+",
+        help="ict-obj: FaceXModel folder; ict-npz: packed npz; "
+        "bfm-arrays: mean .npy file(s), summed (u_shp.npy u_exp.npy); bfm-pkl: bfm_noneck_v3.pkl",
+    )
     c.add_argument("-o", "--out", required=True, help="output .npz")
-    c.add_argument("--reference",
-                   help="BFM reference folder (tri.mat, tri.pkl, keypoints_sim.npy, indices.npy)")
+    c.add_argument(
+        "--reference", help="BFM reference folder (tri.mat, tri.pkl, keypoints_sim.npy, indices.npy)"
+    )
     c.add_argument("--shape-basis", help="bfm-arrays: (3N, K) shape basis .npy")
     c.add_argument("--expression-basis", help="bfm-arrays: (3N, K) expression basis .npy")
     c.add_argument("--param-stats", help="BFM: 3DDFA param_mean_std_62d pickle to whiten the weights")
@@ -68,10 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "convert":
-            model = convert(args.kind, args.inputs, args.out, reference=args.reference,
-                            shape_basis=args.shape_basis, expression_basis=args.expression_basis,
-                            param_stats=args.param_stats, n_identity=args.n_identity,
-                            n_expression=args.n_expression)
+            model = convert(
+                args.kind,
+                args.inputs,
+                args.out,
+                reference=args.reference,
+                shape_basis=args.shape_basis,
+                expression_basis=args.expression_basis,
+                param_stats=args.param_stats,
+                n_identity=args.n_identity,
+                n_expression=args.n_expression,
+            )
             print(f"wrote {args.out}: {model.metadata.get('source')}")
         else:
             model = load_face_model(args.model)

@@ -14,14 +14,15 @@ def umeyama(src, dst, with_scale: bool = True) -> tuple[np.ndarray, np.ndarray, 
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim < 2 or src.shape[-1] != 3:
-        raise ValueError(f"umeyama needs two (..., N, 3) arrays of the same shape, "
-                         f"got {src.shape}, {dst.shape}")
+        raise ValueError(
+            f"umeyama needs two (..., N, 3) arrays of the same shape, got {src.shape}, {dst.shape}"
+        )
     mu_s = src.mean(axis=-2, keepdims=True)
     mu_d = dst.mean(axis=-2, keepdims=True)
     s0, d0 = src - mu_s, dst - mu_d
     n = src.shape[-2]
-    cov = np.swapaxes(d0, -1, -2) @ s0 / n                      # (..., 3, 3)
-    var_s = (s0 ** 2).sum(axis=(-1, -2)) / n
+    cov = np.swapaxes(d0, -1, -2) @ s0 / n  # (..., 3, 3)
+    var_s = (s0**2).sum(axis=(-1, -2)) / n
     scale, R = similarity_from_moments(cov, var_s)
     if not with_scale:
         scale = np.ones(cov.shape[:-2])

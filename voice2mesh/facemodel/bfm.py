@@ -23,7 +23,10 @@ BFM_FULL = 53215
 BFM_NONECK = 38365
 # The paper's metric vertices, 0-based on the 53,215 mesh (../shared/assets/README.md; the authors' code).
 BFM_PAIRS_53215: dict[str, tuple[int, int]] = {
-    "OICD": (2217, 14607), "FR": (1678, 42117), "CR": (2294, 13635), "ER": (20636, 34153),
+    "OICD": (2217, 14607),
+    "FR": (1678, 42117),
+    "CR": (2294, 13635),
+    "ER": (20636, 34153),
     "MR": (2130, 15003),
 }
 BFM_LICENCE = "Basel Face Model 2009: academic use only (University of Basel licence)"
@@ -83,8 +86,10 @@ def read_reference(folder: str | Path) -> dict:
     needed = ["u_shp.npy", "u_exp.npy", "tri.mat", "keypoints_sim.npy"]
     missing = [f for f in needed if not (folder / f).is_file()]
     if missing:
-        raise BFMConversionError(f"{folder}: BFM reference folder lacks {missing} (needs {needed}, and "
-                                 "indices.npy + tri.pkl for the 38,365-vertex layout)")
+        raise BFMConversionError(
+            f"{folder}: BFM reference folder lacks {missing} (needs {needed}, and "
+            "indices.npy + tri.pkl for the 38,365-vertex layout)"
+        )
     ref = {
         "mean": (np.load(folder / "u_shp.npy") + np.load(folder / "u_exp.npy")).reshape(-1, 3),
         "tri_full": loadmat(folder / "tri.mat")["tri"],
@@ -113,15 +118,28 @@ def noneck_pairs(indices: np.ndarray, full_mean: np.ndarray) -> tuple[dict[str, 
             else:
                 d, j = tree.query(full_mean[v])
                 mapped.append(int(j))
-                notes[f"{name}:{v}"] = (f"not in the no-neck mesh; nearest no-neck vertex {int(j)} "
-                                        f"({d:.0f} um away)")
+                notes[f"{name}:{v}"] = (
+                    f"not in the no-neck mesh; nearest no-neck vertex {int(j)} ({d:.0f} um away)"
+                )
         pairs[name] = tuple(mapped)
     return pairs, notes
 
 
-def build(mean, shape_basis=None, expression_basis=None, triangles=None, keypoints=None, *,
-          indices=None, full_mean=None, name: str | None = None, source: str = "",
-          param_stats: dict | None = None, n_identity: int = 40, n_expression: int = 10) -> FaceModel:
+def build(
+    mean,
+    shape_basis=None,
+    expression_basis=None,
+    triangles=None,
+    keypoints=None,
+    *,
+    indices=None,
+    full_mean=None,
+    name: str | None = None,
+    source: str = "",
+    param_stats: dict | None = None,
+    n_identity: int = 40,
+    n_expression: int = 10,
+) -> FaceModel:
     """FaceModel from BFM arrays in either layout (53,215 or 38,365 vertices).
 
     ``keypoints``: 204 indices into the xyz-interleaved vector of this layout (``//3`` gives vertices).
@@ -132,8 +150,9 @@ def build(mean, shape_basis=None, expression_basis=None, triangles=None, keypoin
     mean_v = _vec_to_vertices(mean, "mean")
     n = mean_v.shape[0]
     if n not in (BFM_FULL, BFM_NONECK):
-        raise BFMConversionError(f"BFM mean has {n} vertices; accepted layouts: {BFM_FULL} (full) "
-                                 f"or {BFM_NONECK} (no-neck)")
+        raise BFMConversionError(
+            f"BFM mean has {n} vertices; accepted layouts: {BFM_FULL} (full) or {BFM_NONECK} (no-neck)"
+        )
     ident = _basis_to_modes(shape_basis, n, "shape basis (w_shp)")
     expr = _basis_to_modes(expression_basis, n, "expression basis (w_exp)")
     if triangles is None or keypoints is None:
@@ -147,45 +166,78 @@ def build(mean, shape_basis=None, expression_basis=None, triangles=None, keypoin
     if param_stats is not None:
         mu, sd = np.asarray(param_stats["mean"], np.float64), np.asarray(param_stats["std"], np.float64)
         ki, ke = ident.shape[0], expr.shape[0]
-        mu_s, sd_s, mu_e, sd_e = mu[12:12 + ki], sd[12:12 + ki], mu[52:52 + ke], sd[52:52 + ke]
+        mu_s, sd_s, mu_e, sd_e = mu[12 : 12 + ki], sd[12 : 12 + ki], mu[52 : 52 + ke], sd[52 : 52 + ke]
         mean_v = mean_v + np.tensordot(mu_s, ident, 1) + np.tensordot(mu_e, expr, 1)
         ident = ident * sd_s[:, None, None].astype(np.float32)
         expr = expr * sd_e[:, None, None].astype(np.float32)
-        notes["whitening"] = ("3DDFA param_mean_std folded in: weights ~ N(0, 1); weight = (coefficient - "
-                              "mean) / std (coefficient_whitening)")
-        notes["coefficient_whitening"] = {"shape_mean": mu_s.tolist(), "shape_std": sd_s.tolist(),
-                                          "expression_mean": mu_e.tolist(), "expression_std": sd_e.tolist()}
+        notes["whitening"] = (
+            "3DDFA param_mean_std folded in: weights ~ N(0, 1); weight = (coefficient - "
+            "mean) / std (coefficient_whitening)"
+        )
+        notes["coefficient_whitening"] = {
+            "shape_mean": mu_s.tolist(),
+            "shape_std": sd_s.tolist(),
+            "expression_mean": mu_e.tolist(),
+            "expression_std": sd_e.tolist(),
+        }
     if n == BFM_FULL:
         pairs = dict(BFM_PAIRS_53215)
     else:
         if indices is None or full_mean is None:
-            raise BFMConversionError("the 38,365-vertex no-neck layout needs indices.npy and the full mean "
-                                     "face (a bfm-reference folder) to place the paper's metric vertices")
+            raise BFMConversionError(
+                "the 38,365-vertex no-neck layout needs indices.npy and the full mean "
+                "face (a bfm-reference folder) to place the paper's metric vertices"
+            )
         full = _vec_to_vertices(full_mean, "full mean")
         pairs, pair_notes = noneck_pairs(np.asarray(indices, np.int64), full)
         notes.update(pair_notes)
     regions = regions_from_landmarks(mean_v, landmarks)
-    metadata = {"source": source, "licence": BFM_LICENCE, "units": "um (micrometres, BFM's own)",
-                "layout": f"{n} vertices", "triangles_flipped_to_ccw": flipped, **notes}
-    return FaceModel(name=name or f"bfm-{n}", mean=mean_v, identity_basis=ident, expression_basis=expr,
-                     triangles=tris, landmarks=landmarks, measurement_pairs=pairs, regions=regions,
-                     expression_range="gaussian", n_identity=min(n_identity, ident.shape[0]),
-                     n_expression=min(n_expression, expr.shape[0]), metadata=metadata)
+    metadata = {
+        "source": source,
+        "licence": BFM_LICENCE,
+        "units": "um (micrometres, BFM's own)",
+        "layout": f"{n} vertices",
+        "triangles_flipped_to_ccw": flipped,
+        **notes,
+    }
+    return FaceModel(
+        name=name or f"bfm-{n}",
+        mean=mean_v,
+        identity_basis=ident,
+        expression_basis=expr,
+        triangles=tris,
+        landmarks=landmarks,
+        measurement_pairs=pairs,
+        regions=regions,
+        expression_range="gaussian",
+        n_identity=min(n_identity, ident.shape[0]),
+        n_expression=min(n_expression, expr.shape[0]),
+        metadata=metadata,
+    )
 
 
 def reference_model(folder: str | Path, layout: int = BFM_FULL) -> FaceModel:
     """Mean face + topology + landmarks + pairs (no bases) of one layout from a bfm-reference folder."""
     ref = read_reference(folder)
     if layout == BFM_FULL:
-        return build(ref["mean"], triangles=ref["tri_full"], keypoints=ref["keypoints_full"],
-                     source=f"BFM reference folder {folder}")
+        return build(
+            ref["mean"],
+            triangles=ref["tri_full"],
+            keypoints=ref["keypoints_full"],
+            source=f"BFM reference folder {folder}",
+        )
     if layout != BFM_NONECK:
         raise BFMConversionError(f"unknown BFM layout {layout}; accepted: {BFM_FULL}, {BFM_NONECK}")
     if "indices" not in ref or "tri_noneck" not in ref:
         raise BFMConversionError(f"{folder}: the no-neck layout needs indices.npy and tri.pkl")
-    return build(ref["mean"][ref["indices"]], triangles=ref["tri_noneck"],
-                 keypoints=noneck_keypoints(ref["keypoints_full"], ref["indices"]),
-                 indices=ref["indices"], full_mean=ref["mean"], source=f"BFM reference folder {folder}")
+    return build(
+        ref["mean"][ref["indices"]],
+        triangles=ref["tri_noneck"],
+        keypoints=noneck_keypoints(ref["keypoints_full"], ref["indices"]),
+        indices=ref["indices"],
+        full_mean=ref["mean"],
+        source=f"BFM reference folder {folder}",
+    )
 
 
 def noneck_keypoints(keypoints_full: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -198,9 +250,14 @@ def noneck_keypoints(keypoints_full: np.ndarray, indices: np.ndarray) -> np.ndar
     return 3 * v + np.asarray(keypoints_full, np.int64) % 3
 
 
-def convert_bfm_arrays(mean_files: list[str | Path], shape_basis: str | Path | None = None,
-                       expression_basis: str | Path | None = None, reference: str | Path | None = None,
-                       param_stats: str | Path | None = None, **kwargs) -> FaceModel:
+def convert_bfm_arrays(
+    mean_files: list[str | Path],
+    shape_basis: str | Path | None = None,
+    expression_basis: str | Path | None = None,
+    reference: str | Path | None = None,
+    param_stats: str | Path | None = None,
+    **kwargs,
+) -> FaceModel:
     """Mean (.npy files summed, e.g. u_shp.npy u_exp.npy) + optional basis .npy files -> FaceModel.
     Triangles/keypoints/indices come from the ``reference`` folder."""
     if not mean_files:
@@ -208,12 +265,22 @@ def convert_bfm_arrays(mean_files: list[str | Path], shape_basis: str | Path | N
     mean = sum(_load_npy(p).reshape(-1) for p in mean_files)
     basis_s = _load_npy(shape_basis) if shape_basis else None
     basis_e = _load_npy(expression_basis) if expression_basis else None
-    return _with_reference(mean, basis_s, basis_e, None, None, reference, param_stats,
-                           source=f"BFM arrays {[Path(p).name for p in mean_files]}", **kwargs)
+    return _with_reference(
+        mean,
+        basis_s,
+        basis_e,
+        None,
+        None,
+        reference,
+        param_stats,
+        source=f"BFM arrays {[Path(p).name for p in mean_files]}",
+        **kwargs,
+    )
 
 
-def convert_bfm_pkl(path: str | Path, reference: str | Path | None = None,
-                    param_stats: str | Path | None = None, **kwargs) -> FaceModel:
+def convert_bfm_pkl(
+    path: str | Path, reference: str | Path | None = None, param_stats: str | Path | None = None, **kwargs
+) -> FaceModel:
     """A ``bfm_noneck_v3.pkl``-style dict (``u``, ``w_shp``, ``w_exp``, ``keypoints``, optional ``tri``)."""
     path = Path(path)
     if not path.is_file():
@@ -226,31 +293,56 @@ def convert_bfm_pkl(path: str | Path, reference: str | Path | None = None,
     if not isinstance(d, dict) or any(k not in d for k in ("u", "w_shp", "w_exp", "keypoints")):
         keys = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise BFMConversionError(f"{path}: expected a dict with keys u, w_shp, w_exp, keypoints; got {keys}")
-    return _with_reference(d["u"], d["w_shp"], d["w_exp"], d.get("tri"), d["keypoints"], reference,
-                           param_stats, source=f"BFM pickle {path.name}", **kwargs)
+    return _with_reference(
+        d["u"],
+        d["w_shp"],
+        d["w_exp"],
+        d.get("tri"),
+        d["keypoints"],
+        reference,
+        param_stats,
+        source=f"BFM pickle {path.name}",
+        **kwargs,
+    )
 
 
-def _with_reference(mean, w_shp, w_exp, tri, keypoints, reference, param_stats, source: str,
-                    **kwargs) -> FaceModel:
+def _with_reference(
+    mean, w_shp, w_exp, tri, keypoints, reference, param_stats, source: str, **kwargs
+) -> FaceModel:
     n = np.asarray(mean).size // 3
     ref = read_reference(reference) if reference is not None else {}
     if tri is None:
         key = "tri_full" if n == BFM_FULL else "tri_noneck"
         if key not in ref:
-            raise BFMConversionError(f"no triangles in the input; pass --reference DIR (a bfm-reference "
-                                     f"folder with {'tri.mat' if n == BFM_FULL else 'tri.pkl'})")
+            raise BFMConversionError(
+                f"no triangles in the input; pass --reference DIR (a bfm-reference "
+                f"folder with {'tri.mat' if n == BFM_FULL else 'tri.pkl'})"
+            )
         tri = ref[key]
     if keypoints is None:
         if "keypoints_full" not in ref:
             raise BFMConversionError("no keypoints in the input; pass --reference DIR (keypoints_sim.npy)")
-        keypoints = ref["keypoints_full"] if n == BFM_FULL else noneck_keypoints(ref["keypoints_full"],
-                                                                                  ref["indices"])
+        keypoints = (
+            ref["keypoints_full"]
+            if n == BFM_FULL
+            else noneck_keypoints(ref["keypoints_full"], ref["indices"])
+        )
     stats = param_stats
     if param_stats is not None and not isinstance(param_stats, dict):
         with open(param_stats, "rb") as f:
             stats = pickle.load(f)  # noqa: S301
-    return build(mean, w_shp, w_exp, tri, keypoints, indices=ref.get("indices"), full_mean=ref.get("mean"),
-                 source=source, param_stats=stats, **kwargs)
+    return build(
+        mean,
+        w_shp,
+        w_exp,
+        tri,
+        keypoints,
+        indices=ref.get("indices"),
+        full_mean=ref.get("mean"),
+        source=source,
+        param_stats=stats,
+        **kwargs,
+    )
 
 
 def _load_npy(path: str | Path) -> np.ndarray:
@@ -266,8 +358,16 @@ def noneck_rows(indices: np.ndarray) -> np.ndarray:
     return (3 * idx + np.arange(3)).reshape(-1)
 
 
-def from_full_arrays(u, w_shp, w_exp, reference: str | Path, param_stats: dict | None = None,
-                     layout: int = BFM_FULL, source: str = "", **kwargs) -> FaceModel:
+def from_full_arrays(
+    u,
+    w_shp,
+    w_exp,
+    reference: str | Path,
+    param_stats: dict | None = None,
+    layout: int = BFM_FULL,
+    source: str = "",
+    **kwargs,
+) -> FaceModel:
     """FaceModel of ``layout`` from 53,215-vertex BFM arrays (xyz interleaved: ``u`` (3N,) or (3N, 1),
     bases (3N, K)), e.g. the 3DMM data of the authors' ``2D-to-3D-pretrained.tar``.
 
@@ -277,8 +377,10 @@ def from_full_arrays(u, w_shp, w_exp, reference: str | Path, param_stats: dict |
     """
     u = np.asarray(u, np.float32).reshape(-1)
     if u.size != 3 * BFM_FULL:
-        raise BFMConversionError(f"{source or 'BFM arrays'}: mean has {u.size // 3} vertices, expected "
-                                 f"{BFM_FULL} (the paper's full layout)")
+        raise BFMConversionError(
+            f"{source or 'BFM arrays'}: mean has {u.size // 3} vertices, expected "
+            f"{BFM_FULL} (the paper's full layout)"
+        )
     w_shp, w_exp = np.asarray(w_shp, np.float32), np.asarray(w_exp, np.float32)
     if layout == BFM_NONECK:
         ref = read_reference(reference)

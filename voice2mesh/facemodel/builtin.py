@@ -39,16 +39,20 @@ def ict_file_names(expression_names: list[str] | None = None) -> list[str]:
     """Every OBJ file of the upstream FaceXModel folder that the converter reads."""
     if expression_names is None:
         expression_names = _default_expression_names()
-    return [ict.ICT_NEUTRAL_FILE, *(f"identity{i:03d}.obj" for i in range(ict.ICT_N_IDENTITY)),
-            *(f"{n}.obj" for n in expression_names)]
+    return [
+        ict.ICT_NEUTRAL_FILE,
+        *(f"identity{i:03d}.obj" for i in range(ict.ICT_N_IDENTITY)),
+        *(f"{n}.obj" for n in expression_names),
+    ]
 
 
 def _default_expression_names() -> list[str]:
     return ict.upstream_expression_names()
 
 
-def download_file(url: str, dest: Path, sha256: str | None = None, size: int | None = None,
-                  timeout: float = 60.0) -> Path:
+def download_file(
+    url: str, dest: Path, sha256: str | None = None, size: int | None = None, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``dest`` (atomic rename), checking Content-Length, ``size`` and ``sha256``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
@@ -78,8 +82,9 @@ def download_file(url: str, dest: Path, sha256: str | None = None, size: int | N
     return dest
 
 
-def download_ict_obj(dest: str | Path, base_url: str | None = None, names: list[str] | None = None,
-                     timeout: float = 60.0) -> Path:
+def download_ict_obj(
+    dest: str | Path, base_url: str | None = None, names: list[str] | None = None, timeout: float = 60.0
+) -> Path:
     """Fetch the upstream ICT OBJ files into ``dest`` (files already there are kept).
 
     ``base_url`` defaults to ``$VOICE2MESH_ICT_BASE_URL`` or the GitHub raw URL of commit da5f95a.
@@ -102,8 +107,12 @@ def ict_cache_path() -> Path:
     return cache_dir() / f"ict-facekit-light.v{FORMAT_VERSION}.{layout_hash}.npz"
 
 
-def build_ict(assets: Path | None = None, base_url: str | None = None, force: bool = False,
-              names: list[str] | None = None) -> Path:
+def build_ict(
+    assets: Path | None = None,
+    base_url: str | None = None,
+    force: bool = False,
+    names: list[str] | None = None,
+) -> Path:
     """Build (once) the cached ICT model file from the shared assets' packed npz, else from the upstream
     OBJ files (downloaded into the cache; ``names`` limits which, for tests); returns its path."""
     out = ict_cache_path()
@@ -130,13 +139,15 @@ def bfm_cache_path(name: str) -> Path:
 
 def bfm_missing_hint(name: str) -> str:
     """What to do when the full BFM model (with bases) of ``name`` is not on this machine."""
-    return (f"the BFM shape/expression bases are not shipped with voice2mesh (academic licence); build "
-            f"{bfm_cache_path(name)} from your own download: the authors' pretrained zip "
-            "(pretrained_models/2D-to-3D-pretrained.tar + train.configs/, linked from the README of "
-            "github.com/choyingw/Cross-Modal-Perceptionist) with `python -m export.cmp facemodel "
-            "--cmp-3dmm 2D-to-3D-pretrained.tar --reference train.configs`, or 3DDFA-V2's "
-            "bfm_noneck_v3.pkl with `python -m voice2mesh.facemodel convert bfm-pkl bfm_noneck_v3.pkl "
-            f"--reference train.configs -o {bfm_cache_path('bfm-38365')}` (docs/facemodel.md)")
+    return (
+        f"the BFM shape/expression bases are not shipped with voice2mesh (academic licence); build "
+        f"{bfm_cache_path(name)} from your own download: the authors' pretrained zip "
+        "(pretrained_models/2D-to-3D-pretrained.tar + train.configs/, linked from the README of "
+        "github.com/choyingw/Cross-Modal-Perceptionist) with `python -m export.cmp facemodel "
+        "--cmp-3dmm 2D-to-3D-pretrained.tar --reference train.configs`, or 3DDFA-V2's "
+        "bfm_noneck_v3.pkl with `python -m voice2mesh.facemodel convert bfm-pkl bfm_noneck_v3.pkl "
+        f"--reference train.configs -o {bfm_cache_path('bfm-38365')}` (docs/facemodel.md)"
+    )
 
 
 def load_face_model(name_or_path, bfm_reference: str | Path | None = None, **kwargs) -> FaceModel:
@@ -163,10 +174,12 @@ def load_face_model(name_or_path, bfm_reference: str | Path | None = None, **kwa
             assets = shared_assets_dir()
             folder = assets / "bfm-reference" if assets is not None else None
         if folder is None or not folder.is_dir():
-            raise FileNotFoundError(f"face model {key}: {cached} not found; {bfm_missing_hint(key)}. "
-                                    "(For the metrics alone a bfm-reference folder with the mean face "
-                                    "is enough: u_shp.npy, u_exp.npy, tri.mat, keypoints_sim.npy, "
-                                    "indices.npy, tri.pkl.)")
+            raise FileNotFoundError(
+                f"face model {key}: {cached} not found; {bfm_missing_hint(key)}. "
+                "(For the metrics alone a bfm-reference folder with the mean face "
+                "is enough: u_shp.npy, u_exp.npy, tri.mat, keypoints_sim.npy, "
+                "indices.npy, tri.pkl.)"
+            )
         model = bfm.reference_model(folder, int(key.split("-")[1]))
         model.metadata["bases_missing"] = bfm_missing_hint(key)
         return model

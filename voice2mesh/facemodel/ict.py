@@ -22,12 +22,79 @@ from .model import FaceModel
 ICT_N_VERTICES = 26719
 ICT_KEEP_RANGE = (0, 11247)  # face [0:9408] + head and neck [9409:11247], inclusive
 ICT_NARROW_FACE = (0, 6705)  # "narrow face area", inclusive
-ICT_LANDMARKS = np.array([  # Multi-PIE 68 landmarks, 0-based vertex indices (upstream README)
-    1225, 1888, 1052, 367, 1719, 1722, 2199, 1447, 966, 3661, 4390, 3927, 3924, 2608, 3272, 4088, 3443,
-    268, 493, 1914, 2044, 1401, 3615, 4240, 4114, 2734, 2509, 978, 4527, 4942, 4857, 1140, 2075, 1147,
-    4269, 3360, 1507, 1542, 1537, 1528, 1518, 1511, 3742, 3751, 3756, 3721, 3725, 3732, 5708, 5695, 2081,
-    0, 4275, 6200, 6213, 6346, 6461, 5518, 5957, 5841, 5702, 5711, 5533, 6216, 6207, 6470, 5517, 5966,
-], dtype=np.int64)
+ICT_LANDMARKS = np.array(
+    [  # Multi-PIE 68 landmarks, 0-based vertex indices (upstream README)
+        1225,
+        1888,
+        1052,
+        367,
+        1719,
+        1722,
+        2199,
+        1447,
+        966,
+        3661,
+        4390,
+        3927,
+        3924,
+        2608,
+        3272,
+        4088,
+        3443,
+        268,
+        493,
+        1914,
+        2044,
+        1401,
+        3615,
+        4240,
+        4114,
+        2734,
+        2509,
+        978,
+        4527,
+        4942,
+        4857,
+        1140,
+        2075,
+        1147,
+        4269,
+        3360,
+        1507,
+        1542,
+        1537,
+        1528,
+        1518,
+        1511,
+        3742,
+        3751,
+        3756,
+        3721,
+        3725,
+        3732,
+        5708,
+        5695,
+        2081,
+        0,
+        4275,
+        6200,
+        6213,
+        6346,
+        6461,
+        5518,
+        5957,
+        5841,
+        5702,
+        5711,
+        5533,
+        6216,
+        6207,
+        6470,
+        5517,
+        5966,
+    ],
+    dtype=np.int64,
+)
 ICT_NEUTRAL_FILE = "generic_neutral_mesh.obj"
 ICT_N_IDENTITY = 100
 CM_TO_MM = 10.0
@@ -43,11 +110,11 @@ class ICTConversionError(ValueError):
 class ICTRaw:
     """The upstream model as plain arrays (centimetres, all 26,719 vertices)."""
 
-    neutral: np.ndarray              # (V, 3)
-    polygons: np.ndarray             # (P, 4) int, -1 in the last slot for triangles
-    identity_deltas: np.ndarray      # (Ki, V, 3)
+    neutral: np.ndarray  # (V, 3)
+    polygons: np.ndarray  # (P, 4) int, -1 in the last slot for triangles
+    identity_deltas: np.ndarray  # (Ki, V, 3)
     identity_names: list[str]
-    expression_deltas: np.ndarray    # (Ke, V, 3)
+    expression_deltas: np.ndarray  # (Ke, V, 3)
     expression_names: list[str]
     source: str
 
@@ -93,8 +160,9 @@ def _parse_faces(flines: list[str], path: Path) -> np.ndarray:
     counts = np.diff(spaces[bounds]) + 1  # corners per line = spaces per line + 1
     bad = np.flatnonzero((counts < 3) | (counts > 4))
     if bad.size:
-        raise ICTConversionError(f"{path}: face line {bad[0]} has {counts[bad[0]]} corners; "
-                                 "only triangles and quads are accepted")
+        raise ICTConversionError(
+            f"{path}: face line {bad[0]} has {counts[bad[0]]} corners; only triangles and quads are accepted"
+        )
     polys = np.full((len(flines), 4), -1, dtype=np.int32)
     rows = np.repeat(np.arange(len(flines)), counts)
     cols = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -112,14 +180,17 @@ def read_obj_folder(folder: str | Path, expression_names: list[str] | None = Non
     folder = Path(folder)
     neutral_path = folder / ICT_NEUTRAL_FILE
     if not neutral_path.is_file():
-        raise ICTConversionError(f"{folder}: no {ICT_NEUTRAL_FILE}; expected the ICT-FaceKit FaceXModel "
-                                 "folder (generic_neutral_mesh.obj, identityNNN.obj, expression OBJs)")
+        raise ICTConversionError(
+            f"{folder}: no {ICT_NEUTRAL_FILE}; expected the ICT-FaceKit FaceXModel "
+            "folder (generic_neutral_mesh.obj, identityNNN.obj, expression OBJs)"
+        )
     neutral, polygons = read_obj(neutral_path)
     identity_files = sorted(folder.glob("identity[0-9][0-9][0-9].obj"))
     if expression_names is None:
         vi = folder / "vertex_indices.json"
-        expression_names = (list(json.loads(vi.read_text())["expressions"]) if vi.is_file()
-                            else upstream_expression_names())
+        expression_names = (
+            list(json.loads(vi.read_text())["expressions"]) if vi.is_file() else upstream_expression_names()
+        )
     others = sorted(p for p in folder.glob("*.obj") if p != neutral_path and p not in identity_files)
     by_stem = {p.stem: p for p in others}
     expression_files = [by_stem[n] for n in expression_names if n in by_stem]
@@ -129,17 +200,23 @@ def read_obj_folder(folder: str | Path, expression_names: list[str] | None = Non
         for i, f in enumerate(files):
             v, p = read_obj(f)
             if v.shape != neutral.shape or not np.array_equal(p, polygons):
-                raise ICTConversionError(f"{f}: topology differs from {ICT_NEUTRAL_FILE} "
-                                         f"({v.shape[0]} vs {neutral.shape[0]} vertices)")
-            out[i] = (v.astype(np.float32) - neutral.astype(np.float32))
+                raise ICTConversionError(
+                    f"{f}: topology differs from {ICT_NEUTRAL_FILE} "
+                    f"({v.shape[0]} vs {neutral.shape[0]} vertices)"
+                )
+            out[i] = v.astype(np.float32) - neutral.astype(np.float32)
         return out
 
-    return ICTRaw(neutral=neutral.astype(np.float32), polygons=polygons,
-                  identity_deltas=deltas(identity_files), identity_names=[f.stem for f in identity_files],
-                  expression_deltas=deltas(expression_files),
-                  expression_names=[f.stem for f in expression_files],
-                  source=f"ICT-FaceKit OBJ folder {folder} ({len(identity_files)} identity, "
-                         f"{len(expression_files)} expression OBJs)")
+    return ICTRaw(
+        neutral=neutral.astype(np.float32),
+        polygons=polygons,
+        identity_deltas=deltas(identity_files),
+        identity_names=[f.stem for f in identity_files],
+        expression_deltas=deltas(expression_files),
+        expression_names=[f.stem for f in expression_files],
+        source=f"ICT-FaceKit OBJ folder {folder} ({len(identity_files)} identity, "
+        f"{len(expression_files)} expression OBJs)",
+    )
 
 
 def read_packed_npz(path: str | Path) -> ICTRaw:
@@ -152,8 +229,10 @@ def read_packed_npz(path: str | Path) -> ICTRaw:
         with np.load(path, allow_pickle=False) as d:
             missing = [k for k in needed if k not in d.files]
             if missing:
-                raise ICTConversionError(f"{path}: packed ICT npz lacks {missing}; it needs {list(needed)} "
-                                         "(+ identity_names, expression_names)")
+                raise ICTConversionError(
+                    f"{path}: packed ICT npz lacks {missing}; it needs {list(needed)} "
+                    "(+ identity_names, expression_names)"
+                )
             raw = {k: d[k] for k in d.files}
     except ICTConversionError:
         raise
@@ -162,12 +241,15 @@ def read_packed_npz(path: str | Path) -> ICTRaw:
     ki, ke = raw["identity_deltas"].shape[0], raw["expression_deltas"].shape[0]
     id_names = raw.get("identity_names", [f"identity{i:03d}" for i in range(ki)])
     ex_names = raw.get("expression_names", [f"expression{i:02d}" for i in range(ke)])
-    return ICTRaw(neutral=raw["neutral"].astype(np.float32), polygons=raw["polygons"].astype(np.int32),
-                  identity_deltas=raw["identity_deltas"].astype(np.float32),
-                  identity_names=[str(s) for s in id_names],
-                  expression_deltas=raw["expression_deltas"].astype(np.float32),
-                  expression_names=[str(s) for s in ex_names],
-                  source=f"packed ICT-FaceKit npz {path.name}")
+    return ICTRaw(
+        neutral=raw["neutral"].astype(np.float32),
+        polygons=raw["polygons"].astype(np.int32),
+        identity_deltas=raw["identity_deltas"].astype(np.float32),
+        identity_names=[str(s) for s in id_names],
+        expression_deltas=raw["expression_deltas"].astype(np.float32),
+        expression_names=[str(s) for s in ex_names],
+        source=f"packed ICT-FaceKit npz {path.name}",
+    )
 
 
 # -- conversion ----------------------------------------------------------------------------------
@@ -202,8 +284,9 @@ def check_orientation(vertices: np.ndarray, landmarks: np.ndarray) -> None:
     if not lm[16, 0] > lm[0, 0]:
         problems.append("the face's left side (landmark 16) is not at +x")
     if problems:
-        raise ICTConversionError("orientation check failed: " + "; ".join(problems)
-                                 + " (expected y up, looking along +z)")
+        raise ICTConversionError(
+            "orientation check failed: " + "; ".join(problems) + " (expected y up, looking along +z)"
+        )
 
 
 def load_layout(path: str | Path = LAYOUT_JSON) -> dict:
@@ -214,8 +297,13 @@ def load_layout(path: str | Path = LAYOUT_JSON) -> dict:
     return json.loads(path.read_text())
 
 
-def from_raw(raw: ICTRaw, layout: dict | str | None = "default", n_identity: int = 40, n_expression: int = 10,
-             keep_range: tuple[int, int] = ICT_KEEP_RANGE) -> FaceModel:
+def from_raw(
+    raw: ICTRaw,
+    layout: dict | str | None = "default",
+    n_identity: int = 40,
+    n_expression: int = 10,
+    keep_range: tuple[int, int] = ICT_KEEP_RANGE,
+) -> FaceModel:
     """Crop, triangulate, convert to mm, attach landmarks/measurements/regions.
 
     ``layout``: "default" reads ``data/ict_layout.json``; a dict is used as is; ``None`` gives placeholder
@@ -225,7 +313,7 @@ def from_raw(raw: ICTRaw, layout: dict | str | None = "default", n_identity: int
     if nv != ICT_N_VERTICES:
         raise ICTConversionError(f"ICT neutral has {nv} vertices; ICT FaceKit Light has {ICT_N_VERTICES}")
     mask = np.zeros(nv, dtype=bool)
-    mask[keep_range[0]: keep_range[1] + 1] = True
+    mask[keep_range[0] : keep_range[1] + 1] = True
     keep_idx, tris = crop(mask, triangulate(raw.polygons))
     remap = np.full(nv, -1, dtype=np.int64)
     remap[keep_idx] = np.arange(keep_idx.size)
@@ -236,30 +324,42 @@ def from_raw(raw: ICTRaw, layout: dict | str | None = "default", n_identity: int
     if isinstance(layout, str):
         layout = load_layout()
     if layout is not None:
-        pairs = {k: tuple(int(remap[i]) for i in v["vertices"])
-                 for k, v in layout["measurement_pairs"].items()}
+        pairs = {
+            k: tuple(int(remap[i]) for i in v["vertices"]) for k, v in layout["measurement_pairs"].items()
+        }
         regions = {k: remap[np.asarray(v, dtype=np.int64)] for k, v in layout["regions"].items()}
         layout_meta = {"layout_source": layout.get("method", "ict_layout.json")}
     else:  # only while the layout is being derived (the derivation script needs a model first)
         pairs = {k: (int(landmarks[36]), int(landmarks[45])) for k in ("OICD", "ER", "FR", "CR", "MR")}
         layout_meta = {"layout_source": "placeholder (no ict_layout.json)"}
     metadata = {
-        "source": raw.source, "licence": ICT_LICENCE, "units": "mm",
+        "source": raw.source,
+        "licence": ICT_LICENCE,
+        "units": "mm",
         "upstream": "https://github.com/ICT-VGL/ICT-FaceKit (FaceXModel, commit da5f95a)",
         "vertex_selection": f"upstream vertices {keep_range[0]}..{keep_range[1]} (face + head and neck)",
         "upstream_vertex_index": "identical (kept vertices are a prefix of the upstream mesh)"
-        if np.array_equal(keep_idx, np.arange(keep_idx.size)) else "remapped",
-        "identity_names": list(raw.identity_names), "expression_names": list(raw.expression_names),
+        if np.array_equal(keep_idx, np.arange(keep_idx.size))
+        else "remapped",
+        "identity_names": list(raw.identity_names),
+        "expression_names": list(raw.expression_names),
         **layout_meta,
     }
     ki, ke = raw.identity_deltas.shape[0], raw.expression_deltas.shape[0]
     return FaceModel(
-        name="ict-facekit-light", mean=mean,
+        name="ict-facekit-light",
+        mean=mean,
         identity_basis=raw.identity_deltas[:, keep_idx] * CM_TO_MM,
         expression_basis=raw.expression_deltas[:, keep_idx] * CM_TO_MM,
-        triangles=tris, landmarks=landmarks, measurement_pairs=pairs, regions=regions,
-        expression_range="unit_interval", n_identity=min(n_identity, ki), n_expression=min(n_expression, ke),
-        metadata=metadata)
+        triangles=tris,
+        landmarks=landmarks,
+        measurement_pairs=pairs,
+        regions=regions,
+        expression_range="unit_interval",
+        n_identity=min(n_identity, ki),
+        n_expression=min(n_expression, ke),
+        metadata=metadata,
+    )
 
 
 def convert_ict_npz(path: str | Path, **kwargs) -> FaceModel:

@@ -15,10 +15,10 @@ from .align import apply_similarity, umeyama
 
 # Region rules, as fractions of s = |lm36 - lm45| (see docs/facemodel.md). Precedence: first rule wins.
 REGION_ORDER = ("mouth", "nose", "chin", "jaw", "left_cheek", "right_cheek", "forehead")
-MOUTH_GROW = 1.25          # outer-lip hull (lm 48-59) grown about its centre
+MOUTH_GROW = 1.25  # outer-lip hull (lm 48-59) grown about its centre
 NOSE_TOP_HALF_WIDTH = 0.10  # nose half width at the bridge (lm 27) ...
-NOSE_GROW = 1.30           # ... and the nostril hull (lm 31-35) grown about the nose tip
-JAW_BAND = 0.14            # distance to the jaw line (lm 2-14) that counts as jaw
+NOSE_GROW = 1.30  # ... and the nostril hull (lm 31-35) grown about the nose tip
+JAW_BAND = 0.14  # distance to the jaw line (lm 2-14) that counts as jaw
 FOREHEAD_BAND = (0.08, 0.50)  # above the highest brow point
 FOREHEAD_HALF_WIDTH = 0.85  # of the brows' half span (lm 17 - lm 26)
 
@@ -33,15 +33,16 @@ def _grow(points: np.ndarray, factor: float, centre: np.ndarray | None = None) -
 
 
 def _dist_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
-    a, b = line[:-1], line[1:]                                       # (S, 2)
+    a, b = line[:-1], line[1:]  # (S, 2)
     ab = b - a
-    t = ((points[:, None] - a[None]) * ab[None]).sum(-1) / (ab ** 2).sum(-1)[None]
+    t = ((points[:, None] - a[None]) * ab[None]).sum(-1) / (ab**2).sum(-1)[None]
     proj = a[None] + np.clip(t, 0, 1)[..., None] * ab[None]
     return np.linalg.norm(points[:, None] - proj, axis=-1).min(axis=1)
 
 
-def regions_from_landmarks(vertices: np.ndarray, landmarks: np.ndarray,
-                           candidates: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def regions_from_landmarks(
+    vertices: np.ndarray, landmarks: np.ndarray, candidates: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Disjoint vertex sets for forehead, nose, left/right cheek, mouth, chin and jaw.
 
     Works on the frontal (x, y) projection of the vertices in front of the ear line (z above the mean z
@@ -70,7 +71,7 @@ def regions_from_landmarks(vertices: np.ndarray, landmarks: np.ndarray,
     chin_hull = np.concatenate([lxy[6:11], lxy[[48, 54]] - [0, 0.1 * s]])
     assign("chin", face & below_lip & _inside_hull(xy, chin_hull))
     jaw = _dist_to_polyline(xy, lxy[2:15]) < JAW_BAND * s
-    near_line = _dist_to_polyline(xy, lxy[2:15]) < 0.04 * s   # just below the jaw line still counts
+    near_line = _dist_to_polyline(xy, lxy[2:15]) < 0.04 * s  # just below the jaw line still counts
     assign("jaw", front & jaw & (xy[:, 1] < lxy[33, 1]) & (face | near_line))
     eye_bottom = min(lxy[[40, 41], 1].min(), lxy[[46, 47], 1].min()) - 0.05 * s
     cheek_band = face & (xy[:, 1] < eye_bottom) & (xy[:, 1] > lxy[[48, 54], 1].mean() - 0.1 * s)
@@ -79,14 +80,24 @@ def regions_from_landmarks(vertices: np.ndarray, landmarks: np.ndarray,
     assign("right_cheek", cheek_band & (xy[:, 0] < x_mid - nose_half))
     brow_top = lxy[17:27, 1].max()
     half_span = FOREHEAD_HALF_WIDTH * abs(lxy[26, 0] - lxy[17, 0]) / 2
-    assign("forehead", front & (xy[:, 1] > brow_top + FOREHEAD_BAND[0] * s)
-           & (xy[:, 1] < brow_top + FOREHEAD_BAND[1] * s) & (np.abs(xy[:, 0] - x_mid) < half_span))
+    assign(
+        "forehead",
+        front
+        & (xy[:, 1] > brow_top + FOREHEAD_BAND[0] * s)
+        & (xy[:, 1] < brow_top + FOREHEAD_BAND[1] * s)
+        & (np.abs(xy[:, 0] - x_mid) < half_span),
+    )
     return {name: np.flatnonzero(labels == i).astype(np.int64) for i, name in enumerate(REGION_ORDER)}
 
 
-def transfer_points(src_vertices: np.ndarray, src_landmarks: np.ndarray, dst_vertices: np.ndarray,
-                    dst_landmarks: np.ndarray, src_points: np.ndarray,
-                    candidates: np.ndarray | None = None) -> dict:
+def transfer_points(
+    src_vertices: np.ndarray,
+    src_landmarks: np.ndarray,
+    dst_vertices: np.ndarray,
+    dst_landmarks: np.ndarray,
+    src_points: np.ndarray,
+    candidates: np.ndarray | None = None,
+) -> dict:
     """Similarity-align the source face to the destination through the 68 landmarks (Umeyama) and take the
     nearest destination vertex (among ``candidates``) of each source vertex in ``src_points``.
 
@@ -101,5 +112,12 @@ def transfer_points(src_vertices: np.ndarray, src_landmarks: np.ndarray, dst_ver
     pool = np.arange(dst.shape[0]) if candidates is None else np.flatnonzero(candidates)
     moved = apply_similarity(src[np.asarray(src_points)], scale, R, t)
     dist, nn = cKDTree(dst[pool]).query(moved)
-    return {"indices": pool[nn], "distances": dist, "moved": moved, "landmark_rms": residual,
-            "scale": float(scale), "rotation": R, "translation": t}
+    return {
+        "indices": pool[nn],
+        "distances": dist,
+        "moved": moved,
+        "landmark_rms": residual,
+        "scale": float(scale),
+        "rotation": R,
+        "translation": t,
+    }

@@ -101,8 +101,9 @@ class FaceModel:
         if bad:
             raise ValueError(f"regions {bad} index outside 0..{n - 1}")
         if self.expression_range not in EXPRESSION_RANGES:
-            raise ValueError(f"expression_range must be one of {EXPRESSION_RANGES}, "
-                             f"got {self.expression_range!r}")
+            raise ValueError(
+                f"expression_range must be one of {EXPRESSION_RANGES}, got {self.expression_range!r}"
+            )
         self.set_prediction_size(self.n_identity, self.n_expression)
 
     # -- sizes -------------------------------------------------------------------------------------
@@ -129,8 +130,10 @@ class FaceModel:
         self._sha_cache.clear()
         if not 0 <= n_identity <= self.max_identity:
             hint = self.metadata.get("bases_missing")
-            raise ValueError(f"n_identity={n_identity} outside 0..{self.max_identity} for {self.name}"
-                             + (f": this is the mean face only; {hint}" if hint else ""))
+            raise ValueError(
+                f"n_identity={n_identity} outside 0..{self.max_identity} for {self.name}"
+                + (f": this is the mean face only; {hint}" if hint else "")
+            )
         if not 0 <= n_expression <= self.max_expression:
             raise ValueError(f"n_expression={n_expression} outside 0..{self.max_expression} for {self.name}")
         self.n_identity, self.n_expression = int(n_identity), int(n_expression)
@@ -182,8 +185,9 @@ class FaceModel:
             return self.expression_basis[:e].reshape(e, -1)
         stacked = self._stacked_cache.get((k, e))
         if stacked is None:  # keep one stacked matrix (the current configuration); safe across threads
-            stacked = np.concatenate([self.identity_basis[:k].reshape(k, -1),
-                                      self.expression_basis[:e].reshape(e, -1)])
+            stacked = np.concatenate(
+                [self.identity_basis[:k].reshape(k, -1), self.expression_basis[:e].reshape(e, -1)]
+            )
             self._stacked_cache.clear()
             self._stacked_cache[(k, e)] = stacked
         return stacked
@@ -193,10 +197,12 @@ class FaceModel:
         p = np.asarray(params, dtype=np.float32)
         p = p[None] if p.ndim == 1 else p
         if p.ndim != 2 or p.shape[1] != self.n_params:
-            raise ValueError(f"params must be (B, {self.n_params}) = [scale, {self.n_identity} identity, "
-                             f"{self.n_expression} expression] for {self.name}, got {np.shape(params)}")
+            raise ValueError(
+                f"params must be (B, {self.n_params}) = [scale, {self.n_identity} identity, "
+                f"{self.n_expression} expression] for {self.name}, got {np.shape(params)}"
+            )
         k = self.n_identity
-        return p[:, 0], p[:, 1: 1 + k], p[:, 1 + k:]
+        return p[:, 0], p[:, 1 : 1 + k], p[:, 1 + k :]
 
     def vertices_from_params(self, params, at=None) -> np.ndarray:
         """(B, 1+K+E) parameter vectors -> (B, N, 3) vertices; a 1-D vector gives (N, 3).
@@ -228,16 +234,18 @@ class FaceModel:
     # -- file format -------------------------------------------------------------------------------
     def _meta(self) -> dict:
         meta = dict(self.metadata)
-        meta.update({
-            "format_version": FORMAT_VERSION,
-            "name": self.name,
-            "expression_range": self.expression_range,
-            "n_identity": self.n_identity,
-            "n_expression": self.n_expression,
-            "measurement_pairs": {k: list(v) for k, v in self.measurement_pairs.items()},
-            "regions": sorted(self.regions),
-            "prior": asdict(self.prior),
-        })
+        meta.update(
+            {
+                "format_version": FORMAT_VERSION,
+                "name": self.name,
+                "expression_range": self.expression_range,
+                "n_identity": self.n_identity,
+                "n_expression": self.n_expression,
+                "measurement_pairs": {k: list(v) for k, v in self.measurement_pairs.items()},
+                "regions": sorted(self.regions),
+                "prior": asdict(self.prior),
+            }
+        )
         meta.setdefault("orientation", "y up, face looks along +z, x to the face's left (right-handed)")
         return meta
 
@@ -271,24 +279,38 @@ class FaceModel:
         meta = json.loads(str(arrays[_META_KEY]))
         version = meta.get("format_version")
         if version not in SUPPORTED_VERSIONS:
-            raise FaceModelFileError(f"{path}: face model format version {version!r} is not supported "
-                                     f"(this voice2mesh reads versions {list(SUPPORTED_VERSIONS)})")
+            raise FaceModelFileError(
+                f"{path}: face model format version {version!r} is not supported "
+                f"(this voice2mesh reads versions {list(SUPPORTED_VERSIONS)})"
+            )
         stored = str(arrays.pop(_SHA_KEY))
         actual = content_sha256(arrays)
         if stored != actual:
-            raise FaceModelFileError(f"{path}: sha256 mismatch (stored {stored[:12]}..., contents "
-                                     f"{actual[:12]}...): the file is corrupted or was modified")
-        regions = {k[len(_REGION_PREFIX):]: v for k, v in arrays.items() if k.startswith(_REGION_PREFIX)}
-        meta_core = {k: meta.pop(k) for k in ("name", "expression_range", "n_identity", "n_expression",
-                                              "measurement_pairs", "prior")}
+            raise FaceModelFileError(
+                f"{path}: sha256 mismatch (stored {stored[:12]}..., contents "
+                f"{actual[:12]}...): the file is corrupted or was modified"
+            )
+        regions = {k[len(_REGION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_REGION_PREFIX)}
+        meta_core = {
+            k: meta.pop(k)
+            for k in ("name", "expression_range", "n_identity", "n_expression", "measurement_pairs", "prior")
+        }
         meta.pop("regions", None)
-        return cls(name=meta_core["name"], mean=arrays["mean"], identity_basis=arrays["identity_basis"],
-                   expression_basis=arrays["expression_basis"], triangles=arrays["triangles"],
-                   landmarks=arrays["landmarks"],
-                   measurement_pairs={k: tuple(v) for k, v in meta_core["measurement_pairs"].items()},
-                   regions=regions, expression_range=meta_core["expression_range"],
-                   n_identity=meta_core["n_identity"], n_expression=meta_core["n_expression"],
-                   metadata=meta, prior=Prior(**meta_core["prior"]))
+        return cls(
+            name=meta_core["name"],
+            mean=arrays["mean"],
+            identity_basis=arrays["identity_basis"],
+            expression_basis=arrays["expression_basis"],
+            triangles=arrays["triangles"],
+            landmarks=arrays["landmarks"],
+            measurement_pairs={k: tuple(v) for k, v in meta_core["measurement_pairs"].items()},
+            regions=regions,
+            expression_range=meta_core["expression_range"],
+            n_identity=meta_core["n_identity"],
+            n_expression=meta_core["n_expression"],
+            metadata=meta,
+            prior=Prior(**meta_core["prior"]),
+        )
 
     @property
     def sha256(self) -> str:
