@@ -11,8 +11,7 @@ Definitions (Wu, Hsu, Neumann, "Cross-Modal Perceptionist", CVPR 2022; docs/metr
 - dataset numbers: mean over a speaker's utterances, then mean over speakers.
 
 Everything takes (N, 3) or (B, N, 3) arrays (a single target broadcasts against a batch) and
-returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-model MODEL --json``
-(two folders: Table 1 over the released layout, voice2mesh.table1).
+returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-model MODEL --json``.
 """
 
 from __future__ import annotations
@@ -491,47 +490,27 @@ def compare_files(pred_path: str, target_path: str, face_model: Any) -> dict[str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m voice2mesh.metrics",
-        description="The paper's errors between a predicted and a target face mesh of one topology; with two "
-        "folders, Table 1 over the released VoxCeleb-3D layout (voice2mesh.table1).",
+        description="The paper's errors between a predicted and a target face mesh of one topology.",
     )
-    parser.add_argument(
-        "pred",
-        help="predicted mesh (.obj, .ply, .xyz, .npy (N, 3)), or PRED_ROOT with "
-        "<Name>/*.obj (up to 3 per identity)",
-    )
-    parser.add_argument(
-        "target",
-        help="target mesh, same formats and vertex order as PRED, or TARGET_ROOT with <Name>/<one>.xyz",
-    )
+    parser.add_argument("pred", help="predicted mesh (.obj, .ply, .xyz, .npy (N, 3))")
+    parser.add_argument("target", help="target mesh, same formats and vertex order as PRED")
     parser.add_argument(
         "--face-model", required=True, help="face model file, or a built-in layout: bfm-53215, bfm-38365, ict"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the last line)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    folders = Path(args.pred).is_dir() and Path(args.target).is_dir()
     try:
-        model = _load_model(args.face_model)
-        if folders:
-            from voice2mesh import table1  # imports this module: loaded here to avoid a cycle
-
-            folder_result = table1.evaluate_folders(args.pred, args.target, model)
-        else:
-            result = compare_files(args.pred, args.target, model)
-    except (MetricsInputError, ValueError) as exc:
+        result = compare_files(args.pred, args.target, _load_model(args.face_model))
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if folders:
-        print(table1.format_table(folder_result), file=sys.stderr if args.json else sys.stdout)
-        if args.json:
-            print(json.dumps(folder_result.as_dict()))
-    elif args.json:
+    if args.json:
         print(json.dumps(result))
-    else:
-        rows = [(f"{k}.{r}", x) for k, v in result.items() if isinstance(v, dict) for r, x in v.items()]
-        rows = [(k, v) for k, v in result.items() if not isinstance(v, dict)] + rows
-        for name, value in rows:
-            unit = " mm" if name.startswith(("rmse", "region_rmse")) else ""
-            print(f"{name:<25s} {value:.6f}{unit}")
+        return 0
+    rows = [(f"{k}.{r}", x) for k, v in result.items() if isinstance(v, dict) for r, x in v.items()]
+    for name, value in [(k, v) for k, v in result.items() if not isinstance(v, dict)] + rows:
+        unit = " mm" if name.startswith(("rmse", "region_rmse")) else ""
+        print(f"{name:<25s} {value:.6f}{unit}")
     return 0
 
 
