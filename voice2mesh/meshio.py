@@ -37,17 +37,11 @@ VERTEX_FORMATS = (".obj", ".ply", ".xyz", ".npy", ".glb")
 # Heatmap scale: per-vertex distance to the reference (mean) face in millimetres. Fixed, so that
 # colours mean the same on every face: 0 mm is the first colour, HEATMAP_MAX_MM and more the last.
 HEATMAP_MAX_MM = 10.0
-# Sequential ramp (position in [0, 1] -> RGB), light blue-grey -> yellow -> orange -> dark red.
+# Sequential ramp (position in [0, 1] -> RGB): neutral grey-blue (0 mm), yellow (2.5 mm), orange (5 mm),
+# red (7.5 mm), dark red (10 mm and more).
 _HEATMAP_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 _HEATMAP_RGB = np.array(
-    [
-        [200, 205, 215],  # 0 mm: neutral grey-blue
-        [250, 230, 120],  # 2.5 mm
-        [248, 160, 60],  # 5 mm
-        [220, 70, 40],  # 7.5 mm
-        [130, 10, 30],  # >= 10 mm
-    ],
-    dtype=np.float64,
+    [[200, 205, 215], [250, 230, 120], [248, 160, 60], [220, 70, 40], [130, 10, 30]], float
 )
 
 
@@ -242,24 +236,13 @@ MAX_VERTICES = 1_000_000  # default cap of the readers (24 MB of float64 vertice
 MAX_PLY_HEADER_BYTES = 1 << 16
 _OBJ_CHUNK_BYTES = 1 << 18  # OBJ files are scanned in chunks of whole lines (bounded temporaries)
 _OBJ_MAX_LINE_BYTES = 1 << 10
-_PLY_TYPES = {
-    "char": "i1",
-    "int8": "i1",
-    "uchar": "u1",
-    "uint8": "u1",
-    "short": "i2",
-    "int16": "i2",
-    "ushort": "u2",
-    "uint16": "u2",
-    "int": "i4",
-    "int32": "i4",
-    "uint": "u4",
-    "uint32": "u4",
-    "float": "f4",
-    "float32": "f4",
-    "double": "f8",
-    "float64": "f8",
+# fmt: off
+_PLY_TYPES = {  # PLY's scalar types (each has two names) -> numpy
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }
+# fmt: on
 ACCEPTED_VERTEX_FILES = (
     "OBJ ('v x y z' lines), PLY (ASCII or binary, first element 'vertex' with x, y, z), "
     "XYZ ('x y z' lines), NPY (an (N, 3) array), GLB (one mesh)"
@@ -476,10 +459,8 @@ def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
             raise MeshFileError(f"{str(path)}: the mesh node has a transform; voice2mesh files have none")
         loaded = geoms[0]
     v = np.asarray(loaded.vertices, dtype=np.float64)
-    f = np.asarray(
-        getattr(loaded, "faces", None) if getattr(loaded, "faces", None) is not None else np.zeros((0, 3)),
-        dtype=np.int64,
-    )  # a point cloud has no faces
+    faces = getattr(loaded, "faces", None)  # a point cloud has none
+    f = np.asarray(faces if faces is not None else np.zeros((0, 3)), dtype=np.int64)
     colors = None
     visual = getattr(loaded, "visual", None)
     if visual is not None and getattr(visual, "kind", None) == "vertex":

@@ -38,16 +38,12 @@ class FaceModelDownloadError(RuntimeError):
 def ict_file_names(expression_names: list[str] | None = None) -> list[str]:
     """Every OBJ file of the upstream FaceXModel folder that the converter reads."""
     if expression_names is None:
-        expression_names = _default_expression_names()
+        expression_names = ict.upstream_expression_names()
     return [
         ict.ICT_NEUTRAL_FILE,
         *(f"identity{i:03d}.obj" for i in range(ict.ICT_N_IDENTITY)),
         *(f"{n}.obj" for n in expression_names),
     ]
-
-
-def _default_expression_names() -> list[str]:
-    return ict.upstream_expression_names()
 
 
 def download_file(
