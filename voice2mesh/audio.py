@@ -236,10 +236,7 @@ def _decode_soundfile(data: bytes | None, path: Path | None, label: str, cfg: Au
             raise UnreadableAudioError(f"{label}: the header gives no sample rate; accepted: {ACCEPTED}")
         _check_header(label, rate, channels, frames / rate, cfg)
         if frames <= 0:
-            raise EmptyAudioError(
-                f"{label}: the file holds no audio samples; accepted: a recording "
-                f"of {cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
-            )
+            raise _no_samples(label, cfg)
         try:
             if f.subtype == "PCM_16" and channels == 1 and rate == cfg.sample_rate:
                 # already the front end's format (at most max_duration_s of int16): see _finish_pcm16
@@ -410,10 +407,7 @@ class _MonoStream:
         """Non-finite check, clipping warning, the mono samples, silence check."""
         label, cfg = self.label, self.cfg
         if self.frames == 0:
-            raise EmptyAudioError(
-                f"{label}: the file holds no audio samples; accepted: a recording of "
-                f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
-            )
+            raise _no_samples(label, cfg)
         if self.frames > self.rate * cfg.max_duration_s:
             raise _too_long(label, self.frames / self.rate, cfg)
         if self.non_finite:
@@ -432,16 +426,10 @@ class _MonoStream:
         peak = float(np.max(np.abs(mono))) if mono.size else 0.0
         if peak < cfg.silence_peak:
             raise _silent(label, peak)
+        duration, rate, channels = mono.size / cfg.sample_rate, int(self.rate), int(self.channels)
         return Audio(
-            samples=np.ascontiguousarray(mono),
-            sample_rate=cfg.sample_rate,
-            duration_s=mono.size / cfg.sample_rate,
-            original_sample_rate=int(self.rate),
-            original_channels=int(self.channels),
-            warnings=warnings,
-            source=label,
-            config=cfg,
-        )
+            mono, cfg.sample_rate, duration, rate, channels, warnings, label, cfg
+        )  # mono: contiguous
 
 
 def _finish(
@@ -462,7 +450,7 @@ def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig, warnings: list[
     nothing to downmix or resample, and the float samples are ``pcm / 32768`` exactly (what
     libsndfile returns for PCM_16), so the same checks give the same answers, faster."""
     if pcm.size == 0:
-        raise EmptyAudioError(f"{label}: the file holds no audio samples")
+        raise _no_samples(label, cfg)
     warnings = list(warnings or [])
     samples = pcm.astype(np.float32)
     samples *= np.float32(1.0 / 32768.0)
@@ -475,16 +463,14 @@ def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig, warnings: list[
     peak = max(hi, -lo) / 32768.0
     if peak < cfg.silence_peak:
         raise _silent(label, peak)
-    return Audio(
-        samples=samples,
-        sample_rate=cfg.sample_rate,
-        duration_s=pcm.size / cfg.sample_rate,
-        original_sample_rate=cfg.sample_rate,
-        original_channels=1,
-        warnings=warnings,
-        source=label,
-        config=cfg,
-        pcm16=pcm,
+    duration = pcm.size / cfg.sample_rate
+    return Audio(samples, cfg.sample_rate, duration, cfg.sample_rate, 1, warnings, label, cfg, pcm16=pcm)
+
+
+def _no_samples(label: str, cfg: AudioConfig) -> EmptyAudioError:
+    return EmptyAudioError(
+        f"{label}: the file holds no audio samples; accepted: a recording of "
+        f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
     )
 
 

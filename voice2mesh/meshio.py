@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,25 +317,41 @@ def _read_obj_vertices(path: Path, max_vertices: int) -> np.ndarray:
     return rows
 
 
+def _obj_polygons(path: Path, n_vertices: int) -> np.ndarray:
+    """The ``f`` lines as (P, K) 0-based vertex indices in order, -1 after a polygon's last corner
+    (texture and normal indices dropped, negative indices counted from the end); no Python loop."""
+    lines = re.findall(r"^f[ \t]+(.*\S)", path.read_text(encoding="utf-8", errors="replace"), re.M)
+    text = re.sub(r"[ \t]+", " ", re.sub(r"/\S*", "", "\n".join(lines)))  # "a b c" per line
+    ids = np.array(text.split(), dtype=np.int64)
+    chars = np.frombuffer(text.encode(), np.uint8)
+    line = np.cumsum(chars == ord("\n"))  # the line of each character
+    counts = np.bincount(line[chars == ord(" ")], minlength=len(lines)) + 1  # corners per line
+    polygons = np.full((len(lines), int(counts.max(initial=3))), -1, np.int64)
+    rows = np.repeat(np.arange(len(lines)), counts)
+    cols = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    polygons[rows, cols] = np.where(ids > 0, ids - 1, n_vertices + ids)
+    return polygons
+
+
+def read_obj_polygons(path: str | Path, max_vertices: int = MAX_VERTICES) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (N, 3) float64 and polygons (P, K) of an OBJ file, in order (see :func:`read_mesh`)."""
+    path = _checked_path(path)
+    v = read_vertices(path, max_vertices)
+    return v, _reading(path, lambda: _obj_polygons(path, len(v)))
+
+
 def _read_obj(path: Path, max_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Vertices (colours from ``v x y z r g b``) and the ``f`` lines, fan-triangulated, in order."""
     arr = _read_obj_vertices(path, max_vertices)
-    faces: list[list[int]] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if line.startswith("f "):
-                idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
-                # fan-triangulate polygons; OBJ indices are 1-based (negative = relative to the end)
-                idx = [i - 1 if i > 0 else len(arr) + i for i in idx]
-                faces.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
+    poly = _obj_polygons(path, len(arr))
+    fans = np.stack([np.repeat(poly[:, :1], poly.shape[1] - 2, axis=1), poly[:, 1:-1], poly[:, 2:]], axis=2)
     colors = None
     if arr.shape[1] in (6, 7):
         rgb = arr[:, 3:]
         if rgb.max() > 1.0:  # some tools write 0-255 instead of 0-1
             rgb = rgb / 255.0
         colors = _check_colors(np.clip(rgb, 0.0, 1.0), len(arr), str(path))
-    tri = np.array(faces, dtype=np.int64).reshape(-1, 3)
-    return arr[:, :3], tri, colors
+    return arr[:, :3], fans[fans[:, :, 2] >= 0], colors
 
 
 @dataclass

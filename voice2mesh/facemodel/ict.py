@@ -10,12 +10,12 @@ y up, looking along +z (checked by ``check_orientation``).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..meshio import MeshFileError, read_obj_polygons
 from .model import FaceModel
 
 # Upstream facts (ICT-FaceKit README, FaceXModel at commit da5f95a; also ../shared/assets/README.md).
@@ -65,47 +65,19 @@ def upstream_expression_names() -> list[str]:
 # -- reading -------------------------------------------------------------------------------------
 def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and polygons (P, 4) int32 (0-based, -1 pads triangles) of an OBJ file."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ICTConversionError(f"cannot read OBJ file {path}: {exc}") from exc
-    vlines, flines = [], []
-    for line in text.splitlines():
-        if line.startswith("v "):
-            vlines.append(line[2:])
-        elif line.startswith("f "):
-            flines.append(line[2:])
-    try:
-        verts = np.array(" ".join(vlines).split(), dtype=np.float64).reshape(-1, 3)
-    except ValueError as exc:
-        raise ICTConversionError(f"{path}: malformed 'v' lines (need 3 numbers each): {exc}") from exc
-    if verts.shape[0] == 0:
-        raise ICTConversionError(f"{path}: no vertices ('v x y z' lines) found")
-    return verts, _parse_faces(flines, path)
-
-
-def _parse_faces(flines: list[str], path: Path) -> np.ndarray:
-    """OBJ face lines ('a/t/n b/t/n c/t/n [d/t/n]') -> (P, 4) 0-based, -1 padding; vectorised."""
-    if not flines:
-        return np.zeros((0, 4), dtype=np.int32)
-    text = re.sub(r"/\S*", "", "\n".join(" ".join(fl.split()) for fl in flines))
-    ids = np.array(text.split(), dtype=np.int64) - 1
-    raw = np.frombuffer(text.encode(), dtype=np.uint8)
-    ends = np.flatnonzero(raw == ord("\n"))
-    spaces = np.concatenate([[0], np.cumsum(raw == ord(" "))])
-    bounds = np.concatenate([[0], ends, [raw.size]])
-    counts = np.diff(spaces[bounds]) + 1  # corners per line = spaces per line + 1
-    bad = np.flatnonzero((counts < 3) | (counts > 4))
+        verts, polygons = read_obj_polygons(path)
+    except MeshFileError as exc:
+        raise ICTConversionError(str(exc)) from exc
+    corners = (polygons >= 0).sum(axis=1)
+    bad = np.flatnonzero((corners < 3) | (corners > 4))
     if bad.size:
         raise ICTConversionError(
-            f"{path}: face line {bad[0]} has {counts[bad[0]]} corners; only triangles and quads are accepted"
+            f"{path}: face line {bad[0]} has {corners[bad[0]]} corners; only triangles and quads are accepted"
         )
-    polys = np.full((len(flines), 4), -1, dtype=np.int32)
-    rows = np.repeat(np.arange(len(flines)), counts)
-    cols = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    polys[rows, cols] = ids
-    return polys
+    out = np.full((len(polygons), 4), -1, dtype=np.int32)
+    out[:, : polygons.shape[1]] = polygons
+    return verts, out
 
 
 def read_obj_folder(folder: str | Path, expression_names: list[str] | None = None) -> ICTRaw:
