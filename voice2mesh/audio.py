@@ -30,26 +30,12 @@ import soxr
 MiB = 1 << 20
 ACCEPTED = "WAV, FLAC, OGG/Vorbis, Opus, MP3, WebM, M4A/MP4 (anything ffmpeg decodes)"
 # Containers libsndfile does not read: go straight to ffmpeg.
-FFMPEG_SUFFIXES = frozenset(
-    {
-        ".webm",
-        ".weba",
-        ".m4a",
-        ".mp4",
-        ".m4v",
-        ".aac",
-        ".mkv",
-        ".mka",
-        ".mov",
-        ".3gp",
-        ".amr",
-        ".wma",
-        ".wmv",
-        ".avi",
-        ".ac3",
-        ".caf",
-    }
-)
+# fmt: off
+FFMPEG_SUFFIXES = frozenset({
+    ".webm", ".weba", ".m4a", ".mp4", ".m4v", ".aac", ".mkv", ".mka",
+    ".mov", ".3gp", ".amr", ".wma", ".wmv", ".avi", ".ac3", ".caf",
+})
+# fmt: on
 
 
 class AudioError(ValueError):
@@ -313,22 +299,8 @@ def _decode_ffmpeg(
         else:
             src = path.resolve()
         url = f"file:{src}"  # never read as an option or another protocol
-        probe = _run(
-            [
-                ffprobe,
-                "-v",
-                "error",
-                "-print_format",
-                "json",
-                "-show_streams",
-                "-show_format",
-                "-select_streams",
-                "a:0",
-                url,
-            ],
-            cfg,
-            label,
-        )
+        probe_args = "-v error -print_format json -show_streams -show_format -select_streams a:0"
+        probe = _run([ffprobe, *probe_args.split(), url], cfg, label)
         try:
             info = json.loads(probe.stdout or b"{}")
         except json.JSONDecodeError:
@@ -346,30 +318,10 @@ def _decode_ffmpeg(
         _check_header(label, rate, channels, duration, cfg)
         # Browser recordings (WebM) often carry no duration: decode at most max + 1 s and check.
         limit = f"{cfg.max_duration_s + 1.0:.3f}"
-        cmd = [
-            ffmpeg,
-            "-nostdin",
-            "-v",
-            "error",
-            "-i",
-            url,
-            "-map",
-            "0:a:0",
-            "-vn",
-            "-sn",
-            "-dn",
-            "-t",
-            limit,
-            "-f",
-            "f32le",
-            "-acodec",
-            "pcm_f32le",
-            "-ac",
-            str(channels),
-            "-ar",
-            str(rate),
-            "pipe:1",
-        ]
+        decode_args = (
+            f"-map 0:a:0 -vn -sn -dn -t {limit} -f f32le -acodec pcm_f32le -ac {channels} -ar {rate}"
+        )
+        cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", url, *decode_args.split(), "pipe:1"]
         mono = _MonoStream(rate, channels, label, cfg)
         returncode, stderr = _stream_ffmpeg(cmd, Path(tmp) / "stderr.txt", mono, cfg, label)
     if returncode != 0:

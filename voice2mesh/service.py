@@ -23,7 +23,7 @@ from huggingface_hub import ModelCard
 from voice2mesh import meshio, metrics
 from voice2mesh.audio import Audio, AudioConfig, AudioError, load_audio
 from voice2mesh.bundle import Bundle, TrainingData, load_bundle
-from voice2mesh.inference import Predictor
+from voice2mesh.inference import Predictor, Prepared
 from voice2mesh.jsonsafe import jsonable
 from voice2mesh.paths import REPO_ROOT, cache_dir
 from voice2mesh.publictext import public_message
@@ -299,8 +299,14 @@ class Voice2MeshService:
         audio = self.check_audio(audio_path)
         check_ms = (time.perf_counter() - t0) * 1000.0
         run_dir = self.sessions.new_run_dir(session_id)
+        prepared: dict[tuple, Prepared] = {}  # models with one front end share its work
         try:
-            faces = [self._predict_one(m, audio, run_dir, kinds) for m in chosen]
+            for m in chosen:
+                if m.predictor.front_end_key not in prepared:
+                    prepared[m.predictor.front_end_key] = m.predictor.prepare(audio)
+            faces = [
+                self._predict_one(m, prepared[m.predictor.front_end_key], run_dir, kinds) for m in chosen
+            ]
         except AudioError as exc:  # too little speech is found by the front end
             raise _public(exc) from None
         agreement = None
@@ -317,8 +323,10 @@ class Voice2MeshService:
         self.sessions.remember(session_id, result)
         return result
 
-    def _predict_one(self, model: LoadedModel, audio: Audio, run_dir: Path, kinds: list[str]) -> FaceResult:
-        pred = model.predictor.predict(audio)
+    def _predict_one(
+        self, model: LoadedModel, inputs: Prepared, run_dir: Path, kinds: list[str]
+    ) -> FaceResult:
+        pred = model.predictor.predict(inputs)
         vertices = np.asarray(pred.vertices, dtype=np.float64)
         face = FaceResult(
             model=model.name,
