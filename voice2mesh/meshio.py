@@ -81,12 +81,13 @@ def _check_colors(colors: np.ndarray | None, n: int, what: str) -> np.ndarray | 
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Unit area-weighted vertex normals (N, 3) (outward for counter-clockwise triangles), vectorised."""
-    v = np.asarray(vertices, dtype=np.float64)
+    vt = np.asarray(vertices, dtype=np.float64).T
     f = np.asarray(triangles, dtype=np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 * area
-    idx = f.ravel()
-    weights = np.repeat(fn, 3, axis=0)  # each face normal to its three corners
-    out = np.stack([np.bincount(idx, weights=weights[:, k], minlength=len(v)) for k in range(3)], axis=1)
+    p0 = vt[:, f[:, 0]]
+    a, b = vt[:, f[:, 1]] - p0, vt[:, f[:, 2]] - p0  # (3, F) edges; their cross product is 2 * area
+    face = (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+    corners = f.ravel()  # each face normal goes to its three corners
+    out = np.stack([np.bincount(corners, np.repeat(c, 3), minlength=vt.shape[1]) for c in face], axis=1)
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     return np.divide(out, norm, out=np.zeros_like(out), where=norm > 0)
 
