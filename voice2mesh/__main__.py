@@ -1,16 +1,6 @@
-"""Command line: ``python -m voice2mesh predict INPUT... -o OUTDIR --format glb,obj,ply --json``.
-
-Also ``python -m voice2mesh info [--bundle B]`` to print what a bundle holds and which provider runs it.
-Inputs are recordings (wav, flac, mp3, ...) or precomputed feature files (``.npy``, (T, 64), already
-normalised, e.g. the paper's released ``fbank/<id>/<yt>/00001.npy``: fed to the network as they are), or
-folders of them (searched recursively). Outputs are named after the inputs; when two inputs share a file
-name, the input folders are mirrored under OUTDIR, relative to the folder the inputs have in common
-(``OUTDIR/<id>/<yt>/00001.obj``), so they never share outputs; files already in OUTDIR are never
-overwritten unless ``--overwrite`` is given. Each input
-gets ``<name>.<format>`` meshes and, with ``--json``, ``<name>.json`` (readouts, parameters, timings).
-The meshes hold the predicted vertices as they are, in the face model's frame (no re-centring or flip).
-A bad input is reported (which file, what was wrong) and skipped; the exit status is 1 when any input
-failed, 2 when nothing could run (bad bundle, bad arguments, outputs that would be overwritten).
+"""Command line: ``python -m voice2mesh predict INPUT... -o OUTDIR --format glb,obj,ply --json`` (a mesh per
+recording or ``.npy`` feature file, folders searched recursively) and ``python -m voice2mesh info`` (what a
+bundle holds, which provider runs it); docs/runtime.md describes inputs, outputs and exit statuses.
 """
 
 from __future__ import annotations
@@ -19,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,9 +85,7 @@ def output_stems(paths: Sequence[str | Path], roots: Sequence[str | Path] | None
         common = Path(os.path.commonpath([str(b) for b in bases]))
         rel = [r.relative_to(common) if r.is_relative_to(common) else Path(r.name) for r in resolved]
     stems = [r.with_suffix("") for r in rel]
-    counts: dict[Path, int] = {}
-    for s in stems:
-        counts[s] = counts.get(s, 0) + 1
+    counts = Counter(stems)
     return [r if counts[s] > 1 else s for r, s in zip(rel, stems, strict=True)]
 
 

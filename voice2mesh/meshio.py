@@ -1,18 +1,10 @@
 """Mesh files: write GLB / OBJ / PLY (optional per-vertex colours), read vertices back in order.
 
-Orientation (the project's one convention, see docs/ARCHITECTURE.md): right-handed, **y up, the face
-looks along +z** (the viewer stands on +z), x to the face's left. Vertices are written exactly as
-given, with no transform: glTF is y-up with +z as the asset's front by specification, so a GLB
-written here opens facing the camera in glTF viewers (gr.Model3D / three.js) without any node
-transform. OBJ and PLY have no orientation convention of their own; ours is kept as is.
-
-Vertex order is preserved by every writer and reader here (trimesh with ``process=False``;
-OBJ and XYZ are parsed directly), so vertex ``i`` of a file is vertex ``i`` of the face model.
-
-GLB and PLY are written by trimesh. OBJ text is written here, vectorised: numbers become ASCII
-digits with numpy (no per-vertex Python formatting), and the ``f`` lines of a topology are formatted
-once and reused (every face of a face model shares them). Coordinates keep ``OBJ_SIGNIFICANT_DIGITS``
-significant digits of the largest coordinate (faces in mm: 6 decimals).
+Orientation (docs/ARCHITECTURE.md): right-handed, y up, the face looks along +z, x to the face's left.
+Vertices are written as given, with no transform (glTF too is y up with +z as the asset's front, so a
+GLB opens facing the camera in gr.Model3D / three.js), and every writer and reader keeps vertex order,
+so vertex ``i`` of a file is vertex ``i`` of the face model. GLB and PLY are written by trimesh
+(``process=False``), OBJ text by :func:`obj_parts`.
 """
 
 from __future__ import annotations
@@ -142,7 +134,12 @@ def obj_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | 
 def obj_parts(
     vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None
 ) -> tuple[np.ndarray, bytes]:
-    """The two blocks of :func:`obj_bytes` (``v`` lines as a uint8 array, ``f`` lines), written in turn."""
+    """The two blocks of :func:`obj_bytes` (``v`` lines as a uint8 array, ``f`` lines), written in turn.
+
+    Digits are made by numpy (no per-vertex Python formatting), and the ``f`` lines of a topology are
+    formatted once and reused. Coordinates keep ``OBJ_SIGNIFICANT_DIGITS`` significant digits of the
+    largest coordinate (faces in mm: 6 decimals).
+    """
     v = np.asarray(vertices, dtype=np.float64)
     top = float(np.abs(v).max()) if v.size else 0.0
     leading = int(np.floor(np.log10(top))) + 1 if top > 0 else 1  # position of the first significant digit
