@@ -172,11 +172,6 @@ class FaceModel:
         out = flat.reshape(batch, mean.shape[0], 3)
         return out[0] if single else out
 
-    def stacked_basis(self) -> np.ndarray:
-        """(K+E, 3N) float32 identity and expression bases of the prediction size, stacked as the
-        weights in ``params[1:]`` (what ``vertices_from_params`` multiplies)."""
-        return self._stacked_basis(self.n_identity, self.n_expression)
-
     def _stacked_basis(self, k: int, e: int) -> np.ndarray:
         """(K+E, 3N) float32: a view when only one basis is used, else a cached concatenation."""
         if e == 0:
