@@ -85,10 +85,7 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 def write_mesh(
-    path: str | Path,
-    vertices: np.ndarray,
-    triangles: np.ndarray,
-    colors: np.ndarray | None = None,
+    path: str | Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None
 ) -> Path:
     """Write a triangle mesh as .glb, .obj or .ply (by extension), vertex order kept.
 
@@ -440,17 +437,13 @@ def _read_xyz(path: Path, max_vertices: int) -> np.ndarray:
             warnings.simplefilter("ignore", UserWarning)
             arr = np.loadtxt(path, dtype=np.float64, ndmin=2, max_rows=max_vertices + 1)
     except ValueError:
-        raise MeshFileError(
-            f"{str(path)}: could not read XYZ file (every line must be 'x y z' numbers)"
-        ) from None
+        raise MeshFileError(f"{path}: could not read XYZ file (every line must be 'x y z' numbers)") from None
     if arr.size == 0:
-        raise MeshFileError(f"{str(path)}: empty XYZ file (expected one 'x y z' line per vertex)")
+        raise MeshFileError(f"{path}: empty XYZ file (expected one 'x y z' line per vertex)")
     if arr.shape[0] > max_vertices:
         raise MeshTooLargeError(str(path), None, max_vertices)
     if arr.shape[1] != 3:
-        raise MeshFileError(
-            f"{str(path)}: XYZ lines must have exactly 3 numbers ('x y z'), got {arr.shape[1]}"
-        )
+        raise MeshFileError(f"{path}: XYZ lines must have exactly 3 numbers ('x y z'), got {arr.shape[1]}")
     return arr
 
 
@@ -468,10 +461,10 @@ def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     if isinstance(loaded, trimesh.Scene):
         geoms = list(loaded.geometry.values())
         if len(geoms) != 1:
-            raise MeshFileError(f"{str(path)}: expected exactly one mesh in the file, found {len(geoms)}")
+            raise MeshFileError(f"{path}: expected exactly one mesh in the file, found {len(geoms)}")
         transform, _ = loaded.graph.get(loaded.graph.nodes_geometry[0])
         if not np.allclose(transform, np.eye(4)):
-            raise MeshFileError(f"{str(path)}: the mesh node has a transform; voice2mesh files have none")
+            raise MeshFileError(f"{path}: the mesh node has a transform; voice2mesh files have none")
         loaded = geoms[0]
     v = np.asarray(loaded.vertices, dtype=np.float64)
     faces = getattr(loaded, "faces", None)  # a point cloud has none
@@ -488,10 +481,10 @@ def _checked_path(path: str | Path) -> Path:
     ext = path.suffix.lower()
     if ext not in VERTEX_FORMATS:
         raise MeshFileError(
-            f"{str(path)}: unsupported file type {ext or '(none)'!r}; accepted: {ACCEPTED_VERTEX_FILES}"
+            f"{path}: unsupported file type {ext or '(none)'!r}; accepted: {ACCEPTED_VERTEX_FILES}"
         )
     if not path.is_file():
-        raise MeshFileError(f"{str(path)}: file not found")
+        raise MeshFileError(f"{path}: file not found")
     return path
 
 
@@ -504,8 +497,7 @@ def _reading(path: Path, read):
     except (ValueError, OSError, KeyError, IndexError, TypeError, EOFError, AttributeError):
         kind = path.suffix.lower()[1:].upper()
         raise MeshFileError(
-            f"{str(path)}: could not read {kind} file (damaged, or not {kind}); "
-            f"accepted: {ACCEPTED_VERTEX_FILES}"
+            f"{path}: could not read {kind} file (damaged, or not {kind}); accepted: {ACCEPTED_VERTEX_FILES}"
         ) from None
 
 
