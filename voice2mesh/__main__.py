@@ -147,21 +147,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_bundle(
         args.bundle, revision=args.revision, device=args.device, threads=args.threads, model=args.model
     )
-    info = predictor.describe()
-    print(
-        f"model {info['model']} ({info['framework']}, {info['encoder']}) from {info['bundle']} "
-        f"on {predictor.provider}",
-        file=sys.stderr,
-    )
-    failed: list[tuple[Path, str]] = []
-    bar = tqdm(
-        list(zip(files, stems, strict=True)),
-        desc="predict",
-        unit="file",
-        disable=len(files) < 2 or args.quiet,
-        file=sys.stderr,
-    )
-    for path, stem in bar:
+    d = predictor.describe()
+    where = f"{d['bundle']} on {predictor.provider}"
+    print(f"model {d['model']} ({d['framework']}, {d['encoder']}) from {where}", file=sys.stderr)
+    failed, quiet = 0, len(files) < 2 or args.quiet
+    jobs = list(zip(files, stems, strict=True))
+    for path, stem in tqdm(jobs, "predict", unit="file", disable=quiet, file=sys.stderr):
         try:
             if path.suffix.lower() == FEATURE_SUFFIX:
                 pred = predictor.predict_features(read_features(path), source=str(path))
@@ -169,21 +160,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 pred = predictor.predict(str(path))
             write_outputs(pred, predictor.face_model, out_dir, stem, args.format, args.json, args.heatmap)
         except (AudioError, ValueError) as exc:
-            failed.append((path, str(exc)))
+            failed += 1
             tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
             continue
         r = pred.readouts.get("ratios", {})
         line = ", ".join(f"{k}/OICD {v:.3f}" for k, v in r.items() if isinstance(v, float))
         exts = args.format[0] if len(args.format) == 1 else "{" + ",".join(args.format) + "}"
-        tqdm.write(
-            f"{path} -> {out_dir / stem}.{exts}  {line}  ({pred.timings['total']:.1f} ms)",
-            file=sys.stdout,
-        )
-    done = len(files) - len(failed)
-    print(
-        f"{done} of {len(files)} file(s) done, {len(failed)} failed; outputs in {out_dir}",
-        file=sys.stderr,
-    )
+        tqdm.write(f"{path} -> {out_dir / stem}.{exts}  {line}  ({pred.timings['total']:.1f} ms)")
+    done = len(files) - failed
+    print(f"{done} of {len(files)} file(s) done, {failed} failed; outputs in {out_dir}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -217,10 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "released with the paper (fbank/<id>/<yt>/NNNNN.npy), or folders of them",
     )
     pr.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help="output folder (input folders are mirrored under it when file names repeat)",
+        "-o", "--output", required=True, help="output folder (mirrors input folders if names repeat)"
     )
     pr.add_argument("--overwrite", action="store_true", help="replace outputs already in the folder")
     pr.add_argument("--format", type=parse_formats, default=["glb"], help="comma list of glb,obj,ply")
