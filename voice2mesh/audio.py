@@ -155,19 +155,16 @@ def load_audio(
 def _resolve(source, cfg: AudioConfig) -> tuple[bytes | None, Path | None, str]:
     """(bytes or None, path or None, label) after the size checks, which need no decoding."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        label = f"<{len(data)} bytes>"
-        size = len(data)
-        path = None
+        data, path = bytes(source), None
+        label, size = f"<{len(data)} bytes>", len(data)
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        data, path = None, Path(source)
         label = str(path.name) or str(path)
         if not path.is_file():
             raise UnreadableAudioError(
                 f"{path}: no such file; accepted: a path to an audio file ({ACCEPTED}) or its bytes"
             )
         size = path.stat().st_size
-        data = None
     else:
         raise TypeError(f"load_audio takes a path or bytes, not {type(source).__name__}")
     if size == 0:

@@ -61,14 +61,9 @@ def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     p, t = _batch(pred, "pred"), _batch(target, "target")
     if p.shape[1] != t.shape[1]:
         raise ValueError(f"pred has {p.shape[1]} vertices but target has {t.shape[1]}: same topology needed")
-    if p.shape[0] != t.shape[0]:
-        if t.shape[0] == 1:
-            t = np.broadcast_to(t, p.shape)
-        elif p.shape[0] == 1:
-            p = np.broadcast_to(p, t.shape)
-        else:
-            raise ValueError(f"batch sizes differ: pred {p.shape[0]}, target {t.shape[0]}")
-    return p, t
+    if p.shape[0] != t.shape[0] and 1 not in (p.shape[0], t.shape[0]):
+        raise ValueError(f"batch sizes differ: pred {p.shape[0]}, target {t.shape[0]}")
+    return tuple(np.broadcast_arrays(p, t))  # a batch of one broadcasts (read-only views)
 
 
 def _pairs_of(model_or_pairs: Any) -> dict[str, tuple[int, int]]:
@@ -359,13 +354,9 @@ def _mid_ranks(n: int) -> np.ndarray:
 
 
 def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
-    """Readouts of one face (N, 3) (or a batch): ratios, distances in mm, ratio percentiles vs the prior.
-
-    Returns ``{"ratios": {ER, FR, CR, MR}, "distances_mm": {OICD, ER, FR, CR, MR},
-    "percentiles": {ER, FR, CR, MR}}``: floats for one face, (B,) arrays for a batch. Distances are
-    converted to mm from the model's units; percentiles are NaN for a model without shape modes
-    (e.g. the BFM reference layouts, which have a mean face only).
-    """
+    """Ratios, distances in mm and ratio percentiles (vs the model's prior; NaN for a model without shape
+    modes) of one face (N, 3) as floats, or of a batch as (B,) arrays:
+    ``{"ratios": {ER, FR, CR, MR}, "distances_mm": {OICD, ER, FR, CR, MR}, "percentiles": {ER, FR, CR, MR}}``."""
     v = _batch(vertices, "vertices")  # distances() casts the few vertices it gathers to float64
     single = np.ndim(vertices) == 2
     d = distances(v, face_model)

@@ -37,10 +37,7 @@ class BFMConversionError(ValueError):
 
 
 def _vec_to_vertices(u, what: str) -> np.ndarray:
-    a = np.asarray(u, dtype=np.float32)
-    if a.ndim == 2 and a.shape[1] == 3 and a.shape[0] in (BFM_FULL, BFM_NONECK):
-        return a
-    a = a.reshape(-1)
+    a = np.asarray(u, dtype=np.float32).reshape(-1)
     if a.size % 3:
         raise BFMConversionError(f"{what}: {a.size} values is not a multiple of 3 (xyz interleaved)")
     return a.reshape(-1, 3)
