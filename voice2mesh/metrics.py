@@ -355,8 +355,8 @@ def _mid_ranks(n: int) -> np.ndarray:
 
 def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
     """Ratios, distances in mm and ratio percentiles (vs the model's prior; NaN for a model without shape
-    modes) of one face (N, 3) as floats, or of a batch as (B,) arrays:
-    ``{"ratios": {ER, FR, CR, MR}, "distances_mm": {OICD, ER, FR, CR, MR}, "percentiles": {ER, FR, CR, MR}}``."""
+    modes) of one face (N, 3) as floats, or of a batch as (B,) arrays: ``{"ratios": {ER, FR, CR, MR},
+    "distances_mm": {OICD, ER, FR, CR, MR}, "percentiles": {ER, FR, CR, MR}}``."""
     v = _batch(vertices, "vertices")  # distances() casts the few vertices it gathers to float64
     single = np.ndim(vertices) == 2
     d = distances(v, face_model)
