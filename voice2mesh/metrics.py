@@ -274,13 +274,6 @@ def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- prior and readouts
-def _prior_key(face_model: Any, n_samples: int, seed: int) -> str:
-    return (
-        f"v{PRIOR_VERSION}-{face_model.sha256[:20]}-i{face_model.n_identity}"
-        f"-e{face_model.n_expression}-n{n_samples}-s{seed}"
-    )
-
-
 def decode_at(face_model: Any, params: np.ndarray, vertex_ids: np.ndarray) -> np.ndarray:
     """Vertices ``vertex_ids`` only of the faces ``params`` (B, 1+K+E) -> (B, len(vertex_ids), 3) float64,
     so that the prior's 10,000 faces cost microseconds each (``FaceModel.vertices_from_params(at=...)``)."""
@@ -309,7 +302,8 @@ def ratio_prior(face_model: Any, n_samples: int = PRIOR_SAMPLES, seed: int = 0) 
     """
     if n_samples < PRIOR_SAMPLES:
         raise ValueError(f"the prior needs at least {PRIOR_SAMPLES} samples, got {n_samples}")
-    key = _prior_key(face_model, n_samples, seed)
+    sizes = f"i{face_model.n_identity}-e{face_model.n_expression}-n{n_samples}-s{seed}"
+    key = f"v{PRIOR_VERSION}-{face_model.sha256[:20]}-{sizes}"
     if key in _PRIOR_MEMORY:
         return _PRIOR_MEMORY[key]
     path = cache_dir() / "ratio-prior" / f"{key}.npz"

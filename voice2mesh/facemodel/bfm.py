@@ -103,8 +103,7 @@ def read_reference(folder: str | Path) -> dict:
 def noneck_pairs(indices: np.ndarray, full_mean: np.ndarray) -> tuple[dict[str, tuple[int, int]], dict]:
     """The paper's pairs on the no-neck layout: mapped through ``indices``; an end outside it (ER's 34153)
     becomes the nearest no-neck vertex on the mean face (reported in the returned notes)."""
-    pos = np.full(BFM_FULL, -1, dtype=np.int64)
-    pos[indices] = np.arange(indices.size)
+    pos = _noneck_positions(indices)
     tree = cKDTree(full_mean[indices])
     pairs, notes = {}, {}
     for name, ends in BFM_PAIRS_53215.items():
@@ -226,9 +225,7 @@ def reference_model(folder: str | Path, layout: int = BFM_FULL) -> FaceModel:
 
 def noneck_keypoints(keypoints_full: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Map 53,215-layout interleaved keypoints into the no-neck layout."""
-    pos = np.full(BFM_FULL, -1, dtype=np.int64)
-    pos[indices] = np.arange(indices.size)
-    v = pos[np.asarray(keypoints_full, np.int64) // 3]
+    v = _noneck_positions(indices)[np.asarray(keypoints_full, np.int64) // 3]
     if (v < 0).any():
         raise BFMConversionError("some landmarks are outside the no-neck mesh")
     return 3 * v + np.asarray(keypoints_full, np.int64) % 3
@@ -306,10 +303,11 @@ def _load_npy(path: str | Path) -> np.ndarray:
         raise BFMConversionError(f"{path}: not a readable .npy array ({exc})") from exc
 
 
-def noneck_rows(indices: np.ndarray) -> np.ndarray:
-    """Rows of a 53,215-layout xyz-interleaved vector/basis that form the 38,365-vertex no-neck layout."""
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1, 1)
-    return (3 * idx + np.arange(3)).reshape(-1)
+def _noneck_positions(indices: np.ndarray) -> np.ndarray:
+    """The no-neck index of each 53,215-layout vertex (-1 where it has none)."""
+    pos = np.full(BFM_FULL, -1, dtype=np.int64)
+    pos[indices] = np.arange(len(indices))
+    return pos
 
 
 def from_full_arrays(
@@ -340,7 +338,7 @@ def from_full_arrays(
     if layout == BFM_NONECK:
         if "indices" not in ref:
             raise BFMConversionError(f"{reference}: the no-neck layout needs indices.npy")
-        rows = noneck_rows(ref["indices"])
+        rows = (3 * ref["indices"][:, None] + np.arange(3)).reshape(-1)  # its xyz-interleaved rows
         u, w_shp, w_exp = u[rows], w_shp[rows], w_exp[rows]
     elif layout != BFM_FULL:
         raise BFMConversionError(f"unknown BFM layout {layout}; accepted: {BFM_FULL}, {BFM_NONECK}")
