@@ -1,13 +1,10 @@
 """Load any accepted recording as float32 mono 16 kHz samples, with checks people can act on.
 
-Decoding: soundfile (libsndfile) for WAV, FLAC, OGG/Vorbis, Opus and MP3; ffmpeg (a subprocess
-with list arguments, no shell, and a timeout) for WebM (what browsers record), M4A/MP4 and
-anything else it can read. The sample rate, channel count and duration are read from the
-container header before anything is decoded, and a recording outside :class:`AudioConfig`'s limits
-is rejected without decoding it. Decoding then runs in blocks of
-:attr:`AudioConfig.block_frames` frames: each block is checked (NaN/inf, clipping), downmixed to
-mono and fed to a streaming resampler, so memory per call is bounded by the block size and the
-16 kHz result, whatever the file claims. Finally a digital-silence check. Bad input raises an
+soundfile (libsndfile) decodes WAV, FLAC, OGG/Vorbis, Opus and MP3; ffmpeg (a subprocess: list arguments,
+no shell, a timeout) WebM (what browsers record), M4A/MP4 and anything else it reads. A header beyond
+:class:`AudioConfig`'s limits (rate, channels, duration) is refused before decoding; decoding runs in blocks
+of :attr:`AudioConfig.block_frames` that are checked (NaN/inf, clipping), downmixed and resampled as they
+come, so memory is bounded whatever the file claims; then a digital-silence check. Bad input raises an
 :class:`AudioError` subclass whose message says which file, what was wrong and what is accepted.
 """
 
