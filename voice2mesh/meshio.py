@@ -113,10 +113,8 @@ def write_mesh(
     mesh = trimesh.Trimesh(
         vertices=v, faces=f.astype(np.int64), vertex_normals=normals, vertex_colors=c, process=False
     )
-    if ext == ".glb":
-        path.write_bytes(mesh.export(file_type="glb", include_normals=True))
-    else:
-        path.write_bytes(mesh.export(file_type="ply", encoding="binary"))
+    options = {"include_normals": True} if ext == ".glb" else {"encoding": "binary"}
+    path.write_bytes(mesh.export(file_type=ext[1:], **options))
     return path
 
 

@@ -115,8 +115,7 @@ def distances(vertices: np.ndarray, model_or_pairs: Any) -> dict[str, np.ndarray
     if v.ndim < 2 or v.shape[-1] != 3:
         raise ValueError(f"expected vertices (..., N, 3), got {v.shape}")
     names = list(pairs)
-    i = np.array([pairs[k][0] for k in names])
-    j = np.array([pairs[k][1] for k in names])
+    i, j = np.array([pairs[k] for k in names], dtype=np.int64).reshape(-1, 2).T
     if i.size and (max(i.max(), j.max()) >= v.shape[-2] or min(i.min(), j.min()) < 0):
         raise ValueError(f"measurement vertex index out of range for a mesh of {v.shape[-2]} vertices")
     diff = v[..., i, :].astype(np.float64) - v[..., j, :].astype(np.float64)  # gathers only: cheap
