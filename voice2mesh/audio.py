@@ -132,15 +132,14 @@ def load_audio(
     data, path, label = _resolve(source, cfg)
     suffix = path.suffix.lower() if path is not None else _sniff_suffix(data)
     reasons: list[str] = []
-    warnings: list[str] = []
     try:
         if suffix in FFMPEG_SUFFIXES:
-            return _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
+            return _decode_ffmpeg(data, path, label, suffix, cfg)
         try:
             return _decode_soundfile(data, path, label, cfg)
         except _NotForSoundfileError as e:
             reasons.append(str(e))
-            return _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
+            return _decode_ffmpeg(data, path, label, suffix, cfg)
     except _FfmpegFailedError as e:
         reasons.append(str(e))
         raise UnreadableAudioError(
@@ -177,10 +176,8 @@ def _resolve(source, cfg: AudioConfig) -> tuple[bytes | None, Path | None, str]:
     return data, path, label
 
 
-def _sniff_suffix(data: bytes | None) -> str:
+def _sniff_suffix(data: bytes) -> str:
     """A suffix for bytes whose container libsndfile cannot read (WebM/Matroska, MP4)."""
-    if data is None:
-        return ""
     if data[:4] == b"\x1a\x45\xdf\xa3":
         return ".webm"
     if data[4:8] == b"ftyp":
@@ -265,9 +262,7 @@ def _run(cmd: list[str], cfg: AudioConfig) -> subprocess.CompletedProcess:
         raise _FfmpegFailedError(f"{cmd[0]} took longer than {cfg.ffmpeg_timeout_s:g} s") from None
 
 
-def _decode_ffmpeg(
-    data: bytes | None, path: Path | None, label: str, suffix: str, cfg: AudioConfig, warnings: list[str]
-) -> Audio:
+def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: str, cfg: AudioConfig) -> Audio:
     """ffprobe (stream, rate, channels, duration), header checks, then ffmpeg to raw float32 read from
     its pipe in blocks, at most max+1 s.
 
@@ -310,13 +305,10 @@ def _decode_ffmpeg(
         cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", url, *decode_args.split(), "pipe:1"]
         mono = _MonoStream(rate, channels, label, cfg)
         returncode, stderr = _stream_ffmpeg(cmd, Path(tmp) / "stderr.txt", mono, cfg)
-    if returncode != 0:
-        if mono.frames == 0:
-            raise _FfmpegFailedError(_ffmpeg_reason(stderr, url))
-        warnings.append(
-            f"{label}: the file is damaged or cut short; using the {mono.frames / rate:.1f} s that decoded"
-        )
-    return mono.finish(warnings)
+    if returncode != 0 and mono.frames == 0:
+        raise _FfmpegFailedError(_ffmpeg_reason(stderr, url))
+    cut = f"{label}: the file is damaged or cut short; using the {mono.frames / rate:.1f} s that decoded"
+    return mono.finish([cut] if returncode != 0 else [])
 
 
 def _stream_ffmpeg(
@@ -416,9 +408,7 @@ class _MonoStream:
         if peak < cfg.silence_peak:
             raise _silent(label, peak)
         duration, rate, channels = mono.size / cfg.sample_rate, int(self.rate), int(self.channels)
-        return Audio(
-            mono, cfg.sample_rate, duration, rate, channels, warnings, label, cfg
-        )  # mono: contiguous
+        return Audio(mono, cfg.sample_rate, duration, rate, channels, warnings, label, cfg)
 
 
 def _finish(
