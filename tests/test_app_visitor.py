@@ -82,6 +82,25 @@ def wait_for_both_faces(page) -> None:
     page.get_by_text("Agreement of the two models").wait_for(timeout=TIMEOUT_MS)
 
 
+def table_layout(page, selector: str) -> dict:
+    """Where a gr.Dataframe lies: its right edge, its scroll area's scroll and client widths, and the
+    left and right edge of each column header (by its text), in viewport pixels."""
+    return page.evaluate(
+        """(selector) => {
+            const root = document.querySelector(selector);
+            const area = root.querySelector(".virtual-table-viewport") || root.querySelector("table");
+            const headers = {};
+            for (const h of root.querySelectorAll("[role=columnheader]")) {
+                const b = h.getBoundingClientRect();
+                headers[h.innerText.trim()] = [b.left, b.right];
+            }
+            return {right: root.getBoundingClientRect().right, scroll_width: area.scrollWidth,
+                    client_width: area.clientWidth, headers};
+        }""",
+        selector,
+    )
+
+
 def assert_no_server_paths(page, server: AppServer) -> None:
     text = page.locator("body").inner_text()
     for path in (str(REPO_ROOT), str(server.temp_dir), "/tmp/", "/home/", "/work/"):
@@ -118,15 +137,18 @@ def test_both_models_with_heatmap_readable(browser, server, artifacts_dir, name)
     for rgb in (a, b):
         assert_face_drawn(rgb)
         assert ((rgb[..., 0] - rgb[..., 2]) > 12).mean() > 0.01, "no heatmap colours"
-    # the comparison: both models' readouts side by side, and their agreement, inside the viewport width
+    # the comparison: both models' ratios side by side, their agreement, inside the viewport width
     width = VIEWPORTS[name][0]
-    for text in (
-        "Supervised: ratio to OICD",
-        "KD (knowledge distillation): ratio to OICD",
-        "Agreement of the two models",
-    ):
+    table = table_layout(page, "#readouts")
+    assert table["scroll_width"] <= table["client_width"] + 1, f"the readouts scroll sideways: {table}"
+    for text in ("Supervised ratio", "KD ratio", "difference", "Agreement of the two models"):
         box = page.get_by_text(text, exact=False).first.bounding_box()
         assert box is not None and box["width"] > 0, text
+    for header in ("measurement", "Supervised ratio", "KD ratio", "difference"):
+        left, right = table["headers"][header]
+        assert 0 <= left and right <= min(width, table["right"]) + 1, f"{header} is off-screen: {table}"
+    details = table_layout(page, "#readout-details")
+    assert details["scroll_width"] <= details["client_width"] + 1, f"the details scroll sideways: {details}"
     summary = page.locator("#summary").bounding_box()
     assert summary["x"] >= 0 and summary["x"] + summary["width"] <= width + 1, "the summary overflows"
     assert page.evaluate("document.documentElement.scrollWidth") <= width + 1, "the page scrolls sideways"
