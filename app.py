@@ -490,20 +490,20 @@ def _paths(files: list[Path | None]) -> list[str | None]:
 def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool) -> tuple:
     """What the page shows for a result (:data:`N_RESULT_OUTPUTS` values): 2 viewer GLBs (the second None
     for one model), summary, readouts table, plot frame, timings table, JSON (plain values, so API
-    clients get files and numbers), and the readout details of two models (hidden for one)."""
+    clients get files and numbers), and the readout details of two models (no rows for one; the page
+    hides them: :func:`make_handlers`' ``show_second``)."""
     shown = [f.files[viewer_kind(heatmap)] for f in result.faces]
     viewers = _paths((shown + [None, None])[:2])
     summary = summary_markdown(result, len(service.face_model.triangles))
     skills = model_skills(service)
-    labels = [f.label for f in result.faces]
     return (
         *viewers,
         summary,
-        gr.Dataframe(value=readouts_table(result, skills), column_widths=readouts_widths(labels)),
+        readouts_table(result, skills),
         plot_frame(result),
         timings_table(result),
         result.summary(),
-        gr.Dataframe(value=readout_details(result, skills), visible=len(result.faces) > 1),
+        readout_details(result, skills),
     )
 
 
@@ -621,13 +621,20 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
             raise _as_gr_error(exc, "comparing with the scan") from exc
 
     def show_second(model: str | None):
-        """Second viewer only for "both"; viewer titles name the model they show."""
+        """Second viewer and the readout details only for "both"; viewer titles name the model they
+        show; the readouts' column widths fit the comparison of two models, or are automatic for one."""
         try:
             shown = service.resolve_choice(model)
         except InputError:
             shown = service.resolve_choice(None)
         second = shown[1].label if len(shown) > 1 else "Second model"
-        return (gr.Model3D(label=shown[0].label), gr.Model3D(label=second), gr.Column(visible=len(shown) > 1))
+        return (
+            gr.Model3D(label=shown[0].label),
+            gr.Model3D(label=second),
+            gr.Column(visible=len(shown) > 1),
+            gr.Dataframe(column_widths=readouts_widths([m.label for m in shown])),
+            gr.Dataframe(visible=len(shown) > 1),
+        )
 
     def info() -> dict:
         """What is loaded: bundle, models, face model, limits."""
@@ -853,7 +860,11 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
             concurrency_id=COMPUTE,
         )
         model.change(
-            h["show_second"], [model], [view_a, view_b, col_b], api_visibility="private", queue=False
+            h["show_second"],
+            [model],
+            [view_a, view_b, col_b, readouts, details],
+            api_visibility="private",
+            queue=False,
         )
         compare.click(h["compare"], [scan], [comparison], api_name="compare", concurrency_id=COMPUTE)
         gr.api(h["info"], api_name="info", concurrency_id=COMPUTE)

@@ -146,7 +146,7 @@ def test_both_models_with_heatmap_readable(browser, server, artifacts_dir, name)
         assert box is not None and box["width"] > 0, text
     for header in ("measurement", "Supervised ratio", "KD ratio", "difference"):
         left, right = table["headers"][header]
-        assert 0 <= left and right <= min(width, table["right"]) + 1, f"{header} is off-screen: {table}"
+        assert left >= 0 and right <= min(width, table["right"]) + 1, f"{header} is off-screen: {table}"
     details = table_layout(page, "#readout-details")
     assert details["scroll_width"] <= details["client_width"] + 1, f"the details scroll sideways: {details}"
     summary = page.locator("#summary").bounding_box()
