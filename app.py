@@ -795,7 +795,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                     interactive=False,
                     wrap=True,
                     column_widths=DETAILS_WIDTHS,
-                    max_height=320,
+                    max_height=720,
                     visible=len(shown) > 1,
                     elem_id="readout-details",
                 )
@@ -808,6 +808,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                     label="percentiles",
                     title="Percentile of each ratio in the population",
                     height=260,
+                    elem_id="percentiles",
                 )
                 live_plot = gr.LinePlot(
                     x="speech_s",

@@ -4,7 +4,8 @@
 Record with the one-shot microphone (Chromium's fake audio capture plays the example voice), stop,
 make a face; and the page after a prediction with both models and the heatmap on a laptop
 (1400x1000) and a phone (390x844) viewport: both faces drawn, the supervised/KD comparison readable,
-no server paths. Screenshots go to test-artifacts/ (docs/img holds copies for docs/app.md).
+no server paths. Screenshots go to test-artifacts/; docs/img/app_desktop.png and app_phone.png are
+copies of its app_desktop_docs.png and app_phone_docs.png (the page down to the percentile plot).
 """
 
 from __future__ import annotations
@@ -101,6 +102,14 @@ def table_layout(page, selector: str) -> dict:
     )
 
 
+def page_y(page, selector: str, edge: str) -> float:
+    """The top or bottom edge of an element in page coordinates (what a full-page screenshot clips)."""
+    return page.evaluate(
+        "([sel, edge]) => document.querySelector(sel).getBoundingClientRect()[edge] + window.scrollY",
+        [selector, edge],
+    )
+
+
 def assert_no_server_paths(page, server: AppServer) -> None:
     text = page.locator("body").inner_text()
     for path in (str(REPO_ROOT), str(server.temp_dir), "/tmp/", "/home/", "/work/"):
@@ -154,5 +163,10 @@ def test_both_models_with_heatmap_readable(browser, server, artifacts_dir, name)
     assert page.evaluate("document.documentElement.scrollWidth") <= width + 1, "the page scrolls sideways"
     page.locator("#viewer-a").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts_dir / f"app_{name}.png"), full_page=True)
+    # docs/img/app_{name}.png: the page from the top (desktop) or the first viewer (phone) to the plot
+    top = 0 if name == "desktop" else page_y(page, "#viewer-a", "top") - 8
+    bottom = page_y(page, "#percentiles", "bottom") + 8
+    clip = {"x": 0, "y": top, "width": width, "height": bottom - top}
+    page.screenshot(path=str(artifacts_dir / f"app_{name}_docs.png"), full_page=True, clip=clip)
     assert_no_server_paths(page, server)
     assert not errors, errors
