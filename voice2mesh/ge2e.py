@@ -44,18 +44,15 @@ class GE2EFrontEndConfig:
     vad_max_silence_windows: int = 6  # longest silence kept, windows (dilation by max + 1 windows)
 
     @property
-    def n_fft(self) -> int:
-        """FFT size = window length in samples."""
+    def n_fft(self) -> int:  # the analysis window in samples
         return self.sample_rate * self.window_ms // 1000
 
     @property
     def hop_length(self) -> int:
-        """Hop in samples."""
         return self.sample_rate * self.hop_ms // 1000
 
     @property
     def vad_window(self) -> int:
-        """VAD window in samples."""
         return self.sample_rate * self.vad_window_ms // 1000
 
 

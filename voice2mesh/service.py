@@ -484,7 +484,4 @@ EXAMPLE_SUFFIXES = (".flac", ".wav")
 
 def example_voices(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
     """The committed example voices (synthetic espeak-ng speech, no real person), sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
+    return sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
