@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from training.eval_metrics import aggregate_by_speaker
 from voice2mesh.facemodel import load_face_model
 from voice2mesh.meshio import MeshFileError, read_vertices
-from voice2mesh.metrics import RATIO_NAMES, aggregate_by_speaker, keypoint_error, ratio_errors
+from voice2mesh.metrics import RATIO_NAMES, keypoint_error, ratio_errors
 
 MAX_PREDICTIONS = 3  # the paper evaluates up to three utterances per identity
 COLUMNS = (*RATIO_NAMES, "ARE", "keypoint_error")

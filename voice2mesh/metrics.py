@@ -7,8 +7,9 @@ Definitions (Wu, Hsu, Neumann, "Cross-Modal Perceptionist", CVPR 2022; docs/metr
   ARE is the mean of the four;
 - keypoint error: after that scaling (about the model origin), the L2 norm of the 68 landmarks'
   xyz differences divided by sqrt(y-range * x-range) of the whole target mesh;
-- holistic RMSE after a similarity (Umeyama) alignment, and the same RMSE per region;
-- dataset numbers: mean over a speaker's utterances, then mean over speakers.
+- holistic RMSE after a similarity (Umeyama) alignment, and the same RMSE per region.
+Dataset numbers (mean over a speaker's utterances, then over speakers) are training's
+(``training.eval_metrics.aggregate_by_speaker``).
 
 Everything takes (N, 3) or (B, N, 3) arrays (a single target broadcasts against a batch) and
 returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-model MODEL --json``.
@@ -275,31 +276,6 @@ def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, 
     out["rmse"] = np.sqrt(sq.mean(axis=1))
     out["region_rmse"] = _region_rmse_from(sq, face_model.regions)
     return out
-
-
-# --------------------------------------------------------------------------- dataset aggregation
-def aggregate_by_speaker(values: Mapping[str, Any], speakers: Sequence | np.ndarray) -> dict[str, Any]:
-    """Mean over each speaker's utterances, then mean over speakers (the paper's protocol).
-
-    ``values``: name -> (B,) per-utterance values (nested dicts, like ``region_rmse``, allowed);
-    ``speakers``: (B,) speaker id of each utterance. Returns name -> float (nested alike).
-    """
-    spk = np.asarray(speakers).reshape(-1)
-    if spk.size == 0:
-        raise ValueError("no utterances to aggregate")
-    _, inverse = np.unique(spk, return_inverse=True)
-    counts = np.bincount(inverse)
-
-    def agg(v: Any, name: str) -> Any:
-        if isinstance(v, Mapping):
-            return {k: agg(x, f"{name}.{k}") for k, x in v.items()}
-        arr = np.asarray(v, dtype=np.float64).reshape(-1)
-        if arr.size != spk.size:
-            raise ValueError(f"{name}: {arr.size} values for {spk.size} utterances")
-        per_speaker = np.bincount(inverse, weights=arr) / counts
-        return float(per_speaker.mean())
-
-    return {k: agg(v, k) for k, v in values.items()}
 
 
 # --------------------------------------------------------------------------- prior and readouts
