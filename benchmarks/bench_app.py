@@ -8,7 +8,7 @@ Servers (each a real ``app.py`` process behind ``benchmarks/app_timing_server.py
   the same bundle and voice, started without ``xxhash`` (which that code did not require);
 - ``floor``: a trivial Gradio app that takes the same audio upload and returns a small file.
 
-Measured, on a 10 s voice and the bundle's default model:
+Measured, on a 10 s voice and the bundle's default model (``--model both``: every model of the bundle):
 1. Sequential ``gradio_client`` round trips (upload, queue, prediction, answer, file downloads),
    the servers taking turns request by request; p50 / p95, and p50 against the floor's p50.
 2. Server time per request by stage, from the server's own timers: HTTP upload, queue join, wait in
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=40, help="sequential requests per server (default 40)")
     p.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
     p.add_argument("--per-client", type=int, default=3, help="requests per concurrent client (default 3)")
+    p.add_argument("--model", help="model choice sent (default: the bundle's default model; e.g. both)")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         servers["after"] = start("after", tmp, bundle, ["--app-root", str(REPO_ROOT)])
         servers["floor"] = start("floor", tmp, bundle, ["--trivial"])
         clients = {name: Client(srv.url, verbose=False) for name, (srv, _) in servers.items()}
-        model = json.loads((bundle / "bundle.json").read_text())["default_model"]
+        model = args.model or json.loads((bundle / "bundle.json").read_text())["default_model"]
         round_trips(clients, voice, model, 3)  # warm-up: first requests of each server
         rt, answers = round_trips(clients, voice, model, args.requests)
         for c in clients.values():
@@ -242,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             ),
             "voice_s": round(voice_s, 2),
+            "model": model,
             "requests": args.requests,
             "servers": {},
         }
@@ -272,7 +274,7 @@ def print_table(res: dict[str, Any]) -> None:
     names = [n for n in ("before", "after") if n in res["servers"]]
     s = res["servers"]
     print(
-        f"\n{res['machine']}; bundle: {res['bundle']}; voice {res['voice_s']} s; "
+        f"\n{res['machine']}; bundle: {res['bundle']}, model {res['model']}; voice {res['voice_s']} s; "
         f"{res['requests']} sequential requests per server (medians, ms)"
     )
     print(f"{'':46s}" + "".join(f"{n:>10s}" for n in names))

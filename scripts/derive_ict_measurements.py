@@ -21,11 +21,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from voice2mesh.facemodel import bfm, ict  # noqa: E402
+from voice2mesh.facemodel.align import apply_similarity, umeyama  # noqa: E402
 from voice2mesh.facemodel.layout import (  # noqa: E402
     FOREHEAD_BAND,
     FOREHEAD_HALF_WIDTH,
@@ -35,7 +37,6 @@ from voice2mesh.facemodel.layout import (  # noqa: E402
     NOSE_TOP_HALF_WIDTH,
     REGION_ORDER,
     regions_from_landmarks,
-    transfer_points,
 )
 from voice2mesh.paths import shared_assets_dir  # noqa: E402
 
@@ -53,6 +54,25 @@ METHOD = (
 def ratios(vertices: np.ndarray, pairs: dict[str, tuple[int, int]]) -> dict[str, float]:
     d = {k: float(np.linalg.norm(vertices[a] - vertices[b])) for k, (a, b) in pairs.items()}
     return {k: d[k] / d["OICD"] for k in d if k != "OICD"}
+
+
+def transfer_points(
+    src_vertices: np.ndarray,
+    src_landmarks: np.ndarray,
+    dst_vertices: np.ndarray,
+    dst_landmarks: np.ndarray,
+    src_points: np.ndarray,
+) -> dict:
+    """Similarity-align the source face to the destination through the landmarks (Umeyama) and take the
+    nearest destination vertex of each source vertex in ``src_points``: the destination indices, the
+    distance to each, the landmark RMS residual of the alignment (destination units) and the scale."""
+    src = np.asarray(src_vertices, dtype=np.float64)
+    dst = np.asarray(dst_vertices, dtype=np.float64)
+    scale, R, t = umeyama(src[src_landmarks], dst[dst_landmarks])
+    moved_lm = apply_similarity(src[src_landmarks], scale, R, t)
+    residual = float(np.sqrt(((moved_lm - dst[dst_landmarks]) ** 2).sum(-1).mean()))
+    dist, nn = cKDTree(dst).query(apply_similarity(src[np.asarray(src_points)], scale, R, t))
+    return {"indices": nn, "distances": dist, "landmark_rms": residual, "scale": float(scale)}
 
 
 def derive(assets: Path) -> tuple[dict, object, object]:

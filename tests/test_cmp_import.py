@@ -15,12 +15,12 @@ from export import cmp
 from export.hub import upload_plan
 from export.to_onnx import main as to_onnx_main
 from tests.cmp_files import reference_vertices, write_released_checkpoints
+from training.table1 import read_obj_vertices
 from voice2mesh.__main__ import main as cli_main
 from voice2mesh.facemodel import FaceModel, bfm, builtin, load_face_model
 from voice2mesh.facemodel.__main__ import main as facemodel_main
 from voice2mesh.inference import Predictor
 from voice2mesh.metrics import mm_per_unit
-from voice2mesh.table1 import read_obj_vertices
 
 PARITY_RTOL = 1e-5  # bundle vertices vs the independent forward pass, relative to the face's extent
 

@@ -148,14 +148,22 @@ def test_tiny_build_twice_gives_identical_files(tmp_path, assets_dir):
     load_bundle(tmp_path / "bundle1")
 
 
-def test_the_app_service_runs_supervised_and_kd_side_by_side_by_default(tmp_path):
+def test_the_app_service_runs_supervised_and_kd_side_by_side_by_default(tmp_path, monkeypatch):
+    from voice2mesh.inference import Predictor
     from voice2mesh.service import BOTH, Voice2MeshService
 
     service = Voice2MeshService.from_bundle(DEFAULT_BUNDLE_DIR, work_dir=tmp_path)
+    prepares = []
+    prepare = Predictor.prepare
+    monkeypatch.setattr(Predictor, "prepare", lambda self, src: prepares.append(src) or prepare(self, src))
     try:
         assert service.default_choice == BOTH
         result = service.run(example_voices()[0], None, "visitor")  # no model named: the default
         assert [f.model for f in result.faces] == ["supervised", "kd"]
         assert result.agreement and np.isfinite(result.agreement["ARE"])
+        assert len(prepares) == 1  # both models read one front end's features: computed once
+        for face in result.faces:  # ... and each face is its model's own prediction of the voice
+            alone = service.models[face.model].predictor.predict(example_voices()[0])
+            np.testing.assert_allclose(face.vertices, alone.vertices, rtol=0, atol=1e-4)
     finally:
         service.close()

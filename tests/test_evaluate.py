@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.eval_metrics import per_speaker, ridge_fit, ridge_predict
+from training.eval_metrics import aggregate_by_speaker, per_speaker, ridge_fit, ridge_predict
 from training.evaluate import evaluate, format_markdown, main
 
 
@@ -100,3 +100,21 @@ def test_cli_prints_both_tables_from_one_command(tmp_path, assets_dir, capsys):
 def test_cli_bad_dataset_is_a_clear_error(tmp_path, capsys):
     assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not a dataset this tool reads" in capsys.readouterr().err
+
+
+def test_aggregate_by_speaker_averages_utterances_then_speakers():
+    values = {"ARE": np.array([1.0, 3.0, 10.0]), "region_rmse": {"nose": np.array([2.0, 2.0, 5.0])}}
+    got = aggregate_by_speaker(values, ["anna", "anna", "ben"])
+    # anna: (1 + 3) / 2 = 2, ben: 10 -> (2 + 10) / 2 = 6 (not the utterance mean 14 / 3)
+    assert got["ARE"] == pytest.approx(6.0)
+    assert got["region_rmse"]["nose"] == pytest.approx((2.0 + 5.0) / 2)
+    with pytest.raises(ValueError, match="utterances"):
+        aggregate_by_speaker({"ARE": np.ones(2)}, ["a", "b", "c"])
+
+
+def test_aggregate_by_speaker_matches_a_loop_on_random_data():
+    rng = np.random.default_rng(0)
+    spk = rng.integers(0, 13, size=200)
+    vals = rng.random(200)
+    per = [vals[spk == s].mean() for s in np.unique(spk)]
+    assert aggregate_by_speaker({"x": vals}, spk)["x"] == pytest.approx(np.mean(per), rel=1e-12)

@@ -285,3 +285,20 @@ def test_vertex_normals_match_a_plain_loop():
     norm = np.linalg.norm(acc, axis=1, keepdims=True)
     expected = np.where(norm > 0, acc / np.where(norm > 0, norm, 1), 0.0)
     assert_close(meshio.vertex_normals(v, tri), expected, atol=1e-12)
+
+
+def test_vertex_normals_match_trimesh_area_weighted_normals():
+    import trimesh
+
+    from voice2mesh.meshio import vertex_normals
+
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    verts = mesh.vertices * np.random.default_rng(4).uniform(0.5, 2.0, size=(len(mesh.vertices), 1))
+    faces = mesh.faces
+    face_normals = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
+    want = np.zeros_like(verts)
+    for k in range(3):  # plain reference: add each face's area-weighted normal to its corners
+        np.add.at(want, faces[:, k], face_normals)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(vertex_normals(verts, faces), want, rtol=0, atol=1e-12)
+    assert (np.einsum("ij,ij->i", vertex_normals(verts, faces), verts) > 0).all()  # outward

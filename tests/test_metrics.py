@@ -369,25 +369,6 @@ def test_mismatched_topologies_are_rejected(bfm_model):
         metrics.compare(np.zeros((10, 3)), np.zeros((10, 3)), bfm_model)
 
 
-# ------------------------------------------------------------------ aggregation
-def test_aggregate_by_speaker_averages_utterances_then_speakers():
-    values = {"ARE": np.array([1.0, 3.0, 10.0]), "region_rmse": {"nose": np.array([2.0, 2.0, 5.0])}}
-    got = metrics.aggregate_by_speaker(values, ["anna", "anna", "ben"])
-    # anna: (1 + 3) / 2 = 2, ben: 10 -> (2 + 10) / 2 = 6 (not the utterance mean 14 / 3)
-    assert got["ARE"] == pytest.approx(6.0)
-    assert got["region_rmse"]["nose"] == pytest.approx((2.0 + 5.0) / 2)
-    with pytest.raises(ValueError, match="utterances"):
-        metrics.aggregate_by_speaker({"ARE": np.ones(2)}, ["a", "b", "c"])
-
-
-def test_aggregate_by_speaker_matches_a_loop_on_random_data():
-    rng = np.random.default_rng(0)
-    spk = rng.integers(0, 13, size=200)
-    vals = rng.random(200)
-    per = [vals[spk == s].mean() for s in np.unique(spk)]
-    assert metrics.aggregate_by_speaker({"x": vals}, spk)["x"] == pytest.approx(np.mean(per), rel=1e-12)
-
-
 # ------------------------------------------------------------------ prior and readouts
 @pytest.fixture()
 def tmp_cache(tmp_path, monkeypatch):

@@ -16,8 +16,8 @@ from tests.released_layout import IDENTITIES, write_release
 from training import pretrain, supervised
 from training.data import read_voxceleb3d
 from training.evaluate import main as evaluate_main
+from training.table1 import main as table1_main
 from voice2mesh.__main__ import main as predict_main
-from voice2mesh.metrics import main as metrics_main
 
 TINY = [
     "--config",
@@ -117,7 +117,7 @@ def test_the_released_layout_runs_from_training_to_table1(release, capsys):
                 == 0
             )
     capsys.readouterr()
-    assert metrics_main([str(out / "preds"), str(root / "3D"), "--face-model", "bfm-53215", "--json"]) == 0
+    assert table1_main([str(out / "preds"), str(root / "3D"), "--face-model", "bfm-53215", "--json"]) == 0
     folder = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (folder["identities"], folder["predictions"]) == (3, 9)
     for k in ("ER", "FR", "CR", "MR", "ARE", "keypoint_error"):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from training.table1 import main as table1_main
 from voice2mesh.meshio import write_mesh
-from voice2mesh.metrics import main as metrics_main
 
 PAIRS = {
     "OICD": (2217, 14607),
@@ -110,7 +110,7 @@ def trees(tmp_path, bfm_ref):
 
 def test_folder_metrics_equal_the_hand_computation(trees, tmp_cache, capsys):
     pred_root, target_root, expected = trees
-    assert metrics_main([str(pred_root), str(target_root), "--face-model", "bfm-53215", "--json"]) == 0
+    assert table1_main([str(pred_root), str(target_root), "--face-model", "bfm-53215", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for name, row in expected.items():
         for k, v in row.items():
@@ -125,7 +125,7 @@ def test_folder_metrics_equal_the_hand_computation(trees, tmp_cache, capsys):
 
 def test_text_output_is_the_table_row(trees, tmp_cache, capsys):
     pred_root, target_root, _ = trees
-    assert metrics_main([str(pred_root), str(target_root), "--face-model", "bfm-53215"]) == 0
+    assert table1_main([str(pred_root), str(target_root), "--face-model", "bfm-53215"]) == 0
     text = capsys.readouterr().out
     assert "keypoint_error" in text and "3 identities, 6 predictions" in text and "Dan_Missing" in text
 
@@ -148,6 +148,6 @@ def test_a_malformed_file_is_named(trees, tmp_cache, capsys, damage, where):
         path.write_text("1 2 3\n4 5\n")
     else:
         path.write_text(damage + path.read_text())
-    assert metrics_main([str(pred_root), str(target_root), "--face-model", "bfm-53215", "--json"]) == 2
+    assert table1_main([str(pred_root), str(target_root), "--face-model", "bfm-53215", "--json"]) == 2
     err = capsys.readouterr().err
     assert where in err and "Traceback" not in err

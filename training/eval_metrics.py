@@ -1,9 +1,10 @@
 """Evaluation numbers shared by the training commands: per-utterance metrics of parameter predictions,
-per-speaker means, and the ridge-regression oracle (synthvox: true hidden voice parameters -> face)."""
+per-speaker means and the paper's dataset numbers (over utterances, then speakers), and the
+ridge-regression oracle (synthvox: true hidden voice parameters -> face)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,27 @@ def per_speaker(values: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     """Mean over each speaker's utterances (sorted speaker order), for paired noise estimates."""
     _, inv = np.unique(speakers, return_inverse=True)
     return np.bincount(inv, weights=values) / np.bincount(inv)
+
+
+def aggregate_by_speaker(values: Mapping[str, Any], speakers: Sequence | np.ndarray) -> dict[str, Any]:
+    """Mean over each speaker's utterances, then mean over speakers (the paper's protocol).
+
+    ``values``: name -> (U,) per-utterance values (nested dicts, like ``region_rmse``, allowed);
+    ``speakers``: (U,) speaker id of each utterance. Returns name -> float (nested alike).
+    """
+    spk = np.asarray(speakers).reshape(-1)
+    if spk.size == 0:
+        raise ValueError("no utterances to aggregate")
+
+    def agg(v: Any, name: str) -> Any:
+        if isinstance(v, Mapping):
+            return {k: agg(x, f"{name}.{k}") for k, x in v.items()}
+        arr = np.asarray(v, dtype=np.float64).reshape(-1)
+        if arr.size != spk.size:
+            raise ValueError(f"{name}: {arr.size} values for {spk.size} utterances")
+        return float(per_speaker(arr, spk).mean())
+
+    return {k: agg(v, k) for k, v in values.items()}
 
 
 def ridge_fit(

@@ -32,12 +32,11 @@ from training.data import (
     load_waveform,
     tile_frames,
 )
-from training.eval_metrics import oracle_params, per_speaker, per_utterance_metrics
+from training.eval_metrics import aggregate_by_speaker, oracle_params, per_speaker, per_utterance_metrics
 from training.kd.evaluate import predict_kd_or_none
 from training.run import set_threads
 from voice2mesh.facemodel import load_face_model
 from voice2mesh.ge2e import ge2e_input
-from voice2mesh.metrics import aggregate_by_speaker
 
 MAIN_COLUMNS = ("ER", "FR", "CR", "MR", "ARE", "keypoint_error", "rmse")
 COLUMN_TITLES = {

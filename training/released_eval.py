@@ -2,7 +2,7 @@
 --face-model bfm-53215 [--checkpoints ...] [--bundles ...]``).
 
 Every row predicts a face for each of the first ``MAX_PREDICTIONS`` utterances of every A-E identity; the
-faces are scored against that identity's ``.xyz`` full fit with ``voice2mesh.table1.score_identities``
+faces are scored against that identity's ``.xyz`` full fit with ``training.table1.score_identities``
 (the one implementation of the authors' evaluation: OICD scaling, ER/FR/CR/MR ratio errors and the
 keypoint error per prediction, mean per identity, then over identities). Rows:
 - the mean-face baseline: the mean target parameters of the training identities (F-Z, validation
@@ -22,8 +22,8 @@ import numpy as np
 
 from training.checkpoints import is_kd_checkpoint, read_torch_file
 from training.data import DataError, VoiceFaceData, read_voxceleb3d
+from training.table1 import COLUMNS, MAX_PREDICTIONS, read_target, score_identities
 from voice2mesh.facemodel import load_face_model
-from voice2mesh.table1 import COLUMNS, MAX_PREDICTIONS, read_target, score_identities
 
 COLUMN_TITLES = {
     "ER": "ER",

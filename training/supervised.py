@@ -20,6 +20,7 @@ from training.config import TrainConfig, config_to_dict, load_config
 from training.data import DataError, VoiceFaceData
 from training.embeddings import data_summary, embedding_bank, prepare_data
 from training.encoders import ge2e
+from training.eval_metrics import aggregate_by_speaker
 from training.losses import VertexLoss, supervised_loss, whitening
 from training.modelcard import build_card, write_card
 from training.models import SupervisedHead, VoiceToParams
@@ -40,7 +41,7 @@ from training.run import (
     start_run,
 )
 from voice2mesh.facemodel import load_face_model
-from voice2mesh.metrics import aggregate_by_speaker, ratio_errors
+from voice2mesh.metrics import ratio_errors
 
 
 def run_supervised(

@@ -1,16 +1,6 @@
-"""Command line: ``python -m voice2mesh predict INPUT... -o OUTDIR --format glb,obj,ply --json``.
-
-Also ``python -m voice2mesh info [--bundle B]`` to print what a bundle holds and which provider runs it.
-Inputs are recordings (wav, flac, mp3, ...) or precomputed feature files (``.npy``, (T, 64), already
-normalised, e.g. the paper's released ``fbank/<id>/<yt>/00001.npy``: fed to the network as they are), or
-folders of them (searched recursively). Outputs are named after the inputs; when two inputs share a file
-name, the input folders are mirrored under OUTDIR, relative to the folder the inputs have in common
-(``OUTDIR/<id>/<yt>/00001.obj``), so they never share outputs; files already in OUTDIR are never
-overwritten unless ``--overwrite`` is given. Each input
-gets ``<name>.<format>`` meshes and, with ``--json``, ``<name>.json`` (readouts, parameters, timings).
-The meshes hold the predicted vertices as they are, in the face model's frame (no re-centring or flip).
-A bad input is reported (which file, what was wrong) and skipped; the exit status is 1 when any input
-failed, 2 when nothing could run (bad bundle, bad arguments, outputs that would be overwritten).
+"""Command line: ``python -m voice2mesh predict INPUT... -o OUTDIR --format glb,obj,ply --json`` (a mesh per
+recording or ``.npy`` feature file, folders searched recursively) and ``python -m voice2mesh info`` (what a
+bundle holds, which provider runs it); docs/runtime.md describes inputs, outputs and exit statuses.
 """
 
 from __future__ import annotations
@@ -19,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,9 +85,7 @@ def output_stems(paths: Sequence[str | Path], roots: Sequence[str | Path] | None
         common = Path(os.path.commonpath([str(b) for b in bases]))
         rel = [r.relative_to(common) if r.is_relative_to(common) else Path(r.name) for r in resolved]
     stems = [r.with_suffix("") for r in rel]
-    counts: dict[Path, int] = {}
-    for s in stems:
-        counts[s] = counts.get(s, 0) + 1
+    counts = Counter(stems)
     return [r if counts[s] > 1 else s for r, s in zip(rel, stems, strict=True)]
 
 
@@ -158,21 +147,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_bundle(
         args.bundle, revision=args.revision, device=args.device, threads=args.threads, model=args.model
     )
-    info = predictor.describe()
-    print(
-        f"model {info['model']} ({info['framework']}, {info['encoder']}) from {info['bundle']} "
-        f"on {predictor.provider}",
-        file=sys.stderr,
-    )
-    failed: list[tuple[Path, str]] = []
-    bar = tqdm(
-        list(zip(files, stems, strict=True)),
-        desc="predict",
-        unit="file",
-        disable=len(files) < 2 or args.quiet,
-        file=sys.stderr,
-    )
-    for path, stem in bar:
+    d = predictor.describe()
+    where = f"{d['bundle']} on {predictor.provider}"
+    print(f"model {d['model']} ({d['framework']}, {d['encoder']}) from {where}", file=sys.stderr)
+    failed, quiet = 0, len(files) < 2 or args.quiet
+    jobs = list(zip(files, stems, strict=True))
+    for path, stem in tqdm(jobs, "predict", unit="file", disable=quiet, file=sys.stderr):
         try:
             if path.suffix.lower() == FEATURE_SUFFIX:
                 pred = predictor.predict_features(read_features(path), source=str(path))
@@ -180,21 +160,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 pred = predictor.predict(str(path))
             write_outputs(pred, predictor.face_model, out_dir, stem, args.format, args.json, args.heatmap)
         except (AudioError, ValueError) as exc:
-            failed.append((path, str(exc)))
+            failed += 1
             tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
             continue
         r = pred.readouts.get("ratios", {})
         line = ", ".join(f"{k}/OICD {v:.3f}" for k, v in r.items() if isinstance(v, float))
         exts = args.format[0] if len(args.format) == 1 else "{" + ",".join(args.format) + "}"
-        tqdm.write(
-            f"{path} -> {out_dir / stem}.{exts}  {line}  ({pred.timings['total']:.1f} ms)",
-            file=sys.stdout,
-        )
-    done = len(files) - len(failed)
-    print(
-        f"{done} of {len(files)} file(s) done, {len(failed)} failed; outputs in {out_dir}",
-        file=sys.stderr,
-    )
+        tqdm.write(f"{path} -> {out_dir / stem}.{exts}  {line}  ({pred.timings['total']:.1f} ms)")
+    done = len(files) - failed
+    print(f"{done} of {len(files)} file(s) done, {failed} failed; outputs in {out_dir}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -228,10 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "released with the paper (fbank/<id>/<yt>/NNNNN.npy), or folders of them",
     )
     pr.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help="output folder (input folders are mirrored under it when file names repeat)",
+        "-o", "--output", required=True, help="output folder (mirrors input folders if names repeat)"
     )
     pr.add_argument("--overwrite", action="store_true", help="replace outputs already in the folder")
     pr.add_argument("--format", type=parse_formats, default=["glb"], help="comma list of glb,obj,ply")

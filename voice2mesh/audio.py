@@ -30,26 +30,12 @@ import soxr
 MiB = 1 << 20
 ACCEPTED = "WAV, FLAC, OGG/Vorbis, Opus, MP3, WebM, M4A/MP4 (anything ffmpeg decodes)"
 # Containers libsndfile does not read: go straight to ffmpeg.
-FFMPEG_SUFFIXES = frozenset(
-    {
-        ".webm",
-        ".weba",
-        ".m4a",
-        ".mp4",
-        ".m4v",
-        ".aac",
-        ".mkv",
-        ".mka",
-        ".mov",
-        ".3gp",
-        ".amr",
-        ".wma",
-        ".wmv",
-        ".avi",
-        ".ac3",
-        ".caf",
-    }
-)
+# fmt: off
+FFMPEG_SUFFIXES = frozenset({
+    ".webm", ".weba", ".m4a", ".mp4", ".m4v", ".aac", ".mkv", ".mka",
+    ".mov", ".3gp", ".amr", ".wma", ".wmv", ".avi", ".ac3", ".caf",
+})
+# fmt: on
 
 
 class AudioError(ValueError):
@@ -159,7 +145,7 @@ def load_audio(
             reasons.append(str(e))
             return _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
     except _FfmpegFailedError as e:
-        reasons.append(e.detail)
+        reasons.append(str(e))
         raise UnreadableAudioError(
             f"{label}: not a readable audio file ({'; '.join(reasons)}); accepted: {ACCEPTED}"
         ) from None
@@ -250,10 +236,7 @@ def _decode_soundfile(data: bytes | None, path: Path | None, label: str, cfg: Au
             raise UnreadableAudioError(f"{label}: the header gives no sample rate; accepted: {ACCEPTED}")
         _check_header(label, rate, channels, frames / rate, cfg)
         if frames <= 0:
-            raise EmptyAudioError(
-                f"{label}: the file holds no audio samples; accepted: a recording "
-                f"of {cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
-            )
+            raise _no_samples(label, cfg)
         try:
             if f.subtype == "PCM_16" and channels == 1 and rate == cfg.sample_rate:
                 # already the front end's format (at most max_duration_s of int16): see _finish_pcm16
@@ -268,11 +251,7 @@ def _decode_soundfile(data: bytes | None, path: Path | None, label: str, cfg: Au
 
 # ------------------------------------------------------------------------------- ffmpeg
 class _FfmpegFailedError(Exception):
-    """ffprobe/ffmpeg could not read the input (``detail``: why, without paths)."""
-
-    def __init__(self, label: str, detail: str):
-        self.detail = detail
-        super().__init__(f"{label}: {detail}")
+    """ffprobe/ffmpeg could not read the input (the message says why, without paths)."""
 
 
 def _ffmpeg_reason(stderr: bytes, url: str) -> str:
@@ -283,13 +262,13 @@ def _ffmpeg_reason(stderr: bytes, url: str) -> str:
     return f"ffmpeg: {line[:1].lower()}{line[1:]}" if line else "ffmpeg could not decode it"
 
 
-def _run(cmd: list[str], cfg: AudioConfig, label: str) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cfg: AudioConfig) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(
             cmd, capture_output=True, timeout=cfg.ffmpeg_timeout_s, check=False, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired:
-        raise _FfmpegFailedError(label, f"{cmd[0]} took longer than {cfg.ffmpeg_timeout_s:g} s") from None
+        raise _FfmpegFailedError(f"{cmd[0]} took longer than {cfg.ffmpeg_timeout_s:g} s") from None
 
 
 def _decode_ffmpeg(
@@ -303,8 +282,7 @@ def _decode_ffmpeg(
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if ffmpeg is None or ffprobe is None:
         raise _FfmpegFailedError(
-            label,
-            "this format needs ffmpeg, which is not installed (Debian/Ubuntu: sudo apt-get install ffmpeg)",
+            "this format needs ffmpeg, which is not installed (Debian/Ubuntu: sudo apt-get install ffmpeg)"
         )
     with tempfile.TemporaryDirectory(prefix="voice2mesh-audio-") as tmp:
         if data is not None:
@@ -313,68 +291,34 @@ def _decode_ffmpeg(
         else:
             src = path.resolve()
         url = f"file:{src}"  # never read as an option or another protocol
-        probe = _run(
-            [
-                ffprobe,
-                "-v",
-                "error",
-                "-print_format",
-                "json",
-                "-show_streams",
-                "-show_format",
-                "-select_streams",
-                "a:0",
-                url,
-            ],
-            cfg,
-            label,
-        )
+        probe_args = "-v error -print_format json -show_streams -show_format -select_streams a:0"
+        probe = _run([ffprobe, *probe_args.split(), url], cfg)
         try:
             info = json.loads(probe.stdout or b"{}")
         except json.JSONDecodeError:
             info = {}
         streams = info.get("streams") or []
         if probe.returncode != 0:
-            raise _FfmpegFailedError(label, _ffmpeg_reason(probe.stderr, url))
+            raise _FfmpegFailedError(_ffmpeg_reason(probe.stderr, url))
         if not streams:
-            raise _FfmpegFailedError(label, "ffmpeg: no audio stream in the file")
+            raise _FfmpegFailedError("ffmpeg: no audio stream in the file")
         stream = streams[0]
         rate, channels = int(stream.get("sample_rate") or 0), int(stream.get("channels") or 0)
         if rate <= 0 or channels <= 0:
-            raise _FfmpegFailedError(label, "the audio stream has no sample rate or channels")
+            raise _FfmpegFailedError("the audio stream has no sample rate or channels")
         duration = _float(stream.get("duration")) or _float((info.get("format") or {}).get("duration"))
         _check_header(label, rate, channels, duration, cfg)
         # Browser recordings (WebM) often carry no duration: decode at most max + 1 s and check.
         limit = f"{cfg.max_duration_s + 1.0:.3f}"
-        cmd = [
-            ffmpeg,
-            "-nostdin",
-            "-v",
-            "error",
-            "-i",
-            url,
-            "-map",
-            "0:a:0",
-            "-vn",
-            "-sn",
-            "-dn",
-            "-t",
-            limit,
-            "-f",
-            "f32le",
-            "-acodec",
-            "pcm_f32le",
-            "-ac",
-            str(channels),
-            "-ar",
-            str(rate),
-            "pipe:1",
-        ]
+        decode_args = (
+            f"-map 0:a:0 -vn -sn -dn -t {limit} -f f32le -acodec pcm_f32le -ac {channels} -ar {rate}"
+        )
+        cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", url, *decode_args.split(), "pipe:1"]
         mono = _MonoStream(rate, channels, label, cfg)
-        returncode, stderr = _stream_ffmpeg(cmd, Path(tmp) / "stderr.txt", mono, cfg, label)
+        returncode, stderr = _stream_ffmpeg(cmd, Path(tmp) / "stderr.txt", mono, cfg)
     if returncode != 0:
         if mono.frames == 0:
-            raise _FfmpegFailedError(label, _ffmpeg_reason(stderr, url))
+            raise _FfmpegFailedError(_ffmpeg_reason(stderr, url))
         warnings.append(
             f"{label}: the file is damaged or cut short; using the {mono.frames / rate:.1f} s that decoded"
         )
@@ -382,7 +326,7 @@ def _decode_ffmpeg(
 
 
 def _stream_ffmpeg(
-    cmd: list[str], stderr_path: Path, mono: _MonoStream, cfg: AudioConfig, label: str
+    cmd: list[str], stderr_path: Path, mono: _MonoStream, cfg: AudioConfig
 ) -> tuple[int, bytes]:
     """Run ffmpeg, feeding its float32 output to ``mono`` block by block; (return code, stderr).
 
@@ -406,7 +350,7 @@ def _stream_ffmpeg(
         proc.wait()
         proc.stdout.close()
     if timed_out:
-        raise _FfmpegFailedError(label, f"ffmpeg took longer than {cfg.ffmpeg_timeout_s:g} s")
+        raise _FfmpegFailedError(f"ffmpeg took longer than {cfg.ffmpeg_timeout_s:g} s")
     return returncode, stderr_path.read_bytes()[-4096:]
 
 
@@ -458,10 +402,7 @@ class _MonoStream:
         """Non-finite check, clipping warning, the mono samples, silence check."""
         label, cfg = self.label, self.cfg
         if self.frames == 0:
-            raise EmptyAudioError(
-                f"{label}: the file holds no audio samples; accepted: a recording of "
-                f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
-            )
+            raise _no_samples(label, cfg)
         if self.frames > self.rate * cfg.max_duration_s:
             raise _too_long(label, self.frames / self.rate, cfg)
         if self.non_finite:
@@ -480,16 +421,10 @@ class _MonoStream:
         peak = float(np.max(np.abs(mono))) if mono.size else 0.0
         if peak < cfg.silence_peak:
             raise _silent(label, peak)
+        duration, rate, channels = mono.size / cfg.sample_rate, int(self.rate), int(self.channels)
         return Audio(
-            samples=np.ascontiguousarray(mono),
-            sample_rate=cfg.sample_rate,
-            duration_s=mono.size / cfg.sample_rate,
-            original_sample_rate=int(self.rate),
-            original_channels=int(self.channels),
-            warnings=warnings,
-            source=label,
-            config=cfg,
-        )
+            mono, cfg.sample_rate, duration, rate, channels, warnings, label, cfg
+        )  # mono: contiguous
 
 
 def _finish(
@@ -510,7 +445,7 @@ def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig, warnings: list[
     nothing to downmix or resample, and the float samples are ``pcm / 32768`` exactly (what
     libsndfile returns for PCM_16), so the same checks give the same answers, faster."""
     if pcm.size == 0:
-        raise EmptyAudioError(f"{label}: the file holds no audio samples")
+        raise _no_samples(label, cfg)
     warnings = list(warnings or [])
     samples = pcm.astype(np.float32)
     samples *= np.float32(1.0 / 32768.0)
@@ -523,16 +458,14 @@ def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig, warnings: list[
     peak = max(hi, -lo) / 32768.0
     if peak < cfg.silence_peak:
         raise _silent(label, peak)
-    return Audio(
-        samples=samples,
-        sample_rate=cfg.sample_rate,
-        duration_s=pcm.size / cfg.sample_rate,
-        original_sample_rate=cfg.sample_rate,
-        original_channels=1,
-        warnings=warnings,
-        source=label,
-        config=cfg,
-        pcm16=pcm,
+    duration = pcm.size / cfg.sample_rate
+    return Audio(samples, cfg.sample_rate, duration, cfg.sample_rate, 1, warnings, label, cfg, pcm16=pcm)
+
+
+def _no_samples(label: str, cfg: AudioConfig) -> EmptyAudioError:
+    return EmptyAudioError(
+        f"{label}: the file holds no audio samples; accepted: a recording of "
+        f"{cfg.min_speech_s:g}-{cfg.max_duration_s:g} s of speech"
     )
 
 

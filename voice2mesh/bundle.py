@@ -1,10 +1,8 @@
-"""Model bundles: a folder of ONNX graphs + ``bundle.json``, from a local path or the Hugging Face Hub.
+"""Model bundles: ONNX graphs, a ``bundle.json`` manifest and a model card, from a folder or the Hub.
 
-A bundle (docs/runtime.md) holds one ONNX graph per model (features → params, the contract in
-docs/ARCHITECTURE.md), a ``bundle.json`` manifest and a model card ``README.md``. The face model is
-either a file inside the bundle or a reference by id + content sha256 that the runtime resolves
-with ``voice2mesh.facemodel.load_face_model`` (shared assets, cache or its documented download).
-Every file listed in the manifest is checked against its sha256 before it is used.
+The manifest (docs/runtime.md) names each model's graph, the face model (a file in the bundle, or an id
+and content sha256 that ``voice2mesh.facemodel.load_face_model`` resolves) and the sha256 of every
+file, checked before the file is used.
 """
 
 from __future__ import annotations
@@ -64,11 +62,8 @@ class FaceModelRef:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What a bundle's models were trained on (``bundle.json`` → ``training_data``).
-
-    ``synthetic`` and ``random_weights`` are explicit booleans in the manifest; ``None`` means the
-    bundle does not say (bundles written before the flags existed), and is shown as "unknown".
-    """
+    """What a bundle's models were trained on (``bundle.json`` → ``training_data``); a flag is None
+    where the bundle does not say (bundles written before the flags existed)."""
 
     synthetic: bool | None  # trained on synthetic voices (synthvox): a demonstration, not real people
     random_weights: bool | None  # untrained (random-init) weights: faces mean nothing
@@ -81,19 +76,12 @@ def read_training_data(manifest: dict[str, Any], where: str = MANIFEST_NAME) -> 
     td = manifest.get("training_data") or {}
     if not isinstance(td, dict):
         raise BundleError(f"{where}: 'training_data' must be an object, got {type(td).__name__}")
-    flags = {}
-    for key in ("synthetic", "random_weights"):
-        value = td.get(key)
-        if value is not None and not isinstance(value, bool):
-            raise BundleError(f"{where}: training_data.{key} must be true or false, got {value!r}")
-        flags[key] = value
-    details = {k: v for k, v in td.items() if k not in ("synthetic", "random_weights", "summary")}
-    return TrainingData(
-        synthetic=flags["synthetic"],
-        random_weights=flags["random_weights"],
-        summary=str(td.get("summary") or ""),
-        details=details,
-    )
+    flags = ("synthetic", "random_weights")
+    for key in flags:
+        if td.get(key) is not None and not isinstance(td[key], bool):
+            raise BundleError(f"{where}: training_data.{key} must be true or false, got {td[key]!r}")
+    details = {k: v for k, v in td.items() if k not in (*flags, "summary")}
+    return TrainingData(td.get("synthetic"), td.get("random_weights"), str(td.get("summary") or ""), details)
 
 
 @dataclass(frozen=True)
@@ -156,10 +144,8 @@ class Bundle:
         return self.root / relative
 
     def load_face_model(self):
-        """The bundle's FaceModel (file in the bundle, or resolved by id), checked against its sha256.
-
-        Loaded and checked once per Bundle; the models of a bundle share it (treat it as read-only).
-        """
+        """The bundle's FaceModel (file in the bundle, or resolved by id), checked against its sha256;
+        loaded once per Bundle and shared by its models (treat it as read-only)."""
         if self._face_model is not None:
             return self._face_model
         from voice2mesh.facemodel import load_face_model
@@ -175,10 +161,9 @@ class Bundle:
                 "or see docs/facemodel.md for the download."
             ) from exc
         fm.set_prediction_size(ref.n_identity, ref.n_expression)
-        actual = fm.sha256
-        if actual != ref.sha256:
+        if fm.sha256 != ref.sha256:
             raise BundleIntegrityError(
-                f"bundle {self.source}: face model {where} has content sha256 {actual[:16]}... "
+                f"bundle {self.source}: face model {where} has content sha256 {fm.sha256[:16]}... "
                 f"but the bundle was exported against {ref.sha256[:16]}... ({ref.name}, K={ref.n_identity}, "
                 f"E={ref.n_expression}); the parameters would decode to the wrong faces"
             )
@@ -203,20 +188,14 @@ def is_hub_id(source: str) -> bool:
 def resolve_bundle_dir(
     source: str | Path | None = None,
     revision: str | None = None,
-    cache_dir: str | Path | None = None,
     local_files_only: bool | None = None,
-    endpoint: str | None = None,
-    token: str | bool | None = None,
+    **hub_kwargs: Any,
 ) -> tuple[Path, str]:
-    """A local folder for ``source`` (a folder, a Hub repo id, or None for the default bundle).
-
-    Hub repos go through ``huggingface_hub.snapshot_download`` (its cache; ``revision`` pins a branch,
-    tag or commit; ``HF_HUB_OFFLINE=1`` or ``local_files_only`` uses the cache only). Returns
-    (folder, a description of the source for messages).
-    """
-    if source is None:
-        source = DEFAULT_BUNDLE_DIR
-    text = str(source)
+    """(a local folder, a description for messages) for ``source``: a folder, a Hub repo id, or None
+    for the default bundle. Hub repos go through ``huggingface_hub.snapshot_download`` (``revision``:
+    branch, tag or commit; ``HF_HUB_OFFLINE=1`` or ``local_files_only``: the cache only; ``hub_kwargs``:
+    its ``cache_dir``, ``endpoint``, ``token``)."""
+    text = str(DEFAULT_BUNDLE_DIR if source is None else source)
     path = Path(text).expanduser()
     if path.is_dir():
         if revision is not None:
@@ -230,6 +209,7 @@ def resolve_bundle_dir(
             "or a Hugging Face Hub repo id like 'owner/name'"
         )
     repo_id = _HUB_ID.match(text).group(1)
+    where = f"{repo_id}@{revision or 'main'}"
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
     from huggingface_hub import snapshot_download
@@ -237,21 +217,14 @@ def resolve_bundle_dir(
 
     try:
         folder = snapshot_download(
-            repo_id=repo_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            endpoint=endpoint,
-            token=token,
+            repo_id=repo_id, revision=revision, local_files_only=local_files_only, **hub_kwargs
         )
     except LocalEntryNotFoundError as exc:
         mode = "offline mode (HF_HUB_OFFLINE=1)" if local_files_only else "the Hub could not be reached"
-        raise BundleError(
-            f"bundle {repo_id}@{revision or 'main'} is not in the Hugging Face cache and {mode}: {exc}"
-        ) from exc
+        raise BundleError(f"bundle {where} is not in the Hugging Face cache and {mode}: {exc}") from exc
     except (HfHubHTTPError, OSError) as exc:
-        raise BundleError(f"cannot download bundle {repo_id}@{revision or 'main'}: {exc}") from exc
-    return Path(folder), f"{repo_id}@{revision or 'main'}"
+        raise BundleError(f"cannot download bundle {where}: {exc}") from exc
+    return Path(folder), where
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
@@ -292,10 +265,11 @@ def parse_manifest(manifest: dict[str, Any], where: str) -> tuple[dict[str, Mode
             "n_identity, n_expression"
         ) from exc
     models: dict[str, ModelEntry] = {}
+    expected = 1 + ref.n_identity + ref.n_expression
     for name, entry in manifest["models"].items():
         try:
             encoder = str(entry["encoder"])
-            models[name] = ModelEntry(
+            models[name] = m = ModelEntry(
                 name=name,
                 file=str(entry["file"]),
                 framework=str(entry["framework"]),
@@ -314,15 +288,14 @@ def parse_manifest(manifest: dict[str, Any], where: str) -> tuple[dict[str, Mode
             raise BundleError(
                 f"{where}: model {name!r} has unknown encoder {encoder!r} (known: {sorted(ENCODER_INPUTS)})"
             )
-        expected = 1 + ref.n_identity + ref.n_expression
-        if models[name].n_params != expected:
+        if m.n_params != expected:
             raise BundleError(
-                f"{where}: model {name!r} predicts {models[name].n_params} parameters but the "
+                f"{where}: model {name!r} predicts {m.n_params} parameters but the "
                 f"face model takes 1 + {ref.n_identity} + {ref.n_expression} = {expected}"
             )
-        read_skill(models[name], where)  # a malformed skill entry is refused when the bundle loads
-        if models[name].file not in manifest["files"]:
-            raise BundleError(f"{where}: model file {models[name].file} has no sha256 in 'files'")
+        read_skill(m, where)  # a malformed skill entry is refused when the bundle loads
+        if m.file not in manifest["files"]:
+            raise BundleError(f"{where}: model file {m.file} has no sha256 in 'files'")
     if not models:
         raise BundleError(f"{where}: the bundle holds no models")
     default = str(manifest["default_model"])
@@ -351,29 +324,14 @@ def verify_files(root: Path, manifest: dict[str, Any], where: str) -> None:
             )
 
 
-def load_bundle(
-    source: str | Path | None = None,
-    revision: str | None = None,
-    *,
-    verify: bool = True,
-    **resolve_kwargs: Any,
-) -> Bundle:
+def load_bundle(source: str | Path | None = None, revision: str | None = None, **hub_kwargs: Any) -> Bundle:
     """Resolve (folder / Hub / default), validate ``bundle.json`` and verify every file's sha256."""
-    root, where = resolve_bundle_dir(source, revision, **resolve_kwargs)
+    root, where = resolve_bundle_dir(source, revision, **hub_kwargs)
     manifest = read_manifest(root)
     models, default, ref = parse_manifest(manifest, where)
-    if verify:
-        verify_files(root, manifest, where)
-    return Bundle(
-        root=root,
-        manifest=manifest,
-        models=models,
-        default_model=default,
-        face_model=ref,
-        front_end=dict(manifest["front_end"]),
-        source=where,
-        training=read_training_data(manifest, where),
-    )
+    verify_files(root, manifest, where)
+    training = read_training_data(manifest, where)
+    return Bundle(root, manifest, models, default, ref, dict(manifest["front_end"]), where, training)
 
 
 def write_manifest(root: str | Path, manifest: dict[str, Any], exclude: tuple[str, ...] = ()) -> Path:

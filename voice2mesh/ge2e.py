@@ -1,20 +1,8 @@
 """The GE2E speaker-encoder front end (the one the pretrained ``resemblyzer`` weights expect), in numpy.
 
-Pipeline (Wan et al., "Generalized End-to-End Loss for Speaker Verification", ICASSP 2018, as
-published in the Resemblyzer package, v0.1.4):
-
-1. volume normalisation: raise (never lower) the RMS level to -30 dBFS;
-2. silence trimming: WebRTC VAD (mode 3) on 30 ms windows, an 8-window moving-average vote,
-   then the voiced mask dilated by a 7-window structuring element (3 windows each side), so that
-   only silences longer than 6 windows (180 ms) are cut, down to those 6 windows;
-3. a 40-channel mel power spectrogram: 25 ms periodic-Hann window, 10 ms hop, centred frames
-   with zero padding, |STFT|^2, Slaney mel scale and Slaney area-normalised triangular filters
-   spanning 0 Hz to Nyquist (not log-compressed);
-4. slicing into partial utterances of 160 frames (1.6 s), 1.3 partials per second, the last one
-   kept (zero-padded) only if at least 75 % of it is covered by audio.
-
-Everything is vectorised; the one exception is the call into WebRTC VAD, which is a stateful C
-routine that has to be fed one 30 ms window after another.
+Volume normalisation, long-silence trimming (WebRTC VAD), a 40-channel mel power spectrogram and
+1.6 s partial utterances, as published in Resemblyzer 0.1.4 (docs/ge2e.md). Everything is vectorised
+except the calls into WebRTC VAD, a stateful C routine fed one window after another.
 """
 
 from __future__ import annotations
@@ -28,16 +16,17 @@ import scipy.sparse
 import webrtcvad
 
 INT16_MAX = 2**15 - 1
+# Slaney's mel scale (Auditory Toolbox): linear below 1 kHz (200/3 Hz per mel), log above
+_F_SP = 200.0 / 3.0
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
 
 
 @dataclass(frozen=True)
 class GE2EFrontEndConfig:
-    """Hyper-parameters of the GE2E front end.
-
-    The numbers are those documented in the ``hparams`` module of Resemblyzer 0.1.4 (the package
-    whose ``pretrained.pt`` the encoder loads) and its ``embed_utterance`` defaults; changing them
-    breaks parity with those weights.
-    """
+    """Hyper-parameters of the GE2E front end: Resemblyzer 0.1.4's ``hparams`` and ``embed_utterance``
+    defaults (changing them breaks parity with its pretrained weights)."""
 
     sample_rate: int = 16000  # Hz
     window_ms: int = 25  # mel analysis window, ms (400 samples)
@@ -55,18 +44,15 @@ class GE2EFrontEndConfig:
     vad_max_silence_windows: int = 6  # longest silence kept, windows (dilation by max + 1 windows)
 
     @property
-    def n_fft(self) -> int:
-        """FFT size = window length in samples."""
+    def n_fft(self) -> int:  # the analysis window in samples
         return self.sample_rate * self.window_ms // 1000
 
     @property
     def hop_length(self) -> int:
-        """Hop in samples."""
         return self.sample_rate * self.hop_ms // 1000
 
     @property
     def vad_window(self) -> int:
-        """VAD window in samples."""
         return self.sample_rate * self.vad_window_ms // 1000
 
 
@@ -90,9 +76,6 @@ def _check_samples(samples: np.ndarray, what: str = "samples") -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-# ----------------------------------------------------------------------------- preprocessing
-
-
 def normalize_volume(wav: np.ndarray, target_dbfs: float = DEFAULT_CONFIG.target_dbfs) -> np.ndarray:
     """Scale ``wav`` up so that its RMS level is ``target_dbfs``; louder input is left unchanged."""
     wav = _check_samples(wav, "wav")
@@ -107,29 +90,18 @@ def normalize_volume(wav: np.ndarray, target_dbfs: float = DEFAULT_CONFIG.target
 
 def _window_counts(mask: np.ndarray, before: int, after: int) -> np.ndarray:
     """For each i, how many of ``mask[i-before : i+after+1]`` are set (outside counts as 0)."""
-    zeros = np.zeros
-    padded = np.concatenate([zeros(before + 1, np.int64), mask.astype(np.int64), zeros(after, np.int64)])
-    c = np.cumsum(padded)
-    width = before + after + 1
-    return c[width:] - c[:-width]
+    counts = np.convolve(mask.astype(np.int64), np.ones(before + after + 1, np.int64))
+    return counts[after : after + len(mask)]
 
 
 def voiced_mask(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Per VAD window: keep it (True) or drop it as part of a long silence.
-
-    ``wav`` must be a whole number of VAD windows long.
-    """
-    win = config.vad_window
+    """Per VAD window of ``wav`` (a whole number of windows long): keep it, or drop it as part of a
+    long silence."""
     pcm = np.clip(np.round(wav.astype(np.float64) * INT16_MAX), -INT16_MAX - 1, INT16_MAX).astype("<i2")
-    raw = pcm.tobytes()
-    step = 2 * win
+    windows = pcm.reshape(-1, config.vad_window)
     vad = webrtcvad.Vad(config.vad_mode)
     # The only per-window loop: WebRTC VAD is a stateful C routine fed window by window.
-    flags = np.fromiter(
-        (vad.is_speech(raw[i : i + step], config.sample_rate) for i in range(0, len(raw), step)),
-        dtype=bool,
-        count=len(raw) // step,
-    )
+    flags = np.fromiter((vad.is_speech(w.tobytes(), config.sample_rate) for w in windows), bool, len(windows))
     w = config.vad_moving_average_width
     # Moving average over windows i-(w-1)//2 .. i+w//2, rounded half-to-even: voiced iff > half voted.
     votes = _window_counts(flags, (w - 1) // 2, w // 2)
@@ -140,10 +112,8 @@ def voiced_mask(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) ->
 
 
 def trim_long_silences(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Drop the VAD windows that lie inside silences longer than the dilation allows.
-
-    The tail that does not fill a whole VAD window is dropped first.
-    """
+    """Drop the VAD windows inside silences longer than the dilation allows (and the tail that does not
+    fill a whole window)."""
     wav = _check_samples(wav, "wav")
     win = config.vad_window
     wav = wav[: len(wav) - len(wav) % win]
@@ -159,31 +129,18 @@ def preprocess_wav(samples: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CON
     return trim_long_silences(wav, config)
 
 
-# ----------------------------------------------------------------------------- mel spectrogram
-
-
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
-    """Slaney's mel scale (Auditory Toolbox): linear below 1 kHz (200/3 Hz per mel), log above."""
+    """Hz to Slaney mels."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = hz / f_sp
-    log = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
-    return np.where(hz >= min_log_hz, log, linear)
+    log = _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
+    return np.where(hz >= _MIN_LOG_HZ, log, hz / _F_SP)
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`hz_to_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = mel * f_sp
-    log = min_log_hz * np.exp(logstep * (np.maximum(mel, min_log_mel) - min_log_mel))
-    return np.where(mel >= min_log_mel, log, linear)
+    log = _MIN_LOG_HZ * np.exp(_LOGSTEP * (np.maximum(mel, _MIN_LOG_MEL) - _MIN_LOG_MEL))
+    return np.where(mel >= _MIN_LOG_MEL, log, mel * _F_SP)
 
 
 def mel_filterbank(config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
@@ -211,10 +168,8 @@ def _analysis_tables(config: GE2EFrontEndConfig) -> tuple[np.ndarray, scipy.spar
 
 
 def mel_frames(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """(T, n_mels) float32 mel power spectrogram, T = 1 + len(wav) // hop (centred frames).
-
-    Computed in float32 throughout (as the reference does), all frames in one batched FFT.
-    """
+    """(T, n_mels) float32 mel power spectrogram, T = 1 + len(wav) // hop (centred frames), in float32
+    throughout (as the reference), all frames in one batched FFT."""
     wav = _check_samples(wav, "wav")
     n_fft, hop = config.n_fft, config.hop_length
     window, filters = _analysis_tables(config)
@@ -227,16 +182,10 @@ def mel_frames(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> 
     return np.ascontiguousarray((filters @ power.T).T, dtype=np.float32)
 
 
-# ----------------------------------------------------------------------------- partial utterances
-
-
 def partial_starts(n_samples: int, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """First mel frame of each partial utterance of a ``n_samples``-long preprocessed waveform.
-
-    Partials start every ``round(sample_rate / rate / hop)`` frames and run while they may still
-    overlap the utterance; the last one is dropped when less than ``min_coverage`` of it holds
-    audio, unless it is the only one.
-    """
+    """First mel frame of each partial utterance of a ``n_samples``-long preprocessed waveform: every
+    ``round(sample_rate / rate / hop)`` frames while they overlap the utterance, the last one dropped
+    when less than ``min_coverage`` of it holds audio (unless it is the only one)."""
     if n_samples <= 0:
         raise ValueError(f"GE2E front end: cannot slice an utterance of {n_samples} samples")
     if not 0 < config.min_coverage <= 1:
@@ -268,10 +217,8 @@ def partial_slices(
 
 
 def partials(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """(P, partial_frames, n_mels) float32 partial-utterance mels of a *preprocessed* waveform.
-
-    The waveform is zero-padded to the end of the last partial before the spectrogram is taken.
-    """
+    """(P, partial_frames, n_mels) float32 partial-utterance mels of a *preprocessed* waveform
+    (zero-padded to the end of the last partial before the spectrogram is taken)."""
     wav = _check_samples(wav, "wav")
     starts = partial_starts(len(wav), config)
     end = int(starts[-1] + config.partial_frames) * config.hop_length

@@ -62,8 +62,8 @@ class Prediction:
 
 
 @dataclass
-class _Prepared:
-    """Model input of one recording plus what was measured on the way."""
+class Prepared:
+    """Model input of one recording plus what was measured on the way (:meth:`Predictor.prepare`)."""
 
     inputs: np.ndarray
     source: str
@@ -100,6 +100,8 @@ class Predictor:
                 f"{self._input!r} for encoder {self.entry.encoder}"
             )
         self._front_end = _front_end(self.entry.encoder, bundle.front_end)
+        # models with equal keys compute equal inputs from one recording (Predictor.prepare)
+        self.front_end_key = (self.entry.encoder == "ge2e", repr(bundle.front_end))
         self._n_mels = _dataclass_from(features.FrontEndConfig, bundle.front_end.get("features", {})).n_mels
         if warmup:
             self.warmup()
@@ -157,7 +159,7 @@ class Predictor:
             return np.zeros((1, 2, 160, 40), dtype=np.float32)
         return np.zeros((1, 1000, 64), dtype=np.float32)
 
-    def prepare(self, source: AudioSource) -> _Prepared:
+    def prepare(self, source: AudioSource) -> Prepared:
         """Decode + VAD + front end of one recording (raises voice2mesh.audio.AudioError on bad input)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -170,7 +172,7 @@ class Predictor:
             if isinstance(source, Audio)
             else (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
         )
-        return _Prepared(
+        return Prepared(
             inputs=inputs,
             source=label,
             duration_s=float(audio.duration_s),
@@ -189,9 +191,10 @@ class Predictor:
         return self.face_model.vertices_from_params(np.atleast_2d(params))
 
     # ------------------------------------------------------------------ predict
-    def predict(self, source: AudioSource) -> Prediction:
-        """One recording (path, bytes, or a decoded voice2mesh.audio.Audio) → Prediction."""
-        return self._finish([self.prepare(source)])[0]
+    def predict(self, source: AudioSource | Prepared) -> Prediction:
+        """One recording (path, bytes, a decoded voice2mesh.audio.Audio, or the :meth:`prepare` output of
+        a model with the same ``front_end_key``) → Prediction."""
+        return self._finish([source if isinstance(source, Prepared) else self.prepare(source)])[0]
 
     def predict_features(self, features: np.ndarray, source: str = "<features>") -> Prediction:
         """One (T, n_mels) array of front-end features that are already normalised (e.g. the paper's
@@ -213,7 +216,7 @@ class Predictor:
         x = x.astype(np.float32)
         if not np.isfinite(x).all():
             raise ValueError(f"{source}: features contain NaN or infinite values")
-        prepared = _Prepared(inputs=x, source=source, duration_s=0.0, speech_s=0.0, warnings=[], timings={})
+        prepared = Prepared(inputs=x, source=source, duration_s=0.0, speech_s=0.0, warnings=[], timings={})
         return self._finish([prepared])[0]
 
     def predict_batch(self, sources: Sequence[AudioSource], batch_size: int = 16) -> list[Prediction]:
@@ -225,7 +228,7 @@ class Predictor:
             out.extend(self._finish(list(prepared[i : i + batch_size])))
         return out
 
-    def _finish(self, prepared: list[_Prepared]) -> list[Prediction]:
+    def _finish(self, prepared: list[Prepared]) -> list[Prediction]:
         if not prepared:
             return []
         n = len(prepared)

@@ -1,22 +1,14 @@
 """Live microphone mode: the face re-predicted from all the speech heard so far, while a visitor speaks.
 
-The browser sends the microphone in chunks (Gradio's ``Audio(streaming=True)`` ``.stream`` event);
-:class:`LiveStreams` keeps each session's samples so far as 16 kHz int16 mono (the front end's
-input format), in a buffer of at most the one-shot audio limit (``AudioConfig.max_duration_s``).
-Every update writes the buffer as a 16-bit WAV and runs the service's one-shot path on that file
-(:meth:`voice2mesh.service.Voice2MeshService.run`: the same checks, VAD and front end), so each live
-result *is* the one-shot prediction of the samples heard so far. The WAV stays in the result's run
-folder (``heard.wav``), so a visitor or a test can predict it again; results, mesh files and their
-cleanup are the service's session storage (:mod:`voice2mesh.sessions`: runs kept per session, TTL,
-disk cap). The work per update grows with the buffer, which the audio limit caps.
-
-Chunks at another rate are resampled with one streaming soxr resampler per stream, the resampler
-:mod:`voice2mesh.audio` uses for whole files; several channels are averaged.
+:class:`LiveStreams` keeps each session's microphone chunks (Gradio's ``Audio(streaming=True)``) as
+16 kHz int16 mono, up to the one-shot audio limit, resampling other rates with one streaming soxr
+resampler per stream. Every update writes the buffer as a WAV and runs the service's one-shot path on
+it (:meth:`voice2mesh.service.Voice2MeshService.run`), so each live result *is* the one-shot prediction
+of the samples heard so far; the WAV stays in the result's run folder (``heard.wav``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -57,7 +49,6 @@ class LiveUpdate:
     heard_s: float  # seconds of audio in the stream so far
     message: str = ""  # for the visitor: why there is no new face, or the limit reached
     history: list[HistoryPoint] = field(default_factory=list)
-    update_ms: float = 0.0  # server time of this update (buffering + one-shot run + WAV)
 
 
 class LiveStream:
@@ -82,38 +73,30 @@ class LiveStream:
     def add(self, rate: int, data: np.ndarray) -> int:
         """Append one chunk (int16 or float samples, (n,) or (n, channels)); returns the 16 kHz samples
         kept (fewer than arrived once the buffer is full). A stream keeps the rate of its first chunk."""
+        rate = int(rate)
         if self.rate is None:
-            if not 8000 <= int(rate) <= 96000:
+            if not 8000 <= rate <= 96000:
                 raise InputError(f"microphone chunk at {rate} Hz; accepted: 8000-96000 Hz")
-            self.rate = int(rate)
-            if self.rate != SAMPLE_RATE:
-                self._resampler = soxr.ResampleStream(
-                    self.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
-                )
-        elif int(rate) != self.rate:
+            self.rate = rate
+            if rate != SAMPLE_RATE:
+                self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        elif rate != self.rate:
             raise InputError(
                 f"the microphone changed its sample rate from {self.rate} to {rate} Hz "
                 "during one recording; start a new recording"
             )
-        if self._resampler is None:
-            pcm = _mono_int16(data)
-            if pcm is None:
-                pcm = to_int16(_mono_float(data))
+        x = np.asarray(data)
+        if self._resampler is None and x.dtype == np.int16 and x.shape[1:] in ((), (1,)):
+            pcm = x.reshape(-1)  # 16 kHz int16 mono: kept as it is
+        elif self._resampler is None:
+            pcm = to_int16(_mono_float(x))
         else:
-            pcm = to_int16(self._resampler.resample_chunk(_mono_float(data), last=False))
+            pcm = to_int16(self._resampler.resample_chunk(_mono_float(x)))
         room = len(self.samples) - self.n
         kept = min(room, len(pcm))
         self.samples[self.n : self.n + kept] = pcm[:kept]
         self.n += kept
         return kept
-
-
-def _mono_int16(data: np.ndarray) -> np.ndarray | None:
-    """The chunk itself when it is already int16 mono (no conversion at all), else None."""
-    x = np.asarray(data)
-    if x.dtype == np.int16 and (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
-        return x.reshape(-1)
-    return None
 
 
 def _mono_float(data: np.ndarray) -> np.ndarray:
@@ -141,24 +124,21 @@ class LiveStreams:
         self._streams: OrderedDict[str, tuple[float, LiveStream]] = OrderedDict()
         self._lock = threading.Lock()
 
-    # ----------------------------------------------------------------- stream bookkeeping
     def start(self, session_id: str | None) -> LiveStream:
         """A new, empty stream for the session (a new recording replaces the previous one)."""
-        stream = LiveStream(self.max_samples)
-        with self._lock:
-            self._streams[_key(session_id)] = (time.monotonic(), stream)
-            self._streams.move_to_end(_key(session_id))
-            self._drop_old_locked()
-        return stream
+        return self._use(session_id, LiveStream(self.max_samples))
 
     def get(self, session_id: str | None) -> LiveStream | None:
+        return self._use(session_id)
+
+    def _use(self, session_id: str | None, new: LiveStream | None = None) -> LiveStream | None:
+        """The session's stream (``new`` replaces it), now the most recently used one."""
         with self._lock:
-            item = self._streams.get(_key(session_id))
-            if item is None:
-                return None
-            self._streams[_key(session_id)] = (time.monotonic(), item[1])
-            self._streams.move_to_end(_key(session_id))
-            return item[1]
+            stream = new or self._streams.pop(_key(session_id), (0.0, None))[1]
+            if stream is not None:
+                self._streams[_key(session_id)] = (time.monotonic(), stream)
+            self._drop_old_locked()
+        return stream
 
     def end(self, session_id: str | None) -> None:
         with self._lock:
@@ -190,10 +170,7 @@ class LiveStreams:
         t0 = time.perf_counter()
         stream = self.get(session_id) or self.start(session_id)
         with stream.lock:  # one update of a stream at a time, in arrival order
-            kept = 0
-            if chunk is not None:
-                rate, data = chunk
-                kept = stream.add(int(rate), np.asarray(data)) if not stream.full else 0
+            kept = 0 if chunk is None or stream.full else stream.add(*chunk)
             if stream.n == 0:
                 return LiveUpdate(None, 0.0, "listening…", list(stream.history))
             if kept == 0 and (stream.history or stream.full):  # nothing new: no new face
@@ -205,19 +182,15 @@ class LiveStreams:
             except AudioError as exc:  # too little speech so far, silence: keep listening
                 return LiveUpdate(None, stream.seconds, f"listening… {exc}", list(stream.history))
             for face in result.faces:
-                r = face.readouts
-                stream.history.append(
-                    HistoryPoint(
-                        heard_s=stream.seconds,
-                        speech_s=face.speech_s,
-                        model=face.label,
-                        ratios={k: float(r["ratios"][k]) for k in metrics.RATIO_NAMES},
-                        percentiles={k: float(r["percentiles"][k]) for k in metrics.RATIO_NAMES},
-                    )
+                ratios, percentiles = (
+                    {k: float(face.readouts[part][k]) for k in metrics.RATIO_NAMES}
+                    for part in ("ratios", "percentiles")
                 )
-            ms = (time.perf_counter() - t0) * 1e3
-            result.timings_ms["live update"] = ms
-            return LiveUpdate(result, stream.seconds, "", list(stream.history), ms)
+                stream.history.append(
+                    HistoryPoint(stream.seconds, face.speech_s, face.label, ratios, percentiles)
+                )
+            result.timings_ms["live update"] = (time.perf_counter() - t0) * 1e3  # buffering + run + WAV
+            return LiveUpdate(result, stream.seconds, "", list(stream.history))
 
     def _predict(
         self, session_id: str | None, stream: LiveStream, choice: str | None, kinds: tuple[str, ...]
@@ -227,23 +200,19 @@ class LiveStreams:
         tmp = self.service.sessions.root / f".live-{uuid.uuid4().hex}.wav"
         try:
             sf.write(tmp, stream.samples[: stream.n], SAMPLE_RATE, subtype="PCM_16", format="WAV")
-            try:
-                result = self.service.run(tmp, choice, session_id, kinds=kinds)
-            except AudioError as exc:  # its message names the temporary file: name the microphone
-                raise type(exc)(str(exc).replace(tmp.name, "microphone")) from None
+            result = self.service.run(tmp, choice, session_id, kinds=kinds)
             os.replace(tmp, result.run_dir / HEARD_WAV)
             return result
+        except AudioError as exc:  # its message names the temporary file: name the microphone
+            raise type(exc)(str(exc).replace(tmp.name, "microphone")) from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            tmp.unlink(missing_ok=True)
 
     def heard_wav(self, session_id: str | None) -> Path | None:
         """The WAV the session's latest live result was predicted from (None: no live result)."""
         result = self.service.sessions.latest(session_id)
-        if result is None:
-            return None
-        path = result.run_dir / HEARD_WAV
-        return path if path.is_file() else None
+        path = None if result is None else result.run_dir / HEARD_WAV
+        return path if path is not None and path.is_file() else None
 
 
 def history_rows(

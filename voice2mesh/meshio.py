@@ -1,24 +1,17 @@
 """Mesh files: write GLB / OBJ / PLY (optional per-vertex colours), read vertices back in order.
 
-Orientation (the project's one convention, see docs/ARCHITECTURE.md): right-handed, **y up, the face
-looks along +z** (the viewer stands on +z), x to the face's left. Vertices are written exactly as
-given, with no transform: glTF is y-up with +z as the asset's front by specification, so a GLB
-written here opens facing the camera in glTF viewers (gr.Model3D / three.js) without any node
-transform. OBJ and PLY have no orientation convention of their own; ours is kept as is.
-
-Vertex order is preserved by every writer and reader here (trimesh with ``process=False``;
-OBJ and XYZ are parsed directly), so vertex ``i`` of a file is vertex ``i`` of the face model.
-
-GLB and PLY are written by trimesh. OBJ text is written here, vectorised: numbers become ASCII
-digits with numpy (no per-vertex Python formatting), and the ``f`` lines of a topology are formatted
-once and reused (every face of a face model shares them). Coordinates keep ``OBJ_SIGNIFICANT_DIGITS``
-significant digits of the largest coordinate (faces in mm: 6 decimals).
+Orientation (docs/ARCHITECTURE.md): right-handed, y up, the face looks along +z, x to the face's left.
+Vertices are written as given, with no transform (glTF too is y up with +z as the asset's front, so a
+GLB opens facing the camera in gr.Model3D / three.js), and every writer and reader keeps vertex order,
+so vertex ``i`` of a file is vertex ``i`` of the face model. GLB and PLY are written by trimesh
+(``process=False``), OBJ text by :func:`obj_parts`.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +30,11 @@ VERTEX_FORMATS = (".obj", ".ply", ".xyz", ".npy", ".glb")
 # Heatmap scale: per-vertex distance to the reference (mean) face in millimetres. Fixed, so that
 # colours mean the same on every face: 0 mm is the first colour, HEATMAP_MAX_MM and more the last.
 HEATMAP_MAX_MM = 10.0
-# Sequential ramp (position in [0, 1] -> RGB), light blue-grey -> yellow -> orange -> dark red.
+# Sequential ramp (position in [0, 1] -> RGB): neutral grey-blue (0 mm), yellow (2.5 mm), orange (5 mm),
+# red (7.5 mm), dark red (10 mm and more).
 _HEATMAP_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 _HEATMAP_RGB = np.array(
-    [
-        [200, 205, 215],  # 0 mm: neutral grey-blue
-        [250, 230, 120],  # 2.5 mm
-        [248, 160, 60],  # 5 mm
-        [220, 70, 40],  # 7.5 mm
-        [130, 10, 30],  # >= 10 mm
-    ],
-    dtype=np.float64,
+    [[200, 205, 215], [250, 230, 120], [248, 160, 60], [220, 70, 40], [130, 10, 30]], float
 )
 
 
@@ -86,21 +73,19 @@ def _check_colors(colors: np.ndarray | None, n: int, what: str) -> np.ndarray | 
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Unit area-weighted vertex normals (N, 3) (outward for counter-clockwise triangles), vectorised."""
-    v = np.asarray(vertices, dtype=np.float64)
+    vt = np.asarray(vertices, dtype=np.float64).T
     f = np.asarray(triangles, dtype=np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 * area
-    idx = f.ravel()
-    weights = np.repeat(fn, 3, axis=0)  # each face normal to its three corners
-    out = np.stack([np.bincount(idx, weights=weights[:, k], minlength=len(v)) for k in range(3)], axis=1)
+    p0 = vt[:, f[:, 0]]
+    a, b = vt[:, f[:, 1]] - p0, vt[:, f[:, 2]] - p0  # (3, F) edges; their cross product is 2 * area
+    face = (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+    corners = f.ravel()  # each face normal goes to its three corners
+    out = np.stack([np.bincount(corners, np.repeat(c, 3), minlength=vt.shape[1]) for c in face], axis=1)
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     return np.divide(out, norm, out=np.zeros_like(out), where=norm > 0)
 
 
 def write_mesh(
-    path: str | Path,
-    vertices: np.ndarray,
-    triangles: np.ndarray,
-    colors: np.ndarray | None = None,
+    path: str | Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None
 ) -> Path:
     """Write a triangle mesh as .glb, .obj or .ply (by extension), vertex order kept.
 
@@ -146,7 +131,12 @@ def obj_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | 
 def obj_parts(
     vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None
 ) -> tuple[np.ndarray, bytes]:
-    """The two blocks of :func:`obj_bytes` (``v`` lines as a uint8 array, ``f`` lines), written in turn."""
+    """The two blocks of :func:`obj_bytes` (``v`` lines as a uint8 array, ``f`` lines), written in turn.
+
+    Digits are made by numpy (no per-vertex Python formatting), and the ``f`` lines of a topology are
+    formatted once and reused. Coordinates keep ``OBJ_SIGNIFICANT_DIGITS`` significant digits of the
+    largest coordinate (faces in mm: 6 decimals).
+    """
     v = np.asarray(vertices, dtype=np.float64)
     top = float(np.abs(v).max()) if v.size else 0.0
     leading = int(np.floor(np.log10(top))) + 1 if top > 0 else 1  # position of the first significant digit
@@ -242,24 +232,13 @@ MAX_VERTICES = 1_000_000  # default cap of the readers (24 MB of float64 vertice
 MAX_PLY_HEADER_BYTES = 1 << 16
 _OBJ_CHUNK_BYTES = 1 << 18  # OBJ files are scanned in chunks of whole lines (bounded temporaries)
 _OBJ_MAX_LINE_BYTES = 1 << 10
-_PLY_TYPES = {
-    "char": "i1",
-    "int8": "i1",
-    "uchar": "u1",
-    "uint8": "u1",
-    "short": "i2",
-    "int16": "i2",
-    "ushort": "u2",
-    "uint16": "u2",
-    "int": "i4",
-    "int32": "i4",
-    "uint": "u4",
-    "uint32": "u4",
-    "float": "f4",
-    "float32": "f4",
-    "double": "f8",
-    "float64": "f8",
+# fmt: off
+_PLY_TYPES = {  # PLY's scalar types (each has two names) -> numpy
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }
+# fmt: on
 ACCEPTED_VERTEX_FILES = (
     "OBJ ('v x y z' lines), PLY (ASCII or binary, first element 'vertex' with x, y, z), "
     "XYZ ('x y z' lines), NPY (an (N, 3) array), GLB (one mesh)"
@@ -333,25 +312,41 @@ def _read_obj_vertices(path: Path, max_vertices: int) -> np.ndarray:
     return rows
 
 
+def _obj_polygons(path: Path, n_vertices: int) -> np.ndarray:
+    """The ``f`` lines as (P, K) 0-based vertex indices in order, -1 after a polygon's last corner
+    (texture and normal indices dropped, negative indices counted from the end); no Python loop."""
+    lines = re.findall(r"^f[ \t]+(.*\S)", path.read_text(encoding="utf-8", errors="replace"), re.M)
+    text = re.sub(r"[ \t]+", " ", re.sub(r"/\S*", "", "\n".join(lines)))  # "a b c" per line
+    ids = np.array(text.split(), dtype=np.int64)
+    chars = np.frombuffer(text.encode(), np.uint8)
+    line = np.cumsum(chars == ord("\n"))  # the line of each character
+    counts = np.bincount(line[chars == ord(" ")], minlength=len(lines)) + 1  # corners per line
+    polygons = np.full((len(lines), int(counts.max(initial=3))), -1, np.int64)
+    rows = np.repeat(np.arange(len(lines)), counts)
+    cols = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    polygons[rows, cols] = np.where(ids > 0, ids - 1, n_vertices + ids)
+    return polygons
+
+
+def read_obj_polygons(path: str | Path, max_vertices: int = MAX_VERTICES) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (N, 3) float64 and polygons (P, K) of an OBJ file, in order (see :func:`read_mesh`)."""
+    path = _checked_path(path)
+    v = read_vertices(path, max_vertices)
+    return v, _reading(path, lambda: _obj_polygons(path, len(v)))
+
+
 def _read_obj(path: Path, max_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Vertices (colours from ``v x y z r g b``) and the ``f`` lines, fan-triangulated, in order."""
     arr = _read_obj_vertices(path, max_vertices)
-    faces: list[list[int]] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if line.startswith("f "):
-                idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
-                # fan-triangulate polygons; OBJ indices are 1-based (negative = relative to the end)
-                idx = [i - 1 if i > 0 else len(arr) + i for i in idx]
-                faces.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
+    poly = _obj_polygons(path, len(arr))
+    fans = np.stack([np.repeat(poly[:, :1], poly.shape[1] - 2, axis=1), poly[:, 1:-1], poly[:, 2:]], axis=2)
     colors = None
     if arr.shape[1] in (6, 7):
         rgb = arr[:, 3:]
         if rgb.max() > 1.0:  # some tools write 0-255 instead of 0-1
             rgb = rgb / 255.0
         colors = _check_colors(np.clip(rgb, 0.0, 1.0), len(arr), str(path))
-    tri = np.array(faces, dtype=np.int64).reshape(-1, 3)
-    return arr[:, :3], tri, colors
+    return arr[:, :3], fans[fans[:, :, 2] >= 0], colors
 
 
 @dataclass
@@ -442,17 +437,13 @@ def _read_xyz(path: Path, max_vertices: int) -> np.ndarray:
             warnings.simplefilter("ignore", UserWarning)
             arr = np.loadtxt(path, dtype=np.float64, ndmin=2, max_rows=max_vertices + 1)
     except ValueError:
-        raise MeshFileError(
-            f"{str(path)}: could not read XYZ file (every line must be 'x y z' numbers)"
-        ) from None
+        raise MeshFileError(f"{path}: could not read XYZ file (every line must be 'x y z' numbers)") from None
     if arr.size == 0:
-        raise MeshFileError(f"{str(path)}: empty XYZ file (expected one 'x y z' line per vertex)")
+        raise MeshFileError(f"{path}: empty XYZ file (expected one 'x y z' line per vertex)")
     if arr.shape[0] > max_vertices:
         raise MeshTooLargeError(str(path), None, max_vertices)
     if arr.shape[1] != 3:
-        raise MeshFileError(
-            f"{str(path)}: XYZ lines must have exactly 3 numbers ('x y z'), got {arr.shape[1]}"
-        )
+        raise MeshFileError(f"{path}: XYZ lines must have exactly 3 numbers ('x y z'), got {arr.shape[1]}")
     return arr
 
 
@@ -470,16 +461,14 @@ def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     if isinstance(loaded, trimesh.Scene):
         geoms = list(loaded.geometry.values())
         if len(geoms) != 1:
-            raise MeshFileError(f"{str(path)}: expected exactly one mesh in the file, found {len(geoms)}")
+            raise MeshFileError(f"{path}: expected exactly one mesh in the file, found {len(geoms)}")
         transform, _ = loaded.graph.get(loaded.graph.nodes_geometry[0])
         if not np.allclose(transform, np.eye(4)):
-            raise MeshFileError(f"{str(path)}: the mesh node has a transform; voice2mesh files have none")
+            raise MeshFileError(f"{path}: the mesh node has a transform; voice2mesh files have none")
         loaded = geoms[0]
     v = np.asarray(loaded.vertices, dtype=np.float64)
-    f = np.asarray(
-        getattr(loaded, "faces", None) if getattr(loaded, "faces", None) is not None else np.zeros((0, 3)),
-        dtype=np.int64,
-    )  # a point cloud has no faces
+    faces = getattr(loaded, "faces", None)  # a point cloud has none
+    f = np.asarray(faces if faces is not None else np.zeros((0, 3)), dtype=np.int64)
     colors = None
     visual = getattr(loaded, "visual", None)
     if visual is not None and getattr(visual, "kind", None) == "vertex":
@@ -492,10 +481,10 @@ def _checked_path(path: str | Path) -> Path:
     ext = path.suffix.lower()
     if ext not in VERTEX_FORMATS:
         raise MeshFileError(
-            f"{str(path)}: unsupported file type {ext or '(none)'!r}; accepted: {ACCEPTED_VERTEX_FILES}"
+            f"{path}: unsupported file type {ext or '(none)'!r}; accepted: {ACCEPTED_VERTEX_FILES}"
         )
     if not path.is_file():
-        raise MeshFileError(f"{str(path)}: file not found")
+        raise MeshFileError(f"{path}: file not found")
     return path
 
 
@@ -508,8 +497,7 @@ def _reading(path: Path, read):
     except (ValueError, OSError, KeyError, IndexError, TypeError, EOFError, AttributeError):
         kind = path.suffix.lower()[1:].upper()
         raise MeshFileError(
-            f"{str(path)}: could not read {kind} file (damaged, or not {kind}); "
-            f"accepted: {ACCEPTED_VERTEX_FILES}"
+            f"{path}: could not read {kind} file (damaged, or not {kind}); accepted: {ACCEPTED_VERTEX_FILES}"
         ) from None
 
 

@@ -7,12 +7,12 @@ Definitions (Wu, Hsu, Neumann, "Cross-Modal Perceptionist", CVPR 2022; docs/metr
   ARE is the mean of the four;
 - keypoint error: after that scaling (about the model origin), the L2 norm of the 68 landmarks'
   xyz differences divided by sqrt(y-range * x-range) of the whole target mesh;
-- holistic RMSE after a similarity (Umeyama) alignment, and the same RMSE per region;
-- dataset numbers: mean over a speaker's utterances, then mean over speakers.
+- holistic RMSE after a similarity (Umeyama) alignment, and the same RMSE per region.
+Dataset numbers (mean over a speaker's utterances, then over speakers) are training's
+(``training.eval_metrics.aggregate_by_speaker``).
 
 Everything takes (N, 3) or (B, N, 3) arrays (a single target broadcasts against a batch) and
-returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-model MODEL --json``
-(two folders: Table 1 over the released layout, voice2mesh.table1).
+returns (B,) arrays. CLI: ``python -m voice2mesh.metrics PRED TARGET --face-model MODEL --json``.
 """
 
 from __future__ import annotations
@@ -23,31 +23,14 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from voice2mesh.facemodel import load_face_model
 from voice2mesh.facemodel.align import apply_similarity, similarity_from_moments, umeyama
+from voice2mesh.meshio import MeshFileError, read_vertices
 from voice2mesh.paths import cache_dir
-
-__all__ = [
-    "aggregate_by_speaker",
-    "aligned_rmse",
-    "apply_similarity",
-    "compare",
-    "decode_at",
-    "distances",
-    "keypoint_error",
-    "mm_per_unit",
-    "percentile",
-    "ratio_errors",
-    "ratio_prior",
-    "ratios",
-    "readouts",
-    "region_rmse",
-    "umeyama",
-]
 
 NORMALISER = "OICD"
 RATIO_NAMES: tuple[str, ...] = ("ER", "FR", "CR", "MR")  # the paper's four ARE ratios (assets README)
@@ -108,17 +91,12 @@ def _soa(x: np.ndarray) -> np.ndarray:
 
 
 _MM_PER_UNIT = {
-    "mm": 1.0,
-    "millimetres": 1.0,
-    "millimeters": 1.0,
-    "um": 1e-3,
-    "µm": 1e-3,
-    "micrometres": 1e-3,
-    "micrometers": 1e-3,
+    **dict.fromkeys(("mm", "millimetres", "millimeters"), 1.0),
+    **dict.fromkeys(("um", "µm", "micrometres", "micrometers"), 1e-3),
     "cm": 10.0,
     "m": 1000.0,
-    "px": float("nan"),
-}  # an image frame (the authors' BFM outputs): no physical size
+    "px": float("nan"),  # an image frame (the authors' BFM outputs): no physical size
+}
 
 
 def mm_per_unit(face_model: Any) -> float:
@@ -227,7 +205,7 @@ def _xy_extent(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- alignment and RMSE
-# umeyama / apply_similarity: the one implementation in voice2mesh.facemodel.align (re-exported here).
+# umeyama / apply_similarity: the one implementation in voice2mesh.facemodel.align (importable from here).
 def _aligned_sq_errors_soa(pT: np.ndarray, tT: np.ndarray) -> np.ndarray:
     """Per-vertex squared distance (B, N) after the Umeyama similarity alignment, for (B, 3, N) inputs.
 
@@ -260,14 +238,9 @@ def _aligned_pass(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
     return sq, height, width
 
 
-def _aligned_sq_errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per-vertex squared distance (B, N) after aligning each prediction to its target."""
-    return _aligned_pass(pred, target)[0]
-
-
 def aligned_rmse(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """RMSE over all vertices (B,) after similarity-aligning the prediction to the target."""
-    return np.sqrt(_aligned_sq_errors(pred, target).mean(axis=1))
+    return np.sqrt(_aligned_pass(pred, target)[0].mean(axis=1))
 
 
 def _region_rmse_from(sq: np.ndarray, regions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -281,7 +254,7 @@ def _region_rmse_from(sq: np.ndarray, regions: Mapping[str, np.ndarray]) -> dict
 def region_rmse(pred: np.ndarray, target: np.ndarray, regions: Any) -> dict[str, np.ndarray]:
     """RMSE per named region (B,) after the same holistic similarity alignment as :func:`aligned_rmse`."""
     regions = getattr(regions, "regions", regions)
-    return _region_rmse_from(_aligned_sq_errors(pred, target), regions)
+    return _region_rmse_from(_aligned_pass(pred, target)[0], regions)
 
 
 def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, Any]:
@@ -305,40 +278,10 @@ def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, 
     return out
 
 
-# --------------------------------------------------------------------------- dataset aggregation
-def aggregate_by_speaker(values: Mapping[str, Any], speakers: Sequence | np.ndarray) -> dict[str, Any]:
-    """Mean over each speaker's utterances, then mean over speakers (the paper's protocol).
-
-    ``values``: name -> (B,) per-utterance values (nested dicts, like ``region_rmse``, allowed);
-    ``speakers``: (B,) speaker id of each utterance. Returns name -> float (nested alike).
-    """
-    spk = np.asarray(speakers).reshape(-1)
-    if spk.size == 0:
-        raise ValueError("no utterances to aggregate")
-    _, inverse = np.unique(spk, return_inverse=True)
-    counts = np.bincount(inverse)
-
-    def agg(v: Any, name: str) -> Any:
-        if isinstance(v, Mapping):
-            return {k: agg(x, f"{name}.{k}") for k, x in v.items()}
-        arr = np.asarray(v, dtype=np.float64).reshape(-1)
-        if arr.size != spk.size:
-            raise ValueError(f"{name}: {arr.size} values for {spk.size} utterances")
-        per_speaker = np.bincount(inverse, weights=arr) / counts
-        return float(per_speaker.mean())
-
-    return {k: agg(v, k) for k, v in values.items()}
-
-
 # --------------------------------------------------------------------------- prior and readouts
-def _model_digest(face_model: Any) -> str:
-    """The face model's content sha256 (``FaceModel.sha256``, computed once per model object)."""
-    return face_model.sha256
-
-
 def _prior_key(face_model: Any, n_samples: int, seed: int) -> str:
     return (
-        f"v{PRIOR_VERSION}-{_model_digest(face_model)[:20]}-i{face_model.n_identity}"
+        f"v{PRIOR_VERSION}-{face_model.sha256[:20]}-i{face_model.n_identity}"
         f"-e{face_model.n_expression}-n{n_samples}-s{seed}"
     )
 
@@ -442,35 +385,23 @@ def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- command line
-class MetricsInputError(ValueError):
-    """Bad command-line input (unreadable file, wrong vertex count, unknown face model)."""
-
-
 def _load_model(spec: str) -> Any:
-    from voice2mesh.facemodel import FaceModel
-
     try:
-        if Path(spec).is_file():
-            return FaceModel.load(spec)
-        from voice2mesh.facemodel import load_face_model
-
         return load_face_model(spec)
     except Exception as exc:  # noqa: BLE001 - any loader failure is reported as bad input
-        raise MetricsInputError(
+        raise ValueError(
             f"could not load face model {spec!r}: {exc} (give a face model file or one of "
             "bfm-53215, bfm-38365, ict)"
         ) from exc
 
 
 def _load_mesh(path: str, face_model: Any, role: str) -> np.ndarray:
-    from voice2mesh.meshio import MeshFileError, read_vertices
-
     try:
         v = read_vertices(path)
     except MeshFileError as exc:
-        raise MetricsInputError(f"{role}: {exc}") from exc
+        raise ValueError(f"{role}: {exc}") from exc
     if v.shape[0] != face_model.n_vertices:
-        raise MetricsInputError(
+        raise ValueError(
             f"{role} {path}: {v.shape[0]} vertices, but face model {face_model.name!r} has "
             f"{face_model.n_vertices} (the meshes must use the model's topology and vertex order)"
         )
@@ -491,47 +422,27 @@ def compare_files(pred_path: str, target_path: str, face_model: Any) -> dict[str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m voice2mesh.metrics",
-        description="The paper's errors between a predicted and a target face mesh of one topology; with two "
-        "folders, Table 1 over the released VoxCeleb-3D layout (voice2mesh.table1).",
+        description="The paper's errors between a predicted and a target face mesh of one topology.",
     )
-    parser.add_argument(
-        "pred",
-        help="predicted mesh (.obj, .ply, .xyz, .npy (N, 3)), or PRED_ROOT with "
-        "<Name>/*.obj (up to 3 per identity)",
-    )
-    parser.add_argument(
-        "target",
-        help="target mesh, same formats and vertex order as PRED, or TARGET_ROOT with <Name>/<one>.xyz",
-    )
+    parser.add_argument("pred", help="predicted mesh (.obj, .ply, .xyz, .npy (N, 3))")
+    parser.add_argument("target", help="target mesh, same formats and vertex order as PRED")
     parser.add_argument(
         "--face-model", required=True, help="face model file, or a built-in layout: bfm-53215, bfm-38365, ict"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the last line)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    folders = Path(args.pred).is_dir() and Path(args.target).is_dir()
     try:
-        model = _load_model(args.face_model)
-        if folders:
-            from voice2mesh import table1  # imports this module: loaded here to avoid a cycle
-
-            folder_result = table1.evaluate_folders(args.pred, args.target, model)
-        else:
-            result = compare_files(args.pred, args.target, model)
-    except (MetricsInputError, ValueError) as exc:
+        result = compare_files(args.pred, args.target, _load_model(args.face_model))
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if folders:
-        print(table1.format_table(folder_result), file=sys.stderr if args.json else sys.stdout)
-        if args.json:
-            print(json.dumps(folder_result.as_dict()))
-    elif args.json:
+    if args.json:
         print(json.dumps(result))
-    else:
-        rows = [(f"{k}.{r}", x) for k, v in result.items() if isinstance(v, dict) for r, x in v.items()]
-        rows = [(k, v) for k, v in result.items() if not isinstance(v, dict)] + rows
-        for name, value in rows:
-            unit = " mm" if name.startswith(("rmse", "region_rmse")) else ""
-            print(f"{name:<25s} {value:.6f}{unit}")
+        return 0
+    rows = [(f"{k}.{r}", x) for k, v in result.items() if isinstance(v, dict) for r, x in v.items()]
+    for name, value in [(k, v) for k, v in result.items() if not isinstance(v, dict)] + rows:
+        unit = " mm" if name.startswith(("rmse", "region_rmse")) else ""
+        print(f"{name:<25s} {value:.6f}{unit}")
     return 0
 
 

@@ -1,25 +1,15 @@
 """The prediction service behind the web app (no UI): load a bundle, check input, predict, write meshes.
 
-``app.py`` only wires Gradio components to :class:`Voice2MeshService`. The service
-
-- loads a bundle (a local folder or a Hugging Face Hub repo) and one predictor per model in it
-  (supervised, KD, ...), so a visitor can run one model or two side by side;
-- checks an upload before any model runs (:func:`voice2mesh.audio.load_audio`: size, format,
-  duration, silence, too little speech; :class:`voice2mesh.audio.AudioError` with a message for people);
-- writes mesh files only in the formats asked for, into the request's folder of the session
-  (:class:`voice2mesh.sessions.SessionStore`): the viewer's GLB with the prediction, other formats
-  (OBJ, PLY, the other GLB colouring) when they are asked for later;
-- reports readouts (ratios, mm distances, percentiles in the model's prior population), the agreement
-  of two models (the paper's ratio errors between their predictions), per-stage timings and the
-  execution provider;
-- compares a visitor's own scan (OBJ/PLY in the model's topology) with the latest prediction using
-  the paper's point / line / region metrics.
+:class:`Voice2MeshService` runs one model of a bundle or two side by side, writes mesh files (only the
+formats asked for) into the request's folder of the session (:mod:`voice2mesh.sessions`), reports
+readouts, the two models' agreement and timings, and compares a visitor's own scan with the latest
+prediction. ``app.py`` only wires Gradio components to it.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -31,15 +21,13 @@ import numpy as np
 from huggingface_hub import ModelCard
 
 from voice2mesh import meshio, metrics
-from voice2mesh.audio import Audio, AudioConfig, AudioError, load_audio
-from voice2mesh.bundle import Bundle, TrainingData, load_bundle
-from voice2mesh.inference import Predictor
+from voice2mesh.audio import AudioConfig, AudioError, load_audio
+from voice2mesh.bundle import Bundle, TrainingData, is_hub_id, load_bundle
+from voice2mesh.inference import Predictor, Prepared
 from voice2mesh.jsonsafe import jsonable
 from voice2mesh.paths import REPO_ROOT, cache_dir
 from voice2mesh.publictext import public_message
 from voice2mesh.sessions import SessionStore
-
-# --------------------------------------------------------------------------- configuration
 
 MiB = 2**20
 # Mesh files of one face: the viewer's GLB (plain or heatmap colours) and the downloads.
@@ -81,9 +69,6 @@ class InputError(ValueError):
 def viewer_kind(heatmap: bool) -> str:
     """The GLB the 3D viewer shows: heatmap colours or plain."""
     return "glb_heatmap" if heatmap else "glb"
-
-
-# --------------------------------------------------------------------------- results
 
 
 @dataclass
@@ -133,9 +118,6 @@ class RunResult:
                 "timings_ms": self.timings_ms,
             }
         )
-
-
-# --------------------------------------------------------------------------- the service
 
 
 @dataclass
@@ -207,7 +189,6 @@ class Voice2MeshService:
         self._triangles = np.asarray(face_model.triangles)
         self._reference = np.asarray(face_model.mean, dtype=np.float64)
 
-    # ----------------------------------------------------------------- construction
     @classmethod
     def from_bundle(
         cls,
@@ -220,36 +201,29 @@ class Voice2MeshService:
         """Load every model of a bundle (folder, Hub repo id, or None for the default bundle)."""
         config = config or ServiceConfig()
         bundle = load_bundle(source, revision)  # resolved and sha256-checked once for all its models
-        models = []
-        for name, entry in bundle.models.items():
-            predictor = Predictor(bundle, model=name, audio_config=config.audio)
-            models.append(
-                LoadedModel(
-                    name=name,
-                    framework=entry.framework,
-                    predictor=predictor,
-                    label=FRAMEWORK_LABELS.get(entry.framework, name),
-                )
+        models = [
+            LoadedModel(
+                name,
+                FRAMEWORK_LABELS.get(e.framework, name),
+                e.framework,
+                Predictor(bundle, name, audio_config=config.audio),
             )
+            for name, e in bundle.models.items()
+        ]
         _disambiguate(models, {n: ENCODER_LABELS.get(e.encoder, e.encoder) for n, e in bundle.models.items()})
         models.sort(key=lambda m: (m.name != bundle.default_model, m.name))
         face_model = bundle.load_face_model()
         info = describe_bundle(bundle, face_model)
-        work = Path(work_dir) if work_dir is not None else cache_dir() / "app-sessions"
-        service = cls(models, face_model, info, work, config)
+        service = cls(models, face_model, info, Path(work_dir or cache_dir() / "app-sessions"), config)
         service.warmup()
         return service
 
     def warmup(self) -> None:
         """Write every format once (imports, first-call costs) so the first visitor does not pay them."""
-        scratch = self.sessions.root / "_warmup"
-        try:
+        with tempfile.TemporaryDirectory(dir=self.sessions.root) as scratch:
             for kind in MESH_KINDS:
-                self._write(kind, scratch / f"mean{MESH_KINDS[kind]}", self._reference)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+                self._write(kind, Path(scratch), "mean", self._reference)
 
-    # ----------------------------------------------------------------- choices shown in the UI
     def choices(self) -> list[tuple[str, str]]:
         """(label, value) pairs for the model choice; ``both`` when the bundle has two or more models."""
         out = [(m.label, m.name) for m in self.models.values()]
@@ -274,15 +248,10 @@ class Voice2MeshService:
         for m in self.models.values():
             if choice in (m.name, m.label, m.framework):
                 return [m]
-        raise InputError(f"unknown model {choice!r}; accepted: {', '.join(self.choice_names())}")
-
-    def choice_names(self) -> list[str]:
-        """Every name a request may give as its model: the frameworks (``supervised``, ``kd``: aliases
-        whatever the bundle calls its models), ``both`` (two or more models), the bundle's model names."""
-        names = [m.framework for m in self.models.values()]
-        names += [BOTH] if len(self.models) > 1 else []
-        names += list(self.models)
-        return list(dict.fromkeys(names))
+        names = (
+            [m.framework for m in self.models.values()] + [BOTH] * (len(self.models) > 1) + list(self.models)
+        )
+        raise InputError(f"unknown model {choice!r}; accepted: {', '.join(dict.fromkeys(names))}")
 
     def limits_text(self) -> str:
         a = self.config.audio
@@ -291,22 +260,6 @@ class Voice2MeshService:
             f"files up to {a.max_bytes / MiB:g} MB"
         )
 
-    # ----------------------------------------------------------------- input checks
-    def check_audio(self, path: str | Path | None) -> Audio:
-        """Size on disk, duration, then decode and check (AudioError with a message for people)."""
-        if path is None or str(path) == "":
-            raise InputError("no audio: upload a recording or record one with the microphone")
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(
-                f"the audio file {p.name!r} did not arrive on the server; please upload it again"
-            )
-        try:
-            return load_audio(p, self.config.audio)  # size, then the header's limits, then decode
-        except AudioError as exc:
-            raise _public(exc) from None
-
-    # ----------------------------------------------------------------- prediction
     def run(
         self,
         audio_path: str | Path | None,
@@ -315,37 +268,43 @@ class Voice2MeshService:
         *,
         kinds: Iterable[str] = ("glb",),
     ) -> RunResult:
-        """Check the audio, run the chosen model(s), write the mesh files of ``kinds`` (MESH_KINDS keys).
-
-        Other formats are written when asked for (:meth:`mesh_files`). Raises AudioError / InputError.
-        """
+        """Check the audio, run the chosen model(s), write the mesh files of ``kinds`` (MESH_KINDS keys;
+        others are written when asked for, :meth:`mesh_files`). Raises AudioError / InputError."""
         kinds = _check_kinds(kinds)
         self.sessions.sweep()
         chosen = self.resolve_choice(choice)
         t0 = time.perf_counter()
-        audio = self.check_audio(audio_path)
-        check_ms = (time.perf_counter() - t0) * 1000.0
-        run_dir = self.sessions.new_run_dir(session_id)
+        path = _uploaded(
+            audio_path, "audio file", "no audio: upload a recording or record one with the microphone"
+        )
+        prepared: dict[tuple, Prepared] = {}  # models with one front end share its work
         try:
-            faces = [self._predict_one(m, audio, run_dir, kinds) for m in chosen]
-        except AudioError as exc:  # too little speech is found by the front end
+            audio = load_audio(path, self.config.audio)  # size, then the header's limits, then decode
+            check_ms = (time.perf_counter() - t0) * 1000.0
+            run_dir = self.sessions.new_run_dir(session_id)
+            for m in chosen:
+                if m.predictor.front_end_key not in prepared:
+                    prepared[m.predictor.front_end_key] = m.predictor.prepare(audio)
+            faces = [
+                self._predict_one(m, prepared[m.predictor.front_end_key], run_dir, kinds) for m in chosen
+            ]
+        except AudioError as exc:  # bad audio, or too little speech (found by the front end)
             raise _public(exc) from None
-        agreement = None
-        if len(faces) == 2:
-            agreement = self.agreement(faces[0].vertices, faces[1].vertices)
         result = RunResult(
             faces=faces,
             audio_seconds=float(audio.duration_s),
             warnings=[public_message(w) for w in audio.warnings],
-            agreement=agreement,
+            agreement=self.agreement(faces[0].vertices, faces[1].vertices) if len(faces) == 2 else None,
             run_dir=run_dir,
             timings_ms={"check audio": check_ms},
         )
         self.sessions.remember(session_id, result)
         return result
 
-    def _predict_one(self, model: LoadedModel, audio: Audio, run_dir: Path, kinds: list[str]) -> FaceResult:
-        pred = model.predictor.predict(audio)
+    def _predict_one(
+        self, model: LoadedModel, inputs: Prepared, run_dir: Path, kinds: list[str]
+    ) -> FaceResult:
+        pred = model.predictor.predict(inputs)
         vertices = np.asarray(pred.vertices, dtype=np.float64)
         face = FaceResult(
             model=model.name,
@@ -359,21 +318,20 @@ class Voice2MeshService:
         )
         t0 = time.perf_counter()
         for kind in kinds:
-            face.files[kind] = self._write(
-                kind, run_dir / f"{_safe_name(model.name)}{MESH_KINDS[kind]}", vertices
-            )
+            face.files[kind] = self._write(kind, run_dir, model.name, vertices)
         face.timings_ms["write meshes"] = (time.perf_counter() - t0) * 1000.0
         return face
 
-    def _write(self, kind: str, path: Path, vertices: np.ndarray) -> Path:
+    def _write(self, kind: str, folder: Path, model: str, vertices: np.ndarray) -> Path:
+        """The mesh file of ``kind`` for one model's face in ``folder``."""
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-.") or "model"
+        path = folder / f"{name}{MESH_KINDS[kind]}"
         colors = meshio.heatmap_colors(vertices, self._reference) if kind == "glb_heatmap" else None
         return meshio.write_mesh(path, vertices, self._triangles, colors=colors)
 
     def mesh_files(self, session_id: str | None, kind: str) -> list[Path | None]:
-        """One file of ``kind`` per face of the session's latest run, written now if not yet; padded to 2.
-
-        ``[None, None]`` when the session has no result (none yet, or removed).
-        """
+        """One file of ``kind`` per face of the session's latest run, written now if not yet; padded to 2
+        (``[None, None]`` when the session has no result)."""
         (kind,) = _check_kinds([kind])
         result = self.sessions.latest(session_id)
         if result is None:
@@ -382,8 +340,7 @@ class Voice2MeshService:
         with result.lock:  # two events of one session never write the same file at once
             for face in result.faces:
                 if kind not in face.files:
-                    path = result.run_dir / f"{_safe_name(face.model)}{MESH_KINDS[kind]}"
-                    face.files[kind] = self._write(kind, path, face.vertices)
+                    face.files[kind] = self._write(kind, result.run_dir, face.model, face.vertices)
                 files.append(face.files[kind])
         return (files + [None, None])[:2]
 
@@ -393,31 +350,24 @@ class Voice2MeshService:
 
     def agreement(self, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         """How far two predictions of one voice are apart: the paper's ratio errors and aligned RMSE (mm)."""
-        errs = metrics.ratio_errors(a[None], b[None], self.face_model)
-        out = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in errs.items()}
+        out = {k: _first(v) for k, v in metrics.ratio_errors(a[None], b[None], self.face_model).items()}
         out["rmse_mm"] = float(metrics.aligned_rmse(a[None], b[None])[0])
         return out
 
-    # ----------------------------------------------------------------- compare with a scan
     def compare_scan(
         self, scan_path: str | Path | None, session_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """The paper's metrics between the visitor's scan and each face of the session's latest run.
-
-        Returns one dict per model: ``{"model", "ER", "FR", "CR", "MR", "ARE", "keypoint_error",
-        "rmse_mm", "region_rmse_mm": {region: mm}}``. Raises InputError with a message for people.
-        """
-        if scan_path is None or str(scan_path) == "":
-            raise InputError("no scan: upload an OBJ or PLY file of a face in the model's topology")
-        path = Path(scan_path)
+        """The paper's metrics between the visitor's scan and each face of the session's latest run (one
+        dict per model: ``model``, ratios, ``ARE``, ``keypoint_error``, ``rmse_mm``, ``region_rmse_mm``)."""
+        path = _uploaded(
+            scan_path, "scan", "no scan: upload an OBJ or PLY file of a face in the model's topology"
+        )
         if path.suffix.lower() not in SCAN_FORMATS:
             raise InputError(
                 f"{path.name}: unsupported scan format {path.suffix or '(none)'}; accepted: "
                 f"{', '.join(SCAN_FORMATS)} with {self.face_model.n_vertices} vertices in the "
                 f"{self.info.face_model} topology"
             )
-        if not path.is_file():
-            raise InputError(f"the scan {path.name!r} did not arrive on the server; please upload it again")
         if path.stat().st_size > self.config.max_scan_bytes:
             raise InputError(f"{path.name}: the scan is larger than {self.config.max_scan_bytes // MiB} MB")
         result = self.sessions.latest(session_id)
@@ -435,14 +385,9 @@ class Voice2MeshService:
         out = []
         for face in result.faces:
             c = metrics.compare(face.vertices[None], target[None], self.face_model)
-            row = {"model": face.label}
-            for k in (*metrics.RATIO_NAMES, "ARE", "keypoint_error"):
-                row[k] = float(np.asarray(c[k]).reshape(-1)[0])
-            row["rmse_mm"] = float(np.asarray(c["rmse"]).reshape(-1)[0])
-            row["region_rmse_mm"] = {
-                k: float(np.asarray(v).reshape(-1)[0]) for k, v in c["region_rmse"].items()
-            }
-            out.append(row)
+            row = {k: _first(c[k]) for k in (*metrics.RATIO_NAMES, "ARE", "keypoint_error")}
+            region = {k: _first(v) for k, v in c["region_rmse"].items()}
+            out.append({"model": face.label, **row, "rmse_mm": _first(c["rmse"]), "region_rmse_mm": region})
         return out
 
     def _wrong_topology(self, name: str, count: int | None) -> str:
@@ -453,12 +398,26 @@ class Voice2MeshService:
             "(for example a mesh downloaded from this app)"
         )
 
-    # ----------------------------------------------------------------- housekeeping
     def end_session(self, session_id: str | None) -> None:
         self.sessions.end(session_id)
 
     def close(self) -> None:
         self.sessions.clear()
+
+
+def _uploaded(path: str | Path | None, what: str, missing: str) -> Path:
+    """The path of an upload that arrived (InputError ``missing`` when none was given)."""
+    if path is None or str(path) == "":
+        raise InputError(missing)
+    if not Path(path).is_file():
+        raise InputError(
+            f"the {what} {Path(path).name!r} did not arrive on the server; please upload it again"
+        )
+    return Path(path)
+
+
+def _first(value: Any) -> float:
+    return float(np.asarray(value).reshape(-1)[0])
 
 
 def _check_kinds(kinds: Iterable[str]) -> list[str]:
@@ -489,13 +448,6 @@ def _disambiguate(models: list[LoadedModel], encoders: dict[str, str]) -> None:
                 m.label = f"{m.label} ({extra[m.name]})"
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
-
-
-# --------------------------------------------------------------------------- bundle description
-
-
 def trained_on_text(training: TrainingData) -> str:
     """One line for people: the bundle's summary and details, and what its flags say."""
     parts = [training.summary.rstrip(". ")] if training.summary else []
@@ -506,15 +458,12 @@ def trained_on_text(training: TrainingData) -> str:
 
 
 def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
-    """What the loaded model is, for the "what this is / what it is not" text.
-
-    ``synthetic`` and ``random_weights`` come from the explicit flags of ``bundle.json``'s
-    ``training_data`` (None when an older bundle does not state them).
-    """
+    """What the loaded model is, for the "what this is / what it is not" text."""
     manifest = bundle.manifest
     card = str(manifest.get("model_card_url") or "")
     repo = bundle.source.split("@")[0]
-    if not card and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and not Path(repo).exists():
+    readme = bundle.root / "README.md"  # the model card, shown without its YAML header
+    if not card and is_hub_id(repo):
         card = f"https://huggingface.co/{repo}"
     return BundleInfo(
         source=bundle.source,
@@ -525,19 +474,9 @@ def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
         model_card=card,
         face_model=str(face_model.name),
         n_vertices=int(face_model.n_vertices),
-        card_markdown=read_model_card(bundle.root),
+        card_markdown=ModelCard.load(readme).text.strip()[:20000] if readme.is_file() else "",
     )
 
-
-def read_model_card(root: str | Path, max_chars: int = 20000) -> str:
-    """The bundle's model card (README.md) as Markdown without its YAML header ("" if absent)."""
-    path = Path(root) / "README.md"
-    if not path.is_file():
-        return ""
-    return ModelCard.load(path).text.strip()[:max_chars]
-
-
-# --------------------------------------------------------------------------- example voices
 
 EXAMPLES_DIR = REPO_ROOT / "examples"  # committed synthetic voices (scripts/make_examples.py)
 EXAMPLE_SUFFIXES = (".flac", ".wav")
@@ -545,22 +484,4 @@ EXAMPLE_SUFFIXES = (".flac", ".wav")
 
 def example_voices(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
     """The committed example voices (synthetic espeak-ng speech, no real person), sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
-
-
-__all__ = [
-    "BOTH",
-    "AudioConfig",
-    "AudioError",
-    "BundleInfo",
-    "FaceResult",
-    "InputError",
-    "RunResult",
-    "ServiceConfig",
-    "Voice2MeshService",
-    "describe_bundle",
-    "example_voices",
-]
+    return sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())

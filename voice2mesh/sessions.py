@@ -1,41 +1,36 @@
 """Per-session result folders and the latest result of each session, with bounded disk use.
 
-A session id (Gradio's ``session_hash``, chosen by the client) never becomes a path: its folder
-name is a hash. Each request gets a fresh run folder; a session keeps only its ``runs_kept`` newest
-runs and its folder goes when it ends. Nothing grows without bound:
-
-- sessions idle for ``ttl_s`` are removed by a timer (:meth:`SessionStore.start_sweeping`), not by
-  the next request, so API clients that never end their session (REST calls, a gradio_client
-  without ``close()``) lose their files within ``ttl_s`` plus one sweep interval;
-- at most ``max_sessions`` sessions and ``max_bytes`` of session files are kept: past either, the
-  least recently used sessions are removed first (never the one being written);
-- each server process keeps its sessions in its own folder (:func:`instance_root`), named at random
-  and owned through an ``owner.json`` (process id and start time); at start-up, folders whose owner
-  is gone (a crash, SIGKILL) are removed.
-
-Removing a folder of mesh files takes milliseconds (freeing the blocks), so a request never waits
-for it: a folder to remove is renamed into ``root/.trash`` (instant) and deleted by a background
-thread.
+A session id (chosen by the client) never becomes a path: its folder name is a hash. Each request
+gets a fresh run folder and a session keeps its ``runs_kept`` newest runs. Sessions idle for ``ttl_s``
+are removed by a timer (:meth:`SessionStore.start_sweeping`), so API clients that never end their
+session lose their files too; past ``max_sessions`` or ``max_bytes`` the least recently used sessions
+go first. A folder to remove is renamed into ``root/.trash`` at once and deleted in the background.
+Each server process keeps its sessions in its own folder (:func:`instance_root`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 LOG = logging.getLogger(__name__)
-OWNER_FILE = "owner.json"
+OWNER_FILE = "owner.json"  # in an instance folder: its process id, locked while the process runs
 TRASH = ".trash"  # under the root: folders waiting to be deleted
 UNOWNED_GRACE_S = 60.0  # a folder without an owner file this old is an orphan (not one being created)
+_HELD_LOCKS: list[int] = []  # this process's owner files, locked until it exits
 
 
 class HasRunDir(Protocol):
@@ -61,19 +56,16 @@ class SessionStore(Generic[R]):
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.trash = self.root / TRASH
         self.runs_kept = max(1, int(runs_kept))
-        self.ttl_s = ttl_s
-        self.max_sessions = max_sessions
-        self.max_bytes = max_bytes
+        self.ttl_s, self.max_sessions, self.max_bytes = ttl_s, max_sessions, max_bytes
         self._lock = threading.Lock()
-        self._last_used: dict[str, float] = {}  # insertion order is not use order: see _evict_locked
+        self._used: OrderedDict[str, float] = OrderedDict()  # last use per session, least recent first
         self._latest: dict[str, R] = {}
         self._counter = 0
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
-        self.trash = self.root / TRASH
-        self._to_empty = threading.Event()
-        self._emptier: threading.Thread | None = None
+        self._deleter = ThreadPoolExecutor(1, thread_name_prefix="session-trash")
 
     @staticmethod
     def key(session_id: str | None) -> str:
@@ -81,11 +73,8 @@ class SessionStore(Generic[R]):
         raw = (session_id or "anonymous").encode("utf-8", "replace")
         return hashlib.sha256(raw).hexdigest()[:24]
 
-    def session_dir(self, session_id: str | None) -> Path:
-        return self.root / self.key(session_id)
-
     def new_run_dir(self, session_id: str | None) -> Path:
-        """A fresh folder for one request; older runs beyond ``runs_kept - 1`` are removed, and the least
+        """A fresh folder for one request; removes the session's runs beyond ``runs_kept`` and the least
         recently used other sessions beyond ``max_sessions`` / ``max_bytes``."""
         key = self.key(session_id)
         with self._lock:
@@ -93,9 +82,9 @@ class SessionStore(Generic[R]):
             # names sort in creation order (modification times change when files are added later)
             run = self.root / key / f"run-{time.time_ns():016x}-{self._counter:08d}"
             run.mkdir(parents=True)
-            self._last_used[key] = time.monotonic()
-            runs = sorted(p for p in (self.root / key).iterdir() if p.is_dir())
-            for old in runs[: max(0, len(runs) - self.runs_kept)]:
+            self._touch(key)
+            runs = sorted(p for p in run.parent.iterdir() if p.is_dir())
+            for old in runs[: -self.runs_kept]:
                 if old != run:
                     self._discard(old)
             self._evict_locked(keep=key)
@@ -104,9 +93,8 @@ class SessionStore(Generic[R]):
     def remember(self, session_id: str | None, result: R) -> None:
         """Keep ``result`` as the session's latest (what later requests of the session refer to)."""
         with self._lock:
-            key = self.key(session_id)
-            self._latest[key] = result
-            self._last_used[key] = time.monotonic()
+            self._latest[self.key(session_id)] = result
+            self._touch(self.key(session_id))
 
     def latest(self, session_id: str | None) -> R | None:
         """The session's latest result, or None (none yet, or its folder is gone)."""
@@ -114,10 +102,8 @@ class SessionStore(Generic[R]):
         with self._lock:
             result = self._latest.get(key)
             if result is not None:
-                self._last_used[key] = time.monotonic()
-        if result is not None and not result.run_dir.is_dir():
-            return None
-        return result
+                self._touch(key)
+        return result if result is not None and result.run_dir.is_dir() else None
 
     def end(self, session_id: str | None) -> None:
         """Remove a session's folder and memory (the app calls this when a browser tab closes)."""
@@ -125,24 +111,22 @@ class SessionStore(Generic[R]):
             self._drop_locked(self.key(session_id))
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove sessions idle longer than the TTL, and session folders nobody knows (left behind)
-        older than the TTL; returns how many sessions were removed."""
+        """Remove sessions idle longer than the TTL, and unknown session folders (left behind) older than
+        the TTL; returns how many sessions were removed."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            stale = [k for k, t in self._last_used.items() if now - t > self.ttl_s]
+            stale = [k for k, t in self._used.items() if now - t > self.ttl_s]
             for key in stale:
                 self._drop_locked(key)
             cutoff = time.time() - self.ttl_s - (now - time.monotonic())
             for folder in self._session_folders():
-                if folder.name not in self._last_used and _mtime(folder) < cutoff:
+                if folder.name not in self._used and _mtime(folder) < cutoff:
                     self._discard(folder)
             self._evict_locked(keep=None)
         return len(stale)
 
     def start_sweeping(self, interval_s: float) -> None:
         """Run :meth:`sweep` every ``interval_s`` seconds on a daemon thread (until :meth:`clear`)."""
-        if self._sweeper is not None:
-            return
 
         def loop() -> None:
             while not self._stop.wait(interval_s):
@@ -151,15 +135,16 @@ class SessionStore(Generic[R]):
                 except Exception:  # noqa: BLE001 - the sweeper must outlive one bad folder
                     LOG.exception("session sweep failed")
 
-        self._sweeper = threading.Thread(target=loop, name="session-sweeper", daemon=True)
-        self._sweeper.start()
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=loop, name="session-sweeper", daemon=True)
+            self._sweeper.start()
 
     def clear(self) -> None:
         """Stop the sweeper; remove every session and the root folder itself (server shutdown)."""
         self._stop.set()
         with self._lock:
             self._latest.clear()
-            self._last_used.clear()
+            self._used.clear()
             shutil.rmtree(self.root, ignore_errors=True)
 
     def n_bytes(self) -> int:
@@ -167,15 +152,18 @@ class SessionStore(Generic[R]):
         return sum(_folder_bytes(f) for f in _subfolders(self.root))
 
     def empty_trash(self) -> None:
-        """Delete what was discarded (the background thread calls this; tests may too)."""
-        if self.trash.is_dir():
-            for item in list(self.trash.iterdir()):
-                shutil.rmtree(item, ignore_errors=True)
+        """Delete what was discarded now (the background thread does it too)."""
+        for item in _subfolders(self.trash):
+            shutil.rmtree(item, ignore_errors=True)
 
     # ----------------------------------------------------------------- internals (lock held)
+    def _touch(self, key: str) -> None:
+        self._used[key] = time.monotonic()
+        self._used.move_to_end(key)
+
     def _drop_locked(self, key: str) -> None:
         self._latest.pop(key, None)
-        self._last_used.pop(key, None)
+        self._used.pop(key, None)
         self._discard(self.root / key)
 
     def _session_folders(self) -> list[Path]:
@@ -183,30 +171,17 @@ class SessionStore(Generic[R]):
 
     def _discard(self, folder: Path) -> None:
         """Move ``folder`` out of sight at once; the background thread deletes it."""
-        self.trash.mkdir(exist_ok=True)
-        try:
-            folder.rename(self.trash / uuid.uuid4().hex)
-        except FileNotFoundError:
-            return
-        if self._emptier is None:
-            self._emptier = threading.Thread(target=self._empty_forever, name="session-trash", daemon=True)
-            self._emptier.start()
-        self._to_empty.set()
-
-    def _empty_forever(self) -> None:
-        while True:
-            self._to_empty.wait()
-            self._to_empty.clear()
-            self.empty_trash()
+        target = self.trash / uuid.uuid4().hex
+        with contextlib.suppress(FileNotFoundError):  # gone already, or the whole root is
+            self.trash.mkdir(exist_ok=True)
+            folder.rename(target)
+            self._deleter.submit(shutil.rmtree, target, ignore_errors=True)
 
     def _evict_locked(self, keep: str | None) -> None:
         """Least recently used sessions first, until within ``max_sessions`` and ``max_bytes``."""
-        if self.max_sessions is None and self.max_bytes is None:
-            return
-        order = [k for k in sorted(self._last_used, key=self._last_used.__getitem__) if k != keep]
-        if self.max_sessions is not None:
-            while order and len(self._last_used) > self.max_sessions:
-                self._drop_locked(order.pop(0))
+        order = [k for k in self._used if k != keep]
+        while order and self.max_sessions is not None and len(self._used) > self.max_sessions:
+            self._drop_locked(order.pop(0))
         if self.max_bytes is not None:
             sizes = {f.name: _folder_bytes(f) for f in self._session_folders()}
             total = sum(sizes.values())
@@ -242,60 +217,39 @@ def _folder_bytes(folder: Path) -> int:
 # --------------------------------------------------------------------------- one folder per process
 
 
-def _process_start(pid: int) -> int | None:
-    """When a process started (clock ticks since boot, /proc/PID/stat), None where unknown: with the
-    pid it names one process, even after the pid is reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int, started: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        pass
-    now_started = _process_start(pid)
-    return started is None or now_started is None or now_started == started
-
-
 def owner_alive(folder: Path) -> bool:
-    """Whether the process that owns an instance folder (its ``owner.json``) still runs."""
+    """Whether the process that made an instance folder still runs: it holds a lock on the folder's
+    ``owner.json`` until it exits (the kernel releases it however the process ends). A folder without
+    an owner file counts as alive while it is younger than a minute (one being created), or, named by a
+    process id (an older layout), while that process runs."""
     try:
-        owner = json.loads((folder / OWNER_FILE).read_text())
-        return _alive(int(owner["pid"]), owner.get("started"))
-    except (OSError, ValueError, KeyError, TypeError):
-        if folder.name.isdigit():  # an older layout: folders named by process id
-            return _alive(int(folder.name), None)
+        fd = os.open(folder / OWNER_FILE, os.O_RDONLY)
+    except OSError:
+        if folder.name.isdigit():
+            return Path(f"/proc/{folder.name}").is_dir()
         return time.time() - _mtime(folder) < UNOWNED_GRACE_S
-
-
-def remove_orphans(parent: Path) -> list[Path]:
-    """Remove the instance folders under ``parent`` whose owner process is gone; returns them."""
-    removed = []
-    for folder in _subfolders(parent):
-        if not owner_alive(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def instance_root(parent: str | Path) -> Path:
-    """A new folder under ``parent`` for this process's sessions (a random name, not the pid, with an
-    ``owner.json``), after removing the folders of processes that are gone."""
+    """A new folder under ``parent`` for this process's sessions (a random name, not the pid), after
+    removing the folders of processes that are gone."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    for folder in remove_orphans(parent):
-        LOG.info("removed the session folder %s of a server process that is gone", folder.name)
-    root = parent / uuid.uuid4().hex[:16]
-    root.mkdir()
-    pid = os.getpid()
-    (root / OWNER_FILE).write_text(json.dumps({"pid": pid, "started": _process_start(pid)}))
+    for folder in _subfolders(parent):
+        if not owner_alive(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            LOG.info("removed the session folder %s of a server process that is gone", folder.name)
+    root = Path(tempfile.mkdtemp(dir=parent))
+    fd = os.open(root / f".{OWNER_FILE}", os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # locked before it gets its name: an owner file is never unlocked
+    os.write(fd, json.dumps({"pid": os.getpid()}).encode())
+    os.replace(root / f".{OWNER_FILE}", root / OWNER_FILE)
+    _HELD_LOCKS.append(fd)
     return root

@@ -1,33 +1,10 @@
 """The paper's voice activity detection: WebRTC VAD frames + the classic padded-window collector.
 
-Paper setting (Wu et al. 2022, through Wen et al. 2019's preprocessing): WebRTC VAD in mode 2 on
-20 ms frames; a 50 ms padding window (2 frames) with 90 % voiced / unvoiced triggers; the voiced
-segments concatenated.
-
-The collector, as a state machine: untriggered, frames go into a ring buffer of the last
-``padding // frame`` frames; when more than 90 % of the ring is voiced the collector triggers and
-keeps the ring's frames. Triggered, every frame is kept and goes into the ring; when more than
-90 % of the ring is unvoiced the segment ends (its unvoiced tail frames included). The ring is
-emptied at each switch.
-
-Quirks of the original reproduced here (checked against ``vad_int16`` of the reference clips):
-
-1. **The ring is re-classified at every step.** The original collector (the early py-webrtcvad
-   example) counts ``len([f for f in ring if vad.is_speech(f)])``: every frame in the ring goes
-   through ``is_speech`` again at each step, so WebRTC VAD - which adapts its noise and speech
-   models on every call - sees most frames twice, and a frame's label is the one from the latest
-   call. ``VadConfig.recount=True`` (default) does the same; ``False`` gives the textbook
-   one-call-per-frame collector (vectorised, below).
-2. **Only whole frames, strictly inside**: frames are taken while ``offset + frame < len``, so a
-   last frame that ends exactly at the end of the signal is never classified or kept.
-3. **One detector for a whole run**: the original builds one ``webrtcvad.Vad(2)`` and reuses it
-   for every file, so a file's labels depend on the files before it. :func:`vad` uses a fresh
-   detector per call unless a ``detector`` is passed (to reproduce a run of the original over
-   several files in order).
-
-With ``recount`` the VAD calls depend on the collector's state (which frames are in the ring), so
-frames, calls and collector run in one tight loop; without it the ``is_speech`` calls are the only
-loop and the collector is vectorised with cumulative sums.
+Paper setting (Wu et al. 2022, through Wen et al. 2019's preprocessing): WebRTC VAD in mode 2 on 20 ms
+frames, a 50 ms padding window with 90 % voiced / unvoiced triggers, the voiced segments concatenated.
+The original's quirks are reproduced, numbered as in docs/frontend.md ("The original's quirks"):
+the ring re-classified at every step (``VadConfig.recount``), whole frames strictly inside the signal,
+one detector per run when a ``detector`` is passed.
 """
 
 from __future__ import annotations
@@ -52,6 +29,11 @@ class VadConfig:
     @property
     def padding_frames(self) -> int:
         return max(1, int(self.padding_ms / self.frame_ms))
+
+    @property
+    def trigger_frames(self) -> int:
+        """Frames of one kind that switch the collector: more than ``trigger_ratio`` of the window."""
+        return int(np.floor(self.trigger_ratio * self.padding_frames)) + 1
 
 
 def frame_length(sample_rate: int, config: VadConfig = VadConfig()) -> int:
@@ -101,8 +83,7 @@ def speech_flags(
 def collect(flags: np.ndarray, config: VadConfig = VadConfig()) -> np.ndarray:
     """Boolean mask of the frames the padded-window collector keeps."""
     flags = np.asarray(flags, dtype=bool)
-    n = config.padding_frames
-    need = int(np.floor(config.trigger_ratio * n)) + 1  # "more than ratio * window" frames
+    n, need = config.padding_frames, config.trigger_frames
     if need > n or len(flags) == 0:  # the window can never trigger
         return np.zeros(len(flags), dtype=bool)
     if need == n:
@@ -168,8 +149,7 @@ def collect_recount(
 ) -> np.ndarray:
     """Kept-frame mask of the original collector, which re-classifies the ring at each step (quirk 1)."""
     is_speech, n_samples = _classifier(detector or new_detector(config), sample_rate), frames.shape[1]
-    n = config.padding_frames
-    need = int(np.floor(config.trigger_ratio * n)) + 1
+    n, need = config.padding_frames, config.trigger_frames
     blobs = [f.tobytes() for f in frames]
     keep = bytearray(len(blobs))
     ring: list[bytes] = []  # the last frames since the last switch (consecutive, ending at k)

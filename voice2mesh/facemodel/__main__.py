@@ -29,20 +29,16 @@ def convert(
 ) -> FaceModel:
     """Convert ``inputs`` of ``kind`` into a face model file at ``out``; returns the model."""
     sizes = {"n_identity": n_identity, "n_expression": n_expression}
-    if kind in ("ict-obj", "ict-npz"):
-        if len(inputs) != 1:
-            what = "the OBJ folder" if kind == "ict-obj" else "the npz"
-            raise ValueError(f"{kind} takes one input ({what})")
-        fn = ict.convert_ict_obj if kind == "ict-obj" else ict.convert_ict_npz
-        model = fn(inputs[0], **sizes)
-    elif kind == "bfm-arrays":
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; accepted: {', '.join(KINDS)}")
+    if kind != "bfm-arrays" and len(inputs) != 1:
+        raise ValueError(f"{kind} takes one input (the OBJ folder, the npz or the pickle file)")
+    if kind == "bfm-arrays":
         model = bfm.convert_bfm_arrays(inputs, shape_basis, expression_basis, reference, param_stats, **sizes)
     elif kind == "bfm-pkl":
-        if len(inputs) != 1:
-            raise ValueError("bfm-pkl takes one input (the pickle file)")
         model = bfm.convert_bfm_pkl(inputs[0], reference, param_stats, **sizes)
     else:
-        raise ValueError(f"unknown kind {kind!r}; accepted: {', '.join(KINDS)}")
+        model = (ict.convert_ict_obj if kind == "ict-obj" else ict.convert_ict_npz)(inputs[0], **sizes)
     model.save(out)
     return model
 
@@ -90,17 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "convert":
-            model = convert(
-                args.kind,
-                args.inputs,
-                args.out,
-                reference=args.reference,
-                shape_basis=args.shape_basis,
-                expression_basis=args.expression_basis,
-                param_stats=args.param_stats,
-                n_identity=args.n_identity,
-                n_expression=args.n_expression,
+            options = (
+                "reference",
+                "shape_basis",
+                "expression_basis",
+                "param_stats",
+                "n_identity",
+                "n_expression",
             )
+            model = convert(args.kind, args.inputs, args.out, **{k: getattr(args, k) for k in options})
             print(f"wrote {args.out}: {model.metadata.get('source')}")
         else:
             model = load_face_model(args.model)

@@ -219,25 +219,12 @@ def build(
 def reference_model(folder: str | Path, layout: int = BFM_FULL) -> FaceModel:
     """Mean face + topology + landmarks + pairs (no bases) of one layout from a bfm-reference folder."""
     ref = read_reference(folder)
-    if layout == BFM_FULL:
-        return build(
-            ref["mean"],
-            triangles=ref["tri_full"],
-            keypoints=ref["keypoints_full"],
-            source=f"BFM reference folder {folder}",
-        )
-    if layout != BFM_NONECK:
+    if layout not in (BFM_FULL, BFM_NONECK):
         raise BFMConversionError(f"unknown BFM layout {layout}; accepted: {BFM_FULL}, {BFM_NONECK}")
-    if "indices" not in ref or "tri_noneck" not in ref:
+    if layout == BFM_NONECK and ("indices" not in ref or "tri_noneck" not in ref):
         raise BFMConversionError(f"{folder}: the no-neck layout needs indices.npy and tri.pkl")
-    return build(
-        ref["mean"][ref["indices"]],
-        triangles=ref["tri_noneck"],
-        keypoints=noneck_keypoints(ref["keypoints_full"], ref["indices"]),
-        indices=ref["indices"],
-        full_mean=ref["mean"],
-        source=f"BFM reference folder {folder}",
-    )
+    mean = ref["mean"] if layout == BFM_FULL else ref["mean"][ref["indices"]]
+    return _with_reference(mean, None, None, None, None, ref, None, source=f"BFM reference folder {folder}")
 
 
 def noneck_keypoints(keypoints_full: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -263,19 +250,10 @@ def convert_bfm_arrays(
     if not mean_files:
         raise BFMConversionError("bfm-arrays needs at least one mean .npy (e.g. u_shp.npy u_exp.npy)")
     mean = sum(_load_npy(p).reshape(-1) for p in mean_files)
-    basis_s = _load_npy(shape_basis) if shape_basis else None
-    basis_e = _load_npy(expression_basis) if expression_basis else None
-    return _with_reference(
-        mean,
-        basis_s,
-        basis_e,
-        None,
-        None,
-        reference,
-        param_stats,
-        source=f"BFM arrays {[Path(p).name for p in mean_files]}",
-        **kwargs,
-    )
+    bases = [_load_npy(p) if p else None for p in (shape_basis, expression_basis)]
+    source = f"BFM arrays {[Path(p).name for p in mean_files]}"
+    ref = read_reference(reference) if reference is not None else {}
+    return _with_reference(mean, *bases, None, None, ref, param_stats, source=source, **kwargs)
 
 
 def convert_bfm_pkl(
@@ -293,24 +271,17 @@ def convert_bfm_pkl(
     if not isinstance(d, dict) or any(k not in d for k in ("u", "w_shp", "w_exp", "keypoints")):
         keys = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise BFMConversionError(f"{path}: expected a dict with keys u, w_shp, w_exp, keypoints; got {keys}")
-    return _with_reference(
-        d["u"],
-        d["w_shp"],
-        d["w_exp"],
-        d.get("tri"),
-        d["keypoints"],
-        reference,
-        param_stats,
-        source=f"BFM pickle {path.name}",
-        **kwargs,
-    )
+    source = f"BFM pickle {path.name}"
+    args = (d["u"], d["w_shp"], d["w_exp"], d.get("tri"), d["keypoints"])
+    ref = read_reference(reference) if reference is not None else {}
+    return _with_reference(*args, ref, param_stats, source=source, **kwargs)
 
 
 def _with_reference(
-    mean, w_shp, w_exp, tri, keypoints, reference, param_stats, source: str, **kwargs
+    mean, w_shp, w_exp, tri, keypoints, ref: dict, param_stats, source: str, **kwargs
 ) -> FaceModel:
+    """``build`` with what the input lacks (triangles, keypoints, no-neck indices) from ``read_reference``."""
     n = np.asarray(mean).size // 3
-    ref = read_reference(reference) if reference is not None else {}
     if tri is None:
         key = "tri_full" if n == BFM_FULL else "tri_noneck"
         if key not in ref:
@@ -322,27 +293,13 @@ def _with_reference(
     if keypoints is None:
         if "keypoints_full" not in ref:
             raise BFMConversionError("no keypoints in the input; pass --reference DIR (keypoints_sim.npy)")
-        keypoints = (
-            ref["keypoints_full"]
-            if n == BFM_FULL
-            else noneck_keypoints(ref["keypoints_full"], ref["indices"])
-        )
-    stats = param_stats
+        full = ref["keypoints_full"]
+        keypoints = full if n == BFM_FULL else noneck_keypoints(full, ref["indices"])
     if param_stats is not None and not isinstance(param_stats, dict):
         with open(param_stats, "rb") as f:
-            stats = pickle.load(f)  # noqa: S301
-    return build(
-        mean,
-        w_shp,
-        w_exp,
-        tri,
-        keypoints,
-        indices=ref.get("indices"),
-        full_mean=ref.get("mean"),
-        source=source,
-        param_stats=stats,
-        **kwargs,
-    )
+            param_stats = pickle.load(f)  # noqa: S301
+    extra = {"indices": ref.get("indices"), "full_mean": ref.get("mean"), "param_stats": param_stats}
+    return build(mean, w_shp, w_exp, tri, keypoints, source=source, **extra, **kwargs)
 
 
 def _load_npy(path: str | Path) -> np.ndarray:
@@ -382,15 +339,15 @@ def from_full_arrays(
             f"{BFM_FULL} (the paper's full layout)"
         )
     w_shp, w_exp = np.asarray(w_shp, np.float32), np.asarray(w_exp, np.float32)
+    ref = read_reference(reference)
     if layout == BFM_NONECK:
-        ref = read_reference(reference)
         if "indices" not in ref:
             raise BFMConversionError(f"{reference}: the no-neck layout needs indices.npy")
         rows = noneck_rows(ref["indices"])
         u, w_shp, w_exp = u[rows], w_shp[rows], w_exp[rows]
     elif layout != BFM_FULL:
         raise BFMConversionError(f"unknown BFM layout {layout}; accepted: {BFM_FULL}, {BFM_NONECK}")
-    return _with_reference(u, w_shp, w_exp, None, None, reference, param_stats, source=source, **kwargs)
+    return _with_reference(u, w_shp, w_exp, None, None, ref, param_stats, source=source, **kwargs)
 
 
 def weights_from_coefficients(model: FaceModel, shape, expression) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ upstream OBJ files downloaded from the public ICT-FaceKit repository; the result
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -38,7 +39,7 @@ class FaceModelDownloadError(RuntimeError):
 def ict_file_names(expression_names: list[str] | None = None) -> list[str]:
     """Every OBJ file of the upstream FaceXModel folder that the converter reads."""
     if expression_names is None:
-        expression_names = _default_expression_names()
+        expression_names = ict.upstream_expression_names()
     return [
         ict.ICT_NEUTRAL_FILE,
         *(f"identity{i:03d}.obj" for i in range(ict.ICT_N_IDENTITY)),
@@ -46,38 +47,25 @@ def ict_file_names(expression_names: list[str] | None = None) -> list[str]:
     ]
 
 
-def _default_expression_names() -> list[str]:
-    return ict.upstream_expression_names()
-
-
 def download_file(
     url: str, dest: Path, sha256: str | None = None, size: int | None = None, timeout: float = 60.0
 ) -> Path:
-    """Download ``url`` to ``dest`` (atomic rename), checking Content-Length, ``size`` and ``sha256``."""
+    """Download ``url`` (a few MB) to ``dest`` (atomic rename), checking its length and ``sha256``."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+            data = resp.read()  # shorter than its Content-Length: IncompleteRead
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise FaceModelDownloadError(f"download of {url} failed: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if size is not None and len(data) != size:
+        raise FaceModelDownloadError(f"download of {url}: got {len(data)} bytes, expected {size}")
+    if sha256 is not None and digest != sha256:
+        raise FaceModelDownloadError(
+            f"download of {url}: sha256 {digest[:12]}... != expected {sha256[:12]}..."
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:  # noqa: S310
-            expected = resp.headers.get("Content-Length")
-            n = 0
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                h.update(chunk)
-                n += len(chunk)
-    except (urllib.error.URLError, OSError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise FaceModelDownloadError(f"download of {url} failed: {exc}") from exc
-    problems = []
-    if expected is not None and int(expected) != n:
-        problems.append(f"got {n} bytes, server announced {expected}")
-    if size is not None and n != size:
-        problems.append(f"got {n} bytes, expected {size}")
-    if sha256 is not None and h.hexdigest() != sha256:
-        problems.append(f"sha256 {h.hexdigest()[:12]}... != expected {sha256[:12]}...")
-    if problems:
-        tmp.unlink(missing_ok=True)
-        raise FaceModelDownloadError(f"download of {url}: " + "; ".join(problems))
+    tmp.write_bytes(data)
     tmp.replace(dest)
     return dest
 
@@ -153,12 +141,10 @@ def bfm_missing_hint(name: str) -> str:
 def load_face_model(name_or_path, bfm_reference: str | Path | None = None, **kwargs) -> FaceModel:
     """A face model file (.npz written by ``FaceModel.save``), or a built-in name.
 
-    - ``ict``: converted once and cached.
-    - ``bfm-53215`` / ``bfm-38365``: the converted BFM model with its 40 + 10 bases in the cache
-      (:func:`bfm_cache_path`) when it has been built; otherwise the mean face, topology, landmarks and
-      metric pairs of a bfm-reference folder (``bfm_reference`` or the shared assets), enough for the
-      paper's metrics; asking that one for identity modes raises an error saying how to build the
-      full model.
+    ``ict`` is converted once and cached. ``bfm-53215`` / ``bfm-38365``: the converted model in the cache
+    (:func:`bfm_cache_path`) when built, else the mean face, topology, landmarks and metric pairs of a
+    bfm-reference folder (``bfm_reference`` or the shared assets): enough for the metrics; asking it for
+    identity modes raises an error saying how to build the full model.
     """
     if isinstance(name_or_path, FaceModel):
         return name_or_path
@@ -169,16 +155,13 @@ def load_face_model(name_or_path, bfm_reference: str | Path | None = None, **kwa
         cached = bfm_cache_path(key)
         if cached.is_file() and bfm_reference is None:
             return FaceModel.load(cached)
-        folder = Path(bfm_reference) if bfm_reference else None
-        if folder is None:
-            assets = shared_assets_dir()
-            folder = assets / "bfm-reference" if assets is not None else None
+        assets = shared_assets_dir()
+        folder = Path(bfm_reference) if bfm_reference else (assets / "bfm-reference" if assets else None)
         if folder is None or not folder.is_dir():
             raise FileNotFoundError(
-                f"face model {key}: {cached} not found; {bfm_missing_hint(key)}. "
-                "(For the metrics alone a bfm-reference folder with the mean face "
-                "is enough: u_shp.npy, u_exp.npy, tri.mat, keypoints_sim.npy, "
-                "indices.npy, tri.pkl.)"
+                f"face model {key}: {cached} not found; {bfm_missing_hint(key)}. (For the metrics alone a "
+                "bfm-reference folder with the mean face is enough: u_shp.npy, u_exp.npy, tri.mat, "
+                "keypoints_sim.npy, indices.npy, tri.pkl.)"
             )
         model = bfm.reference_model(folder, int(key.split("-")[1]))
         model.metadata["bases_missing"] = bfm_missing_hint(key)

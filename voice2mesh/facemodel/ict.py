@@ -10,91 +10,29 @@ y up, looking along +z (checked by ``check_orientation``).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..meshio import MeshFileError, read_obj_polygons
 from .model import FaceModel
 
 # Upstream facts (ICT-FaceKit README, FaceXModel at commit da5f95a; also ../shared/assets/README.md).
 ICT_N_VERTICES = 26719
 ICT_KEEP_RANGE = (0, 11247)  # face [0:9408] + head and neck [9409:11247], inclusive
-ICT_NARROW_FACE = (0, 6705)  # "narrow face area", inclusive
-ICT_LANDMARKS = np.array(
-    [  # Multi-PIE 68 landmarks, 0-based vertex indices (upstream README)
-        1225,
-        1888,
-        1052,
-        367,
-        1719,
-        1722,
-        2199,
-        1447,
-        966,
-        3661,
-        4390,
-        3927,
-        3924,
-        2608,
-        3272,
-        4088,
-        3443,
-        268,
-        493,
-        1914,
-        2044,
-        1401,
-        3615,
-        4240,
-        4114,
-        2734,
-        2509,
-        978,
-        4527,
-        4942,
-        4857,
-        1140,
-        2075,
-        1147,
-        4269,
-        3360,
-        1507,
-        1542,
-        1537,
-        1528,
-        1518,
-        1511,
-        3742,
-        3751,
-        3756,
-        3721,
-        3725,
-        3732,
-        5708,
-        5695,
-        2081,
-        0,
-        4275,
-        6200,
-        6213,
-        6346,
-        6461,
-        5518,
-        5957,
-        5841,
-        5702,
-        5711,
-        5533,
-        6216,
-        6207,
-        6470,
-        5517,
-        5966,
-    ],
-    dtype=np.int64,
-)
+# fmt: off
+# Multi-PIE 68 landmarks (upstream README), 0-based vertex indices, one line each for the jaw (0-16),
+# brows (17-26), nose (27-35), eyes (36-47), outer lips (48-59) and inner lips (60-67).
+ICT_LANDMARKS = np.array([
+    1225, 1888, 1052, 367, 1719, 1722, 2199, 1447, 966, 3661, 4390, 3927, 3924, 2608, 3272, 4088, 3443,
+    268, 493, 1914, 2044, 1401, 3615, 4240, 4114, 2734, 2509,
+    978, 4527, 4942, 4857, 1140, 2075, 1147, 4269, 3360,
+    1507, 1542, 1537, 1528, 1518, 1511, 3742, 3751, 3756, 3721, 3725, 3732,
+    5708, 5695, 2081, 0, 4275, 6200, 6213, 6346, 6461, 5518, 5957, 5841,
+    5702, 5711, 5533, 6216, 6207, 6470, 5517, 5966,
+], dtype=np.int64)
+# fmt: on
 ICT_NEUTRAL_FILE = "generic_neutral_mesh.obj"
 ICT_N_IDENTITY = 100
 CM_TO_MM = 10.0
@@ -127,47 +65,19 @@ def upstream_expression_names() -> list[str]:
 # -- reading -------------------------------------------------------------------------------------
 def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and polygons (P, 4) int32 (0-based, -1 pads triangles) of an OBJ file."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ICTConversionError(f"cannot read OBJ file {path}: {exc}") from exc
-    vlines, flines = [], []
-    for line in text.splitlines():
-        if line.startswith("v "):
-            vlines.append(line[2:])
-        elif line.startswith("f "):
-            flines.append(line[2:])
-    try:
-        verts = np.array(" ".join(vlines).split(), dtype=np.float64).reshape(-1, 3)
-    except ValueError as exc:
-        raise ICTConversionError(f"{path}: malformed 'v' lines (need 3 numbers each): {exc}") from exc
-    if verts.shape[0] == 0:
-        raise ICTConversionError(f"{path}: no vertices ('v x y z' lines) found")
-    return verts, _parse_faces(flines, path)
-
-
-def _parse_faces(flines: list[str], path: Path) -> np.ndarray:
-    """OBJ face lines ('a/t/n b/t/n c/t/n [d/t/n]') -> (P, 4) 0-based, -1 padding; vectorised."""
-    if not flines:
-        return np.zeros((0, 4), dtype=np.int32)
-    text = re.sub(r"/\S*", "", "\n".join(" ".join(fl.split()) for fl in flines))
-    ids = np.array(text.split(), dtype=np.int64) - 1
-    raw = np.frombuffer(text.encode(), dtype=np.uint8)
-    ends = np.flatnonzero(raw == ord("\n"))
-    spaces = np.concatenate([[0], np.cumsum(raw == ord(" "))])
-    bounds = np.concatenate([[0], ends, [raw.size]])
-    counts = np.diff(spaces[bounds]) + 1  # corners per line = spaces per line + 1
-    bad = np.flatnonzero((counts < 3) | (counts > 4))
+        verts, polygons = read_obj_polygons(path)
+    except MeshFileError as exc:
+        raise ICTConversionError(str(exc)) from exc
+    corners = (polygons >= 0).sum(axis=1)
+    bad = np.flatnonzero((corners < 3) | (corners > 4))
     if bad.size:
         raise ICTConversionError(
-            f"{path}: face line {bad[0]} has {counts[bad[0]]} corners; only triangles and quads are accepted"
+            f"{path}: face line {bad[0]} has {corners[bad[0]]} corners; only triangles and quads are accepted"
         )
-    polys = np.full((len(flines), 4), -1, dtype=np.int32)
-    rows = np.repeat(np.arange(len(flines)), counts)
-    cols = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    polys[rows, cols] = ids
-    return polys
+    out = np.full((len(polygons), 4), -1, dtype=np.int32)
+    out[:, : polygons.shape[1]] = polygons
+    return verts, out
 
 
 def read_obj_folder(folder: str | Path, expression_names: list[str] | None = None) -> ICTRaw:
@@ -189,11 +99,9 @@ def read_obj_folder(folder: str | Path, expression_names: list[str] | None = Non
     if expression_names is None:
         vi = folder / "vertex_indices.json"
         expression_names = (
-            list(json.loads(vi.read_text())["expressions"]) if vi.is_file() else upstream_expression_names()
+            json.loads(vi.read_text())["expressions"] if vi.is_file() else upstream_expression_names()
         )
-    others = sorted(p for p in folder.glob("*.obj") if p != neutral_path and p not in identity_files)
-    by_stem = {p.stem: p for p in others}
-    expression_files = [by_stem[n] for n in expression_names if n in by_stem]
+    expression_files = [folder / f"{n}.obj" for n in expression_names if (folder / f"{n}.obj").is_file()]
 
     def deltas(files: list[Path]) -> np.ndarray:
         out = np.empty((len(files), *neutral.shape), dtype=np.float32)
@@ -224,20 +132,17 @@ def read_packed_npz(path: str | Path) -> ICTRaw:
     path = Path(path)
     if not path.is_file():
         raise ICTConversionError(f"packed ICT npz not found: {path}")
-    needed = ("neutral", "polygons", "identity_deltas", "expression_deltas")
     try:
         with np.load(path, allow_pickle=False) as d:
-            missing = [k for k in needed if k not in d.files]
-            if missing:
-                raise ICTConversionError(
-                    f"{path}: packed ICT npz lacks {missing}; it needs {list(needed)} "
-                    "(+ identity_names, expression_names)"
-                )
             raw = {k: d[k] for k in d.files}
-    except ICTConversionError:
-        raise
     except Exception as exc:
         raise ICTConversionError(f"{path}: not a readable npz ({exc})") from exc
+    needed = ("neutral", "polygons", "identity_deltas", "expression_deltas")
+    if missing := [k for k in needed if k not in raw]:
+        raise ICTConversionError(
+            f"{path}: packed ICT npz lacks {missing}; it needs {list(needed)} "
+            "(+ identity_names, expression_names)"
+        )
     ki, ke = raw["identity_deltas"].shape[0], raw["expression_deltas"].shape[0]
     id_names = raw.get("identity_names", [f"identity{i:03d}" for i in range(ki)])
     ex_names = raw.get("expression_names", [f"expression{i:02d}" for i in range(ke)])
@@ -259,15 +164,6 @@ def triangulate(polygons: np.ndarray) -> np.ndarray:
     tri_mask = polygons[:, 3] < 0
     quads = polygons[~tri_mask]
     return np.concatenate([polygons[tri_mask, :3], quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]]).astype(np.int32)
-
-
-def crop(vertex_mask: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep triangles whose 3 corners are kept; returns (old indices of kept vertices, remapped triangles)."""
-    keep_idx = np.flatnonzero(vertex_mask)
-    remap = np.full(vertex_mask.shape[0], -1, dtype=np.int64)
-    remap[keep_idx] = np.arange(keep_idx.size)
-    tris = triangles[vertex_mask[triangles].all(axis=1)]
-    return keep_idx, remap[tris].astype(np.int32)
 
 
 def check_orientation(vertices: np.ndarray, landmarks: np.ndarray) -> None:
@@ -298,13 +194,9 @@ def load_layout(path: str | Path = LAYOUT_JSON) -> dict:
 
 
 def from_raw(
-    raw: ICTRaw,
-    layout: dict | str | None = "default",
-    n_identity: int = 40,
-    n_expression: int = 10,
-    keep_range: tuple[int, int] = ICT_KEEP_RANGE,
+    raw: ICTRaw, layout: dict | str | None = "default", n_identity: int = 40, n_expression: int = 10
 ) -> FaceModel:
-    """Crop, triangulate, convert to mm, attach landmarks/measurements/regions.
+    """Keep the face and head surface, triangulate, convert to mm, attach landmarks/measurements/regions.
 
     ``layout``: "default" reads ``data/ict_layout.json``; a dict is used as is; ``None`` gives placeholder
     pairs and no regions (only for the derivation script, which needs the bare mesh first).
@@ -312,47 +204,39 @@ def from_raw(
     nv = raw.neutral.shape[0]
     if nv != ICT_N_VERTICES:
         raise ICTConversionError(f"ICT neutral has {nv} vertices; ICT FaceKit Light has {ICT_N_VERTICES}")
-    mask = np.zeros(nv, dtype=bool)
-    mask[keep_range[0] : keep_range[1] + 1] = True
-    keep_idx, tris = crop(mask, triangulate(raw.polygons))
-    remap = np.full(nv, -1, dtype=np.int64)
-    remap[keep_idx] = np.arange(keep_idx.size)
-    mean = raw.neutral[keep_idx] * CM_TO_MM
-    landmarks = remap[ICT_LANDMARKS]
-    check_orientation(mean, landmarks)
-    pairs, regions, layout_meta = {}, {}, {}
+    first, last = ICT_KEEP_RANGE  # a prefix of the upstream vertices: indices stay the upstream ones
+    tris = triangulate(raw.polygons)
+    tris = tris[(tris <= last).all(axis=1)]
+    mean = raw.neutral[: last + 1] * CM_TO_MM
+    check_orientation(mean, ICT_LANDMARKS)
     if isinstance(layout, str):
         layout = load_layout()
     if layout is not None:
-        pairs = {
-            k: tuple(int(remap[i]) for i in v["vertices"]) for k, v in layout["measurement_pairs"].items()
-        }
-        regions = {k: remap[np.asarray(v, dtype=np.int64)] for k, v in layout["regions"].items()}
-        layout_meta = {"layout_source": layout.get("method", "ict_layout.json")}
+        pairs = {k: tuple(v["vertices"]) for k, v in layout["measurement_pairs"].items()}
+        regions = layout["regions"]
+        layout_source = layout.get("method", "ict_layout.json")
     else:  # only while the layout is being derived (the derivation script needs a model first)
-        pairs = {k: (int(landmarks[36]), int(landmarks[45])) for k in ("OICD", "ER", "FR", "CR", "MR")}
-        layout_meta = {"layout_source": "placeholder (no ict_layout.json)"}
+        pairs = dict.fromkeys(("OICD", "ER", "FR", "CR", "MR"), (ICT_LANDMARKS[36], ICT_LANDMARKS[45]))
+        regions, layout_source = {}, "placeholder (no ict_layout.json)"
     metadata = {
         "source": raw.source,
         "licence": ICT_LICENCE,
         "units": "mm",
         "upstream": "https://github.com/ICT-VGL/ICT-FaceKit (FaceXModel, commit da5f95a)",
-        "vertex_selection": f"upstream vertices {keep_range[0]}..{keep_range[1]} (face + head and neck)",
-        "upstream_vertex_index": "identical (kept vertices are a prefix of the upstream mesh)"
-        if np.array_equal(keep_idx, np.arange(keep_idx.size))
-        else "remapped",
+        "vertex_selection": f"upstream vertices {first}..{last} (face + head and neck)",
+        "upstream_vertex_index": "identical (kept vertices are a prefix of the upstream mesh)",
         "identity_names": list(raw.identity_names),
         "expression_names": list(raw.expression_names),
-        **layout_meta,
+        "layout_source": layout_source,
     }
     ki, ke = raw.identity_deltas.shape[0], raw.expression_deltas.shape[0]
     return FaceModel(
         name="ict-facekit-light",
         mean=mean,
-        identity_basis=raw.identity_deltas[:, keep_idx] * CM_TO_MM,
-        expression_basis=raw.expression_deltas[:, keep_idx] * CM_TO_MM,
+        identity_basis=raw.identity_deltas[:, : last + 1] * CM_TO_MM,
+        expression_basis=raw.expression_deltas[:, : last + 1] * CM_TO_MM,
         triangles=tris,
-        landmarks=landmarks,
+        landmarks=ICT_LANDMARKS,
         measurement_pairs=pairs,
         regions=regions,
         expression_range="unit_interval",

@@ -1,5 +1,5 @@
-"""Semantic layout of a face mesh from its 68 landmarks: regions, and measurement pairs moved between
-models by similarity alignment (used by scripts/derive_ict_measurements.py and the BFM converters).
+"""Semantic layout of a face mesh from its 68 landmarks: its regions (used by the BFM converters and
+scripts/derive_ict_measurements.py).
 
 Everything here assumes the project orientation (y up, looking along +z, x to the face's left) and is
 scale-free (lengths are fractions of the outer-eye-corner distance |lm36 - lm45|), so it works for ICT
@@ -9,9 +9,7 @@ in mm and BFM in micrometres alike.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import Delaunay, cKDTree
-
-from .align import apply_similarity, umeyama
+from scipy.spatial import Delaunay
 
 # Region rules, as fractions of s = |lm36 - lm45| (see docs/facemodel.md). Precedence: first rule wins.
 REGION_ORDER = ("mouth", "nose", "chin", "jaw", "left_cheek", "right_cheek", "forehead")
@@ -88,36 +86,3 @@ def regions_from_landmarks(
         & (np.abs(xy[:, 0] - x_mid) < half_span),
     )
     return {name: np.flatnonzero(labels == i).astype(np.int64) for i, name in enumerate(REGION_ORDER)}
-
-
-def transfer_points(
-    src_vertices: np.ndarray,
-    src_landmarks: np.ndarray,
-    dst_vertices: np.ndarray,
-    dst_landmarks: np.ndarray,
-    src_points: np.ndarray,
-    candidates: np.ndarray | None = None,
-) -> dict:
-    """Similarity-align the source face to the destination through the 68 landmarks (Umeyama) and take the
-    nearest destination vertex (among ``candidates``) of each source vertex in ``src_points``.
-
-    Returns dst indices, the distance from each moved point to its chosen vertex, and the landmark RMS
-    residual of the alignment (destination units).
-    """
-    src = np.asarray(src_vertices, dtype=np.float64)
-    dst = np.asarray(dst_vertices, dtype=np.float64)
-    scale, R, t = umeyama(src[src_landmarks], dst[dst_landmarks])
-    moved_lm = apply_similarity(src[src_landmarks], scale, R, t)
-    residual = float(np.sqrt(((moved_lm - dst[dst_landmarks]) ** 2).sum(-1).mean()))
-    pool = np.arange(dst.shape[0]) if candidates is None else np.flatnonzero(candidates)
-    moved = apply_similarity(src[np.asarray(src_points)], scale, R, t)
-    dist, nn = cKDTree(dst[pool]).query(moved)
-    return {
-        "indices": pool[nn],
-        "distances": dist,
-        "moved": moved,
-        "landmark_rms": residual,
-        "scale": float(scale),
-        "rotation": R,
-        "translation": t,
-    }

@@ -172,11 +172,6 @@ class FaceModel:
         out = flat.reshape(batch, mean.shape[0], 3)
         return out[0] if single else out
 
-    def stacked_basis(self) -> np.ndarray:
-        """(K+E, 3N) float32 identity and expression bases of the prediction size, stacked as the
-        weights in ``params[1:]`` (what ``vertices_from_params`` multiplies)."""
-        return self._stacked_basis(self.n_identity, self.n_expression)
-
     def _stacked_basis(self, k: int, e: int) -> np.ndarray:
         """(K+E, 3N) float32: a view when only one basis is used, else a cached concatenation."""
         if e == 0:
@@ -249,16 +244,19 @@ class FaceModel:
         meta.setdefault("orientation", "y up, face looks along +z, x to the face's left (right-handed)")
         return meta
 
-    def save(self, path: str | Path) -> Path:
-        """Write one versioned ``.npz``: arrays + a JSON metadata entry + a sha256 over both."""
-        path = Path(path)
+    def _entries(self) -> dict[str, np.ndarray]:
+        """The file's entries but its sha256: arrays, regions and the JSON metadata."""
         arrays = {k: getattr(self, k) for k in _ARRAY_FIELDS}
         arrays.update({_REGION_PREFIX + k: v for k, v in self.regions.items()})
         arrays[_META_KEY] = np.array(json.dumps(self._meta(), sort_keys=True))
-        arrays[_SHA_KEY] = np.array(content_sha256(arrays))
+        return arrays
+
+    def save(self, path: str | Path) -> Path:
+        """Write one versioned ``.npz``: arrays + a JSON metadata entry + a sha256 over both."""
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **self._entries(), **{_SHA_KEY: np.array(self.sha256)})
         tmp.replace(path)
         return path
 
@@ -291,26 +289,11 @@ class FaceModel:
                 f"{actual[:12]}...): the file is corrupted or was modified"
             )
         regions = {k[len(_REGION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_REGION_PREFIX)}
-        meta_core = {
-            k: meta.pop(k)
-            for k in ("name", "expression_range", "n_identity", "n_expression", "measurement_pairs", "prior")
-        }
+        core = {k: meta.pop(k) for k in ("name", "expression_range", "n_identity", "n_expression")}
+        core["measurement_pairs"] = meta.pop("measurement_pairs")
+        core["prior"] = Prior(**meta.pop("prior"))
         meta.pop("regions", None)
-        return cls(
-            name=meta_core["name"],
-            mean=arrays["mean"],
-            identity_basis=arrays["identity_basis"],
-            expression_basis=arrays["expression_basis"],
-            triangles=arrays["triangles"],
-            landmarks=arrays["landmarks"],
-            measurement_pairs={k: tuple(v) for k, v in meta_core["measurement_pairs"].items()},
-            regions=regions,
-            expression_range=meta_core["expression_range"],
-            n_identity=meta_core["n_identity"],
-            n_expression=meta_core["n_expression"],
-            metadata=meta,
-            prior=Prior(**meta_core["prior"]),
-        )
+        return cls(**{k: arrays[k] for k in _ARRAY_FIELDS}, **core, regions=regions, metadata=meta)
 
     @property
     def sha256(self) -> str:
@@ -318,10 +301,7 @@ class FaceModel:
         key = (self.n_identity, self.n_expression)
         digest = self._sha_cache.get(key)
         if digest is None:
-            arrays = {k: getattr(self, k) for k in _ARRAY_FIELDS}
-            arrays.update({_REGION_PREFIX + k: v for k, v in self.regions.items()})
-            arrays[_META_KEY] = np.array(json.dumps(self._meta(), sort_keys=True))
-            digest = self._sha_cache[key] = content_sha256(arrays)
+            digest = self._sha_cache[key] = content_sha256(self._entries())
         return digest
 
 

@@ -1,4 +1,4 @@
-"""The paper's Table 1 over folders in the released VoxCeleb-3D layout (``python -m voice2mesh.metrics
+"""The paper's Table 1 over folders in the released VoxCeleb-3D layout (``python -m training.table1
 PRED_ROOT TARGET_ROOT --face-model bfm-53215 --json``).
 
 As the authors' evaluation does it:
@@ -16,15 +16,20 @@ Identities on only one side are listed and skipped; a malformed file is an error
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from training.eval_metrics import aggregate_by_speaker
+from voice2mesh.facemodel import load_face_model
 from voice2mesh.meshio import MeshFileError, read_vertices
-from voice2mesh.metrics import RATIO_NAMES, aggregate_by_speaker, keypoint_error, ratio_errors
+from voice2mesh.metrics import RATIO_NAMES, keypoint_error, ratio_errors
 
 MAX_PREDICTIONS = 3  # the paper evaluates up to three utterances per identity
 COLUMNS = (*RATIO_NAMES, "ARE", "keypoint_error")
@@ -189,3 +194,28 @@ def format_table(result: FolderResult) -> str:
         if names:
             lines.append(f"skipped ({key.replace('_', ' ')}): {', '.join(names)}")
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.table1",
+        description="Table 1 of predictions against targets in the released VoxCeleb-3D layout.",
+    )
+    parser.add_argument("pred_root", help="PRED_ROOT with <Name>/*.obj (up to 3 per identity)")
+    parser.add_argument("target_root", help="TARGET_ROOT with <Name>/<one>.xyz")
+    parser.add_argument("--face-model", required=True, help="face model file or built-in name (bfm-53215)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the last line)")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate_folders(args.pred_root, args.target_root, load_face_model(args.face_model))
+    except (ValueError, OSError, RuntimeError) as exc:  # bad files, or the face model cannot be loaded
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(result), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
