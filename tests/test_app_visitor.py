@@ -3,9 +3,10 @@
 
 Record with the one-shot microphone (Chromium's fake audio capture plays the example voice), stop,
 make a face; and the page after a prediction with both models and the heatmap on a laptop
-(1400x1000) and a phone (390x844) viewport: both faces drawn, the supervised/KD comparison readable,
-no server paths. Screenshots go to test-artifacts/; docs/img/app_desktop.png and app_phone.png are
-copies of its app_desktop_docs.png and app_phone_docs.png (the page down to the percentile plot).
+(1400x1000) and a phone (390x844) viewport: both faces drawn, the supervised/KD comparison readable
+(neither readouts table scrolls sideways), no server paths; one model keeps one readouts table.
+Screenshots go to test-artifacts/; docs/img/app_desktop.png and app_phone.png are copies of its
+app_desktop_docs.png and app_phone_docs.png (the page down to the percentile plot).
 """
 
 from __future__ import annotations
@@ -169,4 +170,20 @@ def test_both_models_with_heatmap_readable(browser, server, artifacts_dir, name)
     clip = {"x": 0, "y": top, "width": width, "height": bottom - top}
     page.screenshot(path=str(artifacts_dir / f"app_{name}_docs.png"), full_page=True, clip=clip)
     assert_no_server_paths(page, server)
+    assert not errors, errors
+
+
+def test_one_model_keeps_one_table(browser, server):
+    """One model: its readouts (ratio, mm, percentile, skill) in one table; the details table is hidden."""
+    page, errors = open_page(browser, server, VIEWPORTS["desktop"])
+    assert page.locator("#readout-details").is_visible()  # the default choice: both models
+    page.get_by_label("Supervised", exact=True).check()
+    playwright_api.expect(page.locator("#readout-details")).to_be_hidden(timeout=TIMEOUT_MS)
+    page.set_input_files("#voice-input input[type=file]", str(EXAMPLE))
+    page.locator("#voice-input").get_by_role("button", name="Clear").wait_for(timeout=TIMEOUT_MS)
+    page.click("#run")
+    page.locator("#readouts [role=columnheader]", has_text="ratio to OICD").wait_for(timeout=TIMEOUT_MS)
+    headers = list(table_layout(page, "#readouts")["headers"])
+    assert headers == ["measurement", "ratio to OICD", "distance (mm)", "percentile", "skill"], headers
+    assert not page.locator("#viewer-b").is_visible() and not page.locator("#readout-details").is_visible()
     assert not errors, errors
