@@ -54,6 +54,15 @@ VISITOR_COOKIE = "voice2mesh_visitor"  # see VisitorCookie
 UPLOAD_CAP_EVERY_S = 2.0  # how often the sum of Gradio's uploads is checked against --upload-disk-mb
 VIEWER_BACKGROUND = (0.93, 0.94, 0.96, 1.0)  # light grey: a face (lit, shaded) always differs from it
 PLOT_TAGS = ("A", "B")  # short x-axis tags of two models in one plot (the legend names them)
+N_RESULT_OUTPUTS = 8  # what a result shows on the page (result_outputs)
+# Phones: the readout tables in the body font, smaller, with less padding, so that a comparison fits
+# the width of the screen (gr.Dataframe draws numbers in a monospace font with two paddings a cell).
+NARROW_CSS = """
+@media (max-width: 640px) {
+  #readouts, #readout-details { --font-mono: var(--font); --input-text-size: 12px; --size-2: 4px; }
+  #readouts th, #readout-details th { font-size: 11px; }
+}
+"""
 PLOT_ORDER = [*metrics.RATIO_NAMES, *(f"{r} {t}" for r in metrics.RATIO_NAMES for t in PLOT_TAGS)]
 MEASUREMENT_LABELS = {
     "OICD": "OICD (outer eye corners, normaliser)",
@@ -181,35 +190,121 @@ def unpredictable(skills: dict[str, dict[str, RatioSkill]]) -> dict[str, dict[st
     }
 
 
+def short_labels(labels: list[str]) -> list[str]:
+    """Model labels for narrow column headers: without their parenthesis ("KD (knowledge distillation)"
+    → "KD"), unless that makes two of them alike."""
+    short = [label.split(" (")[0] for label in labels]
+    return short if len(set(short)) == len(short) else labels
+
+
+def _ratio(face: Any, name: str) -> float:
+    return 1.0 if name == metrics.NORMALISER else float(face.readouts["ratios"][name])
+
+
+def _percentile(face: Any, name: str) -> float | None:
+    pct = face.readouts["percentiles"].get(name)
+    return None if pct is None else round(float(pct), 1)
+
+
+def readouts_legend(pair: list[str]) -> str:
+    """The text above the readouts: what each column means; how two models compare when ``pair`` (the
+    labels of the models that "both" runs) holds two."""
+    text = (
+        "**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), in "
+        "millimetres, and where the ratio lies among faces drawn from the model's prior (percentile; "
+        "50 = typical). *Skill*: the share of the gap between the average face and the best a voice "
+        "model can do (oracle) that this model closed on speakers it never heard, from its bundle's "
+        'evaluation; "no skill" when it does not beat the average face beyond noise. The live plot '
+        "marks those ratios."
+    )
+    if len(pair) < 2:
+        return text
+    a, b = (html.escape(s) for s in short_labels(pair))
+    full = " and ".join(f"*{html.escape(label)}*" for label in pair)
+    return (
+        f"{text}\n\n**Two models** ({full}): each model's ratio and their *difference* |{a} − {b}|, the "
+        "paper's ratio error between the two faces (their agreement: 0 = the same ratio; ARE = its mean "
+        "over the four ratios). Under it, per model: distance, percentile and skill."
+    )
+
+
+def readouts_headers(labels: list[str]) -> list[str]:
+    """Column headers of :func:`readouts_table` for models with these labels (one, or a comparison)."""
+    if len(labels) == 1:
+        return ["measurement", "ratio to OICD", "distance (mm)", "percentile", "skill"]
+    return ["measurement", *(f"{s} ratio" for s in short_labels(labels)), "difference"]
+
+
+def readouts_widths(labels: list[str]) -> list[str]:
+    """Column widths of :func:`readouts_table`: automatic for one model; for a comparison, shares by the
+    longest word of each header (at least a ratio's digits), so that it fits a phone's width without
+    breaking a word or a number (with :data:`NARROW_CSS`)."""
+    if len(labels) == 1:
+        return []
+    headers = readouts_headers(labels)
+    longest = [max(6, *(len(w) for w in h.split())) for h in headers]
+    longest[0] = max(longest[0], 12)  # the measurement names: the longest cells, wrapped
+    weights = [n + 2 for n in longest]  # + a cell's padding
+    return [f"{100 * w / sum(weights):.2f}%" for w in weights]
+
+
 def readouts_table(result: RunResult, skills: dict[str, dict[str, RatioSkill]] | None = None) -> Table:
-    """Readouts: one row per measurement, one block of columns per model; each ratio with the model's
-    measured skill on it (:func:`model_skills`; "not measured" when the bundle records none)."""
+    """Readouts: one row per measurement. One model: its ratio to OICD, distance, percentile and measured
+    skill (:func:`model_skills`; "not measured" when the bundle records none). Two models: a comparison
+    narrow enough for a phone: each model's ratio and their difference (the paper's ratio error between
+    the two faces, from :attr:`RunResult.agreement`; a last row gives its mean, ARE); distances,
+    percentiles and skills are in :func:`readout_details`."""
     skills = skills or {}
-    headers = ["measurement"]
-    for face in result.faces:
-        prefix = f"{face.label}: " if len(result.faces) > 1 else ""
-        headers += [
-            f"{prefix}ratio to OICD",
-            f"{prefix}distance (mm)",
-            f"{prefix}percentile",
-            f"{prefix}skill",
-        ]
-    rows = []
-    for name in (metrics.NORMALISER, *metrics.RATIO_NAMES):
-        row: list[Any] = [MEASUREMENT_LABELS.get(name, name)]
-        for face in result.faces:
-            r = face.readouts
-            ratio = 1.0 if name == metrics.NORMALISER else r["ratios"][name]
-            pct = r["percentiles"].get(name)
-            worth = "" if name == metrics.NORMALISER else skill_text(skills.get(face.label, {}).get(name))
-            row += [
-                round(float(ratio), 4),
-                round(float(r["distances_mm"][name]), 2),
-                None if pct is None else round(float(pct), 1),
-                worth,
+    headers = readouts_headers([f.label for f in result.faces])
+    if len(result.faces) == 1:
+        face = result.faces[0]
+        rows = [
+            [
+                MEASUREMENT_LABELS.get(name, name),
+                round(_ratio(face, name), 4),
+                round(float(face.readouts["distances_mm"][name]), 2),
+                _percentile(face, name),
+                "" if name == metrics.NORMALISER else skill_text(skills.get(face.label, {}).get(name)),
             ]
-        rows.append(row)
+            for name in (metrics.NORMALISER, *metrics.RATIO_NAMES)
+        ]
+        return {"headers": headers, "data": rows}
+    agreement = result.agreement or {}
+    rows = [
+        [
+            MEASUREMENT_LABELS.get(name, name),
+            *(round(_ratio(f, name), 4) for f in result.faces),
+            round(agreement[name], 4) if name in agreement else None,  # none for OICD, 1 in both
+        ]
+        for name in (metrics.NORMALISER, *metrics.RATIO_NAMES)
+    ]
+    if "ARE" in agreement:
+        rows.append(["ARE (mean difference)", *[None] * len(result.faces), round(agreement["ARE"], 4)])
     return {"headers": headers, "data": rows}
+
+
+DETAILS_HEADERS = ["measurement · model", "distance (mm)", "percentile", "skill"]
+DETAILS_WIDTHS = ["29%", "19%", "22%", "30%"]  # fits a phone (with NARROW_CSS); the skill text wraps
+
+
+def readout_details(result: RunResult, skills: dict[str, dict[str, RatioSkill]] | None = None) -> Table:
+    """The rest of a comparison's readouts, one row per measurement and model: distance, percentile and
+    the model's measured skill on that ratio (no rows for one model: its readouts table holds them)."""
+    skills = skills or {}
+    if len(result.faces) < 2:
+        return {"headers": DETAILS_HEADERS, "data": []}
+    short = short_labels([f.label for f in result.faces])
+    rows = [
+        [
+            f"{name} · {label}",
+            round(float(face.readouts["distances_mm"][name]), 2),
+            _percentile(face, name),
+            "" if name == metrics.NORMALISER else skill_text(skills.get(face.label, {}).get(name)),
+        ]
+        for name in (metrics.NORMALISER, *metrics.RATIO_NAMES)
+        for face, label in zip(result.faces, short, strict=True)
+    ]
+    return {"headers": DETAILS_HEADERS, "data": rows}
 
 
 def plot_frame(result: RunResult) -> pd.DataFrame:
@@ -393,18 +488,22 @@ def _paths(files: list[Path | None]) -> list[str | None]:
 
 
 def result_outputs(service: Voice2MeshService, result: RunResult, heatmap: bool) -> tuple:
-    """What the page shows for a result: 2 viewer GLBs (the second None for one model), summary,
-    readouts table, plot frame, timings table, JSON (plain values, so API clients get files and numbers)."""
+    """What the page shows for a result (:data:`N_RESULT_OUTPUTS` values): 2 viewer GLBs (the second None
+    for one model), summary, readouts table, plot frame, timings table, JSON (plain values, so API
+    clients get files and numbers), and the readout details of two models (no rows for one; the page
+    hides them: :func:`make_handlers`' ``show_second``)."""
     shown = [f.files[viewer_kind(heatmap)] for f in result.faces]
     viewers = _paths((shown + [None, None])[:2])
     summary = summary_markdown(result, len(service.face_model.triangles))
+    skills = model_skills(service)
     return (
         *viewers,
         summary,
-        readouts_table(result, model_skills(service)),
+        readouts_table(result, skills),
         plot_frame(result),
         timings_table(result),
         result.summary(),
+        readout_details(result, skills),
     )
 
 
@@ -450,7 +549,7 @@ def make_live_handlers(service: Voice2MeshService, live: LiveStreams) -> dict[st
             f" {html.escape(public_message(update.message))}" if update.message else ""
         )
         if update.result is None:
-            return (*[gr.skip()] * 14, plot, status)
+            return (*[gr.skip()] * (N_RESULT_OUTPUTS + 2 * len(DOWNLOAD_KINDS) + 1), plot, status)
         downloads = [service.mesh_files(_session(request), kind) for kind in DOWNLOAD_KINDS]
         files = [by_kind[i] for i in range(2) for by_kind in downloads]
         buttons = [
@@ -522,13 +621,20 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
             raise _as_gr_error(exc, "comparing with the scan") from exc
 
     def show_second(model: str | None):
-        """Second viewer only for "both"; viewer titles name the model they show."""
+        """Second viewer and the readout details only for "both"; viewer titles name the model they
+        show; the readouts' column widths fit the comparison of two models, or are automatic for one."""
         try:
             shown = service.resolve_choice(model)
         except InputError:
             shown = service.resolve_choice(None)
         second = shown[1].label if len(shown) > 1 else "Second model"
-        return (gr.Model3D(label=shown[0].label), gr.Model3D(label=second), gr.Column(visible=len(shown) > 1))
+        return (
+            gr.Model3D(label=shown[0].label),
+            gr.Model3D(label=second),
+            gr.Column(visible=len(shown) > 1),
+            gr.Dataframe(column_widths=readouts_widths([m.label for m in shown])),
+            gr.Dataframe(visible=len(shown) > 1),
+        )
 
     def info() -> dict:
         """What is loaded: bundle, models, face model, limits."""
@@ -672,23 +778,26 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                                 for ext in ("glb", "obj", "ply")
                             ]
                 summary = gr.Markdown(label="summary", elem_id="summary")
-                gr.Markdown(
-                    "**Readouts**: each distance as a ratio to the outer eye-corner distance (OICD), "
-                    "in millimetres, and where the ratio lies among faces drawn from the model's "
-                    "prior (percentile; 50 = typical). *Skill*: the share of the gap between the "
-                    "average face and the best a voice model can do (oracle) that this model "
-                    'closed on speakers it never heard, from its bundle\'s evaluation; "no skill" '
-                    "when it does not beat the average face beyond noise. The live plot marks "
-                    "those ratios."
-                )
+                pair = [m.label for m in list(service.models.values())[:2]]  # the models "both" runs
+                gr.Markdown(readouts_legend(pair), elem_id="readouts-legend")
                 readouts = gr.Dataframe(
-                    value=pd.DataFrame(
-                        columns=["measurement", "ratio to OICD", "distance (mm)", "percentile"]
-                    ),
+                    value=pd.DataFrame(columns=readouts_headers([m.label for m in shown])),
                     label="readouts",
                     show_label=False,
                     interactive=False,
+                    wrap=True,
+                    column_widths=readouts_widths([m.label for m in shown]),
                     elem_id="readouts",
+                )
+                details = gr.Dataframe(
+                    value=pd.DataFrame(columns=DETAILS_HEADERS),
+                    label="Per model: distance, percentile, skill",
+                    interactive=False,
+                    wrap=True,
+                    column_widths=DETAILS_WIDTHS,
+                    max_height=720,
+                    visible=len(shown) > 1,
+                    elem_id="readout-details",
                 )
                 plot = gr.BarPlot(
                     x="ratio",
@@ -699,6 +808,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                     label="percentiles",
                     title="Percentile of each ratio in the population",
                     height=260,
+                    elem_id="percentiles",
                 )
                 live_plot = gr.LinePlot(
                     x="speech_s",
@@ -714,7 +824,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
                 gr.Markdown(unpredictable_markdown(service), elem_id="live-marks")
                 with gr.Accordion("Timings and all numbers", open=False):
                     timings = gr.Dataframe(label="timings", interactive=False)
-                    details = gr.JSON(label="result")
+                    result_json = gr.JSON(label="result")
         with gr.Accordion("Compare with your own scan", open=False):
             gr.Markdown(
                 "Upload a face mesh (OBJ or PLY) in the model's topology "
@@ -736,7 +846,7 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
 
         # The face first (viewer GLB, tables); the download files right after, in their own event.
         dl = [*dl_a, *dl_b]
-        shown = [view_a, view_b, summary, readouts, plot, timings, details]
+        shown = [view_a, view_b, summary, readouts, plot, timings, result_json, details]
         run.click(
             h["predict"], [audio, model, heatmap], shown, api_name="predict", concurrency_id=COMPUTE
         ).success(
@@ -751,7 +861,11 @@ def build_demo(service: Voice2MeshService, examples: list[Path] | None = None) -
             concurrency_id=COMPUTE,
         )
         model.change(
-            h["show_second"], [model], [view_a, view_b, col_b], api_visibility="private", queue=False
+            h["show_second"],
+            [model],
+            [view_a, view_b, col_b, readouts, details],
+            api_visibility="private",
+            queue=False,
         )
         compare.click(h["compare"], [scan], [comparison], api_name="compare", concurrency_id=COMPUTE)
         gr.api(h["info"], api_name="info", concurrency_id=COMPUTE)
@@ -945,6 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             allowed_paths=[],
             show_error=False,
+            css=NARROW_CSS,
             footer_links=["api", "gradio"],
         )
     finally:

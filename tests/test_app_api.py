@@ -25,7 +25,7 @@ from voice2mesh.audio import AudioError  # noqa: E402
 from voice2mesh.bundle import load_bundle  # noqa: E402
 from voice2mesh.inference import Predictor  # noqa: E402
 
-N_OUT = 7  # outputs of /predict: 2 viewers, summary, readouts, plot, timings, JSON
+N_OUT = 8  # outputs of /predict: 2 viewers, summary, readouts, plot, timings, JSON, readout details
 N_DOWNLOADS = 6  # outputs of /downloads: GLB, OBJ, PLY of the first model, then of the second
 MODEL_A, MODEL_B = "supervised", "supervised-ge2e"
 
@@ -154,6 +154,19 @@ def test_both_models_side_by_side(client, voice, local):
     expected = metrics.ratio_errors(ref_a[None], ref_b[None], local[MODEL_A].face_model)["ARE"][0]
     assert agreement["ARE"] == pytest.approx(float(expected), rel=1e-4, abs=1e-7)
     assert agreement["ARE"] > 0  # two different random models do not agree exactly
+    # the page's comparison: each model's ratio and their difference, then distances etc. per model
+    table = out[3]
+    assert len(table["headers"]) == 4 and table["headers"][3] == "difference"
+    rows = {r[0].split()[0]: r for r in table["data"]}
+    ratios = [metrics.ratios(v[None], local[MODEL_A].face_model) for v in (ref_a, ref_b)]
+    for k in metrics.RATIO_NAMES:
+        ra, rb = (float(r[k][0]) for r in ratios)
+        assert rows[k][1:3] == [pytest.approx(ra, abs=2e-4), pytest.approx(rb, abs=2e-4)]
+        assert rows[k][3] == pytest.approx(abs(ra - rb), abs=2e-4)
+    assert rows["ARE"][3] == pytest.approx(float(expected), abs=1e-4)
+    details = out[7]
+    assert len(details["data"]) == 2 * (1 + len(metrics.RATIO_NAMES))
+    assert [r[0] for r in details["data"][2:4]] == [f"ER · {m['label']}" for m in out[6]["models"]]
 
 
 def test_heatmap_view_switches_colours(client, voice):

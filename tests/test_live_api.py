@@ -25,7 +25,7 @@ from tests.app_server import AppServer, make_app_bundle, start_app, synthesise
 
 httpx = pytest.importorskip("httpx")
 TIMEOUT_S = 120.0
-OUTPUTS = 7 + 6 + 3  # /predict's outputs, the 6 downloads, the WAV heard, the live plot, the status
+OUTPUTS = 8 + 6 + 3  # /predict's outputs, the 6 downloads, the WAV heard, the live plot, the status
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +126,13 @@ def test_streaming_chunks_over_http(server, bundle, tmp_path):
     final = outputs[-1]
     assert f"{len(faces)} faces so far" in final[-1]
     heard = tmp_path / "heard.wav"
-    button = final[13]  # a DownloadButton update: {"__type__": "update", "value": FileData, ...}
+    button = final[-3]  # a DownloadButton update: {"__type__": "update", "value": FileData, ...}
     assert button.get("interactive") is True
     heard.write_bytes(httpx.get(button["value"]["url"], timeout=TIMEOUT_S).content)
     pcm, sr = sf.read(heard, dtype="int16")
     assert sr == 16000 and abs(len(pcm) / sr - len(x) / rate) < 0.05  # all of it, less the resampler's tail
     one_shot = Predictor.from_bundle(bundle, model="supervised").predict(str(heard))
     assert final[6]["models"][0]["readouts"]["ratios"] == pytest.approx(one_shot.readouts["ratios"], abs=0)
-    plot = final[14]
+    plot = final[-2]
     assert len(plot["data"]) == 4 * len(faces)  # one point per face and ratio
     assert np.all(np.diff([row[0] for row in plot["data"][::4]]) >= 0)  # seconds of speech grow

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,12 +112,35 @@ def test_readouts_and_live_marks_say_what_the_ratios_are_worth(skilled_bundle, t
         for c in chunks(voiced, 16000, 1.0):
             u = live.update("s", c, "both")
         assert u.result is not None
+        # two models: the comparison (ratios, their difference, ARE), the skills in the details
+        a, b = u.result.faces
         table = app.readouts_table(u.result, skills)
-        assert table["headers"][4] == "Supervised (log-mel): skill"
+        assert table["headers"] == [
+            "measurement",
+            "Supervised (log-mel) ratio",
+            "Supervised (GE2E) ratio",
+            "difference",
+        ]
         rows = {r[0].split()[0]: r for r in table["data"]}
-        assert rows["ER"][4] == "22% of the gap, beyond noise"
-        assert rows["FR"][4] == "0% of the gap, within noise (no skill)"
-        assert rows["ER"][8] == "not measured" and rows["OICD"][4] == ""
+        for name in RATIO_NAMES:
+            ra, rb = a.readouts["ratios"][name], b.readouts["ratios"][name]
+            assert rows[name][1:] == [round(ra, 4), round(rb, 4), pytest.approx(abs(ra - rb), abs=1e-4)]
+        assert rows["OICD"][1:] == [1.0, 1.0, None]
+        assert rows["ARE"][3] == pytest.approx(np.mean([rows[n][3] for n in RATIO_NAMES]), abs=1e-4)
+        widths = app.readouts_widths([a.label, b.label])
+        assert len(widths) == 4 and sum(float(w.rstrip("%")) for w in widths) <= 100.01
+        details = app.readout_details(u.result, skills)
+        worth = {r[0]: r[3] for r in details["data"]}
+        assert worth["ER · Supervised (log-mel)"] == "22% of the gap, beyond noise"
+        assert worth["FR · Supervised (log-mel)"] == "0% of the gap, within noise (no skill)"
+        assert worth["ER · Supervised (GE2E)"] == "not measured" and worth["OICD · Supervised (GE2E)"] == ""
+        assert len(details["data"]) == 2 * (1 + len(RATIO_NAMES))
+        # one model: its table holds the skill itself, and there are no details
+        one = replace(u.result, faces=[a], agreement=None)
+        single = app.readouts_table(one, skills)
+        assert single["headers"][4] == "skill" and app.readouts_widths([a.label]) == []
+        assert {r[0].split()[0]: r[4] for r in single["data"]}["ER"] == "22% of the gap, beyond noise"
+        assert app.readout_details(one, skills)["data"] == []
         series = {r["ratio"] for r in history_rows(u.history, marks)}
         assert "ER · Supervised (log-mel)" in series and "FR (no skill) · Supervised (log-mel)" in series
         assert "ER (not measured) · Supervised (GE2E)" in series

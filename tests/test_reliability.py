@@ -645,7 +645,7 @@ def test_every_predict_error_is_public(handlers, voice, tmp_path, monkeypatch):
         _public_error(lambda a=audio: h["predict"](a, MODEL, False, _visitor("p")), tmp_path, expected)
     _public_error(lambda: h["predict"](str(voice), "nope", False, _visitor("p")), tmp_path, "unknown model")
     out = h["predict"](wav("loud.wav", np.clip(speech * 30, -1, 1)), MODEL, False, _visitor("p"))
-    assert "clipped" in out[2] and not SERVER_PATH.search(out[2]) and "clipped" in out[-1]["warnings"][0]
+    assert "clipped" in out[2] and not SERVER_PATH.search(out[2]) and "clipped" in out[6]["warnings"][0]
 
     def broken(*args, **kwargs):
         raise RuntimeError(f"failed at {deep}/model.onnx in process {os.getpid()}")

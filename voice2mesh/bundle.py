@@ -324,29 +324,14 @@ def verify_files(root: Path, manifest: dict[str, Any], where: str) -> None:
             )
 
 
-def load_bundle(
-    source: str | Path | None = None,
-    revision: str | None = None,
-    *,
-    verify: bool = True,
-    **resolve_kwargs: Any,
-) -> Bundle:
+def load_bundle(source: str | Path | None = None, revision: str | None = None, **hub_kwargs: Any) -> Bundle:
     """Resolve (folder / Hub / default), validate ``bundle.json`` and verify every file's sha256."""
-    root, where = resolve_bundle_dir(source, revision, **resolve_kwargs)
+    root, where = resolve_bundle_dir(source, revision, **hub_kwargs)
     manifest = read_manifest(root)
     models, default, ref = parse_manifest(manifest, where)
-    if verify:
-        verify_files(root, manifest, where)
-    return Bundle(
-        root=root,
-        manifest=manifest,
-        models=models,
-        default_model=default,
-        face_model=ref,
-        front_end=dict(manifest["front_end"]),
-        source=where,
-        training=read_training_data(manifest, where),
-    )
+    verify_files(root, manifest, where)
+    training = read_training_data(manifest, where)
+    return Bundle(root, manifest, models, default, ref, dict(manifest["front_end"]), where, training)
 
 
 def write_manifest(root: str | Path, manifest: dict[str, Any], exclude: tuple[str, ...] = ()) -> Path:

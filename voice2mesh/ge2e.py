@@ -44,18 +44,15 @@ class GE2EFrontEndConfig:
     vad_max_silence_windows: int = 6  # longest silence kept, windows (dilation by max + 1 windows)
 
     @property
-    def n_fft(self) -> int:
-        """FFT size = window length in samples."""
+    def n_fft(self) -> int:  # the analysis window in samples
         return self.sample_rate * self.window_ms // 1000
 
     @property
     def hop_length(self) -> int:
-        """Hop in samples."""
         return self.sample_rate * self.hop_ms // 1000
 
     @property
     def vad_window(self) -> int:
-        """VAD window in samples."""
         return self.sample_rate * self.vad_window_ms // 1000
 
 
@@ -93,27 +90,18 @@ def normalize_volume(wav: np.ndarray, target_dbfs: float = DEFAULT_CONFIG.target
 
 def _window_counts(mask: np.ndarray, before: int, after: int) -> np.ndarray:
     """For each i, how many of ``mask[i-before : i+after+1]`` are set (outside counts as 0)."""
-    zeros = np.zeros
-    padded = np.concatenate([zeros(before + 1, np.int64), mask.astype(np.int64), zeros(after, np.int64)])
-    c = np.cumsum(padded)
-    width = before + after + 1
-    return c[width:] - c[:-width]
+    counts = np.convolve(mask.astype(np.int64), np.ones(before + after + 1, np.int64))
+    return counts[after : after + len(mask)]
 
 
 def voiced_mask(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Per VAD window of ``wav`` (a whole number of windows long): keep it, or drop it as part of a
     long silence."""
-    win = config.vad_window
     pcm = np.clip(np.round(wav.astype(np.float64) * INT16_MAX), -INT16_MAX - 1, INT16_MAX).astype("<i2")
-    raw = pcm.tobytes()
-    step = 2 * win
+    windows = pcm.reshape(-1, config.vad_window)
     vad = webrtcvad.Vad(config.vad_mode)
     # The only per-window loop: WebRTC VAD is a stateful C routine fed window by window.
-    flags = np.fromiter(
-        (vad.is_speech(raw[i : i + step], config.sample_rate) for i in range(0, len(raw), step)),
-        dtype=bool,
-        count=len(raw) // step,
-    )
+    flags = np.fromiter((vad.is_speech(w.tobytes(), config.sample_rate) for w in windows), bool, len(windows))
     w = config.vad_moving_average_width
     # Moving average over windows i-(w-1)//2 .. i+w//2, rounded half-to-even: voiced iff > half voted.
     votes = _window_counts(flags, (w - 1) // 2, w // 2)

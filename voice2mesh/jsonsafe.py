@@ -9,11 +9,8 @@ import numpy as np
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with numpy arrays/scalars as lists/numbers, tuples as lists, dict keys as strings.
-
-    NaN and ±inf become ``None`` (JSON ``null``): ``json.dumps`` would otherwise write ``NaN``, which
-    is not JSON and which browsers and most clients refuse.
-    """
+    """``value`` with numpy arrays/scalars as lists/numbers, tuples as lists, dict keys as strings, and
+    NaN/±inf as ``None`` (``json.dumps`` would write ``NaN``, which is not JSON)."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

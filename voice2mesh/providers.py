@@ -1,10 +1,8 @@
 """ONNX Runtime sessions: the provider they really run on, and the default thread count.
 
-onnxruntime-gpu lists ``CUDAExecutionProvider`` as available whether or not the machine has a usable
-GPU, and a session asked for CUDA silently falls back to the CPU when it cannot start it. So the list
-of available providers is not proof: the provider reported is the one the created session reads back
-(``session.get_providers()``). ONNX Runtime logs why it could not start CUDA; after one such fallback,
-``device="auto"`` asks for the CPU only, for the rest of the process.
+onnxruntime-gpu offers CUDA even without a usable GPU and then silently runs on the CPU, so the
+provider reported is the one the created session reads back; after one such fallback, ``device="auto"``
+asks for the CPU only, for the rest of the process.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ class DeviceError(RuntimeError):
 
 
 def default_threads() -> int:
-    """Intra-op threads when none are asked for: the CPUs this process may use, at most 2 (the
-    networks are small; more threads mostly wait on each other, and a server runs several requests)."""
+    """Intra-op threads when none are asked for: the usable CPUs, at most 2 (the networks are small)."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(2, usable or 1))
 

@@ -1,9 +1,5 @@
-"""The one sanitiser for text a visitor sees: no server paths, process ids or exception class names.
-
-Every user-facing message of the app (errors, warnings) passes :func:`public_message`. Library
-messages already name files without their folders; this is the guarantee for everything else
-(a path inside a library's own message, an unexpected exception).
-"""
+"""The one sanitiser for text a visitor sees (every error and warning the app shows passes it): no
+server paths, process ids or exception class names."""
 
 from __future__ import annotations
 

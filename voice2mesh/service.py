@@ -21,8 +21,8 @@ import numpy as np
 from huggingface_hub import ModelCard
 
 from voice2mesh import meshio, metrics
-from voice2mesh.audio import Audio, AudioConfig, AudioError, load_audio
-from voice2mesh.bundle import Bundle, TrainingData, load_bundle
+from voice2mesh.audio import AudioConfig, AudioError, load_audio
+from voice2mesh.bundle import Bundle, TrainingData, is_hub_id, load_bundle
 from voice2mesh.inference import Predictor, Prepared
 from voice2mesh.jsonsafe import jsonable
 from voice2mesh.paths import REPO_ROOT, cache_dir
@@ -189,7 +189,6 @@ class Voice2MeshService:
         self._triangles = np.asarray(face_model.triangles)
         self._reference = np.asarray(face_model.mean, dtype=np.float64)
 
-    # ----------------------------------------------------------------- construction
     @classmethod
     def from_bundle(
         cls,
@@ -249,15 +248,10 @@ class Voice2MeshService:
         for m in self.models.values():
             if choice in (m.name, m.label, m.framework):
                 return [m]
-        raise InputError(f"unknown model {choice!r}; accepted: {', '.join(self.choice_names())}")
-
-    def choice_names(self) -> list[str]:
-        """Every name a request may give as its model: the frameworks (``supervised``, ``kd``: aliases
-        whatever the bundle calls its models), ``both`` (two or more models), the bundle's model names."""
-        names = [m.framework for m in self.models.values()]
-        names += [BOTH] if len(self.models) > 1 else []
-        names += list(self.models)
-        return list(dict.fromkeys(names))
+        names = (
+            [m.framework for m in self.models.values()] + [BOTH] * (len(self.models) > 1) + list(self.models)
+        )
+        raise InputError(f"unknown model {choice!r}; accepted: {', '.join(dict.fromkeys(names))}")
 
     def limits_text(self) -> str:
         a = self.config.audio
@@ -265,20 +259,6 @@ class Voice2MeshService:
             f"{a.min_speech_s:g} s of speech or more, at most {a.max_duration_s:g} s in total, "
             f"files up to {a.max_bytes / MiB:g} MB"
         )
-
-    def check_audio(self, path: str | Path | None) -> Audio:
-        """Size on disk, duration, then decode and check (AudioError with a message for people)."""
-        if path is None or str(path) == "":
-            raise InputError("no audio: upload a recording or record one with the microphone")
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(
-                f"the audio file {p.name!r} did not arrive on the server; please upload it again"
-            )
-        try:
-            return load_audio(p, self.config.audio)  # size, then the header's limits, then decode
-        except AudioError as exc:
-            raise _public(exc) from None
 
     def run(
         self,
@@ -288,35 +268,33 @@ class Voice2MeshService:
         *,
         kinds: Iterable[str] = ("glb",),
     ) -> RunResult:
-        """Check the audio, run the chosen model(s), write the mesh files of ``kinds`` (MESH_KINDS keys).
-
-        Other formats are written when asked for (:meth:`mesh_files`). Raises AudioError / InputError.
-        """
+        """Check the audio, run the chosen model(s), write the mesh files of ``kinds`` (MESH_KINDS keys;
+        others are written when asked for, :meth:`mesh_files`). Raises AudioError / InputError."""
         kinds = _check_kinds(kinds)
         self.sessions.sweep()
         chosen = self.resolve_choice(choice)
         t0 = time.perf_counter()
-        audio = self.check_audio(audio_path)
-        check_ms = (time.perf_counter() - t0) * 1000.0
-        run_dir = self.sessions.new_run_dir(session_id)
+        path = _uploaded(
+            audio_path, "audio file", "no audio: upload a recording or record one with the microphone"
+        )
         prepared: dict[tuple, Prepared] = {}  # models with one front end share its work
         try:
+            audio = load_audio(path, self.config.audio)  # size, then the header's limits, then decode
+            check_ms = (time.perf_counter() - t0) * 1000.0
+            run_dir = self.sessions.new_run_dir(session_id)
             for m in chosen:
                 if m.predictor.front_end_key not in prepared:
                     prepared[m.predictor.front_end_key] = m.predictor.prepare(audio)
             faces = [
                 self._predict_one(m, prepared[m.predictor.front_end_key], run_dir, kinds) for m in chosen
             ]
-        except AudioError as exc:  # too little speech is found by the front end
+        except AudioError as exc:  # bad audio, or too little speech (found by the front end)
             raise _public(exc) from None
-        agreement = None
-        if len(faces) == 2:
-            agreement = self.agreement(faces[0].vertices, faces[1].vertices)
         result = RunResult(
             faces=faces,
             audio_seconds=float(audio.duration_s),
             warnings=[public_message(w) for w in audio.warnings],
-            agreement=agreement,
+            agreement=self.agreement(faces[0].vertices, faces[1].vertices) if len(faces) == 2 else None,
             run_dir=run_dir,
             timings_ms={"check audio": check_ms},
         )
@@ -352,10 +330,8 @@ class Voice2MeshService:
         return meshio.write_mesh(path, vertices, self._triangles, colors=colors)
 
     def mesh_files(self, session_id: str | None, kind: str) -> list[Path | None]:
-        """One file of ``kind`` per face of the session's latest run, written now if not yet; padded to 2.
-
-        ``[None, None]`` when the session has no result (none yet, or removed).
-        """
+        """One file of ``kind`` per face of the session's latest run, written now if not yet; padded to 2
+        (``[None, None]`` when the session has no result)."""
         (kind,) = _check_kinds([kind])
         result = self.sessions.latest(session_id)
         if result is None:
@@ -381,22 +357,17 @@ class Voice2MeshService:
     def compare_scan(
         self, scan_path: str | Path | None, session_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """The paper's metrics between the visitor's scan and each face of the session's latest run.
-
-        Returns one dict per model: ``{"model", "ER", "FR", "CR", "MR", "ARE", "keypoint_error",
-        "rmse_mm", "region_rmse_mm": {region: mm}}``. Raises InputError with a message for people.
-        """
-        if scan_path is None or str(scan_path) == "":
-            raise InputError("no scan: upload an OBJ or PLY file of a face in the model's topology")
-        path = Path(scan_path)
+        """The paper's metrics between the visitor's scan and each face of the session's latest run (one
+        dict per model: ``model``, ratios, ``ARE``, ``keypoint_error``, ``rmse_mm``, ``region_rmse_mm``)."""
+        path = _uploaded(
+            scan_path, "scan", "no scan: upload an OBJ or PLY file of a face in the model's topology"
+        )
         if path.suffix.lower() not in SCAN_FORMATS:
             raise InputError(
                 f"{path.name}: unsupported scan format {path.suffix or '(none)'}; accepted: "
                 f"{', '.join(SCAN_FORMATS)} with {self.face_model.n_vertices} vertices in the "
                 f"{self.info.face_model} topology"
             )
-        if not path.is_file():
-            raise InputError(f"the scan {path.name!r} did not arrive on the server; please upload it again")
         if path.stat().st_size > self.config.max_scan_bytes:
             raise InputError(f"{path.name}: the scan is larger than {self.config.max_scan_bytes // MiB} MB")
         result = self.sessions.latest(session_id)
@@ -432,6 +403,17 @@ class Voice2MeshService:
 
     def close(self) -> None:
         self.sessions.clear()
+
+
+def _uploaded(path: str | Path | None, what: str, missing: str) -> Path:
+    """The path of an upload that arrived (InputError ``missing`` when none was given)."""
+    if path is None or str(path) == "":
+        raise InputError(missing)
+    if not Path(path).is_file():
+        raise InputError(
+            f"the {what} {Path(path).name!r} did not arrive on the server; please upload it again"
+        )
+    return Path(path)
 
 
 def _first(value: Any) -> float:
@@ -476,15 +458,12 @@ def trained_on_text(training: TrainingData) -> str:
 
 
 def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
-    """What the loaded model is, for the "what this is / what it is not" text.
-
-    ``synthetic`` and ``random_weights`` come from the explicit flags of ``bundle.json``'s
-    ``training_data`` (None when an older bundle does not state them).
-    """
+    """What the loaded model is, for the "what this is / what it is not" text."""
     manifest = bundle.manifest
     card = str(manifest.get("model_card_url") or "")
     repo = bundle.source.split("@")[0]
-    if not card and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and not Path(repo).exists():
+    readme = bundle.root / "README.md"  # the model card, shown without its YAML header
+    if not card and is_hub_id(repo):
         card = f"https://huggingface.co/{repo}"
     return BundleInfo(
         source=bundle.source,
@@ -495,16 +474,8 @@ def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
         model_card=card,
         face_model=str(face_model.name),
         n_vertices=int(face_model.n_vertices),
-        card_markdown=read_model_card(bundle.root),
+        card_markdown=ModelCard.load(readme).text.strip()[:20000] if readme.is_file() else "",
     )
-
-
-def read_model_card(root: str | Path, max_chars: int = 20000) -> str:
-    """The bundle's model card (README.md) as Markdown without its YAML header ("" if absent)."""
-    path = Path(root) / "README.md"
-    if not path.is_file():
-        return ""
-    return ModelCard.load(path).text.strip()[:max_chars]
 
 
 EXAMPLES_DIR = REPO_ROOT / "examples"  # committed synthetic voices (scripts/make_examples.py)
@@ -513,7 +484,4 @@ EXAMPLE_SUFFIXES = (".flac", ".wav")
 
 def example_voices(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
     """The committed example voices (synthetic espeak-ng speech, no real person), sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
+    return sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())

@@ -230,7 +230,7 @@ def owner_alive(folder: Path) -> bool:
         return time.time() - _mtime(folder) < UNOWNED_GRACE_S
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError:  # held by its process (or no locks on this file system: keep the folder)
         return True
     finally:
         os.close(fd)
@@ -248,7 +248,8 @@ def instance_root(parent: str | Path) -> Path:
             LOG.info("removed the session folder %s of a server process that is gone", folder.name)
     root = Path(tempfile.mkdtemp(dir=parent))
     fd = os.open(root / f".{OWNER_FILE}", os.O_WRONLY | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # locked before it gets its name: an owner file is never unlocked
+    with contextlib.suppress(OSError):  # locked before it gets its name: an owner file is never unlocked
+        fcntl.flock(fd, fcntl.LOCK_EX)
     os.write(fd, json.dumps({"pid": os.getpid()}).encode())
     os.replace(root / f".{OWNER_FILE}", root / OWNER_FILE)
     _HELD_LOCKS.append(fd)
