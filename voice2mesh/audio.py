@@ -115,11 +115,8 @@ class Audio:
 
 
 def to_int16(samples: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1] → int16 PCM as the paper's VAD reads it from a 16-bit WAV.
-
-    Scale by 32768 (the inverse of how 16-bit PCM is read as float), round, clip to the int16
-    range: a 16-bit recording read as float comes back bit-exact.
-    """
+    """Float samples in [-1, 1] → int16 PCM as the paper's VAD reads it from a 16-bit WAV: times 32768 (the
+    inverse of reading 16-bit PCM as float), rounded, clipped, so a 16-bit recording comes back bit-exact."""
     x = np.rint(np.asarray(samples, dtype=np.float32) * np.float32(32768.0))
     return np.clip(x, -32768, 32767).astype(np.int16)
 
@@ -263,11 +260,8 @@ def _run(cmd: list[str], cfg: AudioConfig) -> subprocess.CompletedProcess:
 
 
 def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: str, cfg: AudioConfig) -> Audio:
-    """ffprobe (stream, rate, channels, duration), header checks, then ffmpeg to raw float32 read from
-    its pipe in blocks, at most max+1 s.
-
-    A file that breaks off (a recording cut short) keeps what decoded, with a warning.
-    """
+    """ffprobe (stream, rate, channels, duration), header checks, then ffmpeg to raw float32 read from its
+    pipe in blocks, at most max+1 s; a file that breaks off keeps what decoded, with a warning."""
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if ffmpeg is None or ffprobe is None:
         raise _FfmpegFailedError(
@@ -314,10 +308,8 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
 def _stream_ffmpeg(
     cmd: list[str], stderr_path: Path, mono: _MonoStream, cfg: AudioConfig
 ) -> tuple[int, bytes]:
-    """Run ffmpeg, feeding its float32 output to ``mono`` block by block; (return code, stderr).
-
-    The process is killed after ``cfg.ffmpeg_timeout_s`` and when reading stops early (an error).
-    """
+    """Run ffmpeg, feeding its float32 output to ``mono`` block by block; (return code, stderr). The
+    process is killed after ``cfg.ffmpeg_timeout_s`` and when reading stops early (an error)."""
     block_bytes = cfg.block_frames * mono.channels * 4
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)

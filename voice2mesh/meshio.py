@@ -502,11 +502,8 @@ def _reading(path: Path, read):
 def read_mesh(
     path: str | Path, max_vertices: int = MAX_VERTICES
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Read (vertices (N, 3) float64, triangles (F, 3) int64, colors (N, 4) uint8 or None).
-
-    Formats: .glb, .obj, .ply (vertex order preserved). XYZ and NPY give no triangles. More than
-    ``max_vertices`` vertices is an error found before the vertices are parsed.
-    """
+    """(vertices (N, 3) float64, triangles (F, 3) int64, colors (N, 4) uint8 or None) of a .glb, .obj or .ply
+    in order (XYZ and NPY: no triangles); more than ``max_vertices`` is refused before parsing."""
     path = _checked_path(path)
     ext = path.suffix.lower()
 
@@ -527,11 +524,8 @@ def read_mesh(
 
 
 def read_vertices(path: str | Path, max_vertices: int = MAX_VERTICES) -> np.ndarray:
-    """Vertices (N, 3) float64 of an OBJ / PLY / XYZ (``x y z`` lines) / NPY (N, 3) / GLB file, in order.
-
-    Only the vertices are parsed (no faces). More than ``max_vertices`` is a :class:`MeshTooLargeError`
-    found before parsing (OBJ, PLY, NPY: from a count or the header).
-    """
+    """Vertices (N, 3) float64 of an OBJ / PLY / XYZ (``x y z`` lines) / NPY (N, 3) / GLB file, in order
+    (faces not parsed); more than ``max_vertices`` is a :class:`MeshTooLargeError` found before parsing."""
     path = _checked_path(path)
     ext = path.suffix.lower()
     readers = {
@@ -552,11 +546,9 @@ def heatmap_colors(
     reference: np.ndarray,
     max_mm: float = HEATMAP_MAX_MM,
 ) -> np.ndarray:
-    """Per-vertex RGBA (N, 4) uint8 for the distance (mm) of each vertex to the same vertex of ``reference``.
-
-    The scale is fixed (0 mm → first colour, ``max_mm`` or more → last colour), so colours compare
-    across faces. No alignment is applied: both meshes are expected in the face model's frame.
-    """
+    """Per-vertex RGBA (N, 4) uint8 for the distance (mm) of each vertex to the same vertex of ``reference``,
+    on a fixed scale (0 mm: first colour, ``max_mm`` or more: last) so colours compare across faces; no
+    alignment (both meshes in the face model's frame)."""
     v = np.asarray(vertices, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)
     if v.shape != r.shape or v.ndim != 2 or v.shape[1] != 3:

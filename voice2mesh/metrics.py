@@ -95,11 +95,8 @@ _MM_PER_UNIT = {
 
 
 def mm_per_unit(face_model: Any) -> float:
-    """Millimetres per unit of the face model's vertices, from ``metadata["units"]`` (default mm).
-
-    The contract stores models in mm; the BFM reference layouts keep BFM's micrometres ("um ...");
-    ``px`` (the authors' model predicts faces in an image frame) has no physical size: NaN.
-    """
+    """Millimetres per unit of the face model's vertices, from ``metadata["units"]`` (default mm; the BFM
+    layouts keep BFM's micrometres, "um ..."; ``px``, the authors' image frame, has no physical size: NaN)."""
     units = (getattr(face_model, "metadata", None) or {}).get("units", "mm")
     key = str(units).strip().split(" ")[0].lower() if units else "mm"
     if key not in _MM_PER_UNIT:
@@ -140,11 +137,8 @@ def scale_to_target(pred: np.ndarray, target: np.ndarray, oicd_pair: tuple[int, 
 
 
 def ratio_errors(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, np.ndarray]:
-    """|d_pred/OICD_pred - d_target/OICD_target| for ER, FR, CR, MR and their mean ARE, each (B,).
-
-    The prediction is scaled to the target's OICD first (as the paper does); a ratio does not
-    depend on that scale, so it is implicit here.
-    """
+    """|d_pred/OICD_pred - d_target/OICD_target| for ER, FR, CR, MR and their mean ARE, each (B,) (the paper's
+    scaling of the prediction to the target's OICD leaves the ratios as they are, so it is implicit)."""
     p, t = _pair(pred, target)
     rp, rt = ratios(p, face_model), ratios(t, face_model)
     out = {k: np.abs(rp[k] - rt[k]) for k in RATIO_NAMES}
@@ -294,11 +288,8 @@ def compute_ratio_prior(
 
 
 def ratio_prior(face_model: Any, n_samples: int = PRIOR_SAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
-    """The model's prior distribution of each ratio (sorted samples), computed once.
-
-    Cached in memory and on disk under ``cache_dir()/ratio-prior/`` keyed by the face model's
-    sha256, n_identity, n_expression, the sample count and the seed.
-    """
+    """The model's prior distribution of each ratio (sorted samples), computed once: cached in memory and
+    under ``cache_dir()/ratio-prior/``, keyed by the model's sha256 and sizes, the sample count, the seed."""
     if n_samples < PRIOR_SAMPLES:
         raise ValueError(f"the prior needs at least {PRIOR_SAMPLES} samples, got {n_samples}")
     sizes = f"i{face_model.n_identity}-e{face_model.n_expression}-n{n_samples}-s{seed}"
@@ -326,11 +317,8 @@ def ratio_prior(face_model: Any, n_samples: int = PRIOR_SAMPLES, seed: int = 0) 
 
 
 def percentile(sorted_samples: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Percentile (0-100) of each value in the sorted prior samples; monotonic non-decreasing.
-
-    Linear between the mid-ranks 100 * (k + 0.5) / n of the samples; 0 below the smallest
-    and 100 above the largest.
-    """
+    """Percentile (0-100) of each value in the sorted prior samples, monotonic: linear between the mid-ranks
+    100 * (k + 0.5) / n of the samples, 0 below the smallest and 100 above the largest."""
     s = np.asarray(sorted_samples, dtype=np.float64)
     ranks = _mid_ranks(s.size)
     out = np.interp(np.asarray(values, dtype=np.float64), s, ranks, left=0.0, right=100.0)

@@ -130,7 +130,6 @@ def build(
     *,
     indices=None,
     full_mean=None,
-    name: str | None = None,
     source: str = "",
     param_stats: dict | None = None,
     n_identity: int = 40,
@@ -197,7 +196,7 @@ def build(
         **notes,
     }
     return FaceModel(
-        name=name or f"bfm-{n}",
+        name=f"bfm-{n}",
         mean=mean_v,
         identity_basis=ident,
         expression_basis=expr,

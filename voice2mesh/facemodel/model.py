@@ -141,13 +141,10 @@ class FaceModel:
 
     # -- geometry ----------------------------------------------------------------------------------
     def vertices(self, identity=None, expression=None, scale=None, at=None) -> np.ndarray:
-        """Vertices for weights ``identity`` (B, K) and ``expression`` (B, E), K/E up to all modes.
-
-        One (B, K+E) x (K+E, 3N) product for the whole batch (the first K identity and E expression
-        modes are stacked once and cached). 1-D weights give one face (N, 3); 2-D give (B, N, 3).
-        ``None`` means zeros (identity/expression) or 1 (scale); ``scale`` is a scalar or (B,).
-        ``at`` (vertex indices) decodes only those vertices, e.g. the measurement pairs of many faces.
-        """
+        """Vertices for weights ``identity`` (B, K) and ``expression`` (B, E), K/E up to all modes, in one
+        (B, K+E) x (K+E, 3N) product (the bases stacked once and cached). 1-D weights give one face (N, 3),
+        2-D give (B, N, 3); ``None`` means zeros, or 1 for ``scale`` (a scalar or (B,)); ``at`` (vertex
+        indices) decodes only those vertices, e.g. the measurement pairs of many faces."""
         given = [w for w in (identity, expression) if w is not None]
         single = bool(given) and all(np.ndim(w) == 1 for w in given) and np.ndim(scale) == 0
         ident = _weights(identity, self.max_identity, "identity")
