@@ -162,19 +162,20 @@ def default_reference() -> Path | None:
 def face_model(
     tdmm: dict[str, np.ndarray], reference: str | Path, layout: int = bfm.BFM_FULL, source: str = ""
 ) -> FaceModel:
-    """The BFM face model of ``layout`` from the 3DMM arrays, whitening folded in (weights = ``p[1:51]``)."""
-    stats = {"mean": tdmm["param_mean"], "std": tdmm["param_std"]}
-    return bfm.from_full_arrays(
-        tdmm["u"],
-        tdmm["w_shp"],
-        tdmm["w_exp"],
-        reference,
-        stats,
-        layout=layout,
-        source=source,
-        n_identity=N_IDENTITY,
-        n_expression=N_EXPRESSION,
+    """The BFM face model of ``layout`` from the 3DMM arrays (53,215 vertices, xyz interleaved), whitening
+    folded in (weights = ``p[1:51]``); the no-neck layout is cut out with the reference's ``indices.npy``."""
+    ref = bfm.read_reference(reference)
+    u, w_shp, w_exp = (
+        np.asarray(tdmm[k], np.float32).reshape(3 * bfm.BFM_FULL, -1) for k in ("u", "w_shp", "w_exp")
     )
+    if layout == bfm.BFM_NONECK:
+        if "indices" not in ref:
+            raise CmpFileError(f"{reference}: the no-neck layout needs indices.npy")
+        rows = (3 * ref["indices"][:, None] + np.arange(3)).reshape(-1)  # its xyz-interleaved rows
+        u, w_shp, w_exp = u[rows], w_shp[rows], w_exp[rows]
+    stats = {"mean": tdmm["param_mean"], "std": tdmm["param_std"]}
+    sizes = {"n_identity": N_IDENTITY, "n_expression": N_EXPRESSION}
+    return bfm.from_arrays(u, w_shp, w_exp, None, None, ref, stats, source=source, **sizes)
 
 
 def build_face_models(

@@ -575,6 +575,7 @@ def test_training_evaluate_prints_kd_rows(tmp_path):
 def _random_bfm_noneck(path: Path, reference: Path, stats: Path) -> Path:
     """A BFM face model of 3DDFA-V2's no-neck layout: the real mean face and topology of the reference
     folder, random 40 + 10 bases (the real ones are not distributable), 3DDFA's whitening folded in."""
+    from export import cmp
     from voice2mesh.facemodel import bfm
 
     rng = np.random.default_rng(0)
@@ -582,14 +583,9 @@ def _random_bfm_noneck(path: Path, reference: Path, stats: Path) -> Path:
     n = u.size
     with open(stats, "rb") as f:
         st = pickle.load(f)
-    fm = bfm.from_full_arrays(
-        u,
-        rng.normal(0, 1.0, (n, 40)),
-        rng.normal(0, 1.0, (n, 10)),
-        reference,
-        param_stats=st,
-        layout=bfm.BFM_NONECK,
-    )
+    bases = {"w_shp": rng.normal(0, 1.0, (n, 40)), "w_exp": rng.normal(0, 1.0, (n, 10))}
+    tdmm = {"u": u, **bases, "param_mean": st["mean"], "param_std": st["std"]}
+    fm = cmp.face_model(tdmm, reference, bfm.BFM_NONECK)
     fm.save(path)
     return path
 

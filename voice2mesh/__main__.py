@@ -65,14 +65,10 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
 
 
 def output_stems(paths: Sequence[str | Path], roots: Sequence[str | Path] | None = None) -> list[Path]:
-    """The output name (without extension) of each input.
-
-    Its file name when all inputs have different names; otherwise its path relative to the folder all
-    inputs have in common (``roots``: folders given on the command line, else each file's folder), so
-    inputs that share a file name in different folders get different outputs (the folders are mirrored).
-    Two inputs that differ only in their extension keep it (``voice.wav``, ``voice.flac``). The same
-    file given twice is an error.
-    """
+    """The output name (without extension) of each input: its file name when all names differ, else its
+    path relative to the folder the inputs have in common (``roots``: folders given on the command line,
+    else each file's folder). Inputs that differ only in their extension keep it (``voice.wav``,
+    ``voice.flac``); the same file given twice is an error."""
     resolved = [Path(p).resolve() for p in paths]
     seen: dict[Path, int] = {}
     for i, r in enumerate(resolved):

@@ -1,13 +1,10 @@
 """Load any accepted recording as float32 mono 16 kHz samples, with checks people can act on.
 
-Decoding: soundfile (libsndfile) for WAV, FLAC, OGG/Vorbis, Opus and MP3; ffmpeg (a subprocess
-with list arguments, no shell, and a timeout) for WebM (what browsers record), M4A/MP4 and
-anything else it can read. The sample rate, channel count and duration are read from the
-container header before anything is decoded, and a recording outside :class:`AudioConfig`'s limits
-is rejected without decoding it. Decoding then runs in blocks of
-:attr:`AudioConfig.block_frames` frames: each block is checked (NaN/inf, clipping), downmixed to
-mono and fed to a streaming resampler, so memory per call is bounded by the block size and the
-16 kHz result, whatever the file claims. Finally a digital-silence check. Bad input raises an
+soundfile (libsndfile) decodes WAV, FLAC, OGG/Vorbis, Opus and MP3; ffmpeg (a subprocess: list arguments,
+no shell, a timeout) WebM (what browsers record), M4A/MP4 and anything else it reads. A header beyond
+:class:`AudioConfig`'s limits (rate, channels, duration) is refused before decoding; decoding runs in blocks
+of :attr:`AudioConfig.block_frames` that are checked (NaN/inf, clipping), downmixed and resampled as they
+come, so memory is bounded whatever the file claims; then a digital-silence check. Bad input raises an
 :class:`AudioError` subclass whose message says which file, what was wrong and what is accepted.
 """
 
@@ -135,15 +132,14 @@ def load_audio(
     data, path, label = _resolve(source, cfg)
     suffix = path.suffix.lower() if path is not None else _sniff_suffix(data)
     reasons: list[str] = []
-    warnings: list[str] = []
     try:
         if suffix in FFMPEG_SUFFIXES:
-            return _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
+            return _decode_ffmpeg(data, path, label, suffix, cfg)
         try:
             return _decode_soundfile(data, path, label, cfg)
         except _NotForSoundfileError as e:
             reasons.append(str(e))
-            return _decode_ffmpeg(data, path, label, suffix, cfg, warnings)
+            return _decode_ffmpeg(data, path, label, suffix, cfg)
     except _FfmpegFailedError as e:
         reasons.append(str(e))
         raise UnreadableAudioError(
@@ -155,19 +151,16 @@ def load_audio(
 def _resolve(source, cfg: AudioConfig) -> tuple[bytes | None, Path | None, str]:
     """(bytes or None, path or None, label) after the size checks, which need no decoding."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        label = f"<{len(data)} bytes>"
-        size = len(data)
-        path = None
+        data, path = bytes(source), None
+        label, size = f"<{len(data)} bytes>", len(data)
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        data, path = None, Path(source)
         label = str(path.name) or str(path)
         if not path.is_file():
             raise UnreadableAudioError(
                 f"{path}: no such file; accepted: a path to an audio file ({ACCEPTED}) or its bytes"
             )
         size = path.stat().st_size
-        data = None
     else:
         raise TypeError(f"load_audio takes a path or bytes, not {type(source).__name__}")
     if size == 0:
@@ -183,10 +176,8 @@ def _resolve(source, cfg: AudioConfig) -> tuple[bytes | None, Path | None, str]:
     return data, path, label
 
 
-def _sniff_suffix(data: bytes | None) -> str:
+def _sniff_suffix(data: bytes) -> str:
     """A suffix for bytes whose container libsndfile cannot read (WebM/Matroska, MP4)."""
-    if data is None:
-        return ""
     if data[:4] == b"\x1a\x45\xdf\xa3":
         return ".webm"
     if data[4:8] == b"ftyp":
@@ -271,9 +262,7 @@ def _run(cmd: list[str], cfg: AudioConfig) -> subprocess.CompletedProcess:
         raise _FfmpegFailedError(f"{cmd[0]} took longer than {cfg.ffmpeg_timeout_s:g} s") from None
 
 
-def _decode_ffmpeg(
-    data: bytes | None, path: Path | None, label: str, suffix: str, cfg: AudioConfig, warnings: list[str]
-) -> Audio:
+def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: str, cfg: AudioConfig) -> Audio:
     """ffprobe (stream, rate, channels, duration), header checks, then ffmpeg to raw float32 read from
     its pipe in blocks, at most max+1 s.
 
@@ -316,13 +305,10 @@ def _decode_ffmpeg(
         cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", url, *decode_args.split(), "pipe:1"]
         mono = _MonoStream(rate, channels, label, cfg)
         returncode, stderr = _stream_ffmpeg(cmd, Path(tmp) / "stderr.txt", mono, cfg)
-    if returncode != 0:
-        if mono.frames == 0:
-            raise _FfmpegFailedError(_ffmpeg_reason(stderr, url))
-        warnings.append(
-            f"{label}: the file is damaged or cut short; using the {mono.frames / rate:.1f} s that decoded"
-        )
-    return mono.finish(warnings)
+    if returncode != 0 and mono.frames == 0:
+        raise _FfmpegFailedError(_ffmpeg_reason(stderr, url))
+    cut = f"{label}: the file is damaged or cut short; using the {mono.frames / rate:.1f} s that decoded"
+    return mono.finish([cut] if returncode != 0 else [])
 
 
 def _stream_ffmpeg(
@@ -422,9 +408,7 @@ class _MonoStream:
         if peak < cfg.silence_peak:
             raise _silent(label, peak)
         duration, rate, channels = mono.size / cfg.sample_rate, int(self.rate), int(self.channels)
-        return Audio(
-            mono, cfg.sample_rate, duration, rate, channels, warnings, label, cfg
-        )  # mono: contiguous
+        return Audio(mono, cfg.sample_rate, duration, rate, channels, warnings, label, cfg)
 
 
 def _finish(

@@ -113,10 +113,8 @@ def write_mesh(
     mesh = trimesh.Trimesh(
         vertices=v, faces=f.astype(np.int64), vertex_normals=normals, vertex_colors=c, process=False
     )
-    if ext == ".glb":
-        path.write_bytes(mesh.export(file_type="glb", include_normals=True))
-    else:
-        path.write_bytes(mesh.export(file_type="ply", encoding="binary"))
+    options = {"include_normals": True} if ext == ".glb" else {"encoding": "binary"}
+    path.write_bytes(mesh.export(file_type=ext[1:], **options))
     return path
 
 
@@ -567,8 +565,5 @@ def heatmap_colors(
         raise ValueError(f"max_mm must be positive, got {max_mm}")
     dist = np.linalg.norm(v - r, axis=1)
     pos = np.clip(dist / max_mm, 0.0, 1.0)
-    rgb = np.stack([np.interp(pos, _HEATMAP_STOPS, _HEATMAP_RGB[:, k]) for k in range(3)], axis=1)
-    out = np.empty((len(v), 4), dtype=np.uint8)
-    out[:, :3] = np.round(rgb).astype(np.uint8)
-    out[:, 3] = 255
-    return out
+    rgba = [*(np.interp(pos, _HEATMAP_STOPS, _HEATMAP_RGB[:, k]) for k in range(3)), np.full(len(v), 255.0)]
+    return np.round(np.stack(rgba, axis=1)).astype(np.uint8)

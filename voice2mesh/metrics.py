@@ -61,14 +61,9 @@ def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     p, t = _batch(pred, "pred"), _batch(target, "target")
     if p.shape[1] != t.shape[1]:
         raise ValueError(f"pred has {p.shape[1]} vertices but target has {t.shape[1]}: same topology needed")
-    if p.shape[0] != t.shape[0]:
-        if t.shape[0] == 1:
-            t = np.broadcast_to(t, p.shape)
-        elif p.shape[0] == 1:
-            p = np.broadcast_to(p, t.shape)
-        else:
-            raise ValueError(f"batch sizes differ: pred {p.shape[0]}, target {t.shape[0]}")
-    return p, t
+    if p.shape[0] != t.shape[0] and 1 not in (p.shape[0], t.shape[0]):
+        raise ValueError(f"batch sizes differ: pred {p.shape[0]}, target {t.shape[0]}")
+    return tuple(np.broadcast_arrays(p, t))  # a batch of one broadcasts (read-only views)
 
 
 def _pairs_of(model_or_pairs: Any) -> dict[str, tuple[int, int]]:
@@ -120,8 +115,7 @@ def distances(vertices: np.ndarray, model_or_pairs: Any) -> dict[str, np.ndarray
     if v.ndim < 2 or v.shape[-1] != 3:
         raise ValueError(f"expected vertices (..., N, 3), got {v.shape}")
     names = list(pairs)
-    i = np.array([pairs[k][0] for k in names])
-    j = np.array([pairs[k][1] for k in names])
+    i, j = np.array([pairs[k] for k in names], dtype=np.int64).reshape(-1, 2).T
     if i.size and (max(i.max(), j.max()) >= v.shape[-2] or min(i.min(), j.min()) < 0):
         raise ValueError(f"measurement vertex index out of range for a mesh of {v.shape[-2]} vertices")
     diff = v[..., i, :].astype(np.float64) - v[..., j, :].astype(np.float64)  # gathers only: cheap
@@ -279,13 +273,6 @@ def compare(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- prior and readouts
-def _prior_key(face_model: Any, n_samples: int, seed: int) -> str:
-    return (
-        f"v{PRIOR_VERSION}-{face_model.sha256[:20]}-i{face_model.n_identity}"
-        f"-e{face_model.n_expression}-n{n_samples}-s{seed}"
-    )
-
-
 def decode_at(face_model: Any, params: np.ndarray, vertex_ids: np.ndarray) -> np.ndarray:
     """Vertices ``vertex_ids`` only of the faces ``params`` (B, 1+K+E) -> (B, len(vertex_ids), 3) float64,
     so that the prior's 10,000 faces cost microseconds each (``FaceModel.vertices_from_params(at=...)``)."""
@@ -314,7 +301,8 @@ def ratio_prior(face_model: Any, n_samples: int = PRIOR_SAMPLES, seed: int = 0) 
     """
     if n_samples < PRIOR_SAMPLES:
         raise ValueError(f"the prior needs at least {PRIOR_SAMPLES} samples, got {n_samples}")
-    key = _prior_key(face_model, n_samples, seed)
+    sizes = f"i{face_model.n_identity}-e{face_model.n_expression}-n{n_samples}-s{seed}"
+    key = f"v{PRIOR_VERSION}-{face_model.sha256[:20]}-{sizes}"
     if key in _PRIOR_MEMORY:
         return _PRIOR_MEMORY[key]
     path = cache_dir() / "ratio-prior" / f"{key}.npz"
@@ -359,13 +347,9 @@ def _mid_ranks(n: int) -> np.ndarray:
 
 
 def readouts(vertices: np.ndarray, face_model: Any) -> dict[str, Any]:
-    """Readouts of one face (N, 3) (or a batch): ratios, distances in mm, ratio percentiles vs the prior.
-
-    Returns ``{"ratios": {ER, FR, CR, MR}, "distances_mm": {OICD, ER, FR, CR, MR},
-    "percentiles": {ER, FR, CR, MR}}``: floats for one face, (B,) arrays for a batch. Distances are
-    converted to mm from the model's units; percentiles are NaN for a model without shape modes
-    (e.g. the BFM reference layouts, which have a mean face only).
-    """
+    """Ratios, distances in mm and ratio percentiles (vs the model's prior; NaN for a model without shape
+    modes) of one face (N, 3) as floats, or of a batch as (B,) arrays: ``{"ratios": {ER, FR, CR, MR},
+    "distances_mm": {OICD, ER, FR, CR, MR}, "percentiles": {ER, FR, CR, MR}}``."""
     v = _batch(vertices, "vertices")  # distances() casts the few vertices it gathers to float64
     single = np.ndim(vertices) == 2
     d = distances(v, face_model)

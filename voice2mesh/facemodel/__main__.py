@@ -86,15 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "convert":
-            options = (
-                "reference",
-                "shape_basis",
-                "expression_basis",
-                "param_stats",
-                "n_identity",
-                "n_expression",
-            )
-            model = convert(args.kind, args.inputs, args.out, **{k: getattr(args, k) for k in options})
+            options = {k: v for k, v in vars(args).items() if k not in ("command", "kind", "inputs", "out")}
+            model = convert(args.kind, args.inputs, args.out, **options)
             print(f"wrote {args.out}: {model.metadata.get('source')}")
         else:
             model = load_face_model(args.model)

@@ -37,10 +37,7 @@ class BFMConversionError(ValueError):
 
 
 def _vec_to_vertices(u, what: str) -> np.ndarray:
-    a = np.asarray(u, dtype=np.float32)
-    if a.ndim == 2 and a.shape[1] == 3 and a.shape[0] in (BFM_FULL, BFM_NONECK):
-        return a
-    a = a.reshape(-1)
+    a = np.asarray(u, dtype=np.float32).reshape(-1)
     if a.size % 3:
         raise BFMConversionError(f"{what}: {a.size} values is not a multiple of 3 (xyz interleaved)")
     return a.reshape(-1, 3)
@@ -106,8 +103,7 @@ def read_reference(folder: str | Path) -> dict:
 def noneck_pairs(indices: np.ndarray, full_mean: np.ndarray) -> tuple[dict[str, tuple[int, int]], dict]:
     """The paper's pairs on the no-neck layout: mapped through ``indices``; an end outside it (ER's 34153)
     becomes the nearest no-neck vertex on the mean face (reported in the returned notes)."""
-    pos = np.full(BFM_FULL, -1, dtype=np.int64)
-    pos[indices] = np.arange(indices.size)
+    pos = _noneck_positions(indices)
     tree = cKDTree(full_mean[indices])
     pairs, notes = {}, {}
     for name, ends in BFM_PAIRS_53215.items():
@@ -224,14 +220,12 @@ def reference_model(folder: str | Path, layout: int = BFM_FULL) -> FaceModel:
     if layout == BFM_NONECK and ("indices" not in ref or "tri_noneck" not in ref):
         raise BFMConversionError(f"{folder}: the no-neck layout needs indices.npy and tri.pkl")
     mean = ref["mean"] if layout == BFM_FULL else ref["mean"][ref["indices"]]
-    return _with_reference(mean, None, None, None, None, ref, None, source=f"BFM reference folder {folder}")
+    return from_arrays(mean, None, None, None, None, ref, None, source=f"BFM reference folder {folder}")
 
 
 def noneck_keypoints(keypoints_full: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Map 53,215-layout interleaved keypoints into the no-neck layout."""
-    pos = np.full(BFM_FULL, -1, dtype=np.int64)
-    pos[indices] = np.arange(indices.size)
-    v = pos[np.asarray(keypoints_full, np.int64) // 3]
+    v = _noneck_positions(indices)[np.asarray(keypoints_full, np.int64) // 3]
     if (v < 0).any():
         raise BFMConversionError("some landmarks are outside the no-neck mesh")
     return 3 * v + np.asarray(keypoints_full, np.int64) % 3
@@ -253,7 +247,7 @@ def convert_bfm_arrays(
     bases = [_load_npy(p) if p else None for p in (shape_basis, expression_basis)]
     source = f"BFM arrays {[Path(p).name for p in mean_files]}"
     ref = read_reference(reference) if reference is not None else {}
-    return _with_reference(mean, *bases, None, None, ref, param_stats, source=source, **kwargs)
+    return from_arrays(mean, *bases, None, None, ref, param_stats, source=source, **kwargs)
 
 
 def convert_bfm_pkl(
@@ -274,13 +268,14 @@ def convert_bfm_pkl(
     source = f"BFM pickle {path.name}"
     args = (d["u"], d["w_shp"], d["w_exp"], d.get("tri"), d["keypoints"])
     ref = read_reference(reference) if reference is not None else {}
-    return _with_reference(*args, ref, param_stats, source=source, **kwargs)
+    return from_arrays(*args, ref, param_stats, source=source, **kwargs)
 
 
-def _with_reference(
+def from_arrays(
     mean, w_shp, w_exp, tri, keypoints, ref: dict, param_stats, source: str, **kwargs
 ) -> FaceModel:
-    """``build`` with what the input lacks (triangles, keypoints, no-neck indices) from ``read_reference``."""
+    """FaceModel from BFM arrays of either layout (xyz interleaved, see :func:`build`), what they lack
+    (triangles, keypoints, the no-neck indices) taken from ``ref``, a :func:`read_reference` dict."""
     n = np.asarray(mean).size // 3
     if tri is None:
         key = "tri_full" if n == BFM_FULL else "tri_noneck"
@@ -309,45 +304,11 @@ def _load_npy(path: str | Path) -> np.ndarray:
         raise BFMConversionError(f"{path}: not a readable .npy array ({exc})") from exc
 
 
-def noneck_rows(indices: np.ndarray) -> np.ndarray:
-    """Rows of a 53,215-layout xyz-interleaved vector/basis that form the 38,365-vertex no-neck layout."""
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1, 1)
-    return (3 * idx + np.arange(3)).reshape(-1)
-
-
-def from_full_arrays(
-    u,
-    w_shp,
-    w_exp,
-    reference: str | Path,
-    param_stats: dict | None = None,
-    layout: int = BFM_FULL,
-    source: str = "",
-    **kwargs,
-) -> FaceModel:
-    """FaceModel of ``layout`` from 53,215-vertex BFM arrays (xyz interleaved: ``u`` (3N,) or (3N, 1),
-    bases (3N, K)), e.g. the 3DMM data of the authors' ``2D-to-3D-pretrained.tar``.
-
-    Triangles and keypoints come from ``reference`` (a bfm-reference / ``train.configs`` folder); the
-    no-neck layout is cut out with its ``indices.npy``. ``param_stats`` (``{"mean", "std"}``, entries
-    12-51 shape and 52-61 expression) is folded in so that the weights are the whitened coefficients.
-    """
-    u = np.asarray(u, np.float32).reshape(-1)
-    if u.size != 3 * BFM_FULL:
-        raise BFMConversionError(
-            f"{source or 'BFM arrays'}: mean has {u.size // 3} vertices, expected "
-            f"{BFM_FULL} (the paper's full layout)"
-        )
-    w_shp, w_exp = np.asarray(w_shp, np.float32), np.asarray(w_exp, np.float32)
-    ref = read_reference(reference)
-    if layout == BFM_NONECK:
-        if "indices" not in ref:
-            raise BFMConversionError(f"{reference}: the no-neck layout needs indices.npy")
-        rows = noneck_rows(ref["indices"])
-        u, w_shp, w_exp = u[rows], w_shp[rows], w_exp[rows]
-    elif layout != BFM_FULL:
-        raise BFMConversionError(f"unknown BFM layout {layout}; accepted: {BFM_FULL}, {BFM_NONECK}")
-    return _with_reference(u, w_shp, w_exp, None, None, ref, param_stats, source=source, **kwargs)
+def _noneck_positions(indices: np.ndarray) -> np.ndarray:
+    """The no-neck index of each 53,215-layout vertex (-1 where it has none)."""
+    pos = np.full(BFM_FULL, -1, dtype=np.int64)
+    pos[indices] = np.arange(len(indices))
+    return pos
 
 
 def weights_from_coefficients(model: FaceModel, shape, expression) -> tuple[np.ndarray, np.ndarray]:

@@ -36,15 +36,10 @@ class FaceModelDownloadError(RuntimeError):
     """Downloading the upstream face model failed (network, HTTP status, size or checksum)."""
 
 
-def ict_file_names(expression_names: list[str] | None = None) -> list[str]:
+def ict_file_names() -> list[str]:
     """Every OBJ file of the upstream FaceXModel folder that the converter reads."""
-    if expression_names is None:
-        expression_names = ict.upstream_expression_names()
-    return [
-        ict.ICT_NEUTRAL_FILE,
-        *(f"identity{i:03d}.obj" for i in range(ict.ICT_N_IDENTITY)),
-        *(f"{n}.obj" for n in expression_names),
-    ]
+    identities = [f"identity{i:03d}.obj" for i in range(ict.ICT_N_IDENTITY)]
+    return [ict.ICT_NEUTRAL_FILE, *identities, *(f"{n}.obj" for n in ict.upstream_expression_names())]
 
 
 def download_file(
@@ -77,8 +72,7 @@ def download_ict_obj(
 
     ``base_url`` defaults to ``$VOICE2MESH_ICT_BASE_URL`` or the GitHub raw URL of commit da5f95a.
     """
-    base = base_url or os.environ.get(BASE_URL_ENV) or ICT_BASE_URL
-    base = base if base.endswith("/") else base + "/"
+    base = (base_url or os.environ.get(BASE_URL_ENV) or ICT_BASE_URL).rstrip("/") + "/"
     dest = Path(dest)
     for name in names or ict_file_names():
         target = dest / name

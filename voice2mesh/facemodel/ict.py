@@ -80,12 +80,10 @@ def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return verts, out
 
 
-def read_obj_folder(folder: str | Path, expression_names: list[str] | None = None) -> ICTRaw:
-    """Read the upstream FaceXModel folder, or a folder holding a subset of its OBJ files.
-
-    Needs ``generic_neutral_mesh.obj``; takes every ``identityNNN.obj`` present and every expression OBJ
-    whose name is in ``expression_names`` (default: the folder's ``vertex_indices.json`` if present, else
-    the 53 upstream names in upstream order). What was found is recorded in ``ICTRaw.source``.
+def read_obj_folder(folder: str | Path) -> ICTRaw:
+    """Read the upstream FaceXModel folder, or a folder holding a subset of its OBJ files: the neutral
+    mesh, every ``identityNNN.obj`` present and the expression OBJs present, in the order of the folder's
+    ``vertex_indices.json`` (else the 53 upstream names). What was found is recorded in ``ICTRaw.source``.
     """
     folder = Path(folder)
     neutral_path = folder / ICT_NEUTRAL_FILE
@@ -96,11 +94,10 @@ def read_obj_folder(folder: str | Path, expression_names: list[str] | None = Non
         )
     neutral, polygons = read_obj(neutral_path)
     identity_files = sorted(folder.glob("identity[0-9][0-9][0-9].obj"))
-    if expression_names is None:
-        vi = folder / "vertex_indices.json"
-        expression_names = (
-            json.loads(vi.read_text())["expressions"] if vi.is_file() else upstream_expression_names()
-        )
+    vi = folder / "vertex_indices.json"
+    expression_names = (
+        json.loads(vi.read_text())["expressions"] if vi.is_file() else upstream_expression_names()
+    )
     expression_files = [folder / f"{n}.obj" for n in expression_names if (folder / f"{n}.obj").is_file()]
 
     def deltas(files: list[Path]) -> np.ndarray:
@@ -185,12 +182,13 @@ def check_orientation(vertices: np.ndarray, landmarks: np.ndarray) -> None:
         )
 
 
-def load_layout(path: str | Path = LAYOUT_JSON) -> dict:
+def load_layout() -> dict:
     """The derived ICT measurement pairs and regions (written by scripts/derive_ict_measurements.py)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ICTConversionError(f"ICT layout file missing: {path} (run scripts/derive_ict_measurements.py)")
-    return json.loads(path.read_text())
+    if not LAYOUT_JSON.is_file():
+        raise ICTConversionError(
+            f"ICT layout missing: {LAYOUT_JSON} (run scripts/derive_ict_measurements.py)"
+        )
+    return json.loads(LAYOUT_JSON.read_text())
 
 
 def from_raw(

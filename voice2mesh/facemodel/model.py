@@ -228,21 +228,18 @@ class FaceModel:
 
     # -- file format -------------------------------------------------------------------------------
     def _meta(self) -> dict:
-        meta = dict(self.metadata)
-        meta.update(
-            {
-                "format_version": FORMAT_VERSION,
-                "name": self.name,
-                "expression_range": self.expression_range,
-                "n_identity": self.n_identity,
-                "n_expression": self.n_expression,
-                "measurement_pairs": {k: list(v) for k, v in self.measurement_pairs.items()},
-                "regions": sorted(self.regions),
-                "prior": asdict(self.prior),
-            }
-        )
-        meta.setdefault("orientation", "y up, face looks along +z, x to the face's left (right-handed)")
-        return meta
+        return {
+            "orientation": "y up, face looks along +z, x to the face's left (right-handed)",
+            **self.metadata,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "expression_range": self.expression_range,
+            "n_identity": self.n_identity,
+            "n_expression": self.n_expression,
+            "measurement_pairs": {k: list(v) for k, v in self.measurement_pairs.items()},
+            "regions": sorted(self.regions),
+            "prior": asdict(self.prior),
+        }
 
     def _entries(self) -> dict[str, np.ndarray]:
         """The file's entries but its sha256: arrays, regions and the JSON metadata."""
