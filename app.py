@@ -34,6 +34,7 @@ from voice2mesh.service import (
     DOWNLOAD_KINDS,
     AudioConfig,
     AudioError,
+    FaceResult,
     InputError,
     MiB,
     RunResult,
@@ -197,11 +198,11 @@ def short_labels(labels: list[str]) -> list[str]:
     return short if len(set(short)) == len(short) else labels
 
 
-def _ratio(face: Any, name: str) -> float:
+def _ratio(face: FaceResult, name: str) -> float:
     return 1.0 if name == metrics.NORMALISER else float(face.readouts["ratios"][name])
 
 
-def _percentile(face: Any, name: str) -> float | None:
+def _percentile(face: FaceResult, name: str) -> float | None:
     pct = face.readouts["percentiles"].get(name)
     return None if pct is None else round(float(pct), 1)
 
