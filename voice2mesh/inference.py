@@ -240,7 +240,7 @@ class Predictor:
         t1 = time.perf_counter()
         vertices = self.decode_mesh(params)
         t2 = time.perf_counter()
-        reads = metrics.readouts(vertices, self.face_model)
+        reads = [metrics.readouts(v, self.face_model) for v in vertices]  # one per face of the batch
         t3 = time.perf_counter()
         shared = {
             "onnx": (t1 - t0) * 1e3 / n,
@@ -255,7 +255,7 @@ class Predictor:
                 Prediction(
                     params=params[i].astype(np.float32),
                     vertices=vertices[i],
-                    readouts=_index(reads, i, n),
+                    readouts=reads[i],
                     timings=timings,
                     provider=self.provider,
                     model=self.entry.name,
@@ -314,13 +314,3 @@ def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
             v = tuple(v)
         kwargs[f.name] = v
     return cls(**kwargs)
-
-
-def _index(reads: Any, i: int, n: int) -> Any:
-    """Item ``i`` of a batched readouts dict (arrays of length n → floats)."""
-    if isinstance(reads, dict):
-        return {k: _index(v, i, n) for k, v in reads.items()}
-    arr = np.asarray(reads)
-    if arr.ndim >= 1 and arr.shape[0] == n:
-        return float(arr[i]) if arr.ndim == 1 else arr[i]
-    return reads
