@@ -16,6 +16,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from voice2mesh.providers import CPU, session_options
+
 MIN_ELEMENTS = 1024  # smaller tensors (biases, norms, shapes) stay float32: no size to gain
 
 
@@ -56,6 +58,6 @@ def half_weights_file(src: str | Path, dst: str | Path, min_elements: int = MIN_
 
 def run_graph(path: str | Path, inputs: list[np.ndarray]) -> np.ndarray:
     """The graph's first output for each input (each run as a batch of one) on the CPU, stacked."""
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), session_options(threads=1), providers=[CPU])  # deterministic
     name = sess.get_inputs()[0].name
     return np.stack([sess.run(None, {name: x[None].astype(np.float32)})[0][0] for x in inputs])

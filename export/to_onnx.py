@@ -52,6 +52,7 @@ from voice2mesh.facemodel import load_face_model
 from voice2mesh.features import FrontEndConfig, features_from_audio
 from voice2mesh.ge2e import ge2e_input
 from voice2mesh.paths import shared_assets_dir
+from voice2mesh.providers import CPU, session_options
 
 OPSET = 17
 PARAMS_ATOL = 1e-4  # params max abs difference ONNX vs PyTorch
@@ -277,7 +278,7 @@ def check_parity(
     model: LoadedModel, onnx_path: str | Path, face_model: Any, assets: Path | None = None
 ) -> ParityReport:
     """ONNX Runtime (CPU) vs PyTorch on the real clips, one by one and batched, plus a short input."""
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(onnx_path), session_options(threads=1), providers=[CPU])  # deterministic
     name = ENCODER_INPUTS[model.encoder]
     names, inputs = clip_inputs(model.encoder, assets)
     p_torch, p_onnx = [], []
