@@ -93,8 +93,9 @@ def read_log(log: Path) -> list[dict[str, Any]]:
 
 
 def answer_json(out: Any) -> dict | None:
-    last = out[-1] if isinstance(out, (list, tuple)) else None
-    return last if isinstance(last, dict) else None
+    """The result JSON among /predict's outputs (the dict with the models' answers), if any."""
+    outputs = out if isinstance(out, (list, tuple)) else []
+    return next((o for o in outputs if isinstance(o, dict) and "models" in o), None)
 
 
 def predict_args(voice: Path, model: str | None) -> tuple:

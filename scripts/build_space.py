@@ -20,7 +20,9 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
+from huggingface_hub import SpaceCard
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACE_SRC = REPO_ROOT / "space"
@@ -37,36 +39,27 @@ class SpaceBuildError(ValueError):
     """The Space folder would not work (the message says what is wrong and where)."""
 
 
-def split_front_matter(text: str, where: str) -> tuple[dict, str]:
-    """(metadata, body) of a README with a ``---`` YAML header."""
-    match = re.match(r"^---\n(.*?)\n---\n?(.*)$", text, re.DOTALL)
-    if not match:
-        raise SpaceBuildError(f"{where}: no '---' YAML metadata block at the top")
-    meta = yaml.safe_load(match.group(1)) or {}
-    if not isinstance(meta, dict):
-        raise SpaceBuildError(f"{where}: the metadata block is not a mapping")
-    return meta, match.group(2)
-
-
-def join_front_matter(meta: dict, body: str) -> str:
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
+def read_metadata(readme: Path) -> dict:
+    """The Space metadata (the README's YAML header, read by ``huggingface_hub.SpaceCard``)."""
+    try:
+        meta = SpaceCard.load(readme).data.to_dict()
+    except ValueError as exc:  # a header that is not a YAML mapping
+        raise SpaceBuildError(f"{readme}: {exc}") from None
+    if not meta:
+        raise SpaceBuildError(f"{readme}: no '---' YAML metadata block at the top")
+    return meta
 
 
 def requirement_names(text: str) -> list[str]:
-    """Distribution names of a requirements file (comments and options skipped), lower case."""
-    names = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
-            continue
-        names.append(re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0].lower().replace("_", "-"))
-    return names
+    """Distribution names of a requirements file (comments and options skipped), normalised."""
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [canonicalize_name(Requirement(line).name) for line in lines if line and not line.startswith("-")]
 
 
 def check_space(folder: Path) -> dict:
     """Check an assembled Space folder; returns its metadata (SpaceBuildError on any problem)."""
     readme = folder / "README.md"
-    meta, _ = split_front_matter(readme.read_text(encoding="utf-8"), str(readme))
+    meta = read_metadata(readme)
     missing = [k for k in REQUIRED_META if not meta.get(k)]
     if missing:
         raise SpaceBuildError(f"{readme}: metadata lacks {', '.join(missing)}")
@@ -111,13 +104,12 @@ def build_space(out_dir: str | Path, bundle: str | Path | None = None, hub_repo:
     if (REPO_ROOT / "LICENSE").is_file():
         shutil.copy2(REPO_ROOT / "LICENSE", out / "LICENSE")
     if hub_repo:
-        readme = out / "README.md"
-        meta, body = split_front_matter(readme.read_text(encoding="utf-8"), str(readme))
-        meta["models"] = [hub_repo]
+        card = SpaceCard.load(out / "README.md")
+        card.data.models = [hub_repo]
         # preload format: "repo [file1,file2]? [revision]?"; the whole repository at its main branch.
         # A pinned revision is passed to the app (VOICE2MESH_HUB_REVISION), which fetches it at start.
-        meta["preload_from_hub"] = [hub_repo]
-        readme.write_text(join_front_matter(meta, body), encoding="utf-8")
+        card.data.preload_from_hub = [hub_repo]
+        card.save(out / "README.md")
     if bundle is not None:
         from voice2mesh.bundle import load_bundle
 

@@ -72,7 +72,8 @@ def test_batched_equals_single(ict):
 
 
 def test_params_layout_and_errors(ict):
-    p = ict.neutral_params(2)
+    p = np.zeros((2, ict.n_params), np.float32)
+    p[:, 0] = 1.0  # the mean face: scale 1, all weights 0
     assert_close(ict.vertices_from_params(p), np.stack([ict.mean, ict.mean]), atol=0)
     with pytest.raises(ValueError, match=r"\(B, 51\)"):
         ict.vertices_from_params(np.zeros((2, 50)))

@@ -137,9 +137,8 @@ def test_glb_is_y_up_with_no_node_transform_and_vertex_colours(tmp_path, bfm_fac
 def test_obj_text_is_fixed_point_with_nine_significant_digits():
     v = np.array([[-0.0, -1e-12, 0.5], [-12.25, 123.456789, -99.9999999], [7.0, -0.000004, 1e-6]])
     tri = np.array([[0, 1, 2], [2, 1, 0]])
-    text = meshio.obj_bytes(
-        v, tri, np.array([[0, 128, 255, 255], [1, 2, 3, 255], [255, 255, 255, 255]], np.uint8)
-    ).decode()
+    colors = np.array([[0, 128, 255, 255], [1, 2, 3, 255], [255, 255, 255, 255]], np.uint8)
+    text = b"".join(meshio.obj_parts(v, tri, colors)).decode()
     lines = text.splitlines()
     assert lines[0] == "v 0.000000 0.000000 0.500000 0.0000 0.5020 1.0000"  # no "-0.000000"
     assert lines[1] == "v -12.250000 123.456789 -100.000000 0.0039 0.0078 0.0118"
@@ -149,7 +148,7 @@ def test_obj_text_is_fixed_point_with_nine_significant_digits():
     rng = np.random.default_rng(5)
     w = rng.normal(size=(2000, 3)) * 60.0
     w[0, 0] = 999.0
-    rows = [line.split()[1:] for line in meshio.obj_bytes(w, tri).decode().splitlines()[:2000]]
+    rows = [line.split()[1:] for line in b"".join(meshio.obj_parts(w, tri)).decode().splitlines()[:2000]]
     expected = [[f"{x:.6f}" for x in row] for row in w]
     mismatched = [(r, e) for r, e in zip(rows, expected, strict=True) if r != e]
     # "%.6f" rounds the exact binary value, ours x * 1e6: a rare tie may differ by one in the last digit

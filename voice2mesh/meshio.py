@@ -13,7 +13,6 @@ import functools
 import io
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -118,18 +117,11 @@ def write_mesh(
     return path
 
 
-def obj_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None) -> bytes:
-    """Wavefront OBJ text: ``v x y z [r g b]`` lines (colours in [0, 1]), then ``f a b c`` (1-based).
-
-    ``colors``: 8-bit levels, (N, 3) or (N, 4) (alpha is not written).
-    """
-    return b"".join(obj_parts(vertices, triangles, colors))
-
-
 def obj_parts(
     vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None
 ) -> tuple[np.ndarray, bytes]:
-    """The two blocks of :func:`obj_bytes` (``v`` lines as a uint8 array, ``f`` lines), written in turn.
+    """Wavefront OBJ text in two blocks, written in turn: ``v x y z [r g b]`` lines (colours in [0, 1]) as a
+    uint8 array, then ``f a b c`` lines (1-based). ``colors``: 8-bit levels, (N, 3) or (N, 4) (no alpha).
 
     Digits are made by numpy (no per-vertex Python formatting), and the ``f`` lines of a topology are
     formatted once and reused. Coordinates keep ``OBJ_SIGNIFICANT_DIGITS`` significant digits of the
@@ -140,9 +132,8 @@ def obj_parts(
     leading = int(np.floor(np.log10(top))) + 1 if top > 0 else 1  # position of the first significant digit
     rgb = None if colors is None else _COLOR_TEXT[np.asarray(colors, dtype=np.uint8)[:, :3]]
     tri = np.ascontiguousarray(triangles, dtype=np.int64)
-    return (
-        _ascii_lines(b"v", [(v, max(0, OBJ_SIGNIFICANT_DIGITS - leading))], rgb),
-        _obj_face_lines(tri.tobytes()),
+    return _ascii_lines(b"v", v, max(0, OBJ_SIGNIFICANT_DIGITS - leading), rgb), _obj_face_lines(
+        tri.tobytes()
     )
 
 
@@ -150,14 +141,7 @@ def obj_parts(
 def _obj_face_lines(triangles: bytes) -> bytes:
     """``f a b c`` lines of a topology (int64 (F, 3) bytes); formatted once, as every face shares them."""
     tri = np.frombuffer(triangles, dtype=np.int64).reshape(-1, 3)
-    return _ascii_lines(b"f", [(tri + 1, 0)]).tobytes()
-
-
-def _magnitudes(x: np.ndarray, decimals: int) -> tuple[np.ndarray, int]:
-    """|x| scaled to whole numbers (``decimals`` decimals kept), as unsigned ints; and their digit count."""
-    scaled = np.rint(np.abs(x) * 10.0**decimals) if x.dtype.kind == "f" else np.abs(x)
-    top = int(scaled.max()) if scaled.size else 0
-    return scaled.astype(np.uint32 if top < 2**32 else np.uint64), max(len(str(top)), decimals + 1)
+    return _ascii_lines(b"f", tri + 1, 0).tobytes()
 
 
 def _write_digits(
@@ -187,35 +171,29 @@ def _write_digits(
     target[:, 0] = np.where((x.T < 0) & (magnitude.T > 0), ord("-"), 0)  # no "-0.000"
 
 
-def _ascii_lines(
-    tag: bytes, columns: list[tuple[np.ndarray, int]], text: np.ndarray | None = None
-) -> np.ndarray:
-    """ASCII (uint8 array): ``tag a b c ...\n`` per row of the (N, K) blocks in ``columns`` (each with
-    its decimals), then the ready-made (N, K, W) ASCII fields ``text`` if given.
+def _ascii_lines(tag: bytes, x: np.ndarray, decimals: int, text: np.ndarray | None = None) -> np.ndarray:
+    """ASCII (uint8 array): ``tag a b c ...\n`` per row of ``x`` (N, K), in fixed point with ``decimals``
+    decimals, then the ready-made (N, K, W) ASCII fields ``text`` if given.
 
     The text is built column-major, one row of ``rows_t`` per character position, so every numpy
     pass writes contiguous memory; padding bytes (0) are dropped when it is read out row by row.
     """
-    n = columns[0][0].shape[0]
-    prepared = [(x, *_magnitudes(x, decimals), decimals) for x, decimals in columns]
-    widths = [1 + n_digits + (1 if decimals else 0) for _, _, n_digits, decimals in prepared]
-    length = len(tag) + sum(x.shape[1] * (w + 1) for (x, *_), w in zip(prepared, widths, strict=True)) + 1
-    if text is not None:
-        length += text.shape[1] * (text.shape[2] + 1)
-    rows_t = np.empty((length, n), np.uint8)
+    n, k = x.shape
+    scaled = np.rint(np.abs(x) * 10.0**decimals) if x.dtype.kind == "f" else np.abs(x)
+    top = int(scaled.max()) if scaled.size else 0
+    magnitude = scaled.astype(np.uint32 if top < 2**32 else np.uint64)
+    n_digits = max(len(str(top)), decimals + 1)
+    width = 2 + n_digits + (1 if decimals else 0)  # a space, the sign, the digits, the point
+    start = len(tag) + k * width
+    rows_t = np.empty((start + (0 if text is None else text.shape[1] * (text.shape[2] + 1)) + 1, n), np.uint8)
     rows_t[: len(tag)] = np.frombuffer(tag, np.uint8)[:, None]
-    pos = len(tag)
-    for (x, magnitude, n_digits, decimals), width in zip(prepared, widths, strict=True):
-        block = rows_t[pos : pos + x.shape[1] * (width + 1)].reshape(x.shape[1], width + 1, n)
-        block[:, 0] = ord(" ")
-        _write_digits(x, magnitude, decimals, n_digits, block[:, 1:])
-        pos += x.shape[1] * (width + 1)
+    numbers = rows_t[len(tag) : start].reshape(k, width, n)
+    numbers[:, 0] = ord(" ")
+    _write_digits(x, magnitude, decimals, n_digits, numbers[:, 1:])
     if text is not None:
-        block = rows_t[pos : pos + text.shape[1] * (text.shape[2] + 1)].reshape(
-            text.shape[1], text.shape[2] + 1, n
-        )
-        block[:, 0] = ord(" ")
-        block[:, 1:] = text.transpose(1, 2, 0)
+        fields = rows_t[start:-1].reshape(text.shape[1], text.shape[2] + 1, n)
+        fields[:, 0] = ord(" ")
+        fields[:, 1:] = text.transpose(1, 2, 0)
     rows_t[-1] = ord("\n")
     rows = rows_t.T
     return rows[rows != 0]
@@ -223,9 +201,9 @@ def _ascii_lines(
 
 # ------------------------------------------------------------------ readers
 # Readers take files from visitors: every one is bounded before it parses (a vertex cap from the
-# PLY header, from counting OBJ 'v' lines, from an NPY header) and parses with numpy (no Python
-# object per number). Errors name the file as the caller gave it and say what is accepted, with no
-# exception class names; the app shows them through voice2mesh.publictext (no server folders).
+# PLY header, from counting OBJ 'v' lines, from an NPY header) and parses with numpy (trimesh for PLY
+# and GLB; no Python object per number). Errors name the file as the caller gave it and say what is
+# accepted, with no exception class names; the app shows them through voice2mesh.publictext.
 MAX_VERTICES = 1_000_000  # default cap of the readers (24 MB of float64 vertices)
 MAX_PLY_HEADER_BYTES = 1 << 16
 _OBJ_CHUNK_BYTES = 1 << 18  # OBJ files are scanned in chunks of whole lines (bounded temporaries)
@@ -347,17 +325,9 @@ def _read_obj(path: Path, max_vertices: int) -> tuple[np.ndarray, np.ndarray, np
     return arr[:, :3], fans[fans[:, :, 2] >= 0], colors
 
 
-@dataclass
-class _PlyHeader:
-    encoding: str  # "ascii", "binary_little_endian" or "binary_big_endian"
-    n_vertices: int
-    properties: list[tuple[str, str]]  # the vertex element's (name, numpy type)
-    size: int  # bytes up to and including "end_header\n"
-
-
-def _read_ply_header(path: Path, max_vertices: int) -> _PlyHeader:
-    """The header of a PLY file, checked: a first 'vertex' element of scalar properties with x, y, z,
-    at most ``max_vertices`` of them (nothing after the header is read)."""
+def _check_ply(path: Path, max_vertices: int) -> int:
+    """The vertex count of a PLY header, refused when it is not a first 'vertex' element of scalar
+    properties with x, y, z, has more than ``max_vertices``, or is binary and longer than the file."""
     name = str(path)
     with open(path, "rb") as fh:
         head = fh.read(MAX_PLY_HEADER_BYTES)
@@ -386,47 +356,22 @@ def _read_ply_header(path: Path, max_vertices: int) -> _PlyHeader:
         raise MeshFileError(
             f"{name}: the first PLY element is not 'vertex <count>'; accepted: {ACCEPTED_VERTEX_FILES}"
         )
-    count = int(elements[0][1])
+    count, props = int(elements[0][1]), elements[0][2]
     if count > max_vertices:
         raise MeshTooLargeError(name, count, max_vertices)
-    props = []
-    for words in elements[0][2]:
+    for words in props:
         if len(words) != 2 or words[0] not in _PLY_TYPES:
             raise MeshFileError(
                 f"{name}: vertex property {' '.join(words)!r} is not a number type; "
                 f"accepted: scalar vertex properties ({', '.join(sorted(_PLY_TYPES))})"
             )
-        props.append((words[1], _PLY_TYPES[words[0]]))
-    if not {"x", "y", "z"} <= {p for p, _ in props}:
+    if not {"x", "y", "z"} <= {p for _, p in props}:
         raise MeshFileError(f"{name}: the PLY vertices have no x, y, z properties")
-    return _PlyHeader(encoding, count, props, newline + 1)
-
-
-def _read_ply_vertices(path: Path, max_vertices: int) -> np.ndarray:
-    """Vertices (N, 3) float64 of a PLY file: header first (capped), then numpy reads N records."""
-    name = str(path)
-    header = _read_ply_header(path, max_vertices)
-    n, names = header.n_vertices, [p for p, _ in header.properties]
-    with open(path, "rb") as fh:
-        fh.seek(header.size)
-        if header.encoding == "ascii":
-            try:
-                rows = np.loadtxt(fh, dtype=np.float64, ndmin=2, max_rows=n, comments=None) if n else None
-            except ValueError:
-                rows = None
-            if rows is None or rows.shape != (n, len(names)):
-                raise MeshFileError(
-                    f"{name}: the PLY vertex lines do not hold {n} x {len(names)} numbers as the header says"
-                )
-            return rows[:, [names.index(c) for c in "xyz"]]
-        order = "<" if header.encoding == "binary_little_endian" else ">"
-        dtype = np.dtype([(p, order + t) for p, t in header.properties])
-        records = np.fromfile(fh, dtype=dtype, count=n)
-    if len(records) != n:
-        raise MeshFileError(
-            f"{name}: the file ends after {len(records)} of the {n} vertices its header gives"
-        )
-    return np.stack([records[c].astype(np.float64) for c in "xyz"], axis=1)
+    record = sum(np.dtype(_PLY_TYPES[t]).itemsize for t, _ in props)
+    found = (path.stat().st_size - newline - 1) // record
+    if encoding != "ascii" and found < count:
+        raise MeshFileError(f"{name}: the file ends after {found} of the {count} vertices its header gives")
+    return count
 
 
 def _read_xyz(path: Path, max_vertices: int) -> np.ndarray:
@@ -452,9 +397,11 @@ def _read_npy(path: Path, max_vertices: int) -> np.ndarray:
     return np.array(arr)
 
 
-def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _read_trimesh(path: Path, max_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """GLB and PLY files (a PLY header is checked first: nothing big is parsed)."""
     import trimesh
 
+    count = _check_ply(path, max_vertices) if path.suffix.lower() == ".ply" else None
     loaded = trimesh.load(str(path), file_type=path.suffix.lower()[1:], process=False, maintain_order=True)
     if isinstance(loaded, trimesh.Scene):
         geoms = list(loaded.geometry.values())
@@ -465,6 +412,8 @@ def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
             raise MeshFileError(f"{path}: the mesh node has a transform; voice2mesh files have none")
         loaded = geoms[0]
     v = np.asarray(loaded.vertices, dtype=np.float64)
+    if count is not None and len(v) != count:
+        raise MeshFileError(f"{path}: {len(v)} vertices, but its header gives {count}")
     faces = getattr(loaded, "faces", None)  # a point cloud has none
     f = np.asarray(faces if faces is not None else np.zeros((0, 3)), dtype=np.int64)
     colors = None
@@ -512,9 +461,7 @@ def read_mesh(
             return _read_obj(path, max_vertices)
         if ext in (".xyz", ".npy"):
             return read_vertices(path, max_vertices), np.zeros((0, 3), np.int64), None
-        if ext == ".ply":
-            _read_ply_header(path, max_vertices)  # the cap, before trimesh parses anything
-        return _read_trimesh(path)
+        return _read_trimesh(path, max_vertices)
 
     v, f, c = _reading(path, read)
     v = _check_vertices(v, str(path))
@@ -530,10 +477,10 @@ def read_vertices(path: str | Path, max_vertices: int = MAX_VERTICES) -> np.ndar
     ext = path.suffix.lower()
     readers = {
         ".obj": lambda: _read_obj_vertices(path, max_vertices)[:, :3],
-        ".ply": lambda: _read_ply_vertices(path, max_vertices),
+        ".ply": lambda: _read_trimesh(path, max_vertices)[0],
         ".xyz": lambda: _read_xyz(path, max_vertices),
         ".npy": lambda: _read_npy(path, max_vertices),
-        ".glb": lambda: _read_trimesh(path)[0],
+        ".glb": lambda: _read_trimesh(path, max_vertices)[0],
     }
     v = _check_vertices(_reading(path, readers[ext]), str(path))
     if len(v) > max_vertices:

@@ -21,6 +21,7 @@ EXPRESSION_RANGES = ("unit_interval", "gaussian")
 # Paper (Wu et al., CVPR 2022, Sec. 3 / 3DDFA-V2 parameterisation): 40 identity + 10 expression weights.
 PAPER_N_IDENTITY = 40
 PAPER_N_EXPRESSION = 10
+_EINSUM_MAX_BATCH = 16  # batch sizes up to this decode by einsum, larger by BLAS (FaceModel.vertices)
 
 _META_KEY = "__metadata_json__"
 _SHA_KEY = "__sha256__"
@@ -84,22 +85,20 @@ class FaceModel:
         self.triangles = np.ascontiguousarray(self.triangles, dtype=np.int32)
         if self.triangles.ndim != 2 or self.triangles.shape[1] != 3:
             raise ValueError(f"triangles must be (F, 3), got {self.triangles.shape}")
-        if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= n):
-            raise ValueError(f"triangles index outside 0..{n - 1}")
         self.landmarks = np.asarray(self.landmarks, dtype=np.int64)
-        if self.landmarks.shape != (68,) or self.landmarks.min() < 0 or self.landmarks.max() >= n:
-            raise ValueError(f"landmarks must be 68 vertex indices in 0..{n - 1}, got {self.landmarks.shape}")
+        if self.landmarks.shape != (68,):
+            raise ValueError(f"landmarks must be 68 vertex indices, got {self.landmarks.shape}")
         self.measurement_pairs = {k: (int(a), int(b)) for k, (a, b) in self.measurement_pairs.items()}
         missing = [k for k in MEASUREMENT_NAMES if k not in self.measurement_pairs]
         if missing:
             raise ValueError(f"measurement_pairs lacks {missing}")
-        bad = [k for k, ab in self.measurement_pairs.items() if not all(0 <= i < n for i in ab)]
-        if bad:
-            raise ValueError(f"measurement_pairs {bad} index outside 0..{n - 1}")
         self.regions = {k: np.asarray(v, dtype=np.int64).reshape(-1) for k, v in self.regions.items()}
-        bad = [k for k, v in self.regions.items() if v.size and (v.min() < 0 or v.max() >= n)]
+        indexed = {"triangles": self.triangles, "landmarks": self.landmarks}
+        indexed.update({f"measurement pair {k}": np.array(ab) for k, ab in self.measurement_pairs.items()})
+        indexed.update({f"region {k}": v for k, v in self.regions.items()})
+        bad = [k for k, a in indexed.items() if a.size and (a.min() < 0 or a.max() >= n)]
         if bad:
-            raise ValueError(f"regions {bad} index outside 0..{n - 1}")
+            raise ValueError(f"{', '.join(bad)}: index outside 0..{n - 1}")
         if self.expression_range not in EXPRESSION_RANGES:
             raise ValueError(
                 f"expression_range must be one of {EXPRESSION_RANGES}, got {self.expression_range!r}"
@@ -160,7 +159,10 @@ class FaceModel:
             if at is not None:
                 basis = basis.reshape(k + e, self.n_vertices, 3)[:, np.asarray(at, dtype=np.int64)]
                 basis = basis.reshape(k + e, -1)
-            flat = _weighted_sum(weights, basis)
+            # numpy's single-threaded einsum for small batches: multi-threaded BLAS is erratic for a
+            # (1 x 50) @ (50 x 3N) product on a busy CPU (its worker threads wait for free cores),
+            # while large batches (the prior's 10,000 faces, training) gain from BLAS.
+            flat = np.einsum("bm,md->bd", weights, basis) if batch <= _EINSUM_MAX_BATCH else weights @ basis
             flat += mean.reshape(1, -1)
         else:
             flat = np.broadcast_to(mean.reshape(1, -1), (batch, mean.size)).copy()
@@ -203,12 +205,6 @@ class FaceModel:
         scale, ident, expr = self.split_params(params)
         out = self.vertices(ident, expr, scale, at=at)
         return out[0] if np.ndim(params) == 1 else out
-
-    def neutral_params(self, n: int = 1) -> np.ndarray:
-        """(n, 1+K+E) parameters of the mean face (scale 1, all weights 0)."""
-        p = np.zeros((n, self.n_params), dtype=np.float32)
-        p[:, 0] = 1.0
-        return p
 
     def sample_params(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
         """(n, 1+K+E) float32 parameters drawn from the prior (see ``Prior``)."""
@@ -283,8 +279,8 @@ class FaceModel:
                 f"{actual[:12]}...): the file is corrupted or was modified"
             )
         regions = {k[len(_REGION_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_REGION_PREFIX)}
-        core = {k: meta.pop(k) for k in ("name", "expression_range", "n_identity", "n_expression")}
-        core["measurement_pairs"] = meta.pop("measurement_pairs")
+        names = ("name", "expression_range", "n_identity", "n_expression", "measurement_pairs")
+        core = {k: meta.pop(k) for k in names}
         core["prior"] = Prior(**meta.pop("prior"))
         meta.pop("regions", None)
         return cls(**{k: arrays[k] for k in _ARRAY_FIELDS}, **core, regions=regions, metadata=meta)
@@ -309,19 +305,6 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-# Below this batch size numpy's single-threaded einsum is used: multi-threaded BLAS is erratic for a
-# (1 x 50) @ (50 x 3N) product on a busy CPU (its worker threads wait for free cores),
-# while large batches (the prior's 10,000 faces, training) gain from BLAS.
-_EINSUM_MAX_BATCH = 16
-
-
-def _weighted_sum(weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """(B, M) @ (M, D) -> (B, D) float32, by einsum for small batches and BLAS for large ones."""
-    if weights.shape[0] <= _EINSUM_MAX_BATCH:
-        return np.einsum("bm,md->bd", weights, basis)
-    return weights @ basis
 
 
 def _basis(basis, n: int, name: str) -> np.ndarray:
