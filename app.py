@@ -610,7 +610,7 @@ def make_handlers(service: Voice2MeshService) -> dict[str, Any]:
     def view(heatmap: bool, request: gr.Request):
         """Switch the viewers between plain and heatmap colours (no recomputation)."""
         try:
-            return tuple(_paths(service.view(_session(request), bool(heatmap))))
+            return tuple(_paths(service.mesh_files(_session(request), viewer_kind(bool(heatmap)))))
         except Exception as exc:  # noqa: BLE001
             raise _as_gr_error(exc, "colouring the face") from exc
 

@@ -111,7 +111,7 @@ def test_batch_equals_single(predictor, clips):
 
 def test_choosing_a_model_of_a_multi_model_bundle(bundle_dir, clips, predictor):
     ge2e = Predictor.from_bundle(bundle_dir, model="supervised-ge2e", threads=1)
-    assert ge2e.entry.encoder == "ge2e" and ge2e.models == ["supervised", "supervised-ge2e"]
+    assert ge2e.entry.encoder == "ge2e" and ge2e.describe()["models"] == ["supervised", "supervised-ge2e"]
     a = ge2e.predict(clips[1])
     b = predictor.predict(clips[1])
     assert a.model == "supervised-ge2e" and a.params.shape == b.params.shape

@@ -130,7 +130,7 @@ class Bundle:
     face_model: FaceModelRef
     front_end: dict[str, Any]
     source: str
-    training: TrainingData = field(default_factory=lambda: TrainingData(None, None))
+    training: TrainingData
     _face_model: Any = field(default=None, repr=False, compare=False)
 
     def model(self, name: str | None = None) -> ModelEntry:
@@ -140,9 +140,6 @@ class Bundle:
             raise BundleError(f"bundle {self.source} has no model {key!r}; it has {sorted(self.models)}")
         return self.models[key]
 
-    def path(self, relative: str) -> Path:
-        return self.root / relative
-
     def load_face_model(self):
         """The bundle's FaceModel (file in the bundle, or resolved by id), checked against its sha256;
         loaded once per Bundle and shared by its models (treat it as read-only)."""
@@ -151,7 +148,7 @@ class Bundle:
         from voice2mesh.facemodel import load_face_model
 
         ref = self.face_model
-        where = self.path(ref.file) if ref.file else ref.id
+        where = self.root / ref.file if ref.file else ref.id
         try:
             fm = load_face_model(str(where))
         except Exception as exc:
@@ -186,15 +183,12 @@ def is_hub_id(source: str) -> bool:
 
 
 def resolve_bundle_dir(
-    source: str | Path | None = None,
-    revision: str | None = None,
-    local_files_only: bool | None = None,
-    **hub_kwargs: Any,
+    source: str | Path | None = None, revision: str | None = None, **hub_kwargs: Any
 ) -> tuple[Path, str]:
     """(a local folder, a description for messages) for ``source``: a folder, a Hub repo id, or None
     for the default bundle. Hub repos go through ``huggingface_hub.snapshot_download`` (``revision``:
-    branch, tag or commit; ``HF_HUB_OFFLINE=1`` or ``local_files_only``: the cache only; ``hub_kwargs``:
-    its ``cache_dir``, ``endpoint``, ``token``)."""
+    branch, tag or commit; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``: the cache only; other
+    ``hub_kwargs``: its ``cache_dir``, ``endpoint``, ``token``)."""
     text = str(DEFAULT_BUNDLE_DIR if source is None else source)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -210,36 +204,24 @@ def resolve_bundle_dir(
         )
     repo_id = _HUB_ID.match(text).group(1)
     where = f"{repo_id}@{revision or 'main'}"
-    if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    hub_kwargs.setdefault("local_files_only", offline)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        folder = snapshot_download(
-            repo_id=repo_id, revision=revision, local_files_only=local_files_only, **hub_kwargs
-        )
+        folder = snapshot_download(repo_id=repo_id, revision=revision, **hub_kwargs)
     except LocalEntryNotFoundError as exc:
-        mode = "offline mode (HF_HUB_OFFLINE=1)" if local_files_only else "the Hub could not be reached"
+        cache_only = hub_kwargs["local_files_only"]
+        mode = "offline mode (HF_HUB_OFFLINE=1)" if cache_only else "the Hub could not be reached"
         raise BundleError(f"bundle {where} is not in the Hugging Face cache and {mode}: {exc}") from exc
     except (HfHubHTTPError, OSError) as exc:
         raise BundleError(f"cannot download bundle {where}: {exc}") from exc
     return Path(folder), where
 
 
-def read_manifest(root: str | Path) -> dict[str, Any]:
-    """``bundle.json`` of a folder as a dict (BundleError when missing or not JSON)."""
-    path = Path(root) / MANIFEST_NAME
-    if not path.is_file():
-        raise BundleError(f"{Path(root)} is not a model bundle: {MANIFEST_NAME} is missing")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def parse_manifest(manifest: dict[str, Any], where: str) -> tuple[dict[str, ModelEntry], str, FaceModelRef]:
-    """Validate the manifest's structure; returns (models, default model, face model reference)."""
+def parse_manifest(manifest: dict[str, Any], where: str, root: Path) -> Bundle:
+    """The manifest, validated, as the bundle in ``root`` (whose files are not checked here)."""
     version = manifest.get("format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         raise BundleError(
@@ -294,17 +276,16 @@ def parse_manifest(manifest: dict[str, Any], where: str) -> tuple[dict[str, Mode
                 f"face model takes 1 + {ref.n_identity} + {ref.n_expression} = {expected}"
             )
         read_skill(m, where)  # a malformed skill entry is refused when the bundle loads
-        if m.file not in manifest["files"]:
-            raise BundleError(f"{where}: model file {m.file} has no sha256 in 'files'")
     if not models:
         raise BundleError(f"{where}: the bundle holds no models")
     default = str(manifest["default_model"])
     if default not in models:
         raise BundleError(f"{where}: default_model {default!r} is not one of {sorted(models)}")
-    if ref.file and ref.file not in manifest["files"]:
-        raise BundleError(f"{where}: face model file {ref.file} has no sha256 in 'files'")
-    read_training_data(manifest, where)  # flags are checked here, so a bad manifest is never written
-    return models, default, ref
+    for file in [m.file for m in models.values()] + ([ref.file] if ref.file else []):
+        if file not in manifest["files"]:
+            raise BundleError(f"{where}: file {file} has no sha256 in 'files'")
+    training = read_training_data(manifest, where)
+    return Bundle(root, manifest, models, default, ref, dict(manifest["front_end"]), where, training)
 
 
 def verify_files(root: Path, manifest: dict[str, Any], where: str) -> None:
@@ -327,11 +308,16 @@ def verify_files(root: Path, manifest: dict[str, Any], where: str) -> None:
 def load_bundle(source: str | Path | None = None, revision: str | None = None, **hub_kwargs: Any) -> Bundle:
     """Resolve (folder / Hub / default), validate ``bundle.json`` and verify every file's sha256."""
     root, where = resolve_bundle_dir(source, revision, **hub_kwargs)
-    manifest = read_manifest(root)
-    models, default, ref = parse_manifest(manifest, where)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{root} is not a model bundle: {MANIFEST_NAME} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    bundle = parse_manifest(manifest, where, root)
     verify_files(root, manifest, where)
-    training = read_training_data(manifest, where)
-    return Bundle(root, manifest, models, default, ref, dict(manifest["front_end"]), where, training)
+    return bundle
 
 
 def write_manifest(root: str | Path, manifest: dict[str, Any], exclude: tuple[str, ...] = ()) -> Path:
@@ -346,7 +332,7 @@ def write_manifest(root: str | Path, manifest: dict[str, Any], exclude: tuple[st
     manifest = dict(manifest)
     manifest.setdefault("format_version", BUNDLE_FORMAT_VERSION)
     manifest["files"] = files
-    parse_manifest(manifest, str(root))
+    parse_manifest(manifest, str(root), root)  # a manifest that would not load is never written
     out = root / MANIFEST_NAME
     out.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return out

@@ -91,7 +91,7 @@ class Predictor:
         self.entry: ModelEntry = bundle.model(model)
         self.face_model = bundle.load_face_model()
         self.audio_config = audio_config or AudioConfig()
-        self.session, self.provider = create_session(str(bundle.path(self.entry.file)), device, threads)
+        self.session, self.provider = create_session(str(bundle.root / self.entry.file), device, threads)
         self._input = self.entry.input_name
         names = [i.name for i in self.session.get_inputs()]
         if self._input not in names:
@@ -99,10 +99,10 @@ class Predictor:
                 f"{bundle.source}: {self.entry.file} has inputs {names}, expected "
                 f"{self._input!r} for encoder {self.entry.encoder}"
             )
-        self._front_end = _front_end(self.entry.encoder, bundle.front_end)
+        self._features = _config(features.FrontEndConfig, bundle.front_end.get("features", {}))
+        self._ge2e = _config(ge2e.GE2EFrontEndConfig, bundle.front_end.get("ge2e", {}))
         # models with equal keys compute equal inputs from one recording (Predictor.prepare)
         self.front_end_key = (self.entry.encoder == "ge2e", repr(bundle.front_end))
-        self._n_mels = _dataclass_from(features.FrontEndConfig, bundle.front_end.get("features", {})).n_mels
         if warmup:
             self.warmup()
 
@@ -115,19 +115,12 @@ class Predictor:
         threads: int | None = None,
         model: str | None = None,
         warmup: bool = True,
-        **kwargs: Any,
+        **hub_kwargs: Any,
     ) -> Predictor:
-        """Load a bundle from a folder, a Hub repo id (``owner/name``, optional ``revision``) or
-        the default bundle (``None``), verify its files, and open the model on ``device``."""
-        resolve = {
-            k: kwargs.pop(k) for k in ("cache_dir", "local_files_only", "endpoint", "token") if k in kwargs
-        }
-        bundle = load_bundle(source, revision, **resolve)
-        return cls(bundle, model=model, device=device, threads=threads, warmup=warmup, **kwargs)
-
-    @property
-    def models(self) -> list[str]:
-        return sorted(self.bundle.models)
+        """Load a bundle from a folder, a Hub repo id (``owner/name``, optional ``revision``; ``hub_kwargs``:
+        see :func:`voice2mesh.bundle.resolve_bundle_dir`) or the default bundle (``None``), verify its
+        files, and open the model on ``device``."""
+        return cls(load_bundle(source, revision, **hub_kwargs), model, device, threads, warmup)
 
     def describe(self) -> dict[str, Any]:
         """What is loaded: bundle, model, provider, face model, training data, evaluation."""
@@ -138,7 +131,7 @@ class Predictor:
             "framework": self.entry.framework,
             "encoder": self.entry.encoder,
             "provider": self.provider,
-            "models": self.models,
+            "models": sorted(self.bundle.models),
             "face_model": self.face_model.name,
             "n_vertices": self.face_model.n_vertices,
             "training_data": m.get("training_data", {}),
@@ -149,24 +142,28 @@ class Predictor:
     # ------------------------------------------------------------------ stages
     def warmup(self, runs: int = 2) -> None:
         """Run the graph on dummy input and compute the readout prior once (first-call costs)."""
-        dummy = self._dummy_input()
+        dummy = np.zeros((1, 2, 160, 40) if self.entry.encoder == "ge2e" else (1, 1000, 64), np.float32)
         for _ in range(runs):
             self.session.run(None, {self._input: dummy})
         metrics.readouts(self.face_model.mean, self.face_model)
 
-    def _dummy_input(self) -> np.ndarray:
-        if self.entry.encoder == "ge2e":
-            return np.zeros((1, 2, 160, 40), dtype=np.float32)
-        return np.zeros((1, 1000, 64), dtype=np.float32)
-
     def prepare(self, source: AudioSource) -> Prepared:
         """Decode + VAD + front end of one recording (raises voice2mesh.audio.AudioError on bad input)."""
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         audio = source if isinstance(source, Audio) else load_audio(source, self.audio_config)
-        timings["decode"] = (time.perf_counter() - t0) * 1e3
-        inputs, speech_s, fe_times = self._front_end(audio)
-        timings.update(fe_times)
+        t1 = time.perf_counter()
+        timings = {"decode": (t1 - t0) * 1e3}
+        if self.entry.encoder == "ge2e":
+            wav = ge2e.preprocess_wav(audio.samples, self._ge2e)
+            t2 = time.perf_counter()
+            if len(wav) == 0:
+                raise TooLittleSpeechError(f"{audio.source}: voice activity detection found no speech")
+            inputs, speech_s = ge2e.partials(wav, self._ge2e), len(wav) / self._ge2e.sample_rate
+            timings |= {"vad": (t2 - t1) * 1e3, "features": (time.perf_counter() - t2) * 1e3}
+        else:
+            result = features.features_from_audio(audio, self._features)
+            inputs, speech_s, t = result.features, result.speech_s, result.timings
+            timings |= {"vad": t["vad_ms"], "features": t["logmel_ms"] + t["features_ms"]}
         label = (
             audio.source
             if isinstance(source, Audio)
@@ -206,7 +203,7 @@ class Predictor:
                 f"{source}: model {self.entry.name!r} takes GE2E mel partials, not (T, 64) "
                 "log-mel features; choose a VoiceEmbedNet model of the bundle"
             )
-        n_mels = self._n_mels
+        n_mels = self._features.n_mels
         x = np.asarray(features)
         if x.ndim != 2 or x.shape[1] != n_mels or x.shape[0] < 1 or x.dtype.kind not in "fiu":
             raise ValueError(
@@ -268,49 +265,7 @@ class Predictor:
         return results
 
 
-# ---------------------------------------------------------------------- front ends
-def _front_end(encoder: str, config: dict[str, Any]):
-    """A function Audio → (model input, speech seconds, timings) for the encoder of a model."""
-    if encoder == "ge2e":
-        cfg = _dataclass_from(ge2e.GE2EFrontEndConfig, config.get("ge2e", {}))
-
-        def run_ge2e(audio: Audio) -> tuple[np.ndarray, float, dict[str, float]]:
-            t0 = time.perf_counter()
-            wav = ge2e.preprocess_wav(audio.samples, cfg)
-            t1 = time.perf_counter()
-            if len(wav) == 0:
-                raise TooLittleSpeechError(f"{audio.source}: voice activity detection found no speech")
-            mels = ge2e.partials(wav, cfg)
-            t2 = time.perf_counter()
-            return mels, len(wav) / cfg.sample_rate, {"vad": (t1 - t0) * 1e3, "features": (t2 - t1) * 1e3}
-
-        return run_ge2e
-
-    cfg = _dataclass_from(features.FrontEndConfig, config.get("features", {}))
-
-    def run_features(audio: Audio) -> tuple[np.ndarray, float, dict[str, float]]:
-        result = features.features_from_audio(audio, cfg)
-        t = result.timings
-        return (
-            result.features,
-            result.speech_s,
-            {"vad": t["vad_ms"], "features": t["logmel_ms"] + t["features_ms"]},
-        )
-
-    return run_features
-
-
-def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
-    """``cls(**values)`` keeping only known fields; nested dataclasses from dicts, lists become tuples."""
-    kwargs: dict[str, Any] = {}
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        v, default = values[f.name], getattr(defaults, f.name)
-        if dataclasses.is_dataclass(default) and isinstance(v, dict):
-            v = _dataclass_from(type(default), v)
-        elif isinstance(v, list):
-            v = tuple(v)
-        kwargs[f.name] = v
-    return cls(**kwargs)
+def _config(cls: type, values: dict[str, Any]) -> Any:
+    """``cls`` from a manifest's ``front_end`` entry, keeping the fields ``cls`` has."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})

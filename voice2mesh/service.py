@@ -22,7 +22,7 @@ from huggingface_hub import ModelCard
 
 from voice2mesh import meshio, metrics
 from voice2mesh.audio import AudioConfig, AudioError, load_audio
-from voice2mesh.bundle import Bundle, TrainingData, is_hub_id, load_bundle
+from voice2mesh.bundle import Bundle, is_hub_id, load_bundle
 from voice2mesh.inference import Predictor, Prepared
 from voice2mesh.jsonsafe import jsonable
 from voice2mesh.paths import REPO_ROOT, cache_dir
@@ -163,21 +163,23 @@ class BundleInfo:
 class Voice2MeshService:
     """Loads a bundle once and serves predictions to many sessions (thread-safe)."""
 
-    def __init__(
-        self,
-        models: list[LoadedModel],
-        face_model: Any,
-        info: BundleInfo,
-        work_dir: Path,
-        config: ServiceConfig | None = None,
-    ) -> None:
-        if not models:
-            raise ValueError("a service needs at least one model")
+    def __init__(self, bundle: Bundle, work_dir: Path, config: ServiceConfig | None = None) -> None:
+        """Every model of ``bundle`` ready to run; session folders under ``work_dir``."""
+        self.config = cfg = config or ServiceConfig()
+        models = [
+            LoadedModel(
+                name,
+                FRAMEWORK_LABELS.get(e.framework, name),
+                e.framework,
+                Predictor(bundle, name, audio_config=cfg.audio),
+            )
+            for name, e in bundle.models.items()
+        ]
+        _disambiguate(models, {n: ENCODER_LABELS.get(e.encoder, e.encoder) for n, e in bundle.models.items()})
+        models.sort(key=lambda m: (m.name != bundle.default_model, m.name))
         self.models = {m.name: m for m in models}
-        self.face_model = face_model
-        self.info = info
-        self.config = config or ServiceConfig()
-        cfg = self.config
+        self.face_model = bundle.load_face_model()  # loaded once for all the bundle's models
+        self.info = describe_bundle(bundle, self.face_model)
         self.sessions: SessionStore[RunResult] = SessionStore(
             Path(work_dir),
             cfg.runs_kept_per_session,
@@ -186,8 +188,11 @@ class Voice2MeshService:
             max_bytes=cfg.max_session_bytes,
         )
         self.sessions.start_sweeping(cfg.sweep_interval_s)
-        self._triangles = np.asarray(face_model.triangles)
-        self._reference = np.asarray(face_model.mean, dtype=np.float64)
+        self._triangles = np.asarray(self.face_model.triangles)
+        self._reference = np.asarray(self.face_model.mean, dtype=np.float64)
+        with tempfile.TemporaryDirectory(dir=self.sessions.root) as scratch:  # first-call costs paid now
+            for kind in MESH_KINDS:
+                self._write(kind, Path(scratch), "mean", self._reference)
 
     @classmethod
     def from_bundle(
@@ -198,31 +203,9 @@ class Voice2MeshService:
         work_dir: str | Path | None = None,
         config: ServiceConfig | None = None,
     ) -> Voice2MeshService:
-        """Load every model of a bundle (folder, Hub repo id, or None for the default bundle)."""
-        config = config or ServiceConfig()
-        bundle = load_bundle(source, revision)  # resolved and sha256-checked once for all its models
-        models = [
-            LoadedModel(
-                name,
-                FRAMEWORK_LABELS.get(e.framework, name),
-                e.framework,
-                Predictor(bundle, name, audio_config=config.audio),
-            )
-            for name, e in bundle.models.items()
-        ]
-        _disambiguate(models, {n: ENCODER_LABELS.get(e.encoder, e.encoder) for n, e in bundle.models.items()})
-        models.sort(key=lambda m: (m.name != bundle.default_model, m.name))
-        face_model = bundle.load_face_model()
-        info = describe_bundle(bundle, face_model)
-        service = cls(models, face_model, info, Path(work_dir or cache_dir() / "app-sessions"), config)
-        service.warmup()
-        return service
-
-    def warmup(self) -> None:
-        """Write every format once (imports, first-call costs) so the first visitor does not pay them."""
-        with tempfile.TemporaryDirectory(dir=self.sessions.root) as scratch:
-            for kind in MESH_KINDS:
-                self._write(kind, Path(scratch), "mean", self._reference)
+        """Serve every model of a bundle (folder, Hub repo id, or None for the default bundle), resolved
+        and sha256-checked once."""
+        return cls(load_bundle(source, revision), Path(work_dir or cache_dir() / "app-sessions"), config)
 
     def choices(self) -> list[tuple[str, str]]:
         """(label, value) pairs for the model choice; ``both`` when the bundle has two or more models."""
@@ -344,10 +327,6 @@ class Voice2MeshService:
                 files.append(face.files[kind])
         return (files + [None, None])[:2]
 
-    def view(self, session_id: str | None, heatmap: bool) -> list[Path | None]:
-        """The viewer GLBs (plain or heatmap colours) of the session's latest run, padded to 2."""
-        return self.mesh_files(session_id, viewer_kind(heatmap))
-
     def agreement(self, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         """How far two predictions of one voice are apart: the paper's ratio errors and aligned RMSE (mm)."""
         out = {k: _first(v) for k, v in metrics.ratio_errors(a[None], b[None], self.face_model).items()}
@@ -362,26 +341,31 @@ class Voice2MeshService:
         path = _uploaded(
             scan_path, "scan", "no scan: upload an OBJ or PLY file of a face in the model's topology"
         )
+        n = self.face_model.n_vertices
         if path.suffix.lower() not in SCAN_FORMATS:
             raise InputError(
                 f"{path.name}: unsupported scan format {path.suffix or '(none)'}; accepted: "
-                f"{', '.join(SCAN_FORMATS)} with {self.face_model.n_vertices} vertices in the "
-                f"{self.info.face_model} topology"
+                f"{', '.join(SCAN_FORMATS)} with {n} vertices in the {self.info.face_model} topology"
             )
         if path.stat().st_size > self.config.max_scan_bytes:
             raise InputError(f"{path.name}: the scan is larger than {self.config.max_scan_bytes // MiB} MB")
         result = self.sessions.latest(session_id)
         if result is None:
             raise InputError("make a face from a voice first; the scan is compared with that prediction")
-        n = self.face_model.n_vertices
         try:  # the vertex count is checked from the header / a count of 'v' lines, before parsing
             target = meshio.read_vertices(path, max_vertices=n)
+            count = target.shape[0]
         except meshio.MeshTooLargeError as exc:
-            raise InputError(self._wrong_topology(path.name, exc.count)) from None
+            count = exc.count
         except meshio.MeshFileError as exc:
             raise InputError(public_message(str(exc))) from None
-        if target.shape[0] != n:
-            raise InputError(self._wrong_topology(path.name, target.shape[0]))
+        if count != n:
+            found = f"has {count} vertices" if count is not None else "has more vertices than the model"
+            raise InputError(
+                f"{path.name} {found}, but the model's topology ({self.info.face_model}) has {n}: "
+                "the scan must be registered to that mesh, vertex for vertex "
+                "(for example a mesh downloaded from this app)"
+            )
         out = []
         for face in result.faces:
             c = metrics.compare(face.vertices[None], target[None], self.face_model)
@@ -389,14 +373,6 @@ class Voice2MeshService:
             region = {k: _first(v) for k, v in c["region_rmse"].items()}
             out.append({"model": face.label, **row, "rmse_mm": _first(c["rmse"]), "region_rmse_mm": region})
         return out
-
-    def _wrong_topology(self, name: str, count: int | None) -> str:
-        found = f"has {count} vertices" if count is not None else "has more vertices than the model"
-        return (
-            f"{name} {found}, but the model's topology ({self.info.face_model}) has "
-            f"{self.face_model.n_vertices}: the scan must be registered to that mesh, vertex for vertex "
-            "(for example a mesh downloaded from this app)"
-        )
 
     def end_session(self, session_id: str | None) -> None:
         self.sessions.end(session_id)
@@ -430,11 +406,7 @@ def _check_kinds(kinds: Iterable[str]) -> list[str]:
 
 def _public(exc: AudioError) -> AudioError:
     """The same error with its message for people (:func:`voice2mesh.publictext.public_message`)."""
-    text = public_message(str(exc))
-    try:
-        return type(exc)(text)
-    except TypeError:  # a subclass with another constructor: keep its type's meaning, plain AudioError
-        return AudioError(text)
+    return type(exc)(public_message(str(exc)))
 
 
 def _disambiguate(models: list[LoadedModel], encoders: dict[str, str]) -> None:
@@ -448,18 +420,15 @@ def _disambiguate(models: list[LoadedModel], encoders: dict[str, str]) -> None:
                 m.label = f"{m.label} ({extra[m.name]})"
 
 
-def trained_on_text(training: TrainingData) -> str:
-    """One line for people: the bundle's summary and details, and what its flags say."""
-    parts = [training.summary.rstrip(". ")] if training.summary else []
-    parts += [f"{k}: {v}" for k, v in training.details.items() if v not in (None, "", [], {})]
-    if training.synthetic is None or training.random_weights is None:
-        parts.append("unknown whether trained on synthetic data (this bundle.json has no explicit flags)")
-    return "; ".join(parts) if parts else "not stated in this bundle's bundle.json"
-
-
 def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
     """What the loaded model is, for the "what this is / what it is not" text."""
-    manifest = bundle.manifest
+    training, manifest = bundle.training, bundle.manifest
+    trained_on = [training.summary.rstrip(". ")] if training.summary else []  # one line for people
+    trained_on += [f"{k}: {v}" for k, v in training.details.items() if v not in (None, "", [], {})]
+    if training.synthetic is None or training.random_weights is None:
+        trained_on.append(
+            "unknown whether trained on synthetic data (this bundle.json has no explicit flags)"
+        )
     card = str(manifest.get("model_card_url") or "")
     repo = bundle.source.split("@")[0]
     readme = bundle.root / "README.md"  # the model card, shown without its YAML header
@@ -468,9 +437,9 @@ def describe_bundle(bundle: Bundle, face_model: Any) -> BundleInfo:
     return BundleInfo(
         source=bundle.source,
         title=str(manifest.get("name") or Path(bundle.source).name or "voice2mesh model"),
-        trained_on=trained_on_text(bundle.training),
-        synthetic=bundle.training.synthetic,
-        random_weights=bundle.training.random_weights,
+        trained_on="; ".join(trained_on) or "not stated in this bundle's bundle.json",
+        synthetic=training.synthetic,
+        random_weights=training.random_weights,
         model_card=card,
         face_model=str(face_model.name),
         n_vertices=int(face_model.n_vertices),
