@@ -488,11 +488,7 @@ def read_vertices(path: str | Path, max_vertices: int = MAX_VERTICES) -> np.ndar
     return v.astype(np.float64)
 
 
-def heatmap_colors(
-    vertices: np.ndarray,
-    reference: np.ndarray,
-    max_mm: float = HEATMAP_MAX_MM,
-) -> np.ndarray:
+def heatmap_colors(vertices: np.ndarray, reference: np.ndarray, max_mm: float = HEATMAP_MAX_MM) -> np.ndarray:
     """Per-vertex RGBA (N, 4) uint8 for the distance (mm) of each vertex to the same vertex of ``reference``,
     on a fixed scale (0 mm: first colour, ``max_mm`` or more: last) so colours compare across faces; no
     alignment (both meshes in the face model's frame)."""
