@@ -231,17 +231,6 @@ def test_stretching_x_gives_the_hand_computed_ratio_errors():
     assert abs(float(err["ARE"][0]) - np.mean(list(expected.values()))) < 1e-12
 
 
-def test_scale_to_target_matches_the_oicd(bfm_model):
-    target = bfm_model.vertices_from_params(bfm_model.sample_params(3, 1))
-    sizes = np.array([0.5, 1.0, 2.0])[:, None, None]
-    pred = bfm_model.vertices_from_params(bfm_model.sample_params(3, 2)) * sizes
-    scaled = metrics.scale_to_target(pred, target, BFM_PAIRS["OICD"])
-    d = metrics.distances(scaled, BFM_PAIRS)["OICD"]
-    assert_close(d, metrics.distances(target, BFM_PAIRS)["OICD"], rtol=1e-6)
-    factor = (d / metrics.distances(pred, BFM_PAIRS)["OICD"])[:, None, None]
-    assert_close(scaled, pred * factor, rtol=1e-12)  # a pure scaling about the origin
-
-
 def test_translation_gives_the_hand_computed_keypoint_error(bfm_model):
     target = bfm_model.mean.astype(np.float64)
     pred = target + np.array([1.0, 0.0, 0.0])  # OICD unchanged, so no rescaling

@@ -26,7 +26,7 @@ import pytest
 import soundfile as sf
 
 from voice2mesh import meshio
-from voice2mesh.audio import AudioConfig, AudioFormatLimitError, _finish, load_audio
+from voice2mesh.audio import AudioConfig, AudioFormatLimitError, load_audio
 from voice2mesh.publictext import public_message
 from voice2mesh.sessions import TRASH
 
@@ -173,9 +173,11 @@ def test_blocks_give_the_same_samples_as_one_block(tmp_path):
     rng = np.random.default_rng(7)
     raw = (0.2 * rng.standard_normal((44100 * 3 + 17, 2))).astype(np.float32)
     raw[1000:1100] = 1.0  # clipped stretch: the warning must count the same
-    whole = _finish(raw, 44100, "x.wav", AudioConfig(block_frames=len(raw)))
+    path = tmp_path / "x.wav"
+    sf.write(path, raw, 44100, subtype="FLOAT")
+    whole = load_audio(path, AudioConfig(block_frames=len(raw)))
     for block_frames in (4096, 65536 + 3):
-        blocks = _finish(raw, 44100, "x.wav", AudioConfig(block_frames=block_frames))
+        blocks = load_audio(path, AudioConfig(block_frames=block_frames))
         np.testing.assert_array_equal(blocks.samples, whole.samples)
         assert blocks.warnings == whole.warnings
 

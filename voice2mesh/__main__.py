@@ -85,14 +85,6 @@ def output_stems(paths: Sequence[str | Path], roots: Sequence[str | Path] | None
     return [r if counts[s] > 1 else s for r, s in zip(rel, stems, strict=True)]
 
 
-def existing_outputs(
-    out_dir: Path, stems: Sequence[Path], formats: Sequence[str], json_too: bool
-) -> list[Path]:
-    """Output files of this run that are already in ``out_dir``."""
-    exts = [*formats, *(["json"] if json_too else [])]
-    return [p for s in stems for e in exts if (p := out_dir / f"{s}.{e}").exists()]
-
-
 def read_features(path: Path) -> np.ndarray:
     """A ``.npy`` feature file as an array (ValueError naming the file when it is not a plain array)."""
     try:
@@ -135,7 +127,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files, roots = expand_inputs(args.audio)
     stems = output_stems(files, roots)
     out_dir = Path(args.output)
-    clash = existing_outputs(out_dir, stems, args.format, args.json)
+    exts = [*args.format, *(["json"] if args.json else [])]
+    clash = [p for s in stems for e in exts if (p := out_dir / f"{s}.{e}").exists()]
     if clash and not args.overwrite:
         more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
         shown = ", ".join(str(p) for p in clash[:3]) + more

@@ -228,7 +228,7 @@ def _decode_soundfile(data: bytes | None, path: Path | None, label: str, cfg: Au
         try:
             if f.subtype == "PCM_16" and channels == 1 and rate == cfg.sample_rate:
                 # already the front end's format (at most max_duration_s of int16): see _finish_pcm16
-                return _finish_pcm16(f.read(dtype="int16"), label, cfg, None)
+                return _finish_pcm16(f.read(dtype="int16"), label, cfg)
             stream = _MonoStream(rate, channels, label, cfg)
             while (block := f.read(cfg.block_frames, dtype="float32", always_2d=True)).shape[0]:
                 stream.add(block)
@@ -250,15 +250,6 @@ def _ffmpeg_reason(stderr: bytes, url: str) -> str:
     return f"ffmpeg: {line[:1].lower()}{line[1:]}" if line else "ffmpeg could not decode it"
 
 
-def _run(cmd: list[str], cfg: AudioConfig) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(
-            cmd, capture_output=True, timeout=cfg.ffmpeg_timeout_s, check=False, stdin=subprocess.DEVNULL
-        )
-    except subprocess.TimeoutExpired:
-        raise _FfmpegFailedError(f"{cmd[0]} took longer than {cfg.ffmpeg_timeout_s:g} s") from None
-
-
 def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: str, cfg: AudioConfig) -> Audio:
     """ffprobe (stream, rate, channels, duration), header checks, then ffmpeg to raw float32 read from its
     pipe in blocks, at most max+1 s; a file that breaks off keeps what decoded, with a warning."""
@@ -275,14 +266,17 @@ def _decode_ffmpeg(data: bytes | None, path: Path | None, label: str, suffix: st
             src = path.resolve()
         url = f"file:{src}"  # never read as an option or another protocol
         probe_args = "-v error -print_format json -show_streams -show_format -select_streams a:0"
-        probe = _run([ffprobe, *probe_args.split(), url], cfg)
+        probe_cmd = [ffprobe, *probe_args.split(), url]
         try:
-            info = json.loads(probe.stdout or b"{}")
-        except json.JSONDecodeError:
-            info = {}
-        streams = info.get("streams") or []
+            probe = subprocess.run(
+                probe_cmd, capture_output=True, timeout=cfg.ffmpeg_timeout_s, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            raise _FfmpegFailedError(f"ffprobe took longer than {cfg.ffmpeg_timeout_s:g} s") from None
         if probe.returncode != 0:
             raise _FfmpegFailedError(_ffmpeg_reason(probe.stderr, url))
+        info = json.loads(probe.stdout)  # ffprobe's -print_format json
+        streams = info.get("streams") or []
         if not streams:
             raise _FfmpegFailedError("ffmpeg: no audio stream in the file")
         stream = streams[0]
@@ -348,9 +342,7 @@ class _MonoStream:
 
     def __init__(self, rate: int, channels: int, label: str, cfg: AudioConfig) -> None:
         self.rate, self.channels, self.label, self.cfg = rate, channels, label, cfg
-        self.frames = 0
-        self.non_finite = 0
-        self.clipped = 0
+        self.frames = self.non_finite = self.clipped = 0
         self._max_frames = int(cfg.max_duration_s * rate) + 1
         self._parts: list[np.ndarray] = []
         # soxr: a band-limited (linear-phase, anti-aliasing) resampler in C for any ratio
@@ -403,26 +395,13 @@ class _MonoStream:
         return Audio(mono, cfg.sample_rate, duration, rate, channels, warnings, label, cfg)
 
 
-def _finish(
-    raw: np.ndarray, rate: int, label: str, cfg: AudioConfig, warnings: list[str] | None = None
-) -> Audio:
-    """Checks and conversion of samples already in memory: (frames, channels) float32, or int16 mono
-    at the target rate (:func:`_finish_pcm16`)."""
-    if raw.dtype == np.int16:
-        return _finish_pcm16(raw, label, cfg, warnings)
-    stream = _MonoStream(rate, raw.shape[1], label, cfg)
-    for start in range(0, raw.shape[0], cfg.block_frames):
-        stream.add(np.asarray(raw[start : start + cfg.block_frames], dtype=np.float32))
-    return stream.finish(list(warnings or []))
-
-
-def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig, warnings: list[str] | None) -> Audio:
-    """:func:`_finish` for 16-bit mono PCM at the target rate, on the integers: no NaN is possible,
-    nothing to downmix or resample, and the float samples are ``pcm / 32768`` exactly (what
+def _finish_pcm16(pcm: np.ndarray, label: str, cfg: AudioConfig) -> Audio:
+    """:class:`_MonoStream`'s checks for 16-bit mono PCM at the target rate, on the integers: no NaN is
+    possible, nothing to downmix or resample, and the float samples are ``pcm / 32768`` exactly (what
     libsndfile returns for PCM_16), so the same checks give the same answers, faster."""
     if pcm.size == 0:
         raise _no_samples(label, cfg)
-    warnings = list(warnings or [])
+    warnings = []
     samples = pcm.astype(np.float32)
     samples *= np.float32(1.0 / 32768.0)
     hi, lo = int(pcm.max()), int(pcm.min())
@@ -453,11 +432,8 @@ def _clipping_warning(label: str, fraction: float) -> str:
 
 
 def _silent(label: str, peak: float) -> SilentAudioError:
+    level = "-inf" if peak <= 0 else f"{20 * np.log10(peak):.0f}"
     return SilentAudioError(
-        f"{label}: the recording is silent (peak level {_dbfs(peak)}); accepted: "
+        f"{label}: the recording is silent (peak level {level} dBFS); accepted: "
         "a recording with audible speech - check the microphone"
     )
-
-
-def _dbfs(peak: float) -> str:
-    return "-inf dBFS" if peak <= 0 else f"{20 * np.log10(peak):.0f} dBFS"

@@ -91,17 +91,15 @@ def _mel_inv(mel):
     return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
-    """(n_fft // 2 + 1, n_mels) Sphinx-style triangular filters (quirk 4), float64."""
-    return _mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.low_hz, config.high_hz)
-
-
 @lru_cache(maxsize=8)
-def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, low_hz: float, high_hz: float) -> np.ndarray:
-    if high_hz > sample_rate / 2:
-        raise ValueError(f"upper filter edge {high_hz} Hz is above Nyquist ({sample_rate / 2} Hz)")
-    dfreq = sample_rate / n_fft
-    mels = _mel(low_hz) + (_mel(high_hz) - _mel(low_hz)) / (n_mels + 1) * np.arange(n_mels + 2)
+def mel_filterbank(config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
+    """(n_fft // 2 + 1, n_mels) Sphinx-style triangular filters (quirk 4), float64, read-only."""
+    fs, n_fft, n_mels, high_hz = config.sample_rate, config.n_fft, config.n_mels, config.high_hz
+    if high_hz > fs / 2:
+        raise ValueError(f"upper filter edge {high_hz} Hz is above Nyquist ({fs / 2} Hz)")
+    dfreq = fs / n_fft
+    low, high = _mel(config.low_hz), _mel(high_hz)
+    mels = low + (high - low) / (n_mels + 1) * np.arange(n_mels + 2)
     edges = np.round(_mel_inv(mels) / dfreq).astype(np.int64)  # filter edges in FFT bins
     left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     height = 2.0 / ((right - left) * dfreq)
@@ -162,7 +160,7 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
         raise ValueError(f"log_mel takes one channel of samples, got shape {x.shape}")
     frames = _frames(x if x.dtype.kind in "iu" else x.astype(np.float64), config)
     before = np.concatenate([[0.0], frames[:-1, -1]])  # each frame's pre-emphasis predecessor
-    a, window, filters = config.preemphasis, _window(config.win_length), _sparse_filters(config)
+    a, window, filters = config.preemphasis, np.hamming(config.win_length), _sparse_filters(config)
     energies = np.empty((config.n_mels, len(frames)))  # transposed: the sparse product's natural layout
     for b in range(0, len(frames), _BLOCK):
         f = frames[b : b + _BLOCK].astype(np.float64)
@@ -173,13 +171,6 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
         np.square(pairs, out=pairs)
         energies[:, b : b + _BLOCK] = filters @ (pairs[:, 0::2] + pairs[:, 1::2]).T
     return np.log(np.maximum(energies.T, config.log_floor)).astype(np.float32)
-
-
-@lru_cache(maxsize=4)
-def _window(win_length: int) -> np.ndarray:
-    window = np.hamming(win_length)
-    window.setflags(write=False)
-    return window
 
 
 @lru_cache(maxsize=8)
@@ -257,9 +248,6 @@ def extract_features(
     return result
 
 
-STAGES = ("vad", "logmel", "features")
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m voice2mesh.features AUDIO -o OUT.npy --stage vad|logmel|features``."""
     parser = argparse.ArgumentParser(
@@ -269,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .npy")
     parser.add_argument(
         "--stage",
-        choices=STAGES,
+        choices=("vad", "logmel", "features"),
         default="features",
         help="vad: int16 voiced samples; logmel: (T, 64); features: (1000, 64) (default)",
     )

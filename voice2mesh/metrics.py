@@ -128,14 +128,6 @@ def ratios(vertices: np.ndarray, model_or_pairs: Any) -> dict[str, np.ndarray]:
     return {k: d[k] / d[NORMALISER] for k in RATIO_NAMES}
 
 
-def scale_to_target(pred: np.ndarray, target: np.ndarray, oicd_pair: tuple[int, int]) -> np.ndarray:
-    """Scale each prediction about the origin so that its OICD equals the target's (B, N, 3)."""
-    p, t = _pair(pred, target)
-    pairs = {NORMALISER: oicd_pair}
-    s = distances(t, pairs)[NORMALISER] / distances(p, pairs)[NORMALISER]
-    return p * s[:, None, None]
-
-
 def ratio_errors(pred: np.ndarray, target: np.ndarray, face_model: Any) -> dict[str, np.ndarray]:
     """|d_pred/OICD_pred - d_target/OICD_target| for ER, FR, CR, MR and their mean ARE, each (B,) (the paper's
     scaling of the prediction to the target's OICD leaves the ratios as they are, so it is implicit)."""
@@ -171,7 +163,7 @@ def keypoint_error(
     lm = np.asarray(landmarks, dtype=np.int64).reshape(-1)
     p, t = _pair(pred, target)
     pl, tl = p[:, lm].astype(np.float64), t[:, lm].astype(np.float64)
-    if oicd_pair is not None:  # the same as scale_to_target, applied to the landmarks only
+    if oicd_pair is not None:  # scaled about the origin to the target's OICD
         pairs = {NORMALISER: oicd_pair}
         pl *= (distances(t, pairs)[NORMALISER] / distances(p, pairs)[NORMALISER])[:, None, None]
     if align:
