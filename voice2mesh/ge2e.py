@@ -94,39 +94,30 @@ def _window_counts(mask: np.ndarray, before: int, after: int) -> np.ndarray:
     return counts[after : after + len(mask)]
 
 
-def voiced_mask(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Per VAD window of ``wav`` (a whole number of windows long): keep it, or drop it as part of a
-    long silence."""
-    pcm = np.clip(np.round(wav.astype(np.float64) * INT16_MAX), -INT16_MAX - 1, INT16_MAX).astype("<i2")
-    windows = pcm.reshape(-1, config.vad_window)
-    vad = webrtcvad.Vad(config.vad_mode)
-    # The only per-window loop: WebRTC VAD is a stateful C routine fed window by window.
-    flags = np.fromiter((vad.is_speech(w.tobytes(), config.sample_rate) for w in windows), bool, len(windows))
-    w = config.vad_moving_average_width
-    # Moving average over windows i-(w-1)//2 .. i+w//2, rounded half-to-even: voiced iff > half voted.
-    votes = _window_counts(flags, (w - 1) // 2, w // 2)
-    smoothed = 2 * votes > w
-    size = config.vad_max_silence_windows + 1
-    # Dilation by a ``size``-wide structuring element centred at size // 2.
-    return _window_counts(smoothed, (size - 1) // 2, size // 2) > 0
-
-
 def trim_long_silences(wav: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Drop the VAD windows inside silences longer than the dilation allows (and the tail that does not
     fill a whole window)."""
     wav = _check_samples(wav, "wav")
     win = config.vad_window
-    wav = wav[: len(wav) - len(wav) % win]
-    if len(wav) == 0:
+    windows = wav[: len(wav) - len(wav) % win].reshape(-1, win)
+    if len(windows) == 0:
         raise ValueError(f"GE2E front end: the waveform is shorter than one VAD window ({win} samples)")
-    keep = voiced_mask(wav, config)
-    return wav.reshape(-1, win)[keep].reshape(-1)
+    pcm = np.clip(np.round(windows.astype(np.float64) * INT16_MAX), -INT16_MAX - 1, INT16_MAX).astype("<i2")
+    vad = webrtcvad.Vad(config.vad_mode)
+    # The only per-window loop: WebRTC VAD is a stateful C routine fed window by window.
+    flags = np.fromiter((vad.is_speech(w.tobytes(), config.sample_rate) for w in pcm), bool, len(pcm))
+    w = config.vad_moving_average_width
+    # Moving average over windows i-(w-1)//2 .. i+w//2, rounded half-to-even: voiced iff > half voted.
+    smoothed = 2 * _window_counts(flags, (w - 1) // 2, w // 2) > w
+    size = config.vad_max_silence_windows + 1
+    # Dilation by a ``size``-wide structuring element centred at size // 2.
+    keep = _window_counts(smoothed, (size - 1) // 2, size // 2) > 0
+    return windows[keep].reshape(-1)
 
 
 def preprocess_wav(samples: np.ndarray, config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Volume normalisation then long-silence trimming of a float32 16 kHz mono waveform."""
-    wav = normalize_volume(samples, config.target_dbfs)
-    return trim_long_silences(wav, config)
+    return trim_long_silences(normalize_volume(samples, config.target_dbfs), config)
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -152,8 +143,7 @@ def mel_filterbank(config: GE2EFrontEndConfig = DEFAULT_CONFIG) -> np.ndarray:
     lo, centre, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (bin_hz[None, :] - lo) / (centre - lo)
     falling = (hi - bin_hz[None, :]) / (hi - centre)
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= 2.0 / (hi - lo)
+    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (hi - lo))
     return weights.astype(np.float32)
 
 

@@ -242,6 +242,3 @@ def history_rows(
 
 def _key(session_id: str | None) -> str:
     return session_id or "anonymous"
-
-
-__all__ = ["HEARD_WAV", "HistoryPoint", "LiveStream", "LiveStreams", "LiveUpdate", "history_rows"]

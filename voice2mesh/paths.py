@@ -12,11 +12,7 @@ def shared_assets_dir() -> Path | None:
     """The assets folder (``$VOICE2MESH_ASSETS`` or ``../shared/assets`` beside the repo), if present."""
     env = os.environ.get("VOICE2MESH_ASSETS")
     candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT.parent / "shared" / "assets")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return None
+    return next((p for p in [*candidates, REPO_ROOT.parent / "shared" / "assets"] if p.is_dir()), None)
 
 
 def cache_dir() -> Path:
