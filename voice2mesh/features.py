@@ -141,19 +141,19 @@ def _frames(x: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndar
     return out
 
 
-_BLOCK = 128  # frames per FFT: each block's temporaries (< 1 MB) are reused by the allocator
+_BLOCK = 128  # frames per FFT: each block's buffers (< 2 MB) are reused from block to block
 
 
 def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()) -> np.ndarray:
     """(T, n_mels) float32 log mel filterbank of int16-scale samples, vectorised over frames.
 
     All frames are cut at once (:func:`_frames`, int16 for int16 input); then per block of ``_BLOCK``
-    frames: float64 → pre-emphasis, sample 0 of each frame against the previous frame's last sample
-    (quirk 3) → Hamming window → one rfft → power → one (sparse) matmul with the filters (quirk 4);
-    finally floor and natural log (quirk 5). The FFT runs in float64 (a float32 FFT is off by up to
-    2e-4 in the log of quiet bins). Blocks keep the temporaries small: one pass over all frames makes
-    ~15 MB of fresh float64 temporaries per call, which the allocator hands back to the system and
-    page-faults in again on the next call.
+    frames, in float64 buffers allocated once per call: pre-emphasis, sample 0 of each frame against the
+    previous frame's last sample (quirk 3) → Hamming window → the frames zero-padded to ``n_fft`` → one
+    rfft → power → one (sparse) matmul with the filters (quirk 4); finally floor and natural log (quirk 5).
+    The FFT runs in float64 (a float32 FFT is off by up to 2e-4 in the log of quiet bins). Blocks keep
+    the buffers small: one pass over all frames makes ~15 MB of fresh float64 temporaries per call, which
+    the allocator hands back to the system and page-faults in again on the next call.
     """
     x = np.asarray(int16_samples)
     if x.ndim != 1:
@@ -162,12 +162,18 @@ def log_mel(int16_samples: np.ndarray, config: FrontEndConfig = FrontEndConfig()
     before = np.concatenate([[0.0], frames[:-1, -1]])  # each frame's pre-emphasis predecessor
     a, window, filters = config.preemphasis, np.hamming(config.win_length), _sparse_filters(config)
     energies = np.empty((config.n_mels, len(frames)))  # transposed: the sparse product's natural layout
+    padded = np.zeros((_BLOCK, config.n_fft))  # frames in the first win_length columns, zeros after
+    previous = np.empty((_BLOCK, config.win_length))  # each sample's predecessor in its frame
+    spectrum = np.empty((_BLOCK, config.n_fft // 2 + 1), dtype=np.complex128)
     for b in range(0, len(frames), _BLOCK):
-        f = frames[b : b + _BLOCK].astype(np.float64)
-        f[:, 1:] -= a * f[:, :-1]
-        f[:, 0] -= a * before[b : b + _BLOCK]
+        raw = frames[b : b + _BLOCK]
+        n, f, prev = len(raw), padded[: len(raw), : config.win_length], previous[: len(raw)]
+        prev[:, 0] = before[b : b + _BLOCK]
+        prev[:, 1:] = raw[:, :-1]
+        prev *= -a
+        np.add(raw, prev, out=f)
         f *= window
-        pairs = np.fft.rfft(f, n=config.n_fft, axis=1).view(np.float64)  # re, im side by side
+        pairs = np.fft.rfft(padded[:n], axis=1, out=spectrum[:n]).view(np.float64)  # re, im side by side
         np.square(pairs, out=pairs)
         energies[:, b : b + _BLOCK] = filters @ (pairs[:, 0::2] + pairs[:, 1::2]).T
     return np.log(np.maximum(energies.T, config.log_floor)).astype(np.float32)
