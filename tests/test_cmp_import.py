@@ -154,7 +154,7 @@ def test_3ddfa_pickle_is_found_by_name_too(ref_dir, tmp_cache):
     assert (model.n_vertices, model.n_params) == (38365, 51)
 
 
-def test_missing_bfm_says_what_to_do(tmp_cache, monkeypatch):
+def test_missing_bfm_says_what_to_do(tmp_cache, monkeypatch, assets_dir):
     mean_only = load_face_model("bfm-53215")  # the shared assets' mean face: enough for the metrics
     assert mean_only.max_identity == 0
     with pytest.raises(ValueError, match="2D-to-3D-pretrained.tar"):

@@ -475,7 +475,7 @@ def test_ict_percentiles_are_monotonic_and_match_fresh_samples(tmp_cache, ict_mo
     assert 80.0 < one["distances_mm"]["OICD"] < 115.0  # ICT is stored in mm
 
 
-def test_builtin_bfm_layouts_give_mm_readouts_and_no_percentiles(tmp_cache):
+def test_builtin_bfm_layouts_give_mm_readouts_and_no_percentiles(tmp_cache, assets_dir):
     from voice2mesh.facemodel import load_face_model
 
     model = load_face_model("bfm-53215")  # mean face in BFM's micrometres, no shape modes in the assets
