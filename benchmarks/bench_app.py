@@ -50,6 +50,7 @@ TEXT = (
     "spoken at a steady pace, like a typical visitor."
 )
 MODEL_STAGES = ("decode", "vad", "features", "onnx", "decode_mesh", "readouts")
+SHARED_STAGES = ("decode", "vad", "features")  # computed once per request for models of one front end
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -150,12 +151,14 @@ def server_stages(log: list[dict[str, Any]], answers: list[dict], n: int) -> dic
         )
         add("span: upload received -> response ready", ev["end"] - up["start"])
     for js in answers[-n:]:
-        model = js["models"][0]["timings_ms"]
+        models = [m["timings_ms"] for m in js["models"]]
         for key, ms in js.get("timings_ms", {}).items():
             rows.setdefault(f"  handler: {key}", []).append(ms)
         for key in (*MODEL_STAGES, "write meshes"):
-            if key in model:
-                rows.setdefault(f"  handler: {key}", []).append(model[key])
+            times = [m[key] for m in models if key in m]
+            if times:  # the front end runs once for models that share it; the rest once per model
+                total = times[0] if key in SHARED_STAGES else sum(times)
+                rows.setdefault(f"  handler: {key}", []).append(total)
     out = {k: statistics.median(v) for k, v in rows.items()}
     inner = sum(v for k, v in out.items() if k.startswith("  handler:"))
     out["  handler: rest (tables, summary, Gradio call)"] = out["handler"] - inner
