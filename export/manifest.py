@@ -52,6 +52,8 @@ def skill_entry(evaluation: dict[str, Any] | list[dict[str, Any]] | None, run: s
     beats the baseline by more than two paired standard errors over speakers. None when no result has a
     row for ``run`` (the runtime then shows "not measured").
     """
+    if isinstance(evaluation, dict) and "results" in evaluation:  # read_evaluation of a multi-dataset run
+        evaluation = evaluation["results"]
     results = evaluation if isinstance(evaluation, list) else [evaluation] if evaluation else []
     for result in results:
         row = next(

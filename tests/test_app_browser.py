@@ -7,10 +7,13 @@ look at. Never runs ``playwright install``: without Debian's chromium the tests 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,19 +62,28 @@ def server(tmp_path_factory) -> AppServer:
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(voice):
-    """Chromium with a fake microphone that plays ``voice``."""
+@contextlib.contextmanager
+def fake_microphone_chromium(wav: str | Path) -> Iterator[Any]:
+    """Headless Debian Chromium whose microphone plays ``wav`` (permission granted without a prompt)."""
     args = [
         *CHROMIUM_ARGS,
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={voice}",
+        f"--use-file-for-fake-audio-capture={wav}",
     ]
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(voice):
+    """Chromium with a fake microphone that plays ``voice``."""
+    with fake_microphone_chromium(voice) as b:
         yield b
-        b.close()
 
 
 def open_app(browser, server: AppServer):

@@ -22,9 +22,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 from tests.app_server import REPO_ROOT, AppServer, start_app  # noqa: E402
 from tests.test_app_browser import (  # noqa: E402
     CHROMIUM,
-    CHROMIUM_ARGS,
     TIMEOUT_MS,
     assert_face_drawn,
+    fake_microphone_chromium,
     viewer_pixels,
 )
 
@@ -53,16 +53,8 @@ def example_wav(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(example_wav):
-    args = [
-        *CHROMIUM_ARGS,
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={example_wav}",
-    ]
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+    with fake_microphone_chromium(example_wav) as b:
         yield b
-        b.close()
 
 
 def open_page(browser, server: AppServer, viewport: tuple[int, int], mobile: bool = False):

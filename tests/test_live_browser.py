@@ -14,9 +14,8 @@ import pytest
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 from tests.test_app_browser import (  # noqa: E402
-    CHROMIUM,
-    CHROMIUM_ARGS,
     TIMEOUT_MS,
+    fake_microphone_chromium,
     open_app,
     viewer_pixels,
 )
@@ -29,16 +28,8 @@ SPEAK_S = 9.0  # the fake microphone loops the voice; long enough for several up
 
 @pytest.fixture(scope="module")
 def browser(voice):  # noqa: F811 - the voice fixture imported above
-    args = [
-        *CHROMIUM_ARGS,
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={voice}",
-    ]
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+    with fake_microphone_chromium(voice) as b:
         yield b
-        b.close()
 
 
 def _download(page, locator, folder: Path) -> tuple[Path, str]:

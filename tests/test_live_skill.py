@@ -190,3 +190,20 @@ def test_to_onnx_writes_the_skill_of_an_evaluated_run(tmp_path, assets_dir):
     assert skill["ER"].gap_closed == pytest.approx(0.2188, abs=1e-4) and skill["ER"].predictable
     assert not skill["FR"].predictable
     assert bundle.manifest["models"]["supervised"]["skill"]["evaluated_on"].startswith("synthvox-test test")
+
+
+def test_skill_entry_reads_what_export_reads_from_an_evaluation_folder(tmp_path):
+    """training.evaluate writes a list of results (one per dataset) and a Markdown table; export's
+    read_evaluation wraps them as {"results": [...], "markdown": ...}: the skill is found in there."""
+    import json
+
+    from export.to_onnx import read_evaluation
+
+    result = evaluation_result()
+    for row in result["rows"]:
+        row.pop("_per_utt", None)
+    (tmp_path / "evaluation.json").write_text(json.dumps([result]))
+    (tmp_path / "evaluation.md").write_text("| table |\n")
+    read = read_evaluation(tmp_path)
+    assert set(read) == {"results", "markdown"}
+    assert skill_entry(read, RUN) == skill_entry(result, RUN) is not None
