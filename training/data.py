@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -492,7 +493,7 @@ class FeatureBank:
         return self.data[self.offsets[item] : self.offsets[item + 1]].astype(np.float32)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # per process: runs may share a cache
         np.savez(
             tmp,
             utt_ids=self.utt_ids,

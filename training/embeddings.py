@@ -4,6 +4,7 @@ processes, and the embeddings a frozen encoder gives each utterance (VoiceEmbedN
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,7 @@ def embedding_bank(
             embs = embed_voiceembednet(encoder, bank, cfg.data.eval_frames, device)
         path.parent.mkdir(parents=True, exist_ok=True)
         counts = np.array([len(e) for e in embs])
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # per process: runs may share a cache
         flat = np.concatenate(embs) if embs else np.zeros((0, encoder.embed_dim), np.float32)
         np.savez(tmp, counts=counts, data=flat)
         tmp.replace(path)

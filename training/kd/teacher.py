@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -70,7 +71,7 @@ def cached_renders(folder: Path, n: int, size: int, face_model, seed: int) -> tu
             return z["images"], z["params"]
     images, params = render_random_faces(n, size, face_model, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # per process: runs may share a cache
     np.savez(tmp, images=images, params=params)
     tmp.replace(path)
     return images, params
