@@ -117,8 +117,13 @@ def test_microphone_record_stop_make_a_face(browser, server, artifacts_dir):
     time.sleep(4.0)  # the fake device plays the example voice (and loops it)
     audio.get_by_role("button", name="Stop").first.click()
     audio.get_by_role("button", name="Clear").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(2000)  # the recording is uploaded after Stop; a click before that sends none
     page.click("#run")
-    wait_for_both_faces(page)  # the default choice: both models
+    try:
+        wait_for_both_faces(page)  # the default choice: both models
+    except playwright_api.Error:
+        page.screenshot(path=str(artifacts_dir / "visitor_microphone_failed.png"), full_page=True)
+        raise
     assert_face_drawn(viewer_pixels(page, artifacts_dir / "visitor_microphone_a.png"))
     assert_face_drawn(viewer_pixels(page, artifacts_dir / "visitor_microphone_b.png", viewer="#viewer-b"))
     page.screenshot(path=str(artifacts_dir / "visitor_microphone.png"), full_page=True)
