@@ -86,8 +86,12 @@ def browser(voice):
         yield b
 
 
-def open_app(browser, server: AppServer):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+def open_app(browser, server: AppServer, viewport: tuple[int, int] = (1400, 1100), mobile: bool = False):
+    """A fresh page on the app (microphone allowed) and the list its page errors go to."""
+    w, h = viewport
+    context = browser.new_context(
+        viewport={"width": w, "height": h}, is_mobile=mobile, has_touch=mobile, device_scale_factor=1
+    )
     context.grant_permissions(["microphone"], origin=server.url.rstrip("/"))
     page = context.new_page()
     errors: list[str] = []

@@ -25,6 +25,7 @@ from tests.test_app_browser import (  # noqa: E402
     TIMEOUT_MS,
     assert_face_drawn,
     fake_microphone_chromium,
+    open_app,
     viewer_pixels,
 )
 
@@ -55,20 +56,6 @@ def example_wav(tmp_path_factory) -> Path:
 def browser(example_wav):
     with fake_microphone_chromium(example_wav) as b:
         yield b
-
-
-def open_page(browser, server: AppServer, viewport: tuple[int, int], mobile: bool = False):
-    w, h = viewport
-    context = browser.new_context(
-        viewport={"width": w, "height": h}, is_mobile=mobile, has_touch=mobile, device_scale_factor=1
-    )
-    context.grant_permissions(["microphone"], origin=server.url.rstrip("/"))
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url)
-    page.wait_for_selector("#run", timeout=TIMEOUT_MS)
-    return page, errors
 
 
 def wait_for_both_faces(page) -> None:
@@ -110,7 +97,7 @@ def assert_no_server_paths(page, server: AppServer) -> None:
 
 
 def test_microphone_record_stop_make_a_face(browser, server, artifacts_dir):
-    page, errors = open_page(browser, server, VIEWPORTS["desktop"])
+    page, errors = open_app(browser, server, VIEWPORTS["desktop"])
     audio = page.locator("#voice-input")
     audio.get_by_role("button", name="Record audio").click()
     audio.get_by_role("button", name="Record", exact=True).click()
@@ -133,7 +120,7 @@ def test_microphone_record_stop_make_a_face(browser, server, artifacts_dir):
 
 @pytest.mark.parametrize("name", list(VIEWPORTS))
 def test_both_models_with_heatmap_readable(browser, server, artifacts_dir, name):
-    page, errors = open_page(browser, server, VIEWPORTS[name], mobile=name == "phone")
+    page, errors = open_app(browser, server, VIEWPORTS[name], mobile=name == "phone")
     page.get_by_label("Colour by distance from the average face", exact=False).check()
     page.set_input_files("#voice-input input[type=file]", str(EXAMPLE))
     page.locator("#voice-input").get_by_role("button", name="Clear").wait_for(timeout=TIMEOUT_MS)
@@ -172,7 +159,7 @@ def test_both_models_with_heatmap_readable(browser, server, artifacts_dir, name)
 
 def test_one_model_keeps_one_table(browser, server):
     """One model: its readouts (ratio, mm, percentile, skill) in one table; the details table is hidden."""
-    page, errors = open_page(browser, server, VIEWPORTS["desktop"])
+    page, errors = open_app(browser, server, VIEWPORTS["desktop"])
     assert page.locator("#readout-details").is_visible()  # the default choice: both models
     page.get_by_label("Supervised", exact=True).check()
     playwright_api.expect(page.locator("#readout-details")).to_be_hidden(timeout=TIMEOUT_MS)
